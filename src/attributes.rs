@@ -1,0 +1,624 @@
+//! Attribute values and attribute sets.
+//!
+//! Every data type carries attributes: string, integer, float or boolean values
+//! under string keys. [`Attributes`] is the owned, order-independent set stored
+//! in items and batches. [`AsAttributes`] is what the recording calls accept: it
+//! is implemented for [`Attributes`] and for plain arrays, slices and vectors of
+//! `(key, value)` pairs, so that recording into an existing series borrows the
+//! caller's pairs and allocates nothing.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+/// One attribute value: a string, an integer, a float or a boolean.
+///
+/// Built with `From` from the usual Rust types:
+///
+/// ```
+/// use newrelic_telemetry::Value;
+///
+/// assert_eq!(Value::from("GET"), Value::String("GET".into()));
+/// assert_eq!(Value::from(200), Value::Int(200));
+/// assert_eq!(Value::from(0.25), Value::Float(0.25));
+/// assert_eq!(Value::from(true), Value::Bool(true));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A string value (shared, so cloning it is cheap).
+    String(Arc<str>),
+    /// A signed 64-bit integer.
+    Int(i64),
+    /// A 64-bit float. NaN and infinities are rejected when an item is recorded.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl Value {
+    /// Borrows this value as a [`ValueRef`].
+    pub fn as_value_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::String(s) => ValueRef::Str(s),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Float(f) => ValueRef::Float(*f),
+            Value::Bool(b) => ValueRef::Bool(*b),
+        }
+    }
+}
+
+/// A borrowed attribute value, as recording calls see it.
+///
+/// It is what [`AsValueRef`] hands out; most users never name it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ValueRef<'a> {
+    /// A borrowed string.
+    Str(&'a str),
+    /// A signed 64-bit integer.
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl ValueRef<'_> {
+    /// Makes an owned [`Value`] (allocates for strings).
+    pub fn to_value(self) -> Value {
+        match self {
+            ValueRef::Str(s) => Value::String(Arc::from(s)),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Float(f) => Value::Float(f),
+            ValueRef::Bool(b) => Value::Bool(b),
+        }
+    }
+
+    /// Feeds the value into a hasher; floats hash by bit pattern.
+    pub(crate) fn hash_into(self, hasher: &mut impl Hasher) {
+        match self {
+            ValueRef::Str(s) => {
+                hasher.write_u8(0);
+                hasher.write(s.as_bytes());
+            }
+            ValueRef::Int(i) => {
+                hasher.write_u8(1);
+                hasher.write_i64(i);
+            }
+            ValueRef::Float(f) => {
+                hasher.write_u8(2);
+                hasher.write_u64(f.to_bits());
+            }
+            ValueRef::Bool(b) => {
+                hasher.write_u8(3);
+                hasher.write_u8(b as u8);
+            }
+        }
+    }
+
+    /// Identity comparison: floats compare by bit pattern, so that a series
+    /// keyed by a float attribute is always found again.
+    pub(crate) fn same_as(self, other: ValueRef<'_>) -> bool {
+        match (self, other) {
+            (ValueRef::Str(a), ValueRef::Str(b)) => a == b,
+            (ValueRef::Int(a), ValueRef::Int(b)) => a == b,
+            (ValueRef::Float(a), ValueRef::Float(b)) => a.to_bits() == b.to_bits(),
+            (ValueRef::Bool(a), ValueRef::Bool(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.as_value_ref().serialize(serializer)
+    }
+}
+
+impl Serialize for ValueRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            ValueRef::Str(s) => serializer.serialize_str(s),
+            ValueRef::Int(i) => serializer.serialize_i64(i),
+            ValueRef::Float(f) => serializer.serialize_f64(f),
+            ValueRef::Bool(b) => serializer.serialize_bool(b),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::String(s) => f.write_str(s),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+macro_rules! value_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self { Value::Int(i64::from(v)) }
+        }
+        impl AsValueRef for $t {
+            fn as_value_ref(&self) -> ValueRef<'_> { ValueRef::Int(i64::from(*self)) }
+        }
+    )*};
+}
+value_from_int!(i8, i16, i32, i64, u8, u16, u32);
+
+/// Integers that may not fit in `i64` become floats, as JSON numbers would.
+macro_rules! value_from_wide_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self { v.as_value_ref().to_value() }
+        }
+        impl AsValueRef for $t {
+            fn as_value_ref(&self) -> ValueRef<'_> {
+                match i64::try_from(*self) {
+                    Ok(i) => ValueRef::Int(i),
+                    Err(_) => ValueRef::Float(*self as f64),
+                }
+            }
+        }
+    )*};
+}
+value_from_wide_int!(u64, usize, isize, u128, i128);
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+impl From<f32> for Value {
+    fn from(v: f32) -> Self {
+        Value::Float(f64::from(v))
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::String(Arc::from(v))
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::String(Arc::from(v))
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::String(Arc::from(v.as_str()))
+    }
+}
+impl From<Arc<str>> for Value {
+    fn from(v: Arc<str>) -> Self {
+        Value::String(v)
+    }
+}
+impl From<ValueRef<'_>> for Value {
+    fn from(v: ValueRef<'_>) -> Self {
+        v.to_value()
+    }
+}
+
+/// Anything that can be borrowed as an attribute value without allocating.
+///
+/// Implemented for [`Value`], string types, integers, floats and booleans.
+pub trait AsValueRef {
+    /// Borrows the value.
+    fn as_value_ref(&self) -> ValueRef<'_>;
+}
+
+impl AsValueRef for Value {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        Value::as_value_ref(self)
+    }
+}
+impl AsValueRef for ValueRef<'_> {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        *self
+    }
+}
+impl AsValueRef for str {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Str(self)
+    }
+}
+impl AsValueRef for String {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Str(self)
+    }
+}
+impl AsValueRef for Arc<str> {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Str(self)
+    }
+}
+impl AsValueRef for f64 {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Float(*self)
+    }
+}
+impl AsValueRef for f32 {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Float(f64::from(*self))
+    }
+}
+impl AsValueRef for bool {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Bool(*self)
+    }
+}
+impl<T: AsValueRef + ?Sized> AsValueRef for &T {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        (**self).as_value_ref()
+    }
+}
+
+/// An owned set of attributes: unique keys, independent of insertion order.
+///
+/// Two sets with the same pairs inserted in another order are equal, hash the
+/// same and name the same metric series. Inserting a key that is already present
+/// replaces its value.
+///
+/// ```
+/// use newrelic_telemetry::{attributes, Attributes, Value};
+///
+/// let a = attributes! { "host" => "web-1", "port" => 8080 };
+/// let b = Attributes::from([("port", Value::from(8080)), ("host", Value::from("web-1"))]);
+/// assert_eq!(a, b);
+/// assert_eq!(a.get("port"), Some(&8080.into()));
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct Attributes {
+    /// Sorted by key; keys are unique.
+    pairs: Vec<(Arc<str>, Value)>,
+}
+
+impl Attributes {
+    /// An empty set.
+    pub const fn new() -> Self {
+        Attributes { pairs: Vec::new() }
+    }
+
+    /// An empty set with room for `capacity` pairs.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Attributes {
+            pairs: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Inserts a pair, returning the value it replaced.
+    pub fn insert(&mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Option<Value> {
+        let key = key.into();
+        match self.search(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.pairs[i].1, value.into())),
+            Err(i) => {
+                self.pairs.insert(i, (key, value.into()));
+                None
+            }
+        }
+    }
+
+    /// Adds a pair, builder style.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Attributes;
+    /// let attrs = Attributes::new().with("env", "prod").with("shard", 3);
+    /// assert_eq!(attrs.len(), 2);
+    /// ```
+    pub fn with(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
+        self.insert(key, value);
+        self
+    }
+
+    /// The value under `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.search(key).ok().map(|i| &self.pairs[i].1)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.search(key).is_ok()
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        self.search(key).ok().map(|i| self.pairs.remove(i).1)
+    }
+
+    /// The number of pairs.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The pairs, sorted by key.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> + '_ {
+        self.pairs.iter().map(|(k, v)| (&**k, v))
+    }
+
+    fn search(&self, key: &str) -> Result<usize, usize> {
+        self.pairs.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+
+    pub(crate) fn pairs(&self) -> &[(Arc<str>, Value)] {
+        &self.pairs
+    }
+
+    pub(crate) fn pairs_mut(&mut self) -> &mut Vec<(Arc<str>, Value)> {
+        &mut self.pairs
+    }
+
+    /// Builds a set from borrowed pairs; later duplicates win.
+    pub(crate) fn from_source(source: &(impl AsAttributes + ?Sized)) -> Attributes {
+        let mut attrs = Attributes::with_capacity(source.attribute_count());
+        source.for_each_attribute(|k, v| {
+            attrs.insert(k, v.to_value());
+        });
+        attrs
+    }
+}
+
+impl fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (k, v) in self.iter() {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<K: Into<Arc<str>>, V: Into<Value>> FromIterator<(K, V)> for Attributes {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut attrs = Attributes::new();
+        attrs.extend(iter);
+        attrs
+    }
+}
+
+impl<K: Into<Arc<str>>, V: Into<Value>> Extend<(K, V)> for Attributes {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl<K: Into<Arc<str>>, V: Into<Value>, const N: usize> From<[(K, V); N]> for Attributes {
+    fn from(pairs: [(K, V); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl<K: Into<Arc<str>>, V: Into<Value>> From<Vec<(K, V)>> for Attributes {
+    fn from(pairs: Vec<(K, V)>) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a Attributes {
+    type Item = (&'a str, &'a Value);
+    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a Value)> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// Builds [`Attributes`] from `key => value` pairs.
+///
+/// ```
+/// use newrelic_telemetry::attributes;
+///
+/// let attrs = attributes! { "route" => "/checkout", "status" => 200, "cached" => false };
+/// assert_eq!(attrs.len(), 3);
+/// let none = attributes! {};
+/// assert!(none.is_empty());
+/// ```
+#[macro_export]
+macro_rules! attributes {
+    () => { $crate::Attributes::new() };
+    ($($key:expr => $value:expr),+ $(,)?) => {{
+        let mut attrs = $crate::Attributes::with_capacity([$(stringify!($key)),+].len());
+        $( attrs.insert($key, $crate::Value::from($value)); )+
+        attrs
+    }};
+}
+
+/// What the recording calls accept as attributes: anything that can lend its
+/// `(key, value)` pairs without allocating.
+///
+/// Implemented for [`Attributes`], for arrays, slices and vectors of pairs whose
+/// keys are strings and whose values implement [`AsValueRef`], for `()` (no
+/// attributes), and for references to all of these. Pairs may come in any order;
+/// a key given twice keeps its last value.
+///
+/// ```
+/// use newrelic_telemetry::{AsAttributes, Value};
+///
+/// fn count(attrs: impl AsAttributes) -> usize { attrs.attribute_count() }
+///
+/// assert_eq!(count([("route", "/a"), ("method", "GET")]), 2);
+/// assert_eq!(count(&[("status", Value::from(200)), ("ok", true.into())]), 2);
+/// assert_eq!(count(()), 0);
+/// ```
+pub trait AsAttributes {
+    /// How many pairs [`for_each_attribute`](Self::for_each_attribute) visits.
+    fn attribute_count(&self) -> usize;
+    /// Calls `f` with each pair.
+    fn for_each_attribute<'s>(&'s self, f: impl FnMut(&'s str, ValueRef<'s>));
+}
+
+impl AsAttributes for Attributes {
+    fn attribute_count(&self) -> usize {
+        self.len()
+    }
+    fn for_each_attribute<'s>(&'s self, mut f: impl FnMut(&'s str, ValueRef<'s>)) {
+        for (k, v) in &self.pairs {
+            f(k, v.as_value_ref());
+        }
+    }
+}
+
+impl AsAttributes for () {
+    fn attribute_count(&self) -> usize {
+        0
+    }
+    fn for_each_attribute<'s>(&'s self, _f: impl FnMut(&'s str, ValueRef<'s>)) {}
+}
+
+impl<K: AsRef<str>, V: AsValueRef> AsAttributes for [(K, V)] {
+    fn attribute_count(&self) -> usize {
+        self.len()
+    }
+    fn for_each_attribute<'s>(&'s self, mut f: impl FnMut(&'s str, ValueRef<'s>)) {
+        for (k, v) in self {
+            f(k.as_ref(), v.as_value_ref());
+        }
+    }
+}
+
+impl<K: AsRef<str>, V: AsValueRef, const N: usize> AsAttributes for [(K, V); N] {
+    fn attribute_count(&self) -> usize {
+        N
+    }
+    fn for_each_attribute<'s>(&'s self, f: impl FnMut(&'s str, ValueRef<'s>)) {
+        self.as_slice().for_each_attribute(f)
+    }
+}
+
+impl<K: AsRef<str>, V: AsValueRef> AsAttributes for Vec<(K, V)> {
+    fn attribute_count(&self) -> usize {
+        self.len()
+    }
+    fn for_each_attribute<'s>(&'s self, f: impl FnMut(&'s str, ValueRef<'s>)) {
+        self.as_slice().for_each_attribute(f)
+    }
+}
+
+impl<T: AsAttributes + ?Sized> AsAttributes for &T {
+    fn attribute_count(&self) -> usize {
+        (**self).attribute_count()
+    }
+    fn for_each_attribute<'s>(&'s self, f: impl FnMut(&'s str, ValueRef<'s>)) {
+        (**self).for_each_attribute(f)
+    }
+}
+
+/// An order-independent hash of a set of pairs: the wrapping sum of one hash
+/// per pair. Equal sets give equal hashes whatever order their pairs come in.
+pub(crate) fn set_hash(build: &impl BuildHasher, source: &(impl AsAttributes + ?Sized)) -> u64 {
+    let mut sum = 0u64;
+    source.for_each_attribute(|k, v| {
+        let mut h = build.build_hasher();
+        h.write(k.as_bytes());
+        h.write_u8(0xff);
+        v.hash_into(&mut h);
+        sum = sum.wrapping_add(h.finish());
+    });
+    sum
+}
+
+/// Whether borrowed pairs name exactly the stored set (order-free, duplicate
+/// aware). Sets of more than 128 pairs are compared through an owned copy.
+pub(crate) fn same_set(stored: &Attributes, source: &(impl AsAttributes + ?Sized)) -> bool {
+    if stored.len() != source.attribute_count() {
+        return false;
+    }
+    if stored.len() > 128 {
+        return *stored == Attributes::from_source(source);
+    }
+    let mut seen = 0u128;
+    let mut same = true;
+    source.for_each_attribute(|k, v| {
+        if !same {
+            return;
+        }
+        match stored.search(k) {
+            Ok(i) if seen & (1 << i) == 0 && stored.pairs[i].1.as_value_ref().same_as(v) => {
+                seen |= 1 << i;
+            }
+            _ => same = false,
+        }
+    });
+    same
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insertion_order_does_not_matter() {
+        let a = Attributes::from([("b", 2), ("a", 1)]);
+        let b = Attributes::from([("a", 1), ("b", 2)]);
+        assert_eq!(a, b);
+        assert_eq!(a.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn later_duplicate_wins() {
+        let a = Attributes::from([("a", 1), ("a", 2)]);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a.get("a"), Some(&Value::Int(2)));
+    }
+
+    #[test]
+    fn set_hash_is_order_free_and_value_sensitive() {
+        let build = foldhash::fast::RandomState::default();
+        let h1 = set_hash(&build, &[("a", "x"), ("b", "y")]);
+        let h2 = set_hash(&build, &[("b", "y"), ("a", "x")]);
+        let h3 = set_hash(&build, &[("a", "y"), ("b", "x")]);
+        assert_eq!(h1, h2);
+        assert_ne!(h1, h3);
+        let owned = Attributes::from([("b", "y"), ("a", "x")]);
+        assert_eq!(set_hash(&build, &owned), h1);
+    }
+
+    #[test]
+    fn same_set_detects_duplicates_and_differences() {
+        let stored = Attributes::from([("a", 1), ("b", 2)]);
+        assert!(same_set(&stored, &[("b", 2), ("a", 1)]));
+        assert!(!same_set(&stored, &[("a", 1), ("a", 1)]));
+        assert!(!same_set(&stored, &[("a", 1), ("b", 3)]));
+        assert!(!same_set(&stored, &[("a", 1)]));
+        assert!(!same_set(
+            &stored,
+            &[("a", Value::from(1.0)), ("b", 2.into())]
+        ));
+    }
+
+    #[test]
+    fn wide_integers_fall_back_to_float() {
+        assert_eq!(Value::from(u64::MAX), Value::Float(u64::MAX as f64));
+        assert_eq!(Value::from(7u64), Value::Int(7));
+    }
+
+    #[test]
+    fn serializes_as_object() {
+        let a = attributes! { "s" => "x", "i" => 1, "f" => 1.5, "b" => true };
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"b":true,"f":1.5,"i":1,"s":"x"}"#
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! Buffering batches for events, logs and spans.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Notify};
+
+use super::{Batch, RecordCounters, RecordStats};
+use crate::attributes::Attributes;
+use crate::common::Common;
+use crate::error::RecordError;
+use crate::event::Event;
+use crate::log::Log;
+use crate::span::Span;
+use crate::validate::{
+    EVENT_LIMITS, LOG_LIMITS, SPAN_LIMITS, check_attributes, check_event_type, sanitize_common,
+};
+
+/// Items a batch holds at most by default; see [`ItemBatchBuilder::capacity`].
+pub const DEFAULT_CAPACITY: usize = 50_000;
+
+/// A batch of [`Event`]s. Its common attributes are merged into every event
+/// when it is sent (the Event API has no common block).
+pub type EventBatch = ItemBatch<Event>;
+/// A batch of [`Log`] records.
+pub type LogBatch = ItemBatch<Log>;
+/// A batch of [`Span`]s.
+pub type SpanBatch = ItemBatch<Span>;
+
+mod private {
+    use crate::attributes::Attributes;
+    use crate::error::RecordError;
+
+    /// Validation of an item before it is buffered.
+    pub trait Checked {
+        /// Common attributes cleaned to this API's limits.
+        fn sanitize_common(attributes: Attributes) -> Attributes;
+        /// Validates the item and truncates over-long values; returns how many
+        /// values were truncated.
+        fn check(&mut self) -> Result<u64, RecordError>;
+    }
+}
+
+/// An item type an [`ItemBatch`] can hold: [`Event`], [`Log`] or [`Span`]. Sealed.
+pub trait BatchItem: private::Checked + Send + Sync + 'static {}
+impl BatchItem for Event {}
+impl BatchItem for Log {}
+impl BatchItem for Span {}
+
+impl private::Checked for Event {
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &EVENT_LIMITS)
+    }
+    fn check(&mut self) -> Result<u64, RecordError> {
+        check_event_type(self.event_type())?;
+        check_attributes(self.attributes_mut(), &EVENT_LIMITS)
+    }
+}
+
+impl private::Checked for Log {
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &LOG_LIMITS)
+    }
+    fn check(&mut self) -> Result<u64, RecordError> {
+        check_attributes(self.attributes_mut(), &LOG_LIMITS)
+    }
+}
+
+impl private::Checked for Span {
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &SPAN_LIMITS)
+    }
+    fn check(&mut self) -> Result<u64, RecordError> {
+        if self.name().is_none_or(str::is_empty)
+            || self.id().is_empty()
+            || self.trace_id().is_empty()
+        {
+            return Err(RecordError::EmptyName);
+        }
+        let mut truncations = check_attributes(self.attributes_mut(), &SPAN_LIMITS)?;
+        for event in self.events_mut() {
+            if event.name().is_empty() {
+                return Err(RecordError::EmptyName);
+            }
+            truncations += check_attributes(event.attributes_mut(), &SPAN_LIMITS)?;
+        }
+        Ok(truncations)
+    }
+}
+
+/// Validates an item handed straight to a client.
+pub(crate) fn check_item<T: BatchItem>(item: &mut T) -> Result<u64, RecordError> {
+    item.check()
+}
+
+/// A batch that buffers items of one type until the next harvest.
+///
+/// Use it through its aliases [`EventBatch`], [`LogBatch`] and [`SpanBatch`].
+/// Items are validated when recorded (see [`RecordError`]); when the batch holds
+/// its capacity, it asks its harvester for an early harvest and drops new items
+/// (counted in [`RecordStats::dropped_buffer_full`]) until then: the items
+/// already buffered are never the ones lost.
+///
+/// ```
+/// use newrelic_telemetry::{Event, EventBatch};
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), newrelic_telemetry::RecordError> {
+/// let events = Arc::new(EventBatch::new());
+/// events.record(Event::new("Purchase").with_attribute("amount", 12.5)).await?;
+/// let (items, _common) = events.flush().await;
+/// assert_eq!(items.len(), 1);
+/// # Ok(()) }
+/// ```
+pub struct ItemBatch<T> {
+    items: Mutex<Vec<T>>,
+    capacity: usize,
+    common_attributes: Option<Arc<Attributes>>,
+    counters: RecordCounters,
+    harvest: Notify,
+}
+
+impl<T> std::fmt::Debug for ItemBatch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ItemBatch")
+            .field("item", &std::any::type_name::<T>())
+            .field("capacity", &self.capacity)
+            .field("common_attributes", &self.common_attributes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures an [`ItemBatch`].
+///
+/// ```
+/// use newrelic_telemetry::{attributes, LogBatch};
+///
+/// let logs = LogBatch::builder()
+///     .common_attributes(attributes! { "service.name" => "checkout" })
+///     .capacity(10_000)
+///     .build();
+/// ```
+#[derive(Debug, Clone)]
+pub struct ItemBatchBuilder<T> {
+    common_attributes: Option<Attributes>,
+    capacity: usize,
+    item: PhantomData<fn() -> T>,
+}
+
+impl<T: BatchItem> ItemBatchBuilder<T> {
+    /// Attributes every item shares: sent in the common block (logs, spans) or
+    /// merged into each event. Invalid pairs are removed with a warning.
+    pub fn common_attributes(mut self, attributes: Attributes) -> Self {
+        self.common_attributes = Some(attributes);
+        self
+    }
+
+    /// The most items the batch buffers between harvests (default 50,000). At
+    /// half of it the batch asks for an early harvest.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Builds the batch.
+    pub fn build(self) -> ItemBatch<T> {
+        ItemBatch {
+            items: Mutex::new(Vec::new()),
+            capacity: self.capacity,
+            common_attributes: self
+                .common_attributes
+                .map(T::sanitize_common)
+                .filter(|a| !a.is_empty())
+                .map(Arc::new),
+            counters: RecordCounters::default(),
+            harvest: Notify::new(),
+        }
+    }
+}
+
+impl<T: BatchItem> Default for ItemBatch<T> {
+    fn default() -> Self {
+        ItemBatch::new()
+    }
+}
+
+impl<T: BatchItem> ItemBatch<T> {
+    /// A batch with the default capacity and no common attributes.
+    pub fn new() -> Self {
+        ItemBatch::builder().build()
+    }
+
+    /// A builder for a batch with common attributes or another capacity.
+    pub fn builder() -> ItemBatchBuilder<T> {
+        ItemBatchBuilder {
+            common_attributes: None,
+            capacity: DEFAULT_CAPACITY,
+            item: PhantomData,
+        }
+    }
+
+    /// Validates `item` and buffers it.
+    ///
+    /// Over-long string values are truncated to the API's limit (counted in
+    /// [`RecordStats::values_truncated`]); anything else the API would reject is
+    /// refused with a [`RecordError`].
+    ///
+    /// ```
+    /// # use newrelic_telemetry::{Log, LogBatch};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::new();
+    /// logs.record(Log::new("started").with_level("INFO")).await.unwrap();
+    /// assert_eq!(logs.len().await, 1);
+    /// # }
+    /// ```
+    pub async fn record(&self, mut item: T) -> Result<(), RecordError> {
+        let truncations = item.check().map_err(|e| self.counters.refused(e))?;
+        self.counters.truncated(truncations);
+        let mut items = self.items.lock().await;
+        if items.len() >= self.capacity {
+            drop(items);
+            self.harvest.notify_one();
+            return Err(self.counters.refused(RecordError::BufferFull {
+                capacity: self.capacity,
+            }));
+        }
+        items.push(item);
+        if items.len() == self.capacity.div_ceil(2) {
+            self.harvest.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Takes every buffered item out (O(1) under the lock) with the common block.
+    pub async fn flush(&self) -> (Vec<T>, Common) {
+        let items = std::mem::take(&mut *self.items.lock().await);
+        (
+            items,
+            Common::new().with_shared_attributes(self.common_attributes.clone()),
+        )
+    }
+
+    /// How many items are buffered.
+    pub async fn len(&self) -> usize {
+        self.items.lock().await.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+
+    /// What the batch refused or changed since it was created.
+    pub fn record_stats(&self) -> RecordStats {
+        self.counters.snapshot()
+    }
+
+    /// The common attributes sent with every flush.
+    pub fn common_attributes(&self) -> Option<&Attributes> {
+        self.common_attributes.as_deref()
+    }
+}
+
+impl<T: BatchItem> super::sealed::Sealed for ItemBatch<T> {}
+
+impl<T: BatchItem> Batch for ItemBatch<T> {
+    type Item = T;
+
+    fn flush(&self) -> impl std::future::Future<Output = (Vec<T>, Common)> + Send {
+        ItemBatch::flush(self)
+    }
+
+    fn harvest_requested(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.harvest.notified()
+    }
+
+    fn record_stats(&self) -> RecordStats {
+        self.counters.snapshot()
+    }
+}

@@ -1,0 +1,97 @@
+//! Batches: where recorded data waits for the next harvest.
+//!
+//! [`MetricBatch`] aggregates metrics into series; [`EventBatch`], [`LogBatch`]
+//! and [`SpanBatch`] buffer items up to a capacity. All of them are safe to share
+//! across tasks as `Arc<...>`, and [`flush`](MetricBatch::flush) takes their
+//! contents out in O(1) under their locks.
+
+mod items;
+mod metric;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) use items::check_item;
+pub use items::{
+    BatchItem, DEFAULT_CAPACITY, EventBatch, ItemBatch, ItemBatchBuilder, LogBatch, SpanBatch,
+};
+pub use metric::{DEFAULT_MAX_SERIES, MetricBatch, MetricBatchBuilder};
+
+use crate::common::Common;
+use crate::error::RecordError;
+
+/// What a batch refused or changed since it was created.
+///
+/// Successful recordings are not counted, to keep the hot path free of shared
+/// writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordStats {
+    /// Items refused because they broke a rule of the API (NaN values, empty or
+    /// invalid names, attribute limits, reserved keys).
+    pub rejected_invalid: u64,
+    /// String attribute values cut to the API's length limit.
+    pub values_truncated: u64,
+    /// Items dropped because the batch was at its capacity.
+    pub dropped_buffer_full: u64,
+    /// New metric series dropped because the batch was at its series limit.
+    pub dropped_series_limit: u64,
+}
+
+/// The atomic counters behind [`RecordStats`]; written only on rare paths.
+#[derive(Debug, Default)]
+pub(crate) struct RecordCounters {
+    rejected_invalid: AtomicU64,
+    values_truncated: AtomicU64,
+    dropped_buffer_full: AtomicU64,
+    dropped_series_limit: AtomicU64,
+}
+
+impl RecordCounters {
+    /// Counts a refusal and hands the error back.
+    pub(crate) fn refused(&self, error: RecordError) -> RecordError {
+        let counter = match error {
+            RecordError::BufferFull { .. } => &self.dropped_buffer_full,
+            RecordError::SeriesLimitReached { .. } => &self.dropped_series_limit,
+            _ => &self.rejected_invalid,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%error, "recording refused");
+        error
+    }
+
+    pub(crate) fn truncated(&self, n: u64) {
+        if n > 0 {
+            self.values_truncated.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> RecordStats {
+        RecordStats {
+            rejected_invalid: self.rejected_invalid.load(Ordering::Relaxed),
+            values_truncated: self.values_truncated.load(Ordering::Relaxed),
+            dropped_buffer_full: self.dropped_buffer_full.load(Ordering::Relaxed),
+            dropped_series_limit: self.dropped_series_limit.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A batch a [`Harvester`](crate::Harvester) can drain: one of [`MetricBatch`],
+/// [`EventBatch`], [`LogBatch`] and [`SpanBatch`]. Sealed.
+pub trait Batch: sealed::Sealed + Send + Sync + 'static {
+    /// The items the batch yields when flushed.
+    type Item: Send + Sync + 'static;
+
+    /// Takes everything buffered and the common block, and starts a new interval.
+    fn flush(&self) -> impl Future<Output = (Vec<Self::Item>, Common)> + Send;
+
+    /// Completes when the batch is filling up and wants an early harvest.
+    fn harvest_requested(&self) -> impl Future<Output = ()> + Send;
+
+    /// What the batch refused or changed so far.
+    fn record_stats(&self) -> RecordStats;
+}
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}

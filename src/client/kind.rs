@@ -1,0 +1,195 @@
+//! The four ingest APIs as types: what each one carries and how its payload
+//! looks on the wire.
+
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
+use crate::common::Common;
+use crate::error::RecordError;
+use crate::event::{Event, EventWithCommon};
+use crate::log::Log;
+use crate::metric::Metric;
+use crate::span::Span;
+
+/// The Metric API (`metrics` blocks).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Metrics;
+/// The Event API (a flat array of events).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Events;
+/// The Log API (`logs` blocks).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Logs;
+/// The Trace API (`spans` blocks).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spans;
+
+/// One of the four ingest APIs: [`Metrics`], [`Events`], [`Logs`] or
+/// [`Spans`]. Sealed; it ties a client to the items and batch of its API.
+pub trait Kind: private::Sealed + Send + Sync + 'static {
+    /// The items this API takes.
+    type Item: Send + Sync + 'static;
+    /// The batch a harvester drains for this API.
+    type Batch: crate::batch::Batch<Item = Self::Item>;
+
+    #[doc(hidden)]
+    const API: private::Api;
+    #[doc(hidden)]
+    const DATA_FORMAT_HEADERS: bool = false;
+    /// Writes the JSON payload for `items` sharing `common`.
+    #[doc(hidden)]
+    fn write_json(
+        items: &[Self::Item],
+        common: &Common,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()>;
+    /// Validates an item handed straight to a client.
+    #[doc(hidden)]
+    fn check(item: &mut Self::Item) -> Result<u64, RecordError>;
+}
+
+pub(crate) mod private {
+    pub trait Sealed {}
+
+    /// Facts about one ingest API.
+    #[derive(Debug)]
+    pub struct Api {
+        /// Short name for logs: `metric`, `event`, `log`, `trace`.
+        pub name: &'static str,
+        pub us: &'static str,
+        pub eu: &'static str,
+    }
+}
+
+/// `[{"common": {...}, "<key>": [...]}]`
+struct Blocks<'a, T> {
+    key: &'static str,
+    common: &'a Common,
+    items: &'a [T],
+}
+
+impl<T: Serialize> Serialize for Blocks<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Block<'b, T>(&'b Blocks<'b, T>);
+        impl<T: Serialize> Serialize for Block<'_, T> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(None)?;
+                if !self.0.common.is_empty() {
+                    map.serialize_entry("common", self.0.common)?;
+                }
+                map.serialize_entry(self.0.key, self.0.items)?;
+                map.end()
+            }
+        }
+        let mut seq = serializer.serialize_seq(Some(1))?;
+        seq.serialize_element(&Block(self))?;
+        seq.end()
+    }
+}
+
+fn write_blocks<T: Serialize>(
+    key: &'static str,
+    items: &[T],
+    common: &Common,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    serde_json::to_writer(out, &Blocks { key, common, items })
+}
+
+impl private::Sealed for Metrics {}
+
+impl Kind for Metrics {
+    type Item = Metric;
+    type Batch = MetricBatch;
+    const API: private::Api = private::Api {
+        name: "metric",
+        us: "https://metric-api.newrelic.com/metric/v1",
+        eu: "https://metric-api.eu.newrelic.com/metric/v1",
+    };
+    fn write_json(items: &[Metric], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        write_blocks("metrics", items, common, out)
+    }
+    fn check(item: &mut Metric) -> Result<u64, RecordError> {
+        if item.name().is_empty() {
+            return Err(RecordError::EmptyName);
+        }
+        let valid = match item {
+            Metric::Count(m) => m.value().is_finite(),
+            Metric::Gauge(m) => m.value().is_finite(),
+            Metric::Summary(m) => m.summary().is_valid(),
+        };
+        if !valid {
+            return Err(RecordError::NonFiniteValue {
+                name: item.name().to_owned(),
+            });
+        }
+        let (attrs, truncations) =
+            crate::validate::metric_attributes(item.name(), item.attributes())?;
+        if truncations > 0 {
+            item.replace_attributes(attrs);
+        }
+        Ok(truncations)
+    }
+}
+
+impl private::Sealed for Events {}
+
+impl Kind for Events {
+    type Item = Event;
+    type Batch = EventBatch;
+    const API: private::Api = private::Api {
+        name: "event",
+        us: "https://insights-collector.newrelic.com/v1/accounts/events",
+        eu: "https://insights-collector.eu01.nr-data.net/v1/accounts/events",
+    };
+    fn write_json(items: &[Event], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        struct Flat<'a>(&'a [Event], &'a Common);
+        impl Serialize for Flat<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let common = self.1.attributes();
+                serializer.collect_seq(self.0.iter().map(|event| EventWithCommon { event, common }))
+            }
+        }
+        serde_json::to_writer(out, &Flat(items, common))
+    }
+    fn check(item: &mut Event) -> Result<u64, RecordError> {
+        crate::batch::check_item(item)
+    }
+}
+
+impl private::Sealed for Logs {}
+
+impl Kind for Logs {
+    type Item = Log;
+    type Batch = LogBatch;
+    const API: private::Api = private::Api {
+        name: "log",
+        us: "https://log-api.newrelic.com/log/v1",
+        eu: "https://log-api.eu.newrelic.com/log/v1",
+    };
+    fn write_json(items: &[Log], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        write_blocks("logs", items, common, out)
+    }
+    fn check(item: &mut Log) -> Result<u64, RecordError> {
+        crate::batch::check_item(item)
+    }
+}
+
+impl private::Sealed for Spans {}
+
+impl Kind for Spans {
+    type Item = Span;
+    type Batch = SpanBatch;
+    const API: private::Api = private::Api {
+        name: "trace",
+        us: "https://trace-api.newrelic.com/trace/v1",
+        eu: "https://trace-api.eu.newrelic.com/trace/v1",
+    };
+    const DATA_FORMAT_HEADERS: bool = true;
+    fn write_json(items: &[Span], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        write_blocks("spans", items, common, out)
+    }
+    fn check(item: &mut Span) -> Result<u64, RecordError> {
+        crate::batch::check_item(item)
+    }
+}

@@ -1,0 +1,557 @@
+//! Clients for the four ingest APIs.
+//!
+//! [`MetricClient`], [`EventClient`], [`LogClient`] and [`SpanClient`] are one
+//! generic [`Client`] specialised by API [`Kind`]. A client gzips items into
+//! payloads under the 10^6-byte limit, posts them with the headers the APIs
+//! document, and follows the delivery policy of the ingest contract: drop on
+//! 400/401/403/404/405/409/410/411, split on 413, wait `Retry-After` on 429,
+//! retry everything else with bounded backoff.
+
+mod delivery;
+mod kind;
+mod report;
+mod retry;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
+};
+
+pub use delivery::MAX_PAYLOAD_BYTES;
+pub(crate) use delivery::{Payload, Prepared, Sender};
+pub use kind::{Events, Kind, Logs, Metrics, Spans};
+pub use report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport, SendReport};
+pub use retry::RetryPolicy;
+
+use crate::common::Common;
+use crate::error::{BuildError, SendError};
+use crate::stats::{DeliveryCounters, DeliveryStats};
+
+/// A client for the Metric API.
+pub type MetricClient = Client<Metrics>;
+/// A client for the Event API.
+pub type EventClient = Client<Events>;
+/// A client for the Log API.
+pub type LogClient = Client<Logs>;
+/// A client for the Trace API.
+pub type SpanClient = Client<Spans>;
+
+/// The request timeout a client sets unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The connect timeout of the HTTP client the SDK builds for itself.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SDK_USER_AGENT: &str = concat!("NewRelic-Rust-TelemetrySDK/", env!("CARGO_PKG_VERSION"));
+
+/// Which New Relic data center to send to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Region {
+    /// The US data center (the default).
+    #[default]
+    US,
+    /// The EU data center.
+    EU,
+}
+
+impl Region {
+    /// The region a key belongs to: EU keys start with `eu01xx`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Region;
+    /// assert_eq!(Region::from_api_key("eu01xxabc"), Region::EU);
+    /// assert_eq!(Region::from_api_key("NRAK-abc"), Region::US);
+    /// ```
+    pub fn from_api_key(key: &str) -> Region {
+        if key.starts_with("eu01xx") {
+            Region::EU
+        } else {
+            Region::US
+        }
+    }
+}
+
+/// Which header carries the key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyHeader {
+    /// `Api-Key` (the default): an ingest or license key.
+    #[default]
+    ApiKey,
+    /// `X-License-Key`: a license key, as some accounts authenticate.
+    LicenseKey,
+}
+
+/// A client for one ingest API. Cheap to clone: clones share the connection
+/// pool and the delivery counters.
+///
+/// ```no_run
+/// use newrelic_telemetry::{Common, CountMetric, MetricClient};
+/// use std::time::Duration;
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = MetricClient::builder(std::env::var("NEW_RELIC_API_KEY")?).build()?;
+/// let report = client
+///     .send(CountMetric::new("jobs.done", 3.0, Duration::from_secs(10)).into())
+///     .await?;
+/// println!("sent {} items", report.items_sent());
+/// # Ok(()) }
+/// ```
+pub struct Client<K: Kind> {
+    sender: Arc<Sender<K>>,
+}
+
+impl<K: Kind> Clone for Client<K> {
+    fn clone(&self) -> Self {
+        Client {
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl<K: Kind> fmt::Debug for Client<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("api", &K::API.name)
+            .field("endpoint", &self.sender.url.as_str())
+            .field("api_key", &"<redacted>")
+            .field("timeout", &self.sender.timeout)
+            .field("retry", &self.sender.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Kind> Client<K> {
+    /// A builder for a client that authenticates with `api_key`.
+    pub fn builder(api_key: impl Into<String>) -> ClientBuilder<K> {
+        ClientBuilder::new(api_key)
+    }
+
+    /// Sends `items` sharing `common`, under the client's delivery policy.
+    ///
+    /// Items that break an API rule are dropped before sending; the rest are
+    /// split into payloads under the size limit, each retried as the policy
+    /// says. `Ok` means every item was accepted; otherwise the [`SendError`]
+    /// carries the report of what was accepted and what was dropped and why.
+    /// Sending no items makes no request.
+    pub async fn send_batch(
+        &self,
+        mut items: Vec<K::Item>,
+        common: Common,
+    ) -> Result<SendReport, SendError> {
+        let mut reports = Vec::new();
+        let mut invalid = None;
+        let mut invalid_count = 0;
+        items.retain_mut(|item| match K::check(item) {
+            Ok(_) => true,
+            Err(e) => {
+                invalid.get_or_insert(e);
+                invalid_count += 1;
+                false
+            }
+        });
+        if let Some(error) = invalid {
+            let report = PayloadReport::dropped(
+                K::API.name,
+                None,
+                invalid_count,
+                0,
+                0,
+                DropReason::Invalid(error),
+            );
+            self.sender.report_drop(&report);
+            reports.push(report);
+        }
+        let Prepared { payloads, dropped } = self.sender.prepare(items, common).await;
+        reports.extend(dropped);
+        let resolved = AtomicUsize::new(0);
+        for payload in payloads {
+            reports.extend(self.sender.deliver(payload, &resolved).await);
+        }
+        let report = SendReport::new(reports);
+        if report.items_dropped() > 0 {
+            Err(SendError::new(report))
+        } else {
+            Ok(report)
+        }
+    }
+
+    /// Sends one item with no common block.
+    pub async fn send(&self, item: K::Item) -> Result<SendReport, SendError> {
+        self.send_batch(vec![item], Common::new()).await
+    }
+
+    /// The client's delivery counters so far (shared by its clones).
+    pub fn stats(&self) -> DeliveryStats {
+        self.sender.counters.snapshot()
+    }
+
+    /// The URL the client posts to.
+    pub fn endpoint(&self) -> &str {
+        self.sender.url.as_str()
+    }
+
+    pub(crate) fn sender(&self) -> &Sender<K> {
+        &self.sender
+    }
+}
+
+/// Configures a [`Client`].
+///
+/// ```
+/// use newrelic_telemetry::{LogClient, Region, RetryPolicy};
+/// use std::time::Duration;
+///
+/// let client = LogClient::builder("eu01xx0000000000000000000000000000000000")
+///     .region(Region::EU)
+///     .timeout(Duration::from_secs(5))
+///     .retry_policy(RetryPolicy::default().max_retries(3))
+///     .add_version_info("checkout", "2.1.0")
+///     .build()
+///     .unwrap();
+/// assert_eq!(client.endpoint(), "https://log-api.eu.newrelic.com/log/v1");
+/// ```
+pub struct ClientBuilder<K> {
+    api_key: String,
+    key_header: KeyHeader,
+    region: Region,
+    endpoint: Option<String>,
+    timeout: Duration,
+    http: Option<reqwest::Client>,
+    proxy: Option<reqwest::Proxy>,
+    version_info: Vec<(String, String)>,
+    retry: RetryPolicy,
+    max_payload_bytes: usize,
+    audit: bool,
+    counters: Option<Arc<DeliveryCounters>>,
+    on_drop: Option<delivery::DropCallback>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for ClientBuilder<K> {
+    fn clone(&self) -> Self {
+        ClientBuilder {
+            api_key: self.api_key.clone(),
+            key_header: self.key_header,
+            region: self.region,
+            endpoint: self.endpoint.clone(),
+            timeout: self.timeout,
+            http: self.http.clone(),
+            proxy: self.proxy.clone(),
+            version_info: self.version_info.clone(),
+            retry: self.retry.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+            audit: self.audit,
+            counters: self.counters.clone(),
+            on_drop: self.on_drop.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for ClientBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("api_key", &"<redacted>")
+            .field("key_header", &self.key_header)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("audit", &self.audit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> ClientBuilder<K> {
+    fn new(api_key: impl Into<String>) -> Self {
+        ClientBuilder {
+            api_key: api_key.into(),
+            key_header: KeyHeader::ApiKey,
+            region: Region::US,
+            endpoint: None,
+            timeout: DEFAULT_TIMEOUT,
+            http: None,
+            proxy: None,
+            version_info: Vec::new(),
+            retry: RetryPolicy::default(),
+            max_payload_bytes: MAX_PAYLOAD_BYTES,
+            audit: false,
+            counters: None,
+            on_drop: None,
+            kind: PhantomData,
+        }
+    }
+
+    /// The same settings for another API (the endpoint override is not carried).
+    pub(crate) fn for_kind<K2>(&self) -> ClientBuilder<K2> {
+        ClientBuilder {
+            api_key: self.api_key.clone(),
+            key_header: self.key_header,
+            region: self.region,
+            endpoint: None,
+            timeout: self.timeout,
+            http: self.http.clone(),
+            proxy: self.proxy.clone(),
+            version_info: self.version_info.clone(),
+            retry: self.retry.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+            audit: self.audit,
+            counters: None,
+            on_drop: self.on_drop.clone(),
+            kind: PhantomData,
+        }
+    }
+
+    /// Sends the key in `X-License-Key` instead of `Api-Key`.
+    pub fn license_key_header(mut self) -> Self {
+        self.key_header = KeyHeader::LicenseKey;
+        self
+    }
+
+    /// Chooses the header that carries the key.
+    pub fn key_header(mut self, header: KeyHeader) -> Self {
+        self.key_header = header;
+        self
+    }
+
+    /// Chooses the data center (US by default).
+    pub fn region(mut self, region: Region) -> Self {
+        self.region = region;
+        self
+    }
+
+    /// Posts to this URL instead of the region's endpoint (plain `http://` is
+    /// allowed, for local servers and alternative back ends).
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// The timeout of each request, from sending to the end of the answer
+    /// (default 15 s). It applies to a caller's own `reqwest::Client` too.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Uses the caller's `reqwest::Client` (its proxies, pools and TLS settings).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// A proxy for the HTTP client the SDK builds. Without one, reqwest's
+    /// standard `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` handling applies. Ignored
+    /// when a client is given with [`http_client`](Self::http_client).
+    pub fn proxy(mut self, proxy: reqwest::Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// Appends ` product/version` to the `User-Agent` header; calls accumulate.
+    pub fn add_version_info(
+        mut self,
+        product: impl Into<String>,
+        version: impl Into<String>,
+    ) -> Self {
+        self.version_info.push((product.into(), version.into()));
+        self
+    }
+
+    /// The retry policy ([`RetryPolicy::none`] sends each payload once).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The largest compressed payload to post (default and maximum: the APIs'
+    /// 10^6 bytes); larger ones are split before sending.
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes.clamp(1, MAX_PAYLOAD_BYTES);
+        self
+    }
+
+    /// Logs every payload's JSON at DEBUG under the target
+    /// `newrelic_telemetry::audit` (off by default).
+    pub fn audit_logging(mut self, enabled: bool) -> Self {
+        self.audit = enabled;
+        self
+    }
+
+    /// Calls `callback` with the report of every dropped payload, after it is
+    /// counted and logged. Keep it quick: it runs on the sending task.
+    pub fn on_drop(mut self, callback: impl Fn(&PayloadReport) + Send + Sync + 'static) -> Self {
+        self.on_drop = Some(Arc::new(callback));
+        self
+    }
+
+    fn user_agent(&self) -> Result<HeaderValue, BuildError> {
+        let mut agent = String::from(SDK_USER_AGENT);
+        for (product, version) in &self.version_info {
+            let token_ok =
+                |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+            if !token_ok(product) || !token_ok(version) {
+                return Err(BuildError::InvalidVersionInfo {
+                    token: format!("{product}/{version}"),
+                });
+            }
+            agent.push(' ');
+            agent.push_str(product);
+            agent.push('/');
+            agent.push_str(version);
+        }
+        HeaderValue::from_str(&agent).map_err(|_| BuildError::InvalidVersionInfo { token: agent })
+    }
+}
+
+impl<K: Kind> ClientBuilder<K> {
+    /// Builds the client. Fails on an empty key or one that cannot be sent in a
+    /// header, on an endpoint that is not an absolute `http(s)` URL, and on a
+    /// bad product token.
+    pub fn build(self) -> Result<Client<K>, BuildError> {
+        if self.api_key.trim().is_empty() {
+            return Err(BuildError::EmptyApiKey);
+        }
+        let mut key =
+            HeaderValue::from_str(&self.api_key).map_err(|_| BuildError::InvalidApiKey)?;
+        key.set_sensitive(true);
+
+        let url_text = self.endpoint.clone().unwrap_or_else(|| {
+            match self.region {
+                Region::US => K::API.us,
+                Region::EU => K::API.eu,
+            }
+            .to_owned()
+        });
+        let url = reqwest::Url::parse(&url_text).map_err(|e| BuildError::InvalidEndpoint {
+            url: url_text.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(BuildError::InvalidEndpoint {
+                url: url_text,
+                reason: "expected an http:// or https:// URL with a host".into(),
+            });
+        }
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static(match self.key_header {
+                KeyHeader::ApiKey => "api-key",
+                KeyHeader::LicenseKey => "x-license-key",
+            }),
+            key,
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        headers.insert(USER_AGENT, self.user_agent()?);
+        if K::DATA_FORMAT_HEADERS {
+            headers.insert("data-format", HeaderValue::from_static("newrelic"));
+            headers.insert("data-format-version", HeaderValue::from_static("1"));
+        }
+
+        let http = match self.http {
+            Some(http) => http,
+            None => {
+                let mut builder = reqwest::Client::builder()
+                    .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+                    .pool_idle_timeout(Duration::from_secs(60));
+                if let Some(proxy) = self.proxy {
+                    builder = builder.proxy(proxy);
+                }
+                builder.build().map_err(BuildError::HttpClient)?
+            }
+        };
+
+        Ok(Client {
+            sender: Arc::new(Sender {
+                http,
+                url,
+                headers,
+                timeout: self.timeout,
+                retry: self.retry,
+                max_payload_bytes: self.max_payload_bytes,
+                audit: self.audit,
+                counters: self.counters.unwrap_or_default(),
+                on_drop: self.on_drop,
+                kind: PhantomData,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let builder = MetricClient::builder("super-secret-key-123");
+        assert!(!format!("{builder:?}").contains("super-secret"));
+        let client = builder.build().unwrap();
+        assert!(!format!("{client:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn bad_keys_are_errors_that_do_not_echo_the_key() {
+        assert!(matches!(
+            MetricClient::builder("").build(),
+            Err(BuildError::EmptyApiKey)
+        ));
+        assert!(matches!(
+            MetricClient::builder("   ").build(),
+            Err(BuildError::EmptyApiKey)
+        ));
+        let err = MetricClient::builder("secret\nkey").build().unwrap_err();
+        assert!(matches!(err, BuildError::InvalidApiKey));
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn endpoints_by_region_and_override() {
+        let c = SpanClient::builder("k").build().unwrap();
+        assert_eq!(c.endpoint(), "https://trace-api.newrelic.com/trace/v1");
+        let c = EventClient::builder("k")
+            .region(Region::EU)
+            .build()
+            .unwrap();
+        assert_eq!(
+            c.endpoint(),
+            "https://insights-collector.eu01.nr-data.net/v1/accounts/events"
+        );
+        let c = MetricClient::builder("k")
+            .endpoint("http://127.0.0.1:9/metric/v1")
+            .build()
+            .unwrap();
+        assert_eq!(c.endpoint(), "http://127.0.0.1:9/metric/v1");
+        assert!(matches!(
+            MetricClient::builder("k").endpoint("ftp://x/y").build(),
+            Err(BuildError::InvalidEndpoint { .. })
+        ));
+        assert!(matches!(
+            MetricClient::builder("k").endpoint("not a url").build(),
+            Err(BuildError::InvalidEndpoint { .. })
+        ));
+    }
+
+    #[test]
+    fn version_info_is_validated() {
+        assert!(matches!(
+            MetricClient::builder("k")
+                .add_version_info("my app", "1")
+                .build(),
+            Err(BuildError::InvalidVersionInfo { .. })
+        ));
+        assert!(
+            MetricClient::builder("k")
+                .add_version_info("app", "1.2")
+                .build()
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! The retry policy: bounded retries with exponential backoff.
+
+use std::time::Duration;
+
+use crate::id::random_unit;
+
+/// How a client retries a payload that failed for a transient reason (408,
+/// 429, 5xx and other unexpected statuses, connection errors, timeouts).
+///
+/// Before retry *n* it waits `min(max_backoff, factor * 2^(n-2))`, and nothing
+/// before the first retry: with the defaults (factor 1 s, max 16 s) that is
+/// 0, 1, 2, 4, 8, 16, 16, 16 s. A 429 waits for its `Retry-After` instead
+/// (capped by [`max_retry_after`](Self::max_retry_after)). A payload is dropped
+/// when it has used `max_retries` retries or when the next wait would take it
+/// past its `total_budget`, so no payload is retried without end.
+///
+/// ```
+/// use newrelic_telemetry::RetryPolicy;
+/// use std::time::Duration;
+///
+/// let policy = RetryPolicy::default();
+/// let waits: Vec<u64> = (1..=8).map(|n| policy.backoff(n).as_secs()).collect();
+/// assert_eq!(waits, [0, 1, 2, 4, 8, 16, 16, 16]);
+///
+/// let spec = RetryPolicy::default()
+///     .backoff_factor(Duration::from_secs(5))
+///     .max_backoff(Duration::from_secs(80))
+///     .max_retries(8);
+/// assert_eq!(spec.backoff(3), Duration::from_secs(10));
+///
+/// let once = RetryPolicy::none();
+/// assert_eq!(once.retries(), 0);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    max_retries: u32,
+    factor: Duration,
+    max_backoff: Duration,
+    total_budget: Option<Duration>,
+    jitter: f64,
+    max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 8 retries, factor 1 s, max backoff 16 s, a total budget of 2 minutes per
+    /// payload, no jitter, `Retry-After` capped at 60 s.
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 8,
+            factor: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(16),
+            total_budget: Some(Duration::from_secs(120)),
+            jitter: 0.0,
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Never retry: every payload is attempted once.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The most retries per payload (after the first attempt).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// The backoff factor: the wait before the second retry.
+    pub fn backoff_factor(mut self, factor: Duration) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// The longest wait between two attempts (for backoff).
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
+        self
+    }
+
+    /// The most time one payload may spend being retried, from its first
+    /// attempt; `None` bounds it by `max_retries` alone.
+    pub fn total_budget(mut self, budget: Option<Duration>) -> Self {
+        self.total_budget = budget;
+        self
+    }
+
+    /// Randomly shortens each wait by up to this fraction (0 to 1), so that
+    /// many processes recovering at once do not retry in step.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// The longest wait a 429 answer's `Retry-After` can impose; a longer one
+    /// is cut to this. A 429 without the header waits like a backoff, at least
+    /// the backoff factor.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// The configured retry count.
+    pub fn retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// The configured total budget.
+    pub fn budget(&self) -> Option<Duration> {
+        self.total_budget
+    }
+
+    /// The backoff before retry `n` (1-based), without jitter.
+    pub fn backoff(&self, n: u32) -> Duration {
+        if n <= 1 {
+            return Duration::ZERO;
+        }
+        let exp = (n - 2).min(31);
+        self.factor
+            .checked_mul(1u32 << exp)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+
+    /// The wait before retry `n`, with jitter applied.
+    pub(crate) fn wait_before(&self, n: u32) -> Duration {
+        self.jittered(self.backoff(n))
+    }
+
+    /// The wait a 429 imposes before retry `n`.
+    pub(crate) fn wait_after_429(&self, n: u32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(d) => d.min(self.max_retry_after),
+            None => self.jittered(self.backoff(n).max(self.factor)),
+        }
+    }
+
+    fn jittered(&self, wait: Duration) -> Duration {
+        if self.jitter == 0.0 || wait.is_zero() {
+            return wait;
+        }
+        wait.mul_f64(1.0 - self.jitter * random_unit())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_only_shortens() {
+        let p = RetryPolicy::default().jitter(0.5);
+        for _ in 0..100 {
+            let w = p.wait_before(3);
+            assert!(
+                w <= Duration::from_secs(2) && w >= Duration::from_secs(1),
+                "{w:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_has_a_fallback() {
+        let p = RetryPolicy::default().max_retry_after(Duration::from_secs(30));
+        assert_eq!(
+            p.wait_after_429(1, Some(Duration::from_secs(90))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            p.wait_after_429(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(p.wait_after_429(1, None), Duration::from_secs(1));
+        assert_eq!(p.wait_after_429(4, None), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn huge_retry_numbers_saturate() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(1000), Duration::from_secs(16));
+    }
+}

@@ -1,0 +1,267 @@
+//! Error types, one per concern: recording, building a client, sending, and
+//! configuration from the environment.
+//!
+//! None of them ever holds or prints the API key.
+
+use std::fmt;
+
+use crate::client::SendReport;
+
+/// Why a recording call refused an item.
+///
+/// A refused item is counted (see [`RecordStats`](crate::RecordStats)) and never
+/// reaches the wire; everything recorded before it is kept.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// A metric name or a span name is empty.
+    EmptyName,
+    /// A metric value (or a summary field) is NaN or infinite.
+    NonFiniteValue {
+        /// The metric's name.
+        name: String,
+    },
+    /// A float attribute is NaN or infinite.
+    NonFiniteAttribute {
+        /// The attribute's key.
+        key: String,
+    },
+    /// An event type is empty, too long, or has characters other than ASCII
+    /// letters, digits, `_` and `:`.
+    InvalidEventType {
+        /// The event type as given (its first 64 characters).
+        event_type: String,
+    },
+    /// An attribute key is empty.
+    EmptyAttributeKey,
+    /// An attribute key is longer than the API allows.
+    AttributeKeyTooLong {
+        /// The key's first 64 characters.
+        key: String,
+        /// The key's length in characters.
+        chars: usize,
+        /// The API's limit.
+        limit: usize,
+    },
+    /// An item has more attributes than the API allows.
+    TooManyAttributes {
+        /// How many the item had.
+        count: usize,
+        /// The API's limit.
+        limit: usize,
+    },
+    /// A metric attribute uses a key the Metric API reserves (`interval.ms`,
+    /// `timestamp`, `value`, `common`, `min`, `max`, `count`, `sum`, `metrics`,
+    /// or the metric's own name).
+    ReservedAttribute {
+        /// The reserved key.
+        key: String,
+    },
+    /// A summary has a count of zero or a minimum above its maximum.
+    InvalidSummary,
+    /// The batch holds as many items as it is allowed to; the new item was
+    /// dropped (the items already buffered are kept).
+    BufferFull {
+        /// The batch's capacity.
+        capacity: usize,
+    },
+    /// The metric batch holds as many series as it is allowed to; a new series
+    /// was dropped (existing series still aggregate).
+    SeriesLimitReached {
+        /// The batch's series limit.
+        limit: usize,
+    },
+}
+
+/// The first `n` characters of `s`, for error messages.
+pub(crate) fn prefix(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::EmptyName => f.write_str("name is empty"),
+            RecordError::NonFiniteValue { name } => {
+                write!(f, "metric {name:?} has a NaN or infinite value")
+            }
+            RecordError::NonFiniteAttribute { key } => {
+                write!(f, "attribute {key:?} is NaN or infinite")
+            }
+            RecordError::InvalidEventType { event_type } => write!(
+                f,
+                "event type {event_type:?} is invalid: it must be 1 to 255 ASCII letters, digits, '_' or ':'"
+            ),
+            RecordError::EmptyAttributeKey => f.write_str("an attribute key is empty"),
+            RecordError::AttributeKeyTooLong { key, chars, limit } => write!(
+                f,
+                "attribute key {key:?}... is {chars} characters long, over the limit of {limit}"
+            ),
+            RecordError::TooManyAttributes { count, limit } => {
+                write!(f, "{count} attributes, over the limit of {limit}")
+            }
+            RecordError::ReservedAttribute { key } => {
+                write!(f, "attribute key {key:?} is reserved by the Metric API")
+            }
+            RecordError::InvalidSummary => {
+                f.write_str("summary needs a count above zero and min <= max")
+            }
+            RecordError::BufferFull { capacity } => {
+                write!(f, "batch is full ({capacity} items); the item was dropped")
+            }
+            RecordError::SeriesLimitReached { limit } => write!(
+                f,
+                "metric batch holds its limit of {limit} series; the new series was dropped"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// Why a client (or a [`Telemetry`](crate::Telemetry)) could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The API key is empty.
+    EmptyApiKey,
+    /// The API key cannot be sent in an HTTP header (it has control characters
+    /// or non-visible bytes). The key itself is never printed.
+    InvalidApiKey,
+    /// An endpoint URL is not an absolute `http` or `https` URL.
+    InvalidEndpoint {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A product token for the `User-Agent` header is empty or has characters
+    /// a header cannot carry.
+    InvalidVersionInfo {
+        /// The token as given.
+        token: String,
+    },
+    /// The HTTP client could not be built.
+    HttpClient(reqwest::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::EmptyApiKey => f.write_str("the API key is empty"),
+            BuildError::InvalidApiKey => {
+                f.write_str("the API key has characters that cannot be sent in an HTTP header")
+            }
+            BuildError::InvalidEndpoint { url, reason } => {
+                write!(f, "invalid endpoint URL {url:?}: {reason}")
+            }
+            BuildError::InvalidVersionInfo { token } => {
+                write!(f, "invalid User-Agent product token {token:?}")
+            }
+            BuildError::HttpClient(e) => write!(f, "could not build the HTTP client: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::HttpClient(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A send in which some items were dropped rather than accepted.
+///
+/// The [`SendReport`] says, payload by payload, what was accepted and what was
+/// dropped and why.
+#[derive(Clone, Debug)]
+pub struct SendError {
+    report: SendReport,
+}
+
+impl SendError {
+    pub(crate) fn new(report: SendReport) -> Self {
+        SendError { report }
+    }
+
+    /// What happened to every payload of the send.
+    pub fn report(&self) -> &SendReport {
+        &self.report
+    }
+
+    /// Takes the report out of the error.
+    pub fn into_report(self) -> SendReport {
+        self.report
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} items dropped",
+            self.report.items_dropped(),
+            self.report.items_dropped() + self.report.items_sent()
+        )?;
+        if let Some(reason) = self.report.first_drop_reason() {
+            write!(f, ": {reason}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// A configuration value (usually an environment variable) that could not be
+/// used. It names the variable; it never prints an API key.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No API key was given in code, `NEW_RELIC_API_KEY` or
+    /// `NEW_RELIC_LICENSE_KEY`.
+    MissingApiKey,
+    /// A variable is set to a value that cannot be used.
+    InvalidVariable {
+        /// The variable's name.
+        name: &'static str,
+        /// The value (never shown for key variables).
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// The configuration was readable but building the clients failed.
+    Build(BuildError),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::MissingApiKey => f.write_str(
+                "no API key: set NEW_RELIC_API_KEY (or NEW_RELIC_LICENSE_KEY) or pass one in code",
+            ),
+            ConfigError::InvalidVariable {
+                name,
+                value,
+                expected,
+            } => write!(f, "{name}={value:?} is invalid: expected {expected}"),
+            ConfigError::Build(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Build(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<BuildError> for ConfigError {
+    fn from(e: BuildError) -> Self {
+        ConfigError::Build(e)
+    }
+}

@@ -1,0 +1,126 @@
+//! Events: flat records of something that happened, for the Event API.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::attributes::{Attributes, Value};
+use crate::time::{millis_since_epoch, now_ms};
+
+/// The keys the Event API reserves for an event's own type and time; they win
+/// over attributes of the same name.
+const INTRINSICS: [&str; 2] = ["eventType", "timestamp"];
+
+/// An event: an event type, a timestamp and attributes, flat on the wire.
+///
+/// ```
+/// use newrelic_telemetry::Event;
+///
+/// let purchase = Event::new("Purchase")
+///     .with_attribute("amount", 12.5)
+///     .with_attribute("currency", "EUR");
+/// assert_eq!(purchase.event_type(), "Purchase");
+/// let json = serde_json::to_value(&purchase).unwrap();
+/// assert_eq!(json["eventType"], "Purchase");
+/// assert_eq!(json["amount"], 12.5);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    event_type: Arc<str>,
+    timestamp_ms: u64,
+    attributes: Attributes,
+}
+
+impl Event {
+    /// An event of type `event_type` (letters, digits, `_` and `:`), timestamped now.
+    pub fn new(event_type: impl Into<Arc<str>>) -> Self {
+        Event {
+            event_type: event_type.into(),
+            timestamp_ms: now_ms(),
+            attributes: Attributes::new(),
+        }
+    }
+
+    /// Adds one attribute.
+    pub fn with_attribute(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
+        self.attributes.insert(key, value);
+        self
+    }
+
+    /// Adds every pair of `attributes` (replacing keys already present).
+    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+        if self.attributes.is_empty() {
+            self.attributes = attributes;
+        } else {
+            self.attributes.extend(attributes.pairs().iter().cloned());
+        }
+        self
+    }
+
+    /// Sets when the event happened.
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp_ms = millis_since_epoch(timestamp);
+        self
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// When the event happened, in milliseconds since the Unix epoch.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// The event's attributes.
+    pub fn attributes(&self) -> &Attributes {
+        &self.attributes
+    }
+
+    /// The event's attributes, to change in place.
+    pub fn attributes_mut(&mut self) -> &mut Attributes {
+        &mut self.attributes
+    }
+}
+
+/// An event as the Event API receives it: its attributes merged with the
+/// batch's common attributes. Precedence: intrinsics, then the event's own
+/// attributes, then the common ones.
+pub(crate) struct EventWithCommon<'a> {
+    pub(crate) event: &'a Event,
+    pub(crate) common: Option<&'a Attributes>,
+}
+
+impl Serialize for EventWithCommon<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let own = &self.event.attributes;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("eventType", &*self.event.event_type)?;
+        map.serialize_entry("timestamp", &self.event.timestamp_ms)?;
+        for (k, v) in own.iter() {
+            if !INTRINSICS.contains(&k) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(common) = self.common {
+            for (k, v) in common.iter() {
+                if !INTRINSICS.contains(&k) && !own.contains_key(k) {
+                    map.serialize_entry(k, v)?;
+                }
+            }
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        EventWithCommon {
+            event: self,
+            common: None,
+        }
+        .serialize(serializer)
+    }
+}

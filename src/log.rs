@@ -1,0 +1,130 @@
+//! Log records for the Log API.
+
+use std::time::SystemTime;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::attributes::{Attributes, Value};
+use crate::time::{millis_since_epoch, now_ms};
+
+/// A log record: a message, a timestamp and attributes.
+///
+/// ```
+/// use newrelic_telemetry::Log;
+///
+/// let log = Log::new("payment declined")
+///     .with_level("ERROR")
+///     .with_attribute("order.id", 1234);
+/// assert_eq!(log.attributes().get("level"), Some(&"ERROR".into()));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Log {
+    message: String,
+    timestamp_ms: u64,
+    attributes: Attributes,
+}
+
+impl Log {
+    /// A log record of `message`, timestamped now.
+    pub fn new(message: impl Into<String>) -> Self {
+        Log {
+            message: message.into(),
+            timestamp_ms: now_ms(),
+            attributes: Attributes::new(),
+        }
+    }
+
+    /// Sets the `level` attribute (`"INFO"`, `"ERROR"`, ...).
+    pub fn with_level(self, level: impl Into<Value>) -> Self {
+        self.with_attribute("level", level)
+    }
+
+    /// Sets `error.message`, `error.class` and, if given, `error.stack`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Log;
+    /// let log = Log::new("failed").with_error("disk full", "IoError", None);
+    /// assert_eq!(log.attributes().get("error.class"), Some(&"IoError".into()));
+    /// ```
+    pub fn with_error(
+        mut self,
+        message: impl Into<Value>,
+        class: impl Into<Value>,
+        stack: Option<&str>,
+    ) -> Self {
+        set_error_fields(&mut self.attributes, message.into(), class.into(), stack);
+        self
+    }
+
+    /// Adds one attribute.
+    pub fn with_attribute(
+        mut self,
+        key: impl Into<std::sync::Arc<str>>,
+        value: impl Into<Value>,
+    ) -> Self {
+        self.attributes.insert(key, value);
+        self
+    }
+
+    /// Adds every pair of `attributes` (replacing keys already present).
+    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+        if self.attributes.is_empty() {
+            self.attributes = attributes;
+        } else {
+            self.attributes.extend(attributes.pairs().iter().cloned());
+        }
+        self
+    }
+
+    /// Sets when the record was written.
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp_ms = millis_since_epoch(timestamp);
+        self
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// When the record was written, in milliseconds since the Unix epoch.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// The record's attributes.
+    pub fn attributes(&self) -> &Attributes {
+        &self.attributes
+    }
+
+    /// The record's attributes, to change in place.
+    pub fn attributes_mut(&mut self) -> &mut Attributes {
+        &mut self.attributes
+    }
+}
+
+/// Sets the error attributes New Relic's UIs read on logs and spans.
+pub(crate) fn set_error_fields(
+    attrs: &mut Attributes,
+    message: Value,
+    class: Value,
+    stack: Option<&str>,
+) {
+    attrs.insert("error.message", message);
+    attrs.insert("error.class", class);
+    if let Some(stack) = stack {
+        attrs.insert("error.stack", stack);
+    }
+}
+
+impl Serialize for Log {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("timestamp", &self.timestamp_ms)?;
+        map.serialize_entry("message", &self.message)?;
+        if !self.attributes.is_empty() {
+            map.serialize_entry("attributes", &self.attributes)?;
+        }
+        map.end()
+    }
+}

@@ -1,0 +1,483 @@
+//! Metric data types: counts, gauges and summaries.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::attributes::Attributes;
+use crate::time::{duration_millis, millis_since_epoch, now_ms};
+
+/// The three metric types of the Metric API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// A sum over an interval.
+    Count,
+    /// A value at a point in time.
+    Gauge,
+    /// Count, sum, min and max of observations over an interval.
+    Summary,
+}
+
+impl MetricKind {
+    /// The `type` field on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Count => "count",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Summary => "summary",
+        }
+    }
+}
+
+/// Count, sum, minimum and maximum of a set of observations.
+///
+/// ```
+/// use newrelic_telemetry::Summary;
+///
+/// let mut s = Summary::from_value(2.0);
+/// s.merge(&Summary::from_value(1.0));
+/// assert_eq!(s, Summary::new(2, 3.0, 1.0, 2.0));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    /// How many observations.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Summary {
+    /// A summary from pre-computed fields.
+    pub fn new(count: u64, sum: f64, min: f64, max: f64) -> Self {
+        Summary {
+            count,
+            sum,
+            min,
+            max,
+        }
+    }
+
+    /// The summary of one observation.
+    pub fn from_value(value: f64) -> Self {
+        Summary::new(1, value, value, value)
+    }
+
+    /// Adds `other`'s observations to this summary.
+    pub fn merge(&mut self, other: &Summary) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    /// Adds one observation.
+    pub fn observe(&mut self, value: f64) {
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+    }
+
+    pub(crate) fn is_valid(&self) -> bool {
+        self.count > 0
+            && self.sum.is_finite()
+            && self.min.is_finite()
+            && self.max.is_finite()
+            && self.min <= self.max
+    }
+}
+
+impl Serialize for Summary {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("count", &self.count)?;
+        map.serialize_entry("sum", &self.sum)?;
+        map.serialize_entry("min", &self.min)?;
+        map.serialize_entry("max", &self.max)?;
+        map.end()
+    }
+}
+
+/// The fields every metric type has.
+#[derive(Clone, Debug, PartialEq)]
+struct Head {
+    name: Arc<str>,
+    attributes: Arc<Attributes>,
+    /// Interval start for counts and summaries, time of the value for gauges.
+    timestamp_ms: Option<u64>,
+    interval_ms: Option<u64>,
+}
+
+impl Head {
+    fn new(name: Arc<str>) -> Self {
+        Head {
+            name,
+            attributes: Arc::default(),
+            timestamp_ms: None,
+            interval_ms: None,
+        }
+    }
+
+    /// Sets the interval ending now (`timestamp` is the interval's start).
+    fn interval_ending_now(mut self, interval: Duration) -> Self {
+        let ms = duration_millis(interval);
+        self.interval_ms = Some(ms);
+        self.timestamp_ms = Some(now_ms().saturating_sub(ms));
+        self
+    }
+
+    fn serialize<S: Serializer>(
+        &self,
+        kind: MetricKind,
+        value: &impl Serialize,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("name", &*self.name)?;
+        map.serialize_entry("type", kind.as_str())?;
+        map.serialize_entry("value", value)?;
+        if let Some(ts) = self.timestamp_ms {
+            map.serialize_entry("timestamp", &ts)?;
+        }
+        if let Some(iv) = self.interval_ms {
+            map.serialize_entry("interval.ms", &iv)?;
+        }
+        if !self.attributes.is_empty() {
+            map.serialize_entry("attributes", &*self.attributes)?;
+        }
+        map.end()
+    }
+}
+
+macro_rules! head_accessors {
+    () => {
+        /// The metric's name.
+        pub fn name(&self) -> &str {
+            &self.head.name
+        }
+
+        /// The metric's attributes.
+        pub fn attributes(&self) -> &Attributes {
+            &self.head.attributes
+        }
+
+        /// Replaces the metric's attributes.
+        pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+            self.head.attributes = Arc::new(attributes);
+            self
+        }
+
+        /// Adds one attribute.
+        pub fn with_attribute(
+            mut self,
+            key: impl Into<Arc<str>>,
+            value: impl Into<crate::Value>,
+        ) -> Self {
+            Arc::make_mut(&mut self.head.attributes).insert(key, value);
+            self
+        }
+
+        /// The timestamp in milliseconds since the epoch, if the metric has its
+        /// own (else it takes the common block's).
+        pub fn timestamp_ms(&self) -> Option<u64> {
+            self.head.timestamp_ms
+        }
+    };
+}
+
+/// A count: the sum of a quantity over an interval.
+///
+/// ```
+/// use newrelic_telemetry::CountMetric;
+/// use std::time::Duration;
+///
+/// let errors = CountMetric::new("errors", 5.0, Duration::from_secs(10))
+///     .with_attribute("service", "checkout");
+/// assert_eq!(errors.value(), 5.0);
+/// assert_eq!(errors.interval_ms(), Some(10_000));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountMetric {
+    head: Head,
+    value: f64,
+}
+
+impl CountMetric {
+    /// A count of `value` over `interval`, ending now.
+    pub fn new(name: impl Into<Arc<str>>, value: f64, interval: Duration) -> Self {
+        CountMetric {
+            head: Head::new(name.into()).interval_ending_now(interval),
+            value,
+        }
+    }
+
+    /// A count with neither timestamp nor interval: it takes the common block's.
+    pub(crate) fn in_common_interval(
+        name: Arc<str>,
+        attributes: Arc<Attributes>,
+        value: f64,
+    ) -> Self {
+        CountMetric {
+            head: Head {
+                attributes,
+                ..Head::new(name)
+            },
+            value,
+        }
+    }
+
+    /// Moves the interval so that it ends at `end` (the default end is the time
+    /// the metric was created).
+    pub fn with_end_time(mut self, end: SystemTime) -> Self {
+        let iv = self.head.interval_ms.unwrap_or(0);
+        self.head.timestamp_ms = Some(millis_since_epoch(end).saturating_sub(iv));
+        self
+    }
+
+    /// The counted value.
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+
+    /// The interval in milliseconds, if the metric has its own.
+    pub fn interval_ms(&self) -> Option<u64> {
+        self.head.interval_ms
+    }
+
+    head_accessors!();
+}
+
+/// A gauge: a value at a point in time.
+///
+/// ```
+/// use newrelic_telemetry::GaugeMetric;
+///
+/// let temperature = GaugeMetric::new("temperature", 78.6).with_attribute("units", "F");
+/// assert_eq!(temperature.value(), 78.6);
+/// assert!(temperature.timestamp_ms().is_some());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct GaugeMetric {
+    head: Head,
+    value: f64,
+}
+
+impl GaugeMetric {
+    /// A gauge of `value`, set now.
+    pub fn new(name: impl Into<Arc<str>>, value: f64) -> Self {
+        let mut head = Head::new(name.into());
+        head.timestamp_ms = Some(now_ms());
+        GaugeMetric { head, value }
+    }
+
+    pub(crate) fn at(
+        name: Arc<str>,
+        attributes: Arc<Attributes>,
+        value: f64,
+        timestamp_ms: u64,
+    ) -> Self {
+        GaugeMetric {
+            head: Head {
+                attributes,
+                timestamp_ms: Some(timestamp_ms),
+                ..Head::new(name)
+            },
+            value,
+        }
+    }
+
+    /// Sets the time the value was observed.
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.head.timestamp_ms = Some(millis_since_epoch(timestamp));
+        self
+    }
+
+    /// The gauge's value.
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+
+    head_accessors!();
+}
+
+/// A summary: count, sum, min and max of observations over an interval.
+///
+/// ```
+/// use newrelic_telemetry::{Summary, SummaryMetric};
+/// use std::time::Duration;
+///
+/// let latency = SummaryMetric::new("latency", Summary::new(2, 3.0, 1.0, 2.0), Duration::from_secs(5));
+/// assert_eq!(latency.summary().count, 2);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct SummaryMetric {
+    head: Head,
+    summary: Summary,
+}
+
+impl SummaryMetric {
+    /// A summary over `interval`, ending now.
+    pub fn new(name: impl Into<Arc<str>>, summary: Summary, interval: Duration) -> Self {
+        SummaryMetric {
+            head: Head::new(name.into()).interval_ending_now(interval),
+            summary,
+        }
+    }
+
+    pub(crate) fn in_common_interval(
+        name: Arc<str>,
+        attributes: Arc<Attributes>,
+        summary: Summary,
+    ) -> Self {
+        SummaryMetric {
+            head: Head {
+                attributes,
+                ..Head::new(name)
+            },
+            summary,
+        }
+    }
+
+    /// Moves the interval so that it ends at `end`.
+    pub fn with_end_time(mut self, end: SystemTime) -> Self {
+        let iv = self.head.interval_ms.unwrap_or(0);
+        self.head.timestamp_ms = Some(millis_since_epoch(end).saturating_sub(iv));
+        self
+    }
+
+    /// The summarised observations.
+    pub fn summary(&self) -> Summary {
+        self.summary
+    }
+
+    /// The interval in milliseconds, if the metric has its own.
+    pub fn interval_ms(&self) -> Option<u64> {
+        self.head.interval_ms
+    }
+
+    head_accessors!();
+}
+
+/// Any metric: a count, a gauge or a summary.
+///
+/// ```
+/// use newrelic_telemetry::{GaugeMetric, Metric, MetricKind};
+///
+/// let m: Metric = GaugeMetric::new("queue.depth", 12.0).into();
+/// assert_eq!(m.kind(), MetricKind::Gauge);
+/// assert_eq!(m.name(), "queue.depth");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub enum Metric {
+    /// A count.
+    Count(CountMetric),
+    /// A gauge.
+    Gauge(GaugeMetric),
+    /// A summary.
+    Summary(SummaryMetric),
+}
+
+impl Metric {
+    fn head(&self) -> &Head {
+        match self {
+            Metric::Count(m) => &m.head,
+            Metric::Gauge(m) => &m.head,
+            Metric::Summary(m) => &m.head,
+        }
+    }
+
+    /// Which type of metric this is.
+    pub fn kind(&self) -> MetricKind {
+        match self {
+            Metric::Count(_) => MetricKind::Count,
+            Metric::Gauge(_) => MetricKind::Gauge,
+            Metric::Summary(_) => MetricKind::Summary,
+        }
+    }
+
+    /// The metric's name.
+    pub fn name(&self) -> &str {
+        &self.head().name
+    }
+
+    /// The metric's attributes.
+    pub fn attributes(&self) -> &Attributes {
+        &self.head().attributes
+    }
+
+    pub(crate) fn replace_attributes(&mut self, attributes: Attributes) {
+        let head = match self {
+            Metric::Count(m) => &mut m.head,
+            Metric::Gauge(m) => &mut m.head,
+            Metric::Summary(m) => &mut m.head,
+        };
+        head.attributes = Arc::new(attributes);
+    }
+
+    pub(crate) fn shared_parts(&self) -> (&Arc<str>, &Arc<Attributes>) {
+        let head = self.head();
+        (&head.name, &head.attributes)
+    }
+
+    /// The metric's own timestamp, if it has one.
+    pub fn timestamp_ms(&self) -> Option<u64> {
+        self.head().timestamp_ms
+    }
+
+    /// The metric's own interval, if it has one.
+    pub fn interval_ms(&self) -> Option<u64> {
+        self.head().interval_ms
+    }
+}
+
+impl From<CountMetric> for Metric {
+    fn from(m: CountMetric) -> Self {
+        Metric::Count(m)
+    }
+}
+impl From<GaugeMetric> for Metric {
+    fn from(m: GaugeMetric) -> Self {
+        Metric::Gauge(m)
+    }
+}
+impl From<SummaryMetric> for Metric {
+    fn from(m: SummaryMetric) -> Self {
+        Metric::Summary(m)
+    }
+}
+
+impl Serialize for Metric {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Metric::Count(m) => m.head.serialize(MetricKind::Count, &m.value, serializer),
+            Metric::Gauge(m) => m.head.serialize(MetricKind::Gauge, &m.value, serializer),
+            Metric::Summary(m) => m
+                .head
+                .serialize(MetricKind::Summary, &m.summary, serializer),
+        }
+    }
+}
+
+impl Serialize for CountMetric {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.head
+            .serialize(MetricKind::Count, &self.value, serializer)
+    }
+}
+impl Serialize for GaugeMetric {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.head
+            .serialize(MetricKind::Gauge, &self.value, serializer)
+    }
+}
+impl Serialize for SummaryMetric {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.head
+            .serialize(MetricKind::Summary, &self.summary, serializer)
+    }
+}

@@ -1,0 +1,333 @@
+//! Spans for the Trace API, with span events.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::attributes::{Attributes, Value};
+use crate::id::random_hex_id;
+use crate::log::set_error_fields;
+use crate::time::{millis_since_epoch, now_ms};
+
+/// Attribute keys that a span's own fields fill; they win over attributes of
+/// the same name.
+const INTRINSICS: [&str; 4] = ["name", "duration.ms", "parent.id", "service.name"];
+
+/// One unit of work in a distributed trace.
+///
+/// A new span gets a random 16-hex-character id and trace id, starts now, and
+/// [`finish`](Span::finish) sets its duration from that start.
+///
+/// ```
+/// use newrelic_telemetry::Span;
+///
+/// let root = Span::new("checkout").with_service_name("shop");
+/// let child = root.child("charge card").with_attribute("amount", 12.5).finish();
+/// assert_eq!(child.trace_id(), root.trace_id());
+/// assert_eq!(child.parent_id(), Some(root.id()));
+/// assert!(child.duration().is_some());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Span {
+    id: String,
+    trace_id: String,
+    timestamp_ms: u64,
+    name: Option<String>,
+    duration: Option<Duration>,
+    parent_id: Option<String>,
+    service_name: Option<Arc<str>>,
+    attributes: Attributes,
+    events: Vec<SpanEvent>,
+    started: tokio::time::Instant,
+}
+
+impl Span {
+    /// A span named `name` in a new trace, starting now.
+    pub fn new(name: impl Into<String>) -> Self {
+        Span {
+            id: random_hex_id(),
+            trace_id: random_hex_id(),
+            timestamp_ms: now_ms(),
+            name: Some(name.into()),
+            duration: None,
+            parent_id: None,
+            service_name: None,
+            attributes: Attributes::new(),
+            events: Vec::new(),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// A span in this span's trace, with this span as its parent and the same
+    /// service name, starting now.
+    pub fn child(&self, name: impl Into<String>) -> Span {
+        Span {
+            trace_id: self.trace_id.clone(),
+            parent_id: Some(self.id.clone()),
+            service_name: self.service_name.clone(),
+            ..Span::new(name)
+        }
+    }
+
+    /// Sets the span id.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// Sets the trace id.
+    pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
+        self.trace_id = trace_id.into();
+        self
+    }
+
+    /// Sets the parent span's id.
+    pub fn with_parent_id(mut self, parent_id: impl Into<String>) -> Self {
+        self.parent_id = Some(parent_id.into());
+        self
+    }
+
+    /// Sets the name of the service the span belongs to.
+    pub fn with_service_name(mut self, service_name: impl Into<Arc<str>>) -> Self {
+        self.service_name = Some(service_name.into());
+        self
+    }
+
+    /// Sets the start time.
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp_ms = millis_since_epoch(timestamp);
+        self
+    }
+
+    /// Sets the duration.
+    pub fn with_duration(mut self, duration: Duration) -> Self {
+        self.duration = Some(duration);
+        self
+    }
+
+    /// Adds one attribute.
+    pub fn with_attribute(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
+        self.attributes.insert(key, value);
+        self
+    }
+
+    /// Adds every pair of `attributes` (replacing keys already present).
+    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+        if self.attributes.is_empty() {
+            self.attributes = attributes;
+        } else {
+            self.attributes.extend(attributes.pairs().iter().cloned());
+        }
+        self
+    }
+
+    /// Flags the span as failed: sets `error` to `true`, and `error.message`,
+    /// `error.class` and, if given, `error.stack`.
+    pub fn with_error(
+        mut self,
+        message: impl Into<Value>,
+        class: impl Into<Value>,
+        stack: Option<&str>,
+    ) -> Self {
+        self.attributes.insert("error", true);
+        set_error_fields(&mut self.attributes, message.into(), class.into(), stack);
+        self
+    }
+
+    /// Adds a span event (the `events` array on the wire).
+    pub fn with_event(mut self, event: SpanEvent) -> Self {
+        self.events.push(event);
+        self
+    }
+
+    /// Adds a span event in place.
+    pub fn add_event(&mut self, event: SpanEvent) {
+        self.events.push(event);
+    }
+
+    /// Ends the span: sets its duration to the time since it started, unless a
+    /// duration was set already.
+    pub fn finish(mut self) -> Self {
+        if self.duration.is_none() {
+            self.duration = Some(self.started.elapsed());
+        }
+        self
+    }
+
+    /// The span id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The trace id.
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    /// The parent span's id, if any.
+    pub fn parent_id(&self) -> Option<&str> {
+        self.parent_id.as_deref()
+    }
+
+    /// The span's name.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The service name, if set.
+    pub fn service_name(&self) -> Option<&str> {
+        self.service_name.as_deref()
+    }
+
+    /// The start time in milliseconds since the Unix epoch.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// The duration, once set or finished.
+    pub fn duration(&self) -> Option<Duration> {
+        self.duration
+    }
+
+    /// The span's attributes.
+    pub fn attributes(&self) -> &Attributes {
+        &self.attributes
+    }
+
+    /// The span's attributes, to change in place.
+    pub fn attributes_mut(&mut self) -> &mut Attributes {
+        &mut self.attributes
+    }
+
+    /// The span's events.
+    pub fn events(&self) -> &[SpanEvent] {
+        &self.events
+    }
+
+    pub(crate) fn events_mut(&mut self) -> &mut Vec<SpanEvent> {
+        &mut self.events
+    }
+}
+
+/// A span's attributes object: intrinsics first, then the span's own pairs
+/// except those an intrinsic fills.
+struct SpanAttributes<'a>(&'a Span);
+
+impl Serialize for SpanAttributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let span = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        let mut filled = [false; 4];
+        if let Some(name) = &span.name {
+            map.serialize_entry("name", name)?;
+            filled[0] = true;
+        }
+        if let Some(d) = span.duration {
+            map.serialize_entry("duration.ms", &(d.as_secs_f64() * 1000.0))?;
+            filled[1] = true;
+        }
+        if let Some(p) = &span.parent_id {
+            map.serialize_entry("parent.id", p)?;
+            filled[2] = true;
+        }
+        if let Some(s) = &span.service_name {
+            map.serialize_entry("service.name", &**s)?;
+            filled[3] = true;
+        }
+        for (k, v) in span.attributes.iter() {
+            let shadowed = INTRINSICS.iter().zip(filled).any(|(i, f)| f && *i == k);
+            if !shadowed {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("trace.id", &self.trace_id)?;
+        map.serialize_entry("timestamp", &self.timestamp_ms)?;
+        map.serialize_entry("attributes", &SpanAttributes(self))?;
+        if !self.events.is_empty() {
+            map.serialize_entry("events", &self.events)?;
+        }
+        map.end()
+    }
+}
+
+/// Something that happened during a span, at a point in time (an exception, a
+/// retry, a cache miss).
+///
+/// ```
+/// use newrelic_telemetry::{Span, SpanEvent};
+///
+/// let span = Span::new("fetch")
+///     .with_event(SpanEvent::new("retry").with_attribute("attempt", 2));
+/// let json = serde_json::to_value(&span).unwrap();
+/// assert_eq!(json["events"][0]["name"], "retry");
+/// assert_eq!(json["events"][0]["attributes"]["attempt"], 2);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanEvent {
+    name: String,
+    timestamp_ms: u64,
+    attributes: Attributes,
+}
+
+impl SpanEvent {
+    /// An event named `name`, timestamped now.
+    pub fn new(name: impl Into<String>) -> Self {
+        SpanEvent {
+            name: name.into(),
+            timestamp_ms: now_ms(),
+            attributes: Attributes::new(),
+        }
+    }
+
+    /// Adds one attribute.
+    pub fn with_attribute(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
+        self.attributes.insert(key, value);
+        self
+    }
+
+    /// Sets when the event happened.
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp_ms = millis_since_epoch(timestamp);
+        self
+    }
+
+    /// The event's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// The event's attributes.
+    pub fn attributes(&self) -> &Attributes {
+        &self.attributes
+    }
+
+    pub(crate) fn attributes_mut(&mut self) -> &mut Attributes {
+        &mut self.attributes
+    }
+}
+
+impl Serialize for SpanEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("name", &self.name)?;
+        map.serialize_entry("timestamp", &self.timestamp_ms)?;
+        if !self.attributes.is_empty() {
+            map.serialize_entry("attributes", &self.attributes)?;
+        }
+        map.end()
+    }
+}

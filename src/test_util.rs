@@ -1,0 +1,515 @@
+//! An in-process ingest server for tests (feature `test-util`).
+//!
+//! [`TestIngestServer`] listens on 127.0.0.1, speaks the four ingest APIs,
+//! decompresses and parses what it receives, answers as scripted (statuses,
+//! headers, delays, dropped connections; 202, or 200 for events, by default),
+//! and lets a test assert on the metrics, events, logs and spans that arrived.
+//!
+//! ```
+//! use newrelic_telemetry::test_util::TestIngestServer;
+//! use newrelic_telemetry::{Common, Event, EventClient};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = TestIngestServer::start().await?;
+//! let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+//! client.send(Event::new("Purchase").with_attribute("amount", 12.5)).await?;
+//!
+//! let events = server.events();
+//! assert_eq!(events[0]["eventType"], "Purchase");
+//! assert_eq!(events[0]["amount"], 12.5);
+//! assert_eq!(server.requests()[0].header("api-key"), Some("test-key"));
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value as Json};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// One of the four ingest APIs, as the test server tells them apart by path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IngestApi {
+    /// `POST /metric/v1`
+    Metric,
+    /// `POST /v1/accounts/events`
+    Event,
+    /// `POST /log/v1`
+    Log,
+    /// `POST /trace/v1`
+    Trace,
+}
+
+impl IngestApi {
+    /// The path the API is served on.
+    pub fn path(self) -> &'static str {
+        match self {
+            IngestApi::Metric => "/metric/v1",
+            IngestApi::Event => "/v1/accounts/events",
+            IngestApi::Log => "/log/v1",
+            IngestApi::Trace => "/trace/v1",
+        }
+    }
+
+    fn from_path(path: &str) -> Option<IngestApi> {
+        [
+            IngestApi::Metric,
+            IngestApi::Event,
+            IngestApi::Log,
+            IngestApi::Trace,
+        ]
+        .into_iter()
+        .find(|api| api.path() == path)
+    }
+}
+
+/// How the server answers one request.
+///
+/// ```
+/// use newrelic_telemetry::test_util::ScriptedResponse;
+/// use std::time::Duration;
+///
+/// let busy = ScriptedResponse::status(429).with_header("Retry-After", "2");
+/// let slow = ScriptedResponse::status(202).with_delay(Duration::from_secs(30));
+/// let cut = ScriptedResponse::close_connection();
+/// ```
+#[derive(Clone, Debug)]
+pub struct ScriptedResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    delay: Duration,
+    close: bool,
+}
+
+impl ScriptedResponse {
+    /// Answer with `status`.
+    pub fn status(status: u16) -> Self {
+        ScriptedResponse {
+            status,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+            close: false,
+        }
+    }
+
+    /// Close the connection after reading the request, without answering.
+    pub fn close_connection() -> Self {
+        ScriptedResponse {
+            close: true,
+            ..ScriptedResponse::status(0)
+        }
+    }
+
+    /// Adds a header to the answer.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Waits this long (on tokio's clock) before answering.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A request the server received, decoded.
+#[derive(Clone, Debug)]
+pub struct ReceivedRequest {
+    /// The API its path named (`None` for an unknown path, answered 404).
+    pub api: Option<IngestApi>,
+    /// The HTTP method.
+    pub method: String,
+    /// The request path.
+    pub path: String,
+    /// The headers, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The body, gunzipped (when `Content-Encoding: gzip`) and parsed; `Null`
+    /// if it was not JSON.
+    pub body: Json,
+    /// The body's size on the wire.
+    pub wire_bytes: usize,
+    /// The status the server answered (0 if it closed the connection).
+    pub status: u16,
+}
+
+impl ReceivedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the server answered 2xx.
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<ReceivedRequest>,
+    scripts: VecDeque<(Option<IngestApi>, ScriptedResponse)>,
+    max_body_bytes: Option<usize>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// An ingest server on 127.0.0.1 for tests and local runs. Stops when dropped.
+pub struct TestIngestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for TestIngestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestIngestServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TestIngestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TestIngestServer {
+    /// Starts a server on an ephemeral port of 127.0.0.1.
+    pub async fn start() -> std::io::Result<TestIngestServer> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
+        Ok(TestIngestServer { addr, shared, stop })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The full URL of `api` on this server.
+    pub fn url(&self, api: IngestApi) -> String {
+        format!("http://{}{}", self.addr, api.path())
+    }
+
+    /// The Metric API's URL.
+    pub fn metric_url(&self) -> String {
+        self.url(IngestApi::Metric)
+    }
+
+    /// The Event API's URL.
+    pub fn event_url(&self) -> String {
+        self.url(IngestApi::Event)
+    }
+
+    /// The Log API's URL.
+    pub fn log_url(&self) -> String {
+        self.url(IngestApi::Log)
+    }
+
+    /// The Trace API's URL.
+    pub fn trace_url(&self) -> String {
+        self.url(IngestApi::Trace)
+    }
+
+    /// Answers the next request (to any API) as `response`. Scripts queue up
+    /// and are used once each, in order; unscripted requests are accepted.
+    pub fn respond_with(&self, response: ScriptedResponse) {
+        self.shared.lock().scripts.push_back((None, response));
+    }
+
+    /// Answers the next request to `api` as `response`.
+    pub fn respond_to(&self, api: IngestApi, response: ScriptedResponse) {
+        self.shared.lock().scripts.push_back((Some(api), response));
+    }
+
+    /// Answers `n` requests in a row (to any API) as `response`.
+    pub fn respond_n(&self, n: usize, response: ScriptedResponse) {
+        let mut state = self.shared.lock();
+        for _ in 0..n {
+            state.scripts.push_back((None, response.clone()));
+        }
+    }
+
+    /// Answers 413 to every unscripted request whose body on the wire is over
+    /// `bytes` (`None` lifts the limit).
+    pub fn set_max_body_bytes(&self, bytes: Option<usize>) {
+        self.shared.lock().max_body_bytes = bytes;
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Metrics from accepted requests, each with its block's common
+    /// `timestamp`, `interval.ms` and attributes filled in (its own win).
+    pub fn metrics(&self) -> Vec<Json> {
+        self.blocks(IngestApi::Metric, "metrics")
+    }
+
+    /// Events from accepted requests.
+    pub fn events(&self) -> Vec<Json> {
+        self.accepted(IngestApi::Event)
+            .flat_map(|body| body.as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Log records from accepted requests, with common attributes filled in.
+    pub fn logs(&self) -> Vec<Json> {
+        self.blocks(IngestApi::Log, "logs")
+    }
+
+    /// Spans from accepted requests, with common attributes filled in.
+    pub fn spans(&self) -> Vec<Json> {
+        self.blocks(IngestApi::Trace, "spans")
+    }
+
+    /// Waits until `condition` holds for the requests received, or `timeout`
+    /// passes (on tokio's clock). Returns whether it held.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&[ReceivedRequest]) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.shared.changed.notified();
+            if condition(&self.shared.lock().requests) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return condition(&self.shared.lock().requests);
+            }
+        }
+    }
+
+    /// Waits until at least `n` requests have been received.
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |r| r.len() >= n).await
+    }
+
+    fn accepted(&self, api: IngestApi) -> impl Iterator<Item = Json> {
+        self.requests()
+            .into_iter()
+            .filter(move |r| r.api == Some(api) && r.accepted())
+            .map(|r| r.body)
+    }
+
+    fn blocks(&self, api: IngestApi, key: &str) -> Vec<Json> {
+        let mut out = Vec::new();
+        for body in self.accepted(api) {
+            for block in body.as_array().into_iter().flatten() {
+                let common = block.get("common").and_then(Json::as_object);
+                for item in block
+                    .get(key)
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    out.push(merge_common(item.clone(), common));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Fills an item's missing `timestamp` and `interval.ms` from the common
+/// block, and its attributes from the common attributes (its own win).
+fn merge_common(mut item: Json, common: Option<&Map<String, Json>>) -> Json {
+    let (Some(common), Some(obj)) = (common, item.as_object_mut()) else {
+        return item;
+    };
+    for key in ["timestamp", "interval.ms"] {
+        if let Some(v) = common.get(key) {
+            obj.entry(key).or_insert_with(|| v.clone());
+        }
+    }
+    if let Some(Json::Object(shared)) = common.get("attributes") {
+        let attrs = obj
+            .entry("attributes")
+            .or_insert_with(|| Json::Object(Map::new()));
+        if let Json::Object(attrs) = attrs {
+            for (k, v) in shared {
+                attrs.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    item
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "test ingest server: accept failed");
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle(shared.clone(), request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                () = stop.cancelled() => {}
+                _ = connection => {}
+            }
+        });
+    }
+}
+
+/// The error a scripted dropped connection returns; hyper closes the
+/// connection without answering.
+#[derive(Debug)]
+struct CloseConnection;
+
+impl std::fmt::Display for CloseConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("scripted connection close")
+    }
+}
+
+impl std::error::Error for CloseConnection {}
+
+fn decode(headers: &hyper::HeaderMap, raw: &[u8]) -> Option<Json> {
+    let gzip = headers
+        .get(hyper::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if gzip {
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(raw)
+            .read_to_end(&mut json)
+            .ok()?;
+        serde_json::from_slice(&json).ok()
+    } else {
+        serde_json::from_slice(raw).ok()
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, CloseConnection> {
+    let api = IngestApi::from_path(request.uri().path());
+    let (parts, body) = request.into_parts();
+    let raw = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(CloseConnection),
+    };
+    let decoded = decode(&parts.headers, &raw);
+
+    let (script, max_body) = {
+        let mut state = shared.lock();
+        let position = state
+            .scripts
+            .iter()
+            .position(|(target, _)| target.is_none() || *target == api);
+        (
+            position
+                .and_then(|i| state.scripts.remove(i))
+                .map(|(_, s)| s),
+            state.max_body_bytes,
+        )
+    };
+    if let Some(script) = &script {
+        if !script.delay.is_zero() {
+            tokio::time::sleep(script.delay).await;
+        }
+    }
+    let status = match (&script, api) {
+        (Some(s), _) if s.close => 0,
+        (Some(s), _) => s.status,
+        (None, None) => 404,
+        (None, Some(_)) if max_body.is_some_and(|max| raw.len() > max) => 413,
+        (None, Some(_)) if decoded.is_none() || parts.method != hyper::Method::POST => 400,
+        (None, Some(IngestApi::Event)) => 200,
+        (None, Some(_)) => 202,
+    };
+
+    let received = ReceivedRequest {
+        api,
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: decoded.unwrap_or(Json::Null),
+        wire_bytes: raw.len(),
+        status,
+    };
+    shared.lock().requests.push(received);
+    shared.changed.notify_waiters();
+
+    if status == 0 {
+        return Err(CloseConnection);
+    }
+    let body = match (status, api) {
+        (200..=299, Some(IngestApi::Event)) => {
+            format!(r#"{{"success":true,"uuid":"{}"}}"#, uuid::Uuid::new_v4())
+        }
+        (200..=299, _) => format!(r#"{{"requestId":"{}"}}"#, uuid::Uuid::new_v4()),
+        _ => String::new(),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(script) = script {
+        for (name, value) in script.headers {
+            if let (Ok(name), Ok(value)) = (
+                hyper::header::HeaderName::from_bytes(name.as_bytes()),
+                hyper::header::HeaderValue::from_str(&value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+    }
+    Ok(response)
+}
