@@ -45,6 +45,9 @@ mod stats;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 mod time;
+#[cfg(feature = "tracing-layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
+pub mod tracing_layer;
 mod validate;
 
 pub use attributes::{AsAttributes, AsValueRef, Attributes, Value, ValueRef};
@@ -56,6 +59,7 @@ pub use client::{
     AttemptFailure, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DropReason,
     EventClient, Events, KeyHeader, Kind, LogClient, Logs, MAX_PAYLOAD_BYTES, MetricClient,
     Metrics, PayloadOutcome, PayloadReport, Region, RetryPolicy, SendReport, SpanClient, Spans,
+    encode_payload,
 };
 pub use common::Common;
 pub use error::{BuildError, ConfigError, RecordError, SendError};

@@ -125,6 +125,33 @@ async fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(encoder.into_inner())
 }
 
+/// Encodes `items` sharing `common` exactly as a client of API `K` posts
+/// them: the API's JSON, gzipped. Useful to inspect or measure payloads.
+///
+/// ```
+/// use newrelic_telemetry::{encode_payload, Common, Event, Events};
+/// use std::io::Read;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+/// let body = encode_payload::<Events>(&[Event::new("Ping")], &Common::new()).await?;
+/// let mut json = String::new();
+/// flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut json)?;
+/// assert!(json.starts_with(r#"[{"eventType":"Ping""#));
+/// # Ok(()) }
+/// ```
+pub async fn encode_payload<K: Kind>(
+    items: &[K::Item],
+    common: &Common,
+) -> std::io::Result<Vec<u8>> {
+    gzip(&payload_json::<K>(items, common)?).await
+}
+
+fn payload_json<K: Kind>(items: &[K::Item], common: &Common) -> serde_json::Result<Vec<u8>> {
+    let mut json = Vec::with_capacity(items.len() * 96 + 128);
+    K::write_json(items, common, &mut json)?;
+    Ok(json)
+}
+
 /// The shared core of a client: where and how to post, and the policy.
 pub(crate) struct Sender<K: Kind> {
     pub(crate) http: reqwest::Client,
@@ -142,8 +169,7 @@ pub(crate) struct Sender<K: Kind> {
 impl<K: Kind> Sender<K> {
     /// Encodes items as the API's JSON, gzipped.
     async fn encode(&self, items: &[K::Item], common: &Common) -> Result<Bytes, String> {
-        let mut json = Vec::with_capacity(items.len() * 96 + 128);
-        K::write_json(items, common, &mut json).map_err(|e| e.to_string())?;
+        let json = payload_json::<K>(items, common).map_err(|e| e.to_string())?;
         if self.audit {
             tracing::debug!(
                 target: AUDIT_TARGET,

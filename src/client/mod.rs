@@ -22,7 +22,7 @@ use reqwest::header::{
     CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };
 
-pub use delivery::MAX_PAYLOAD_BYTES;
+pub use delivery::{MAX_PAYLOAD_BYTES, encode_payload};
 pub(crate) use delivery::{Payload, Prepared, Sender};
 pub use kind::{Events, Kind, Logs, Metrics, Spans};
 pub use report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport, SendReport};
