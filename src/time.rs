@@ -20,6 +20,10 @@ pub(crate) fn duration_millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How far the wall clock may drift from the monotonic clock before interval
+/// timestamps follow it again (an NTP step, a suspended VM).
+const WALL_CLOCK_STEP: Duration = Duration::from_secs(30);
+
 /// A wall clock that advances with `tokio::time::Instant`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
@@ -34,6 +38,26 @@ impl Clock {
             base_ms: now_ms(),
             base: tokio::time::Instant::now(),
         }
+    }
+
+    /// Ends the interval this clock anchors and starts the next one now.
+    ///
+    /// Returns the ended interval's clock. The next interval starts exactly
+    /// where the ended one ends, so consecutive intervals tile; only if the
+    /// wall clock was stepped by more than [`WALL_CLOCK_STEP`] meanwhile does
+    /// the new anchor follow the wall clock instead.
+    pub(crate) fn roll(&mut self) -> Clock {
+        let now = tokio::time::Instant::now();
+        let tiled = self
+            .base_ms
+            .saturating_add(duration_millis(now.saturating_duration_since(self.base)));
+        let wall = now_ms();
+        let base_ms = if tiled.abs_diff(wall) > duration_millis(WALL_CLOCK_STEP) {
+            wall
+        } else {
+            tiled
+        };
+        std::mem::replace(self, Clock { base_ms, base: now })
     }
 
     /// The wall-clock time of the anchor, in ms since the epoch.

@@ -534,10 +534,9 @@ impl MetricBatch {
     /// its lock in O(1); the metrics are built after the locks are released, so
     /// a large flush never blocks recording.
     pub async fn flush(&self) -> (Vec<Metric>, Common) {
-        let next = Clock::start();
-        let previous = match self.interval.lock() {
-            Ok(mut clock) => std::mem::replace(&mut *clock, next),
-            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), next),
+        let (previous, next) = {
+            let mut clock = self.interval.lock().unwrap_or_else(|p| p.into_inner());
+            (clock.roll(), *clock)
         };
         let mut taken = Vec::with_capacity(self.shards.len());
         for shard in self.shards.iter() {

@@ -1,0 +1,257 @@
+//! The four clients against a real HTTP server on 127.0.0.1 that checks what
+//! arrives: method, path, headers, request ids, and the gunzipped JSON.
+
+use std::time::Duration;
+
+use newrelic_telemetry::test_util::{IngestApi, ReceivedRequest, TestIngestServer};
+use newrelic_telemetry::{
+    Common, CountMetric, DropReason, Event, EventClient, Log, LogClient, Metric, MetricClient,
+    RecordError, Span, SpanClient, attributes,
+};
+use uuid::Uuid;
+
+fn assert_contract_headers(r: &ReceivedRequest) {
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let length: usize = r
+        .header("content-length")
+        .expect("content-length")
+        .parse()
+        .unwrap();
+    assert_eq!(length, r.wire_bytes);
+    let agent = r.header("user-agent").expect("user-agent");
+    assert!(
+        agent.starts_with(concat!(
+            "NewRelic-Rust-TelemetrySDK/",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{agent}"
+    );
+    let id = Uuid::parse_str(r.header("x-request-id").expect("x-request-id")).expect("a UUID");
+    assert_eq!(id.get_version_num(), 4);
+}
+
+#[tokio::test]
+async fn metric_client_posts_the_contract() {
+    let server = TestIngestServer::start().await.unwrap();
+    let client = MetricClient::builder("secret-ingest-key")
+        .endpoint(server.metric_url())
+        .add_version_info("checkout", "2.1.0")
+        .add_version_info("worker", "7")
+        .build()
+        .unwrap();
+    let metric: Metric = CountMetric::new("jobs", 3.0, Duration::from_secs(10))
+        .with_attribute("queue", "default")
+        .into();
+    let common = Common::new().with_attributes(attributes! { "host" => "web-1" });
+    let report = client.send_batch(vec![metric], common).await.unwrap();
+    assert_eq!(report.items_sent(), 1);
+    assert_eq!(report.status().map(|s| s.as_u16()), Some(202));
+    assert_eq!(report.payloads()[0].attempts(), 1);
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!(r.path, "/metric/v1");
+    assert_eq!(r.api, Some(IngestApi::Metric));
+    assert_contract_headers(r);
+    assert_eq!(r.header("api-key"), Some("secret-ingest-key"));
+    assert_eq!(r.header("x-license-key"), None);
+    assert!(
+        r.header("user-agent")
+            .unwrap()
+            .ends_with(" checkout/2.1.0 worker/7"),
+        "{:?}",
+        r.header("user-agent")
+    );
+    assert_eq!(
+        Uuid::parse_str(r.header("x-request-id").unwrap()).unwrap(),
+        report.payloads()[0].request_id().unwrap()
+    );
+    assert_eq!(r.body[0]["common"]["attributes"]["host"], "web-1");
+    let sent = &r.body[0]["metrics"][0];
+    assert_eq!(sent["name"], "jobs");
+    assert_eq!(sent["type"], "count");
+    assert_eq!(sent["value"], 3.0);
+    assert_eq!(sent["interval.ms"], 10_000);
+    assert_eq!(sent["attributes"]["queue"], "default");
+
+    let stats = client.stats();
+    assert_eq!((stats.payloads_sent, stats.items_sent), (1, 1));
+    assert_eq!(stats.bytes_sent as usize, r.wire_bytes);
+}
+
+#[tokio::test]
+async fn event_client_sends_a_flat_array_and_license_key_header() {
+    let server = TestIngestServer::start().await.unwrap();
+    let client = EventClient::builder("license-123")
+        .license_key_header()
+        .endpoint(server.event_url())
+        .build()
+        .unwrap();
+    let report = client
+        .send_batch(
+            vec![
+                Event::new("Purchase").with_attribute("amount", 12.5),
+                Event::new("Refund"),
+            ],
+            Common::new().with_attributes(attributes! { "app" => "shop" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status().map(|s| s.as_u16()), Some(200));
+
+    let r = &server.requests()[0];
+    assert_eq!(r.path, "/v1/accounts/events");
+    assert_contract_headers(r);
+    assert_eq!(r.header("x-license-key"), Some("license-123"));
+    assert_eq!(r.header("api-key"), None);
+    let events = server.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["eventType"], "Purchase");
+    assert_eq!(events[0]["amount"], 12.5);
+    assert_eq!(events[0]["app"], "shop");
+    assert_eq!(events[1]["eventType"], "Refund");
+    assert!(events[1]["timestamp"].is_u64());
+}
+
+#[tokio::test]
+async fn log_client() {
+    let server = TestIngestServer::start().await.unwrap();
+    let client = LogClient::builder("k")
+        .endpoint(server.log_url())
+        .build()
+        .unwrap();
+    client
+        .send(Log::new("hello").with_level("INFO"))
+        .await
+        .unwrap();
+    let r = &server.requests()[0];
+    assert_eq!(r.path, "/log/v1");
+    assert_contract_headers(r);
+    let logs = server.logs();
+    assert_eq!(logs[0]["message"], "hello");
+    assert_eq!(logs[0]["attributes"]["level"], "INFO");
+}
+
+#[tokio::test]
+async fn span_client_sends_data_format_headers() {
+    let server = TestIngestServer::start().await.unwrap();
+    let client = SpanClient::builder("k")
+        .endpoint(server.trace_url())
+        .build()
+        .unwrap();
+    let root = Span::new("checkout").with_service_name("shop");
+    let child = root.child("charge").finish();
+    client
+        .send_batch(vec![child.clone(), root.finish()], Common::new())
+        .await
+        .unwrap();
+    let r = &server.requests()[0];
+    assert_eq!(r.path, "/trace/v1");
+    assert_contract_headers(r);
+    assert_eq!(r.header("data-format"), Some("newrelic"));
+    assert_eq!(r.header("data-format-version"), Some("1"));
+    let spans = server.spans();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[0]["id"], child.id());
+    assert_eq!(spans[0]["trace.id"], spans[1]["trace.id"]);
+    assert_eq!(spans[0]["attributes"]["parent.id"], spans[1]["id"]);
+    assert_eq!(spans[0]["attributes"]["service.name"], "shop");
+    assert!(spans[1]["attributes"]["duration.ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn each_payload_gets_its_own_request_id() {
+    let server = TestIngestServer::start().await.unwrap();
+    let client = EventClient::builder("k")
+        .endpoint(server.event_url())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        client.send(Event::new("Tick")).await.unwrap();
+    }
+    let ids: std::collections::HashSet<_> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("x-request-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+}
+
+#[tokio::test]
+async fn nothing_to_send_makes_no_request() {
+    let server = TestIngestServer::start().await.unwrap();
+    let client = EventClient::builder("k")
+        .endpoint(server.event_url())
+        .build()
+        .unwrap();
+    let report = client.send_batch(Vec::new(), Common::new()).await.unwrap();
+    assert!(report.payloads().is_empty());
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_items_are_dropped_before_sending_and_the_rest_go() {
+    let server = TestIngestServer::start().await.unwrap();
+    let client = MetricClient::builder("k")
+        .endpoint(server.metric_url())
+        .build()
+        .unwrap();
+    let items: Vec<Metric> = vec![
+        CountMetric::new("ok", 1.0, Duration::from_secs(1)).into(),
+        CountMetric::new("nan", f64::NAN, Duration::from_secs(1)).into(),
+        CountMetric::new("", 1.0, Duration::from_secs(1)).into(),
+    ];
+    let err = client.send_batch(items, Common::new()).await.unwrap_err();
+    let report = err.report();
+    assert_eq!((report.items_sent(), report.items_dropped()), (1, 2));
+    assert!(matches!(
+        report.first_drop_reason(),
+        Some(DropReason::Invalid(RecordError::NonFiniteValue { .. }))
+    ));
+    assert!(err.to_string().contains("2 of 3 items dropped"), "{err}");
+    assert_eq!(client.stats().items_dropped_invalid, 2);
+    let metrics = server.metrics();
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(metrics[0]["name"], "ok");
+}
+
+#[tokio::test]
+async fn a_callers_own_http_client_is_used() {
+    let server = TestIngestServer::start().await.unwrap();
+    let http = reqwest::Client::builder()
+        .user_agent("ignored-because-the-sdk-sets-its-own")
+        .build()
+        .unwrap();
+    let client = LogClient::builder("k")
+        .endpoint(server.log_url())
+        .http_client(http)
+        .build()
+        .unwrap();
+    client.send(Log::new("via my client")).await.unwrap();
+    assert_eq!(server.logs()[0]["message"], "via my client");
+}
+
+#[tokio::test]
+async fn the_key_appears_in_no_error_or_debug_output() {
+    let key = "NRAK-SUPERSECRET";
+    // Nothing listens on port 9 of loopback: connection refused.
+    let client = MetricClient::builder(key)
+        .endpoint("http://127.0.0.1:9/metric/v1")
+        .retry_policy(newrelic_telemetry::RetryPolicy::none())
+        .build()
+        .unwrap();
+    let err = client
+        .send(CountMetric::new("m", 1.0, Duration::from_secs(1)).into())
+        .await
+        .unwrap_err();
+    for text in [format!("{err}"), format!("{err:?}"), format!("{client:?}")] {
+        assert!(!text.contains("SUPERSECRET"), "{text}");
+    }
+    assert!(matches!(
+        err.report().first_drop_reason(),
+        Some(DropReason::RetriesExhausted { .. })
+    ));
+}
