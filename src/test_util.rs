@@ -142,8 +142,12 @@ pub struct ReceivedRequest {
     pub body: Json,
     /// The body's size on the wire.
     pub wire_bytes: usize,
-    /// The status the server answered (0 if it closed the connection).
+    /// The status the server answered: 0 while the answer is pending, or if
+    /// the server closed the connection, or if the client went away first.
     pub status: u16,
+    /// When the request arrived, on tokio's clock (so paused-time tests can
+    /// check retry schedules exactly).
+    pub received_at: tokio::time::Instant,
 }
 
 impl ReceivedRequest {
@@ -431,6 +435,7 @@ async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, CloseConnection> {
+    let received_at = tokio::time::Instant::now();
     let api = IngestApi::from_path(request.uri().path());
     let (parts, body) = request.into_parts();
     let raw = match body.collect().await {
@@ -439,19 +444,38 @@ async fn handle(
     };
     let decoded = decode(&parts.headers, &raw);
 
-    let (script, max_body) = {
+    let (script, max_body, index) = {
         let mut state = shared.lock();
         let position = state
             .scripts
             .iter()
             .position(|(target, _)| target.is_none() || *target == api);
-        (
-            position
-                .and_then(|i| state.scripts.remove(i))
-                .map(|(_, s)| s),
-            state.max_body_bytes,
-        )
+        let script = position
+            .and_then(|i| state.scripts.remove(i))
+            .map(|(_, s)| s);
+        // Recorded on arrival; the status is filled in when the answer goes out.
+        state.requests.push(ReceivedRequest {
+            api,
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: decoded.clone().unwrap_or(Json::Null),
+            wire_bytes: raw.len(),
+            status: 0,
+            received_at,
+        });
+        (script, state.max_body_bytes, state.requests.len() - 1)
     };
+    shared.changed.notify_waiters();
     if let Some(script) = &script {
         if !script.delay.is_zero() {
             tokio::time::sleep(script.delay).await;
@@ -466,26 +490,7 @@ async fn handle(
         (None, Some(IngestApi::Event)) => 200,
         (None, Some(_)) => 202,
     };
-
-    let received = ReceivedRequest {
-        api,
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: decoded.unwrap_or(Json::Null),
-        wire_bytes: raw.len(),
-        status,
-    };
-    shared.lock().requests.push(received);
+    shared.lock().requests[index].status = status;
     shared.changed.notify_waiters();
 
     if status == 0 {
