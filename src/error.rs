@@ -233,6 +233,8 @@ pub enum ConfigError {
     },
     /// The configuration was readable but building the clients failed.
     Build(BuildError),
+    /// Harvesters need a Tokio runtime to run on, and there is none here.
+    NoRuntime,
 }
 
 impl fmt::Display for ConfigError {
@@ -247,6 +249,9 @@ impl fmt::Display for ConfigError {
                 expected,
             } => write!(f, "{name}={value:?} is invalid: expected {expected}"),
             ConfigError::Build(e) => write!(f, "{e}"),
+            ConfigError::NoRuntime => {
+                f.write_str("no Tokio runtime: build telemetry from within an async context")
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ mod log;
 mod metric;
 mod span;
 mod stats;
+mod telemetry;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
@@ -72,3 +73,4 @@ pub use log::Log;
 pub use metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
 pub use span::{Span, SpanEvent};
 pub use stats::DeliveryStats;
+pub use telemetry::{Telemetry, TelemetryBuilder, TelemetryReport, env};

@@ -307,6 +307,19 @@ impl<K> ClientBuilder<K> {
         }
     }
 
+    pub(crate) fn with_api_key(mut self, key: String) -> Self {
+        self.api_key = key;
+        self
+    }
+
+    pub(crate) fn has_http_client(&self) -> bool {
+        self.http.is_some()
+    }
+
+    pub(crate) fn take_proxy(&mut self) -> Option<reqwest::Proxy> {
+        self.proxy.take()
+    }
+
     /// Sends the key in `X-License-Key` instead of `Api-Key`.
     pub fn license_key_header(mut self) -> Self {
         self.key_header = KeyHeader::LicenseKey;

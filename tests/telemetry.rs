@@ -1,0 +1,265 @@
+//! One-call setup: configuration from code and the environment (code wins,
+//! malformed values are errors naming the variable), and the four pipelines
+//! end to end through the test server.
+
+use std::time::Duration;
+
+use newrelic_telemetry::test_util::TestIngestServer;
+use newrelic_telemetry::{ConfigError, Event, Log, Span, Telemetry, TelemetryBuilder, attributes};
+use tokio_util::sync::CancellationToken;
+
+fn with_env(vars: &[(&str, &str)]) -> TelemetryBuilder {
+    Telemetry::builder().environment(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+fn endpoints(server: &TestIngestServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("NEW_RELIC_METRIC_API_URL", server.metric_url()),
+        ("NEW_RELIC_EVENT_API_URL", server.event_url()),
+        ("NEW_RELIC_LOG_API_URL", server.log_url()),
+        ("NEW_RELIC_TRACE_API_URL", server.trace_url()),
+    ]
+}
+
+fn invalid_variable(result: Result<Telemetry, ConfigError>) -> &'static str {
+    match result {
+        Err(ConfigError::InvalidVariable { name, .. }) => name,
+        other => panic!("expected an invalid variable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn four_pipelines_from_the_environment_end_to_end() {
+    let server = TestIngestServer::start().await.unwrap();
+    let mut vars: Vec<(&str, String)> = endpoints(&server);
+    vars.push(("NEW_RELIC_API_KEY", "env-key".into()));
+    vars.push(("NEW_RELIC_HARVEST_INTERVAL", "3600".into()));
+    let telemetry = Telemetry::builder()
+        .environment(vars)
+        .service_name("checkout")
+        .common_attributes(attributes! { "host" => "web-1" })
+        .add_version_info("checkout", "1.0")
+        .build()
+        .unwrap();
+
+    telemetry
+        .metrics()
+        .record_count("orders", 2.0, [("plan", "pro")])
+        .await
+        .unwrap();
+    telemetry
+        .events()
+        .record(Event::new("Order"))
+        .await
+        .unwrap();
+    telemetry.logs().record(Log::new("placed")).await.unwrap();
+    telemetry
+        .spans()
+        .record(Span::new("place order").finish())
+        .await
+        .unwrap();
+
+    let report = telemetry.shutdown().await;
+    assert_eq!(report.items_sent(), 4);
+    assert_eq!(report.items_dropped(), 0);
+    assert!(!report.deadline_exceeded());
+    assert_eq!(
+        report,
+        telemetry.shutdown().await,
+        "shutdown twice is harmless"
+    );
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 4);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("api-key") == Some("env-key"))
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("user-agent").unwrap().ends_with(" checkout/1.0"))
+    );
+    assert_eq!(
+        server.metrics()[0]["attributes"]["service.name"],
+        "checkout"
+    );
+    assert_eq!(server.metrics()[0]["attributes"]["plan"], "pro");
+    assert_eq!(server.events()[0]["host"], "web-1");
+    assert_eq!(server.logs()[0]["attributes"]["service.name"], "checkout");
+    assert_eq!(server.spans()[0]["attributes"]["host"], "web-1");
+}
+
+#[tokio::test]
+async fn code_wins_over_the_environment() {
+    let env_server = TestIngestServer::start().await.unwrap();
+    let code_server = TestIngestServer::start().await.unwrap();
+    let mut vars: Vec<(&str, String)> = endpoints(&env_server);
+    vars.push(("NEW_RELIC_API_KEY", "env-key".into()));
+    vars.push(("NEW_RELIC_HARVEST_INTERVAL", "not used".into()));
+    vars.push(("NEW_RELIC_REGION", "nowhere".into()));
+    let telemetry = Telemetry::builder()
+        .environment(vars)
+        .api_key("code-key")
+        .region(newrelic_telemetry::Region::EU)
+        .harvest_interval(Duration::from_secs(3600))
+        .event_endpoint(code_server.event_url())
+        .build()
+        .expect("values set in code are not read from the environment");
+    telemetry.events().record(Event::new("E")).await.unwrap();
+    telemetry
+        .metrics()
+        .record_gauge("g", 1.0, ())
+        .await
+        .unwrap();
+    telemetry.shutdown().await;
+    assert_eq!(code_server.requests().len(), 1);
+    assert_eq!(
+        code_server.requests()[0].header("api-key"),
+        Some("code-key")
+    );
+    assert_eq!(
+        env_server.requests().len(),
+        1,
+        "the metric endpoint still comes from the environment"
+    );
+    assert_eq!(env_server.requests()[0].path, "/metric/v1");
+}
+
+#[tokio::test]
+async fn the_license_key_is_the_fallback() {
+    let server = TestIngestServer::start().await.unwrap();
+    let mut vars: Vec<(&str, String)> = endpoints(&server);
+    vars.push(("NEW_RELIC_LICENSE_KEY", "license".into()));
+    let telemetry = Telemetry::builder().environment(vars).build().unwrap();
+    telemetry.events().record(Event::new("E")).await.unwrap();
+    telemetry.shutdown().await;
+    assert_eq!(server.requests()[0].header("api-key"), Some("license"));
+
+    let mut vars: Vec<(&str, String)> = endpoints(&server);
+    vars.push(("NEW_RELIC_LICENSE_KEY", "license".into()));
+    vars.push(("NEW_RELIC_API_KEY", "api".into()));
+    let telemetry = Telemetry::builder().environment(vars).build().unwrap();
+    telemetry.events().record(Event::new("E")).await.unwrap();
+    telemetry.shutdown().await;
+    assert_eq!(server.requests()[1].header("api-key"), Some("api"));
+}
+
+#[tokio::test]
+async fn missing_key_is_an_error() {
+    assert!(matches!(
+        with_env(&[]).build(),
+        Err(ConfigError::MissingApiKey)
+    ));
+    assert!(matches!(
+        with_env(&[("NEW_RELIC_API_KEY", "  ")]).build(),
+        Err(ConfigError::MissingApiKey)
+    ));
+}
+
+#[tokio::test]
+async fn malformed_values_name_their_variable() {
+    let key = ("NEW_RELIC_API_KEY", "k");
+    assert_eq!(
+        invalid_variable(with_env(&[key, ("NEW_RELIC_REGION", "MARS")]).build()),
+        "NEW_RELIC_REGION"
+    );
+    for bad in ["soon", "0", "-5", "NaN", "inf"] {
+        assert_eq!(
+            invalid_variable(with_env(&[key, ("NEW_RELIC_HARVEST_INTERVAL", bad)]).build()),
+            "NEW_RELIC_HARVEST_INTERVAL",
+            "{bad}"
+        );
+    }
+    for var in [
+        "NEW_RELIC_METRIC_API_URL",
+        "NEW_RELIC_EVENT_API_URL",
+        "NEW_RELIC_LOG_API_URL",
+        "NEW_RELIC_TRACE_API_URL",
+    ] {
+        assert_eq!(
+            invalid_variable(with_env(&[key, (var, "ftp://x/y")]).build()),
+            var
+        );
+        assert_eq!(
+            invalid_variable(with_env(&[key, (var, "not a url")]).build()),
+            var
+        );
+    }
+    let err = with_env(&[key, ("NEW_RELIC_REGION", "MARS")])
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("NEW_RELIC_REGION"), "{err}");
+}
+
+#[tokio::test]
+async fn region_from_variable_or_key_prefix() {
+    // Valid regions and a fractional interval build; the EU prefix is accepted.
+    for vars in [
+        vec![("NEW_RELIC_API_KEY", "k"), ("NEW_RELIC_REGION", "eu")],
+        vec![("NEW_RELIC_API_KEY", "k"), ("NEW_RELIC_REGION", "US")],
+        vec![
+            ("NEW_RELIC_API_KEY", "eu01xxkey"),
+            ("NEW_RELIC_HARVEST_INTERVAL", "0.5"),
+        ],
+    ] {
+        with_env(&vars)
+            .shutdown_timeout(Duration::ZERO)
+            .build()
+            .unwrap()
+            .shutdown()
+            .await;
+    }
+    assert_eq!(
+        newrelic_telemetry::Region::from_api_key("eu01xxkey"),
+        newrelic_telemetry::Region::EU
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_harvest_interval_variable_is_used() {
+    let server = TestIngestServer::start().await.unwrap();
+    let mut vars: Vec<(&str, String)> = endpoints(&server);
+    vars.push(("NEW_RELIC_API_KEY", "k".into()));
+    vars.push(("NEW_RELIC_HARVEST_INTERVAL", "2.5".into()));
+    let telemetry = Telemetry::builder().environment(vars).build().unwrap();
+    telemetry
+        .metrics()
+        .record_count("c", 1.0, ())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    assert!(server.requests().is_empty());
+    assert!(
+        server
+            .wait_for_requests(1, Duration::from_millis(200))
+            .await
+    );
+    telemetry.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_external_token_stops_everything() {
+    let server = TestIngestServer::start().await.unwrap();
+    let token = CancellationToken::new();
+    let mut vars: Vec<(&str, String)> = endpoints(&server);
+    vars.push(("NEW_RELIC_API_KEY", "k".into()));
+    let telemetry = Telemetry::builder()
+        .environment(vars)
+        .cancellation_token(token.clone())
+        .build()
+        .unwrap();
+    telemetry.logs().record(Log::new("bye")).await.unwrap();
+    token.cancel();
+    let report = telemetry.join().await;
+    assert_eq!(report.logs.delivery.items_sent, 1);
+}
+
+#[test]
+fn outside_a_runtime_is_an_error_not_a_panic() {
+    assert!(matches!(
+        with_env(&[("NEW_RELIC_API_KEY", "k")]).build(),
+        Err(ConfigError::NoRuntime)
+    ));
+}
