@@ -32,22 +32,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(TestIngestServer::start().await?)
     };
 
-    let mut builder = Telemetry::builder()
+    let builder = match &local {
+        Some(server) => {
+            println!(
+                "No NEW_RELIC_API_KEY set: sending to a local ingest endpoint at http://{}\n",
+                server.addr()
+            );
+            server.telemetry_builder()
+        }
+        None => Telemetry::builder(),
+    };
+    let builder = builder
         .service_name("quickstart")
         .common_attributes(attributes! { "host" => "localhost" })
         .shutdown_timeout(Duration::from_secs(15));
-    if let Some(server) = &local {
-        println!(
-            "No NEW_RELIC_API_KEY set: sending to a local ingest endpoint at http://{}\n",
-            server.addr()
-        );
-        builder = builder
-            .api_key("local-test-key")
-            .metric_endpoint(server.metric_url())
-            .event_endpoint(server.event_url())
-            .log_endpoint(server.log_url())
-            .trace_endpoint(server.trace_url());
-    }
     let telemetry = builder.build()?;
 
     // Metrics aggregate in the batch: three requests become one count.

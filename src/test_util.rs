@@ -250,6 +250,36 @@ impl TestIngestServer {
         self.url(IngestApi::Trace)
     }
 
+    /// A [`TelemetryBuilder`](crate::TelemetryBuilder) with all four APIs
+    /// pointed at this server, a test key, and no settings read from the
+    /// process environment: the way to test your own instrumentation.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().service_name("under-test").build()?;
+    /// telemetry.metrics().record_count("signups", 1.0, [("plan", "free")]).await?;
+    /// telemetry.shutdown().await;
+    ///
+    /// let metrics = server.metrics();
+    /// assert_eq!(metrics[0]["name"], "signups");
+    /// assert_eq!(metrics[0]["attributes"]["plan"], "free");
+    /// assert_eq!(metrics[0]["attributes"]["service.name"], "under-test");
+    /// # Ok(()) }
+    /// ```
+    pub fn telemetry_builder(&self) -> crate::TelemetryBuilder {
+        crate::Telemetry::builder()
+            .environment(std::iter::empty::<(String, String)>())
+            .api_key("test-key")
+            .metric_endpoint(self.metric_url())
+            .event_endpoint(self.event_url())
+            .log_endpoint(self.log_url())
+            .trace_endpoint(self.trace_url())
+    }
+
     /// Answers the next request (to any API) as `response`. Scripts queue up
     /// and are used once each, in order; unscripted requests are accepted.
     pub fn respond_with(&self, response: ScriptedResponse) {
