@@ -1,33 +1,16 @@
-//! An async-first, Tokio-native New Relic Telemetry SDK.
+//! The crate's guide is its README, included here so that its examples are
+//! compiled and run as doc tests.
 //!
-//! Record metrics, events, logs and spans on your request path; a background
-//! [`Harvester`] ships them to New Relic's ingest APIs, gzipped, with bounded
-//! retries, and sends what is still buffered when it is stopped.
-//!
-//! ```no_run
-//! use newrelic_telemetry::{Harvester, MetricBatch, MetricClient};
-//! use std::sync::Arc;
-//! use tokio_util::sync::CancellationToken;
-//!
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let shutdown = CancellationToken::new();
-//! let metrics = Arc::new(MetricBatch::new());
-//! let client = MetricClient::builder(std::env::var("NEW_RELIC_API_KEY")?).build()?;
-//! let harvester = Harvester::builder(metrics.clone(), client)
-//!     .cancellation_token(shutdown.clone())
-//!     .spawn();
-//!
-//! // On the request path: no allocation when the series exists.
-//! metrics.record_count("http.requests", 1.0, [("route", "/checkout")]).await?;
-//!
-//! // On SIGTERM: stop, flush, send, and learn how it went.
-//! shutdown.cancel();
-//! let report = harvester.join().await;
-//! println!("sent {} metrics", report.delivery.items_sent);
-//! # Ok(()) }
-//! ```
+//! Modules follow the architecture: data types ([`Metric`], [`Event`],
+//! [`Log`], [`Span`]) and their [`Attributes`]; batches that record them
+//! ([`MetricBatch`], [`EventBatch`], [`LogBatch`], [`SpanBatch`]); clients
+//! that deliver them ([`Client`] and its [`RetryPolicy`]); the [`Harvester`]
+//! that connects the two in the background; [`Telemetry`], which sets up all
+//! four; and the error types.
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod attributes;
 mod batch;
