@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Milliseconds since the Unix epoch for `time` (0 before the epoch).
 pub(crate) fn millis_since_epoch(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
-        .map(|d| duration_millis(d))
+        .map(duration_millis)
         .unwrap_or(0)
 }
 
