@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use crate::attributes::{Attributes, Value};
 use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
 use crate::client::{
-    Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, Events, Kind, Logs, Metrics, PayloadReport,
-    Region, RetryPolicy, Spans,
+    Client, ClientBuilder, Events, Kind, Logs, Metrics, PayloadReport, Region, RetryPolicy, Spans,
+    parse_endpoint, sdk_http_client,
 };
-use crate::error::{BuildError, ConfigError};
+use crate::error::ConfigError;
 use crate::harvester::{
     DEFAULT_HARVEST_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT, HarvestReport, Harvester,
 };
@@ -39,7 +39,7 @@ pub mod env {
 }
 
 /// Where configuration values that code did not set come from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Source {
     Process,
     Map(HashMap<String, String>),
@@ -51,7 +51,19 @@ impl Source {
             Source::Process => std::env::var(name).ok(),
             Source::Map(map) => map.get(name).cloned(),
         };
-        value.filter(|v| !v.trim().is_empty())
+        value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    /// The names of the variables this source holds (for `Debug`: never values).
+    fn names(&self) -> Vec<String> {
+        match self {
+            Source::Process => vec!["<process environment>".to_owned()],
+            Source::Map(map) => {
+                let mut names: Vec<_> = map.keys().cloned().collect();
+                names.sort();
+                names
+            }
+        }
     }
 }
 
@@ -208,7 +220,6 @@ impl Telemetry {
 /// # telemetry.shutdown().await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct TelemetryBuilder {
     source: Source,
     api_key: Option<String>,
@@ -219,6 +230,21 @@ pub struct TelemetryBuilder {
     token: Option<CancellationToken>,
     common_attributes: Attributes,
     client: ClientBuilder<Metrics>,
+}
+
+impl std::fmt::Debug for TelemetryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryBuilder")
+            .field("environment", &self.source.names())
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("region", &self.region)
+            .field("endpoints", &self.endpoints)
+            .field("harvest_interval", &self.harvest_interval)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("common_attributes", &self.common_attributes)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for TelemetryBuilder {
@@ -399,13 +425,22 @@ impl TelemetryBuilder {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConfigError::NoRuntime);
         }
-        let key = self
-            .api_key
-            .clone()
-            .filter(|k| !k.trim().is_empty())
-            .or_else(|| self.source.get(env::API_KEY))
-            .or_else(|| self.source.get(env::LICENSE_KEY))
-            .ok_or(ConfigError::MissingApiKey)?;
+        let (key, key_variable) = match self.api_key.clone().filter(|k| !k.trim().is_empty()) {
+            Some(key) => (key, None),
+            None => [env::API_KEY, env::LICENSE_KEY]
+                .into_iter()
+                .find_map(|name| self.source.get(name).map(|key| (key, Some(name))))
+                .ok_or(ConfigError::MissingApiKey)?,
+        };
+        if let Some(name) = key_variable {
+            if reqwest::header::HeaderValue::from_str(&key).is_err() {
+                return Err(ConfigError::InvalidVariable {
+                    name,
+                    value: "<redacted>".to_owned(),
+                    expected: "a key of visible ASCII characters",
+                });
+            }
+        }
         let region = match (self.region, self.source.get(env::REGION)) {
             (Some(region), _) => region,
             (None, Some(text)) => match text.trim().to_ascii_uppercase().as_str() {
@@ -436,17 +471,14 @@ impl TelemetryBuilder {
             *slot = match (&self.endpoints[i], self.source.get(URL_VARIABLES[i])) {
                 (Some(url), _) => Some(url.clone()),
                 (None, Some(url)) => {
-                    let ok = reqwest::Url::parse(url.trim()).is_ok_and(|u| {
-                        matches!(u.scheme(), "http" | "https") && u.host().is_some()
-                    });
-                    if !ok {
+                    if parse_endpoint(&url).is_err() {
                         return Err(Self::invalid(
                             URL_VARIABLES[i],
                             &url,
                             "an absolute http:// or https:// URL",
                         ));
                     }
-                    Some(url.trim().to_owned())
+                    Some(url)
                 }
                 (None, None) => None,
             };
@@ -455,13 +487,8 @@ impl TelemetryBuilder {
         let mut template = self.client.with_api_key(key).region(region);
         if !template.has_http_client() {
             // One connection pool for all four APIs.
-            let mut http = reqwest::Client::builder()
-                .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
-                .pool_idle_timeout(Duration::from_secs(60));
-            if let Some(proxy) = template.take_proxy() {
-                http = http.proxy(proxy);
-            }
-            template = template.http_client(http.build().map_err(BuildError::HttpClient)?);
+            let proxy = template.take_proxy();
+            template = template.http_client(sdk_http_client(proxy)?);
         }
         let [metric_url, event_url, log_url, trace_url] = endpoints;
         let metric_client = client_for::<Metrics>(&template, metric_url)?;

@@ -10,27 +10,33 @@ pub(crate) struct Limits {
     pub(crate) max_attributes: usize,
     pub(crate) max_key_chars: usize,
     pub(crate) max_value_chars: usize,
+    /// Keys the API reserves for itself.
+    pub(crate) reserved: &'static [&'static str],
 }
 
 pub(crate) const METRIC_LIMITS: Limits = Limits {
     max_attributes: 100,
     max_key_chars: 255,
     max_value_chars: 4096,
+    reserved: &RESERVED_METRIC_KEYS,
 };
 pub(crate) const EVENT_LIMITS: Limits = Limits {
     max_attributes: 255,
     max_key_chars: 255,
     max_value_chars: 4096,
+    reserved: &[],
 };
 pub(crate) const LOG_LIMITS: Limits = Limits {
     max_attributes: 255,
     max_key_chars: 255,
     max_value_chars: 4094,
+    reserved: &[],
 };
 pub(crate) const SPAN_LIMITS: Limits = Limits {
     max_attributes: 200,
     max_key_chars: 255,
     max_value_chars: 4000,
+    reserved: &[],
 };
 
 /// Metric attribute keys the Metric API reserves (besides the metric's name).
@@ -123,13 +129,33 @@ pub(crate) fn metric_attributes(
     let mut attrs = Attributes::from_source(source);
     let truncations = check_attributes(&mut attrs, &METRIC_LIMITS)?;
     for (key, _) in attrs.iter() {
-        if key == name || RESERVED_METRIC_KEYS.contains(&key) {
+        if key == name || METRIC_LIMITS.reserved.contains(&key) {
             return Err(RecordError::ReservedAttribute {
                 key: key.to_owned(),
             });
         }
     }
     Ok((attrs, truncations))
+}
+
+/// Checks that an event still fits the attribute limit once the common
+/// attributes it will be sent with are merged into it.
+pub(crate) fn check_merged_count(
+    own: &Attributes,
+    common: Option<&Attributes>,
+    limits: &Limits,
+) -> Result<(), RecordError> {
+    let Some(common) = common else {
+        return Ok(());
+    };
+    let count = own.len() + common.iter().filter(|(k, _)| !own.contains_key(k)).count();
+    if count > limits.max_attributes {
+        return Err(RecordError::TooManyAttributes {
+            count,
+            limit: limits.max_attributes,
+        });
+    }
+    Ok(())
 }
 
 /// Checks an event type: 1 to 255 ASCII letters, digits, `_` or `:`.
@@ -152,7 +178,15 @@ pub(crate) fn check_event_type(event_type: &str) -> Result<(), RecordError> {
 /// warning) and long values truncated, since there is no call to refuse.
 pub(crate) fn sanitize_common(mut attrs: Attributes, limits: &Limits) -> Attributes {
     attrs.pairs_mut().retain(|(key, value)| {
-        let ok = check_pair(key, value.as_value_ref(), limits);
+        let ok = check_pair(key, value.as_value_ref(), limits).and_then(|()| {
+            if limits.reserved.contains(&&**key) {
+                Err(RecordError::ReservedAttribute {
+                    key: key.to_string(),
+                })
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = &ok {
             tracing::warn!(error = %e, "common attribute removed");
         }

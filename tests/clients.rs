@@ -221,8 +221,13 @@ async fn invalid_items_are_dropped_before_sending_and_the_rest_go() {
 #[tokio::test]
 async fn a_callers_own_http_client_is_used() {
     let server = TestIngestServer::start().await.unwrap();
+    let mut marker = reqwest::header::HeaderMap::new();
+    marker.insert(
+        "x-from",
+        reqwest::header::HeaderValue::from_static("my-client"),
+    );
     let http = reqwest::Client::builder()
-        .user_agent("ignored-because-the-sdk-sets-its-own")
+        .default_headers(marker)
         .build()
         .unwrap();
     let client = LogClient::builder("k")
@@ -231,6 +236,7 @@ async fn a_callers_own_http_client_is_used() {
         .build()
         .unwrap();
     client.send(Log::new("via my client")).await.unwrap();
+    assert_eq!(server.requests()[0].header("x-from"), Some("my-client"));
     assert_eq!(server.logs()[0]["message"], "via my client");
 }
 
@@ -253,5 +259,65 @@ async fn the_key_appears_in_no_error_or_debug_output() {
     assert!(matches!(
         err.report().first_drop_reason(),
         Some(DropReason::RetriesExhausted { .. })
+    ));
+}
+
+#[tokio::test]
+async fn common_attributes_are_cleaned_to_the_apis_rules_before_sending() {
+    let server = TestIngestServer::start().await.unwrap();
+    let metrics = MetricClient::builder("k")
+        .endpoint(server.metric_url())
+        .build()
+        .unwrap();
+    let common = Common::new().with_attributes(attributes! {
+        "host" => "a", "nan" => f64::NAN, "count" => 1, "" => "empty key",
+    });
+    let metric: Metric = CountMetric::new("m", 1.0, Duration::from_secs(1)).into();
+    metrics.send_batch(vec![metric], common).await.unwrap();
+    assert_eq!(
+        server.requests()[0].body[0]["common"]["attributes"],
+        serde_json::json!({"host": "a"}),
+        "NaN, the reserved key and the empty key never reach the wire"
+    );
+}
+
+#[tokio::test]
+async fn an_event_over_the_attribute_limit_once_merged_with_common_is_refused() {
+    let server = TestIngestServer::start().await.unwrap();
+    let client = EventClient::builder("k")
+        .endpoint(server.event_url())
+        .build()
+        .unwrap();
+    let common: newrelic_telemetry::Attributes = (0..200).map(|i| (format!("c{i}"), i)).collect();
+    let own: newrelic_telemetry::Attributes = (0..100).map(|i| (format!("e{i}"), i)).collect();
+    let err = client
+        .send_batch(
+            vec![Event::new("Big").with_attributes(own), Event::new("Small")],
+            Common::new().with_attributes(common.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.report().first_drop_reason(),
+        Some(DropReason::Invalid(RecordError::TooManyAttributes {
+            count: 300,
+            limit: 255
+        }))
+    ));
+    assert_eq!(server.events().len(), 1);
+
+    let batch = newrelic_telemetry::EventBatch::builder()
+        .common_attributes(common)
+        .build();
+    let own: newrelic_telemetry::Attributes = (0..56).map(|i| (format!("e{i}"), i)).collect();
+    assert!(matches!(
+        batch
+            .record(Event::new("Big").with_attributes(own))
+            .await
+            .unwrap_err(),
+        RecordError::TooManyAttributes {
+            count: 256,
+            limit: 255
+        }
     ));
 }

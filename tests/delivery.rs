@@ -336,14 +336,55 @@ async fn a_persistent_413_on_single_items_ends_with_them_dropped() {
         .send_batch(events(0..4), Common::new())
         .await
         .unwrap_err();
-    // 4 items, then 2 + 2, then 1 + 1 + 1 + 1: seven requests and no more.
-    assert_eq!(server.requests().len(), 7);
+    // 4 items, then the first half (2), then its two single items; by then
+    // the client knows that a single item is too large, so the second half
+    // (prepared before that) is tried once and its items are dropped without
+    // further requests: five requests, not the seven of a blind bisection.
+    assert_eq!(server.requests().len(), 5);
     assert_eq!(err.report().items_dropped(), 4);
     assert!(matches!(
         err.report().first_drop_reason(),
         Some(DropReason::TooLarge { .. })
     ));
     assert_eq!(client.stats().items_dropped_too_large, 4);
+
+    // The client learned that such payloads are too large: the next ones are
+    // split before sending, and items that cannot fit make no request at all.
+    client
+        .send_batch(events(4..8), Common::new())
+        .await
+        .unwrap_err();
+    assert_eq!(server.requests().len(), 5);
+    assert_eq!(client.stats().items_dropped_too_large, 8);
+}
+
+#[tokio::test]
+async fn after_a_413_later_payloads_are_split_before_sending() {
+    let server = TestIngestServer::start().await.unwrap();
+    let client = client(&server, RetryPolicy::default()).await;
+    let body = newrelic_telemetry::encode_payload::<newrelic_telemetry::Events>(
+        &events(0..100),
+        &Common::new(),
+    )
+    .await
+    .unwrap();
+    server.set_max_body_bytes(Some(body.len() * 2 / 3));
+    client
+        .send_batch(events(0..100), Common::new())
+        .await
+        .unwrap();
+    assert_eq!(server.requests().len(), 3, "413, then two halves");
+    client
+        .send_batch(events(100..200), Common::new())
+        .await
+        .unwrap();
+    let statuses: Vec<_> = server.requests()[3..].iter().map(|r| r.status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "no second 413: {statuses:?}"
+    );
+    let unique: BTreeSet<_> = accepted_seqs(&server).into_iter().collect();
+    assert_eq!(unique, (0..200).collect());
 }
 
 #[tokio::test]
@@ -384,7 +425,11 @@ async fn a_429_storm_stays_within_its_budget() {
         .await
         .unwrap_err();
     assert!(started.elapsed() <= Duration::from_secs(30));
-    assert_eq!(server.requests().len(), 7, "attempts at 0, 5, ..., 30 s");
+    assert_eq!(
+        server.requests().len(),
+        6,
+        "attempts at 0, 5, ..., 25 s: a sixth wait would end at the budget"
+    );
     assert!(matches!(
         err.report().first_drop_reason(),
         Some(DropReason::RetriesExhausted { last: AttemptFailure::Status(s) }) if s.as_u16() == 429

@@ -188,3 +188,53 @@ async fn a_proxy_set_on_the_builder_carries_the_requests() {
     telemetry.shutdown().await;
     assert_eq!(proxy.events()[1]["eventType"], "TelemetryViaProxy");
 }
+
+#[tokio::test]
+async fn the_telemetry_builder_never_shows_the_key() {
+    let from_code = Telemetry::builder().api_key(KEY);
+    let from_env = Telemetry::builder().environment([("NEW_RELIC_API_KEY", KEY)]);
+    for text in [format!("{from_code:?}"), format!("{from_env:?}")] {
+        assert!(!text.contains("TOPSECRET"), "{text}");
+    }
+    assert!(
+        format!("{from_env:?}").contains("NEW_RELIC_API_KEY"),
+        "names are shown, values are not"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_the_key_stays_home() {
+    let elsewhere = TestIngestServer::start().await.unwrap();
+    let server = TestIngestServer::start().await.unwrap();
+    server
+        .respond_with(ScriptedResponse::status(307).with_header("Location", elsewhere.event_url()));
+    let client = EventClient::builder(KEY)
+        .endpoint(server.event_url())
+        .build()
+        .unwrap();
+    let err = client.send(Event::new("E")).await.unwrap_err();
+    assert!(matches!(
+        err.report().first_drop_reason(),
+        Some(newrelic_telemetry::DropReason::Rejected { status }) if status.as_u16() == 307
+    ));
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the key never reached another host"
+    );
+    assert_eq!(server.requests().len(), 1, "a redirect is not retried");
+}
+
+#[tokio::test]
+async fn a_panicking_drop_callback_is_contained() {
+    let server = TestIngestServer::start().await.unwrap();
+    server.respond_with(ScriptedResponse::status(400));
+    let client = EventClient::builder("k")
+        .endpoint(server.event_url())
+        .on_drop(|_| panic!("callback bug"))
+        .build()
+        .unwrap();
+    let err = client.send(Event::new("E")).await.unwrap_err();
+    assert_eq!(err.report().items_dropped(), 1);
+    assert_eq!(client.stats().items_dropped_rejected, 1);
+    client.send(Event::new("Next")).await.unwrap();
+}

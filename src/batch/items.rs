@@ -13,7 +13,8 @@ use crate::event::Event;
 use crate::log::Log;
 use crate::span::Span;
 use crate::validate::{
-    EVENT_LIMITS, LOG_LIMITS, SPAN_LIMITS, check_attributes, check_event_type, sanitize_common,
+    EVENT_LIMITS, LOG_LIMITS, SPAN_LIMITS, check_attributes, check_event_type, check_merged_count,
+    sanitize_common,
 };
 
 /// Items a batch holds at most by default; see [`ItemBatchBuilder::capacity`].
@@ -35,9 +36,10 @@ mod private {
     pub trait Checked {
         /// Common attributes cleaned to this API's limits.
         fn sanitize_common(attributes: Attributes) -> Attributes;
-        /// Validates the item and truncates over-long values; returns how many
-        /// values were truncated.
-        fn check(&mut self) -> Result<u64, RecordError>;
+        /// Validates the item (with the common attributes it will be sent
+        /// with) and truncates over-long values; returns how many values were
+        /// truncated.
+        fn check(&mut self, common: Option<&Attributes>) -> Result<u64, RecordError>;
     }
 }
 
@@ -51,8 +53,11 @@ impl private::Checked for Event {
     fn sanitize_common(attributes: Attributes) -> Attributes {
         sanitize_common(attributes, &EVENT_LIMITS)
     }
-    fn check(&mut self) -> Result<u64, RecordError> {
+    fn check(&mut self, common: Option<&Attributes>) -> Result<u64, RecordError> {
         check_event_type(self.event_type())?;
+        // Events carry the common attributes themselves (there is no common
+        // block), so the limit applies to the merged set.
+        check_merged_count(self.attributes(), common, &EVENT_LIMITS)?;
         check_attributes(self.attributes_mut(), &EVENT_LIMITS)
     }
 }
@@ -61,7 +66,7 @@ impl private::Checked for Log {
     fn sanitize_common(attributes: Attributes) -> Attributes {
         sanitize_common(attributes, &LOG_LIMITS)
     }
-    fn check(&mut self) -> Result<u64, RecordError> {
+    fn check(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
         check_attributes(self.attributes_mut(), &LOG_LIMITS)
     }
 }
@@ -70,7 +75,7 @@ impl private::Checked for Span {
     fn sanitize_common(attributes: Attributes) -> Attributes {
         sanitize_common(attributes, &SPAN_LIMITS)
     }
-    fn check(&mut self) -> Result<u64, RecordError> {
+    fn check(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
         if self.name().is_none_or(str::is_empty)
             || self.id().is_empty()
             || self.trace_id().is_empty()
@@ -89,8 +94,11 @@ impl private::Checked for Span {
 }
 
 /// Validates an item handed straight to a client.
-pub(crate) fn check_item<T: BatchItem>(item: &mut T) -> Result<u64, RecordError> {
-    item.check()
+pub(crate) fn check_item<T: BatchItem>(
+    item: &mut T,
+    common: Option<&Attributes>,
+) -> Result<u64, RecordError> {
+    item.check(common)
 }
 
 /// A batch that buffers items of one type until the next harvest.
@@ -215,7 +223,9 @@ impl<T: BatchItem> ItemBatch<T> {
     /// # }
     /// ```
     pub async fn record(&self, mut item: T) -> Result<(), RecordError> {
-        let truncations = item.check().map_err(|e| self.counters.refused(e))?;
+        let truncations = item
+            .check(self.common_attributes.as_deref())
+            .map_err(|e| self.counters.refused(e))?;
         self.counters.truncated(truncations);
         let mut items = self.items.lock().await;
         if items.len() >= self.capacity {

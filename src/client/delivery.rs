@@ -27,6 +27,10 @@ pub(crate) const AUDIT_TARGET: &str = "newrelic_telemetry::audit";
 /// runtime between slices, so encoding never monopolises a worker thread.
 const GZIP_SLICE: usize = 256 * 1024;
 
+/// The most of an answer's body that is read (the APIs answer a few bytes of
+/// JSON; a misbehaving proxy may answer a page).
+const MAX_ANSWER_BODY: usize = 16 * 1024;
+
 /// Called with the report of every dropped payload.
 pub(crate) type DropCallback = Arc<dyn Fn(&PayloadReport) + Send + Sync>;
 
@@ -69,11 +73,14 @@ enum Answer {
 fn classify(result: Result<(StatusCode, Option<Duration>), reqwest::Error>) -> Answer {
     match result {
         Ok((status, _)) if status.is_success() => Answer::Accepted(status),
+        // The contract's "drop" statuses, and redirects: the ingest APIs never
+        // redirect, and following one would carry the key to another host.
         Ok((status, _))
-            if matches!(
-                status.as_u16(),
-                400 | 401 | 403 | 404 | 405 | 409 | 410 | 411
-            ) =>
+            if status.is_redirection()
+                || matches!(
+                    status.as_u16(),
+                    400 | 401 | 403 | 404 | 405 | 409 | 410 | 411
+                ) =>
         {
             Answer::Reject(status)
         }
@@ -159,7 +166,10 @@ pub(crate) struct Sender<K: Kind> {
     pub(crate) headers: HeaderMap,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
-    pub(crate) max_payload_bytes: usize,
+    /// The size limit in force: `max_payload_bytes`, lowered below the size of
+    /// any payload the API answered 413 to (a proxy with a smaller limit), so
+    /// that later payloads are split before sending rather than after a 413.
+    size_limit: AtomicUsize,
     pub(crate) audit: bool,
     pub(crate) counters: Arc<DeliveryCounters>,
     pub(crate) on_drop: Option<DropCallback>,
@@ -167,6 +177,31 @@ pub(crate) struct Sender<K: Kind> {
 }
 
 impl<K: Kind> Sender<K> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        http: reqwest::Client,
+        url: reqwest::Url,
+        headers: HeaderMap,
+        timeout: Duration,
+        retry: RetryPolicy,
+        max_payload_bytes: usize,
+        audit: bool,
+        on_drop: Option<DropCallback>,
+    ) -> Self {
+        Sender {
+            http,
+            url,
+            headers,
+            timeout,
+            retry,
+            size_limit: AtomicUsize::new(max_payload_bytes),
+            audit,
+            counters: Arc::default(),
+            on_drop,
+            kind: std::marker::PhantomData,
+        }
+    }
+
     /// Encodes items as the API's JSON, gzipped.
     async fn encode(&self, items: &[K::Item], common: &Common) -> Result<Bytes, String> {
         let json = payload_json::<K>(items, common).map_err(|e| e.to_string())?;
@@ -215,7 +250,8 @@ impl<K: Kind> Sender<K> {
                     continue;
                 }
             };
-            if body.len() <= self.max_payload_bytes {
+            let limit = self.size_limit.load(Ordering::Relaxed);
+            if body.len() <= limit {
                 prepared.payloads.push(Payload {
                     items,
                     common: common.clone(),
@@ -234,7 +270,7 @@ impl<K: Kind> Sender<K> {
                 self.report_drop(&report);
                 prepared.dropped.push(report);
             } else {
-                let parts = (body.len().div_ceil(self.max_payload_bytes)).clamp(2, items.len());
+                let parts = (body.len().div_ceil(limit)).clamp(2, items.len());
                 let size = items.len().div_ceil(parts);
                 let mut runs = Vec::with_capacity(parts);
                 while items.len() > size {
@@ -281,6 +317,10 @@ impl<K: Kind> Sender<K> {
                     reports.push(report(PayloadOutcome::Accepted { status }));
                 }
                 Attempted::TooLarge if n > 1 => {
+                    self.size_limit.fetch_min(
+                        payload.body.len().saturating_sub(1).max(1),
+                        Ordering::Relaxed,
+                    );
                     self.counters.split();
                     tracing::debug!(
                         api = K::API.name,
@@ -304,6 +344,7 @@ impl<K: Kind> Sender<K> {
                     continue;
                 }
                 Attempted::TooLarge => {
+                    self.learn_size_limit(&payload);
                     let r = report(PayloadOutcome::Dropped(DropReason::TooLarge {
                         bytes: payload.body.len(),
                     }));
@@ -321,14 +362,25 @@ impl<K: Kind> Sender<K> {
         reports
     }
 
+    /// After a 413, holds later payloads below this one's size.
+    fn learn_size_limit(&self, too_large: &Payload<K::Item>) {
+        let below = too_large.body.len().saturating_sub(1).max(1);
+        self.size_limit.fetch_min(below, Ordering::Relaxed);
+    }
+
     /// Posts a payload until it is accepted, rejected, too large, or out of
     /// retries or budget. Returns the outcome and the number of requests made.
     async fn attempt(&self, payload: &Payload<K::Item>) -> (Attempted, u32) {
         let started = tokio::time::Instant::now();
+        // No attempt runs past the payload's budget, and no wait ends past it.
+        let deadline = self
+            .retry
+            .budget()
+            .and_then(|budget| started.checked_add(budget));
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let wait = match classify(self.post(payload).await) {
+            let (wait, failure) = match classify(self.post(payload, deadline).await) {
                 Answer::Accepted(status) => return (Attempted::Accepted(status), attempts),
                 Answer::Reject(status) => {
                     return (
@@ -343,39 +395,47 @@ impl<K: Kind> Sender<K> {
                 ),
                 Answer::Retry(failure) => (self.retry.wait_before(attempts), failure),
             };
-            let (wait, failure) = wait;
-            let retries_used = attempts - 1;
-            let over_budget = self
-                .retry
-                .budget()
-                .is_some_and(|budget| started.elapsed() + wait > budget);
-            if retries_used >= self.retry.retries() || over_budget {
+            let out_of_retries = attempts > self.retry.retries();
+            let out_of_budget = deadline.is_some_and(|d| {
+                tokio::time::Instant::now()
+                    .checked_add(wait)
+                    .is_none_or(|t| t >= d)
+            });
+            if out_of_retries || out_of_budget {
                 return (
                     Attempted::Dropped(DropReason::RetriesExhausted { last: failure }),
                     attempts,
                 );
             }
             self.counters.retried();
+            let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             if attempts == 1 {
-                tracing::warn!(api = K::API.name, items = payload.len(), request_id = %payload.request_id, error = %failure, wait_ms = wait.as_millis() as u64, "send failed; will retry");
+                tracing::warn!(api = K::API.name, items = payload.len(), request_id = %payload.request_id, error = %failure, wait_ms, "send failed; will retry");
             } else {
-                tracing::debug!(api = K::API.name, items = payload.len(), request_id = %payload.request_id, attempt = attempts, error = %failure, wait_ms = wait.as_millis() as u64, "send failed again; will retry");
+                tracing::debug!(api = K::API.name, items = payload.len(), request_id = %payload.request_id, attempt = attempts, error = %failure, wait_ms, "send failed again; will retry");
             }
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// One POST. Reads the answer's body so the connection can be reused.
+    /// One POST, bounded by `deadline`. The answer's body is read (up to
+    /// [`MAX_ANSWER_BODY`]) so the connection can be reused; a 2xx is final
+    /// even if reading its body fails, since the payload was accepted.
     async fn post(
         &self,
         payload: &Payload<K::Item>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(StatusCode, Option<Duration>), reqwest::Error> {
-        let response = self
+        let mut timeout = self.timeout;
+        if let Some(deadline) = deadline {
+            timeout = timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        }
+        let mut response = self
             .http
             .post(self.url.clone())
             .headers(self.headers.clone())
             .header("x-request-id", payload.request_id.to_string())
-            .timeout(self.timeout)
+            .timeout(timeout)
             .body(payload.body.clone())
             .send()
             .await?;
@@ -384,21 +444,34 @@ impl<K: Kind> Sender<K> {
             .headers()
             .get(RETRY_AFTER)
             .and_then(parse_retry_after);
-        let body = response.bytes().await?;
+        let mut body = Vec::new();
+        while body.len() < MAX_ANSWER_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk[..chunk.len().min(MAX_ANSWER_BODY - body.len())])
+                }
+                Ok(None) => break,
+                Err(e) if status.is_success() => {
+                    tracing::debug!(api = K::API.name, error = %e, "accepted, but the answer's body broke off");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if !status.is_success() {
-            tracing::debug!(api = K::API.name, %status, body = %String::from_utf8_lossy(&body[..body.len().min(512)]), "non-success answer");
+            tracing::debug!(api = K::API.name, %status, body = %String::from_utf8_lossy(&body), "non-success answer");
         }
         Ok((status, retry_after))
     }
 
     /// Counts a drop, logs it at ERROR with the number of items lost, and
-    /// tells the user's callback.
+    /// tells the user's callback (a panic in the callback is caught and logged,
+    /// so it cannot take the sending task down).
     pub(crate) fn report_drop(&self, report: &PayloadReport) {
-        let reason = report
-            .drop_reason()
-            .cloned()
-            .unwrap_or(DropReason::QueueFull);
-        self.counters.dropped(&reason, report.items);
+        let Some(reason) = report.drop_reason() else {
+            return;
+        };
+        self.counters.dropped(reason, report.items);
         tracing::error!(
             api = K::API.name,
             items = report.items,
@@ -407,7 +480,10 @@ impl<K: Kind> Sender<K> {
             "telemetry dropped"
         );
         if let Some(callback) = &self.on_drop {
-            callback(report);
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(report))).is_err()
+            {
+                tracing::error!(api = K::API.name, "the on_drop callback panicked");
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
+use crate::attributes::Attributes;
 use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
 use crate::common::Common;
 use crate::error::RecordError;
@@ -10,6 +11,7 @@ use crate::event::{Event, EventWithCommon};
 use crate::log::Log;
 use crate::metric::Metric;
 use crate::span::Span;
+use crate::validate::{EVENT_LIMITS, LOG_LIMITS, METRIC_LIMITS, SPAN_LIMITS, sanitize_common};
 
 /// The Metric API (`metrics` blocks).
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,7 +47,10 @@ pub trait Kind: private::Sealed + Send + Sync + 'static {
     ) -> serde_json::Result<()>;
     /// Validates an item handed straight to a client.
     #[doc(hidden)]
-    fn check(item: &mut Self::Item) -> Result<u64, RecordError>;
+    fn check(item: &mut Self::Item, common: Option<&Attributes>) -> Result<u64, RecordError>;
+    /// Removes (with a warning) common attributes the API would refuse.
+    #[doc(hidden)]
+    fn sanitize_common(attributes: Attributes) -> Attributes;
 }
 
 pub(crate) mod private {
@@ -109,7 +114,10 @@ impl Kind for Metrics {
     fn write_json(items: &[Metric], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         write_blocks("metrics", items, common, out)
     }
-    fn check(item: &mut Metric) -> Result<u64, RecordError> {
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &METRIC_LIMITS)
+    }
+    fn check(item: &mut Metric, _common: Option<&Attributes>) -> Result<u64, RecordError> {
         if item.name().is_empty() {
             return Err(RecordError::EmptyName);
         }
@@ -152,8 +160,11 @@ impl Kind for Events {
         }
         serde_json::to_writer(out, &Flat(items, common))
     }
-    fn check(item: &mut Event) -> Result<u64, RecordError> {
-        crate::batch::check_item(item)
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &EVENT_LIMITS)
+    }
+    fn check(item: &mut Event, common: Option<&Attributes>) -> Result<u64, RecordError> {
+        crate::batch::check_item(item, common)
     }
 }
 
@@ -170,8 +181,11 @@ impl Kind for Logs {
     fn write_json(items: &[Log], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         write_blocks("logs", items, common, out)
     }
-    fn check(item: &mut Log) -> Result<u64, RecordError> {
-        crate::batch::check_item(item)
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &LOG_LIMITS)
+    }
+    fn check(item: &mut Log, common: Option<&Attributes>) -> Result<u64, RecordError> {
+        crate::batch::check_item(item, common)
     }
 }
 
@@ -189,7 +203,10 @@ impl Kind for Spans {
     fn write_json(items: &[Span], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         write_blocks("spans", items, common, out)
     }
-    fn check(item: &mut Span) -> Result<u64, RecordError> {
-        crate::batch::check_item(item)
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &SPAN_LIMITS)
+    }
+    fn check(item: &mut Span, common: Option<&Attributes>) -> Result<u64, RecordError> {
+        crate::batch::check_item(item, common)
     }
 }

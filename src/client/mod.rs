@@ -30,7 +30,7 @@ pub use retry::RetryPolicy;
 
 use crate::common::Common;
 use crate::error::{BuildError, SendError};
-use crate::stats::{DeliveryCounters, DeliveryStats};
+use crate::stats::DeliveryStats;
 
 /// A client for the Metric API.
 pub type MetricClient = Client<Metrics>;
@@ -142,10 +142,17 @@ impl<K: Kind> Client<K> {
         mut items: Vec<K::Item>,
         common: Common,
     ) -> Result<SendReport, SendError> {
+        let common = match common.attributes() {
+            Some(attributes) => {
+                let cleaned = K::sanitize_common(attributes.clone());
+                common.with_attributes(cleaned)
+            }
+            None => common,
+        };
         let mut reports = Vec::new();
         let mut invalid = None;
         let mut invalid_count = 0;
-        items.retain_mut(|item| match K::check(item) {
+        items.retain_mut(|item| match K::check(item, common.attributes()) {
             Ok(_) => true,
             Err(e) => {
                 invalid.get_or_insert(e);
@@ -215,6 +222,13 @@ impl<K: Kind> Client<K> {
 /// assert_eq!(client.endpoint(), "https://log-api.eu.newrelic.com/log/v1");
 /// ```
 pub struct ClientBuilder<K> {
+    config: ClientConfig,
+    kind: PhantomData<fn() -> K>,
+}
+
+/// A client's settings, the same for every API.
+#[derive(Clone)]
+struct ClientConfig {
     api_key: String,
     key_header: KeyHeader,
     region: Region,
@@ -226,27 +240,13 @@ pub struct ClientBuilder<K> {
     retry: RetryPolicy,
     max_payload_bytes: usize,
     audit: bool,
-    counters: Option<Arc<DeliveryCounters>>,
     on_drop: Option<delivery::DropCallback>,
-    kind: PhantomData<fn() -> K>,
 }
 
 impl<K> Clone for ClientBuilder<K> {
     fn clone(&self) -> Self {
         ClientBuilder {
-            api_key: self.api_key.clone(),
-            key_header: self.key_header,
-            region: self.region,
-            endpoint: self.endpoint.clone(),
-            timeout: self.timeout,
-            http: self.http.clone(),
-            proxy: self.proxy.clone(),
-            version_info: self.version_info.clone(),
-            retry: self.retry.clone(),
-            max_payload_bytes: self.max_payload_bytes,
-            audit: self.audit,
-            counters: self.counters.clone(),
-            on_drop: self.on_drop.clone(),
+            config: self.config.clone(),
             kind: PhantomData,
         }
     }
@@ -254,35 +254,63 @@ impl<K> Clone for ClientBuilder<K> {
 
 impl<K> fmt::Debug for ClientBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
         f.debug_struct("ClientBuilder")
             .field("api_key", &"<redacted>")
-            .field("key_header", &self.key_header)
-            .field("region", &self.region)
-            .field("endpoint", &self.endpoint)
-            .field("timeout", &self.timeout)
-            .field("retry", &self.retry)
-            .field("max_payload_bytes", &self.max_payload_bytes)
-            .field("audit", &self.audit)
+            .field("key_header", &c.key_header)
+            .field("region", &c.region)
+            .field("endpoint", &c.endpoint)
+            .field("timeout", &c.timeout)
+            .field("retry", &c.retry)
+            .field("max_payload_bytes", &c.max_payload_bytes)
+            .field("audit", &c.audit)
             .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP client the SDK builds for itself. Redirects are not followed:
+/// the key travels in a custom header that reqwest would carry to another
+/// host, and the ingest APIs never redirect (a 3xx is dropped as a rejection).
+pub(crate) fn sdk_http_client(
+    proxy: Option<reqwest::Proxy>,
+) -> Result<reqwest::Client, BuildError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(proxy) = proxy {
+        builder = builder.proxy(proxy);
+    }
+    builder.build().map_err(BuildError::HttpClient)
+}
+
+/// An endpoint URL, checked to be absolute `http(s)` with a host.
+pub(crate) fn parse_endpoint(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| e.to_string())?;
+    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() {
+        Ok(parsed)
+    } else {
+        Err("expected an http:// or https:// URL with a host".into())
     }
 }
 
 impl<K> ClientBuilder<K> {
     fn new(api_key: impl Into<String>) -> Self {
         ClientBuilder {
-            api_key: api_key.into(),
-            key_header: KeyHeader::ApiKey,
-            region: Region::US,
-            endpoint: None,
-            timeout: DEFAULT_TIMEOUT,
-            http: None,
-            proxy: None,
-            version_info: Vec::new(),
-            retry: RetryPolicy::default(),
-            max_payload_bytes: MAX_PAYLOAD_BYTES,
-            audit: false,
-            counters: None,
-            on_drop: None,
+            config: ClientConfig {
+                api_key: api_key.into(),
+                key_header: KeyHeader::ApiKey,
+                region: Region::US,
+                endpoint: None,
+                timeout: DEFAULT_TIMEOUT,
+                http: None,
+                proxy: None,
+                version_info: Vec::new(),
+                retry: RetryPolicy::default(),
+                max_payload_bytes: MAX_PAYLOAD_BYTES,
+                audit: false,
+                on_drop: None,
+            },
             kind: PhantomData,
         }
     }
@@ -290,71 +318,62 @@ impl<K> ClientBuilder<K> {
     /// The same settings for another API (the endpoint override is not carried).
     pub(crate) fn for_kind<K2>(&self) -> ClientBuilder<K2> {
         ClientBuilder {
-            api_key: self.api_key.clone(),
-            key_header: self.key_header,
-            region: self.region,
-            endpoint: None,
-            timeout: self.timeout,
-            http: self.http.clone(),
-            proxy: self.proxy.clone(),
-            version_info: self.version_info.clone(),
-            retry: self.retry.clone(),
-            max_payload_bytes: self.max_payload_bytes,
-            audit: self.audit,
-            counters: None,
-            on_drop: self.on_drop.clone(),
+            config: ClientConfig {
+                endpoint: None,
+                ..self.config.clone()
+            },
             kind: PhantomData,
         }
     }
 
     pub(crate) fn with_api_key(mut self, key: String) -> Self {
-        self.api_key = key;
+        self.config.api_key = key;
         self
     }
 
     pub(crate) fn has_http_client(&self) -> bool {
-        self.http.is_some()
+        self.config.http.is_some()
     }
 
     pub(crate) fn take_proxy(&mut self) -> Option<reqwest::Proxy> {
-        self.proxy.take()
+        self.config.proxy.take()
     }
 
     /// Sends the key in `X-License-Key` instead of `Api-Key`.
     pub fn license_key_header(mut self) -> Self {
-        self.key_header = KeyHeader::LicenseKey;
+        self.config.key_header = KeyHeader::LicenseKey;
         self
     }
 
     /// Chooses the header that carries the key.
     pub fn key_header(mut self, header: KeyHeader) -> Self {
-        self.key_header = header;
+        self.config.key_header = header;
         self
     }
 
     /// Chooses the data center (US by default).
     pub fn region(mut self, region: Region) -> Self {
-        self.region = region;
+        self.config.region = region;
         self
     }
 
     /// Posts to this URL instead of the region's endpoint (plain `http://` is
     /// allowed, for local servers and alternative back ends).
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
-        self.endpoint = Some(url.into());
+        self.config.endpoint = Some(url.into());
         self
     }
 
     /// The timeout of each request, from sending to the end of the answer
     /// (default 15 s). It applies to a caller's own `reqwest::Client` too.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.config.timeout = timeout;
         self
     }
 
     /// Uses the caller's `reqwest::Client` (its proxies, pools and TLS settings).
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http = Some(client);
+        self.config.http = Some(client);
         self
     }
 
@@ -362,7 +381,7 @@ impl<K> ClientBuilder<K> {
     /// standard `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` handling applies. Ignored
     /// when a client is given with [`http_client`](Self::http_client).
     pub fn proxy(mut self, proxy: reqwest::Proxy) -> Self {
-        self.proxy = Some(proxy);
+        self.config.proxy = Some(proxy);
         self
     }
 
@@ -372,53 +391,37 @@ impl<K> ClientBuilder<K> {
         product: impl Into<String>,
         version: impl Into<String>,
     ) -> Self {
-        self.version_info.push((product.into(), version.into()));
+        self.config
+            .version_info
+            .push((product.into(), version.into()));
         self
     }
 
     /// The retry policy ([`RetryPolicy::none`] sends each payload once).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.config.retry = policy;
         self
     }
 
     /// The largest compressed payload to post (default and maximum: the APIs'
     /// 10^6 bytes); larger ones are split before sending.
     pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
-        self.max_payload_bytes = bytes.clamp(1, MAX_PAYLOAD_BYTES);
+        self.config.max_payload_bytes = bytes.clamp(1, MAX_PAYLOAD_BYTES);
         self
     }
 
     /// Logs every payload's JSON at DEBUG under the target
     /// `newrelic_telemetry::audit` (off by default).
     pub fn audit_logging(mut self, enabled: bool) -> Self {
-        self.audit = enabled;
+        self.config.audit = enabled;
         self
     }
 
     /// Calls `callback` with the report of every dropped payload, after it is
     /// counted and logged. Keep it quick: it runs on the sending task.
     pub fn on_drop(mut self, callback: impl Fn(&PayloadReport) + Send + Sync + 'static) -> Self {
-        self.on_drop = Some(Arc::new(callback));
+        self.config.on_drop = Some(Arc::new(callback));
         self
-    }
-
-    fn user_agent(&self) -> Result<HeaderValue, BuildError> {
-        let mut agent = String::from(SDK_USER_AGENT);
-        for (product, version) in &self.version_info {
-            let token_ok =
-                |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
-            if !token_ok(product) || !token_ok(version) {
-                return Err(BuildError::InvalidVersionInfo {
-                    token: format!("{product}/{version}"),
-                });
-            }
-            agent.push(' ');
-            agent.push_str(product);
-            agent.push('/');
-            agent.push_str(version);
-        }
-        HeaderValue::from_str(&agent).map_err(|_| BuildError::InvalidVersionInfo { token: agent })
     }
 }
 
@@ -427,75 +430,75 @@ impl<K: Kind> ClientBuilder<K> {
     /// header, on an endpoint that is not an absolute `http(s)` URL, and on a
     /// bad product token.
     pub fn build(self) -> Result<Client<K>, BuildError> {
-        if self.api_key.trim().is_empty() {
+        let c = self.config;
+        if c.api_key.trim().is_empty() {
             return Err(BuildError::EmptyApiKey);
         }
-        let mut key =
-            HeaderValue::from_str(&self.api_key).map_err(|_| BuildError::InvalidApiKey)?;
+        let mut key = HeaderValue::from_str(&c.api_key).map_err(|_| BuildError::InvalidApiKey)?;
         key.set_sensitive(true);
 
-        let url_text = self.endpoint.clone().unwrap_or_else(|| {
-            match self.region {
+        let url_text = c.endpoint.clone().unwrap_or_else(|| {
+            match c.region {
                 Region::US => K::API.us,
                 Region::EU => K::API.eu,
             }
             .to_owned()
         });
-        let url = reqwest::Url::parse(&url_text).map_err(|e| BuildError::InvalidEndpoint {
+        let url = parse_endpoint(&url_text).map_err(|reason| BuildError::InvalidEndpoint {
             url: url_text.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(BuildError::InvalidEndpoint {
-                url: url_text,
-                reason: "expected an http:// or https:// URL with a host".into(),
-            });
-        }
 
         let mut headers = HeaderMap::new();
-        headers.insert(
-            HeaderName::from_static(match self.key_header {
-                KeyHeader::ApiKey => "api-key",
-                KeyHeader::LicenseKey => "x-license-key",
-            }),
-            key,
-        );
+        let key_header = match c.key_header {
+            KeyHeader::ApiKey => "api-key",
+            KeyHeader::LicenseKey => "x-license-key",
+        };
+        headers.insert(HeaderName::from_static(key_header), key);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        headers.insert(USER_AGENT, self.user_agent()?);
+        headers.insert(USER_AGENT, user_agent(&c.version_info)?);
         if K::DATA_FORMAT_HEADERS {
             headers.insert("data-format", HeaderValue::from_static("newrelic"));
             headers.insert("data-format-version", HeaderValue::from_static("1"));
         }
 
-        let http = match self.http {
+        let http = match c.http {
             Some(http) => http,
-            None => {
-                let mut builder = reqwest::Client::builder()
-                    .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
-                    .pool_idle_timeout(Duration::from_secs(60));
-                if let Some(proxy) = self.proxy {
-                    builder = builder.proxy(proxy);
-                }
-                builder.build().map_err(BuildError::HttpClient)?
-            }
+            None => sdk_http_client(c.proxy)?,
         };
-
         Ok(Client {
-            sender: Arc::new(Sender {
+            sender: Arc::new(Sender::new(
                 http,
                 url,
                 headers,
-                timeout: self.timeout,
-                retry: self.retry,
-                max_payload_bytes: self.max_payload_bytes,
-                audit: self.audit,
-                counters: self.counters.unwrap_or_default(),
-                on_drop: self.on_drop,
-                kind: PhantomData,
-            }),
+                c.timeout,
+                c.retry,
+                c.max_payload_bytes,
+                c.audit,
+                c.on_drop,
+            )),
         })
     }
+}
+
+/// `NewRelic-Rust-TelemetrySDK/<version>` plus ` product/version` tokens.
+fn user_agent(version_info: &[(String, String)]) -> Result<HeaderValue, BuildError> {
+    let mut agent = String::from(SDK_USER_AGENT);
+    for (product, version) in version_info {
+        let token_ok =
+            |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+        if !token_ok(product) || !token_ok(version) {
+            return Err(BuildError::InvalidVersionInfo {
+                token: format!("{product}/{version}"),
+            });
+        }
+        agent.push(' ');
+        agent.push_str(product);
+        agent.push('/');
+        agent.push_str(version);
+    }
+    HeaderValue::from_str(&agent).map_err(|_| BuildError::InvalidVersionInfo { token: agent })
 }
 
 #[cfg(test)]
