@@ -26,6 +26,8 @@ pub enum RecordError {
         /// The attribute's key.
         key: String,
     },
+    /// A span's id or trace id is empty.
+    EmptySpanId,
     /// An event type is empty, too long, or has characters other than ASCII
     /// letters, digits, `_` and `:`.
     InvalidEventType {
@@ -93,6 +95,7 @@ impl fmt::Display for RecordError {
                 "event type {event_type:?} is invalid: it must be 1 to 255 ASCII letters, digits, '_' or ':'"
             ),
             RecordError::EmptyAttributeKey => f.write_str("an attribute key is empty"),
+            RecordError::EmptySpanId => f.write_str("a span id or trace id is empty"),
             RecordError::AttributeKeyTooLong { key, chars, limit } => write!(
                 f,
                 "attribute key {key:?}... is {chars} characters long, over the limit of {limit}"

@@ -25,6 +25,10 @@ use crate::batch::{Batch, RecordStats};
 use crate::client::{Client, DropReason, Kind, Payload, PayloadReport, Prepared, Sender};
 use crate::stats::DeliveryStats;
 
+/// The longest harvest interval or shutdown timeout taken; longer ones are
+/// cut to it, so that no deadline overflows.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The harvest period unless told otherwise (the contract's default).
 pub const DEFAULT_HARVEST_INTERVAL: Duration = Duration::from_secs(5);
 /// How long shutdown may take unless told otherwise.
@@ -80,7 +84,7 @@ pub struct HarvestReport {
 /// assert_eq!(report.harvests, 1);
 /// # Ok(()) }
 /// ```
-#[must_use = "dropping the handle stops the harvester at once"]
+#[must_use = "dropping the handle stops the harvester (it flushes in the background)"]
 pub struct Harvester {
     api: &'static str,
     token: CancellationToken,
@@ -209,10 +213,10 @@ impl<K: Kind> std::fmt::Debug for HarvesterBuilder<K> {
 }
 
 impl<K: Kind> HarvesterBuilder<K> {
-    /// How often to harvest (default 5 s; at least 1 ms). A tick missed while
+    /// How often to harvest (default 5 s; from 1 ms to a year). A tick missed while
     /// a harvest runs is delayed, never made up in a burst.
     pub fn harvest_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval.max(Duration::from_millis(1));
+        self.interval = interval.clamp(Duration::from_millis(1), MAX_DURATION);
         self
     }
 
@@ -224,9 +228,10 @@ impl<K: Kind> HarvesterBuilder<K> {
     }
 
     /// How long the final flush and send may take once the harvester is
-    /// stopped (default 10 s); what is unsent by then is dropped and reported.
+    /// stopped (default 10 s, at most a year); what is unsent by then is
+    /// dropped and reported.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.shutdown_timeout = timeout.min(MAX_DURATION);
         self
     }
 

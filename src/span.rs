@@ -33,7 +33,7 @@ pub struct Span {
     id: String,
     trace_id: String,
     timestamp_ms: u64,
-    name: Option<String>,
+    name: String,
     duration: Option<Duration>,
     parent_id: Option<String>,
     service_name: Option<Arc<str>>,
@@ -49,7 +49,7 @@ impl Span {
             id: random_hex_id(),
             trace_id: random_hex_id(),
             timestamp_ms: now_ms(),
-            name: Some(name.into()),
+            name: name.into(),
             duration: None,
             parent_id: None,
             service_name: None,
@@ -171,8 +171,8 @@ impl Span {
     }
 
     /// The span's name.
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The service name, if set.
@@ -218,11 +218,8 @@ impl Serialize for SpanAttributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let span = self.0;
         let mut map = serializer.serialize_map(None)?;
-        let mut filled = [false; 4];
-        if let Some(name) = &span.name {
-            map.serialize_entry("name", name)?;
-            filled[0] = true;
-        }
+        let mut filled = [true, false, false, false];
+        map.serialize_entry("name", &span.name)?;
         if let Some(d) = span.duration {
             map.serialize_entry("duration.ms", &(d.as_secs_f64() * 1000.0))?;
             filled[1] = true;

@@ -356,13 +356,16 @@ impl TelemetryBuilder {
         self
     }
 
-    /// A proxy for the shared HTTP client.
+    /// A proxy for the shared HTTP client (ignored when a client is given
+    /// with [`http_client`](Self::http_client)).
     pub fn proxy(mut self, proxy: reqwest::Proxy) -> Self {
         self.client = self.client.proxy(proxy);
         self
     }
 
-    /// Uses the caller's `reqwest::Client` for all four APIs.
+    /// Uses the caller's `reqwest::Client` for all four APIs. Configure it not
+    /// to follow redirects (`reqwest::redirect::Policy::none()`), as the SDK's
+    /// own client does: reqwest would carry the key header to another host.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.client = self.client.http_client(client);
         self

@@ -76,11 +76,11 @@ impl private::Checked for Span {
         sanitize_common(attributes, &SPAN_LIMITS)
     }
     fn check(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
-        if self.name().is_none_or(str::is_empty)
-            || self.id().is_empty()
-            || self.trace_id().is_empty()
-        {
+        if self.name().is_empty() {
             return Err(RecordError::EmptyName);
+        }
+        if self.id().is_empty() || self.trace_id().is_empty() {
+            return Err(RecordError::EmptySpanId);
         }
         let mut truncations = check_attributes(self.attributes_mut(), &SPAN_LIMITS)?;
         for event in self.events_mut() {

@@ -371,7 +371,10 @@ impl<K> ClientBuilder<K> {
         self
     }
 
-    /// Uses the caller's `reqwest::Client` (its proxies, pools and TLS settings).
+    /// Uses the caller's `reqwest::Client` (its proxies, pools and TLS
+    /// settings). Configure it not to follow redirects
+    /// (`reqwest::redirect::Policy::none()`), as the SDK's own client does:
+    /// reqwest would carry the key header to another host.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.config.http = Some(client);
         self

@@ -8,7 +8,9 @@ use crate::id::random_unit;
 /// 429, 5xx and other unexpected statuses, connection errors, timeouts).
 ///
 /// Before retry *n* it waits `min(max_backoff, factor * 2^(n-2))`, and nothing
-/// before the first retry: with the defaults (factor 1 s, max 16 s) that is
+/// before the first retry (the ingest contract writes the formula with
+/// `2^(n-1)` but counts retries from 0; its example schedule, followed here, is
+/// the same): with the defaults (factor 1 s, max 16 s) that is
 /// 0, 1, 2, 4, 8, 16, 16, 16 s. A 429 waits for its `Retry-After` instead
 /// (capped by [`max_retry_after`](Self::max_retry_after)). A payload is dropped
 /// when it has used `max_retries` retries or when the next wait would take it
