@@ -210,6 +210,10 @@ enum Item {
     Log(Log),
 }
 
+/// The most span events one span carries; later ones are counted in
+/// [`LayerStats::span_events_dropped`].
+pub const MAX_SPAN_EVENTS: usize = 100;
+
 /// Counters shared by the layer, its worker and their handles.
 #[derive(Debug, Default)]
 struct Counters {
@@ -218,6 +222,7 @@ struct Counters {
     spans_recorded: AtomicU64,
     logs_recorded: AtomicU64,
     refused_by_batch: AtomicU64,
+    span_events_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -228,6 +233,7 @@ impl Counters {
             spans_recorded: self.spans_recorded.load(Ordering::Relaxed),
             logs_recorded: self.logs_recorded.load(Ordering::Relaxed),
             refused_by_batch: self.refused_by_batch.load(Ordering::Relaxed),
+            span_events_dropped: self.span_events_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -249,6 +255,10 @@ pub struct LayerStats {
     /// of the API (the batch's [`record_stats`](crate::ItemBatch::record_stats)
     /// says which).
     pub refused_by_batch: u64,
+    /// Span events not attached because their span already had
+    /// [`MAX_SPAN_EVENTS`] (a long-lived span would otherwise grow without
+    /// bound, and end up too large to send).
+    pub span_events_dropped: u64,
 }
 
 /// A cheap, cloneable handle to a layer's [`LayerStats`], usable after the
@@ -512,8 +522,8 @@ impl NewRelicLayerBuilder {
 
     /// Also records every event inside an exported span as a span event of
     /// that span (named by the event's message, with `level`, `target` and the
-    /// event's fields as attributes). Off by default; events become logs
-    /// either way when a log batch is given.
+    /// event's fields as attributes), up to [`MAX_SPAN_EVENTS`] per span. Off
+    /// by default; events become logs either way when a log batch is given.
     pub fn span_events(mut self, enabled: bool) -> Self {
         self.span_events = enabled;
         self
@@ -984,7 +994,11 @@ where
                         attributes.insert(self.keys.error_message.clone(), message.as_str());
                     }
                 }
-                if self.span_events {
+                if self.span_events && data.span.events().len() >= MAX_SPAN_EVENTS {
+                    self.counters
+                        .span_events_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                } else if self.span_events {
                     let name = if message.is_empty() {
                         metadata.name()
                     } else {

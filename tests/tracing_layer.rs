@@ -706,3 +706,34 @@ async fn span_events_and_two_layers_in_one_subscriber() {
         log(&logs, "step two")["attributes"]["span.id"]
     );
 }
+
+#[tokio::test]
+async fn span_events_are_capped_per_span_and_the_excess_counted() {
+    let p = Pipeline::start(Duration::from_secs(60)).await;
+    let (layer, worker) = NewRelicLayer::builder()
+        .spans(p.spans.clone())
+        .span_events(true)
+        .build();
+    let stats = layer.handle();
+    let stop = CancellationToken::new();
+    let worker = worker.spawn(stop.clone());
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        info_span!("long lived").in_scope(|| {
+            for i in 0..(newrelic_telemetry::tracing_layer::MAX_SPAN_EVENTS + 5) {
+                info!(i, "tick");
+            }
+        });
+    });
+    stop.cancel();
+    worker.await.expect("worker");
+    p.span_harvester.shutdown().await;
+    p.log_harvester.shutdown().await;
+    let spans = p.server.spans();
+    let events = span(&spans, "long lived")["events"]
+        .as_array()
+        .expect("span events")
+        .len();
+    assert_eq!(events, newrelic_telemetry::tracing_layer::MAX_SPAN_EVENTS);
+    assert_eq!(stats.stats().span_events_dropped, 5);
+}
