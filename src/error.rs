@@ -67,6 +67,9 @@ pub enum RecordError {
         /// The batch's capacity.
         capacity: usize,
     },
+    /// The batch was closed: its harvester has shut down (or is shutting
+    /// down) and will not flush it again.
+    Closed,
     /// The metric batch holds as many series as it is allowed to; a new series
     /// was dropped (existing series still aggregate).
     SeriesLimitReached {
@@ -111,6 +114,9 @@ impl fmt::Display for RecordError {
             }
             RecordError::BufferFull { capacity } => {
                 write!(f, "batch is full ({capacity} items); the item was dropped")
+            }
+            RecordError::Closed => {
+                f.write_str("batch is closed: its harvester has shut down; the item was dropped")
             }
             RecordError::SeriesLimitReached { limit } => write!(
                 f,

@@ -387,8 +387,10 @@ impl<K: Kind> Task<K> {
             }
         }
 
-        // Stopped: one last flush (outside the deadline, so that no flushed
+        // Stopped: close the batch (later recordings are refused and counted),
+        // flush it one last time (outside the deadline, so that no flushed
         // item can be lost uncounted), then send everything by the deadline.
+        self.batch.close().await;
         self.harvest(sender).await;
         let deadline = Instant::now() + self.shutdown_timeout;
         let mut current: Option<(usize, usize, uuid::Uuid)> = None;

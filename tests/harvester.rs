@@ -230,3 +230,23 @@ async fn a_slow_endpoint_does_not_delay_harvests() {
     assert_eq!(report.delivery.items_sent, 3);
     assert_eq!(report.delivery.items_dropped(), 0);
 }
+
+#[tokio::test]
+async fn recording_after_shutdown_is_refused_and_counted_not_lost() {
+    let server = TestIngestServer::start().await.unwrap();
+    let events = Arc::new(EventBatch::new());
+    let client = EventClient::builder("k")
+        .endpoint(server.event_url())
+        .build()
+        .unwrap();
+    let harvester = Harvester::spawn(events.clone(), client);
+    events.record(Event::new("Before")).await.unwrap();
+    let report = harvester.shutdown().await;
+    assert_eq!(report.delivery.items_sent, 1);
+
+    assert_eq!(
+        events.record(Event::new("After")).await.unwrap_err(),
+        newrelic_telemetry::RecordError::Closed
+    );
+    assert_eq!(events.record_stats().dropped_closed, 1);
+}

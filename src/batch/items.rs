@@ -101,6 +101,13 @@ pub(crate) fn check_item<T: BatchItem>(
     item.check(common)
 }
 
+/// The items and whether the batch still takes new ones, under one lock so
+/// that closing and recording are ordered.
+struct Buffer<T> {
+    items: Vec<T>,
+    closed: bool,
+}
+
 /// A batch that buffers items of one type until the next harvest.
 ///
 /// Use it through its aliases [`EventBatch`], [`LogBatch`] and [`SpanBatch`].
@@ -122,7 +129,7 @@ pub(crate) fn check_item<T: BatchItem>(
 /// # Ok(()) }
 /// ```
 pub struct ItemBatch<T> {
-    items: Mutex<Vec<T>>,
+    items: Mutex<Buffer<T>>,
     capacity: usize,
     common_attributes: Option<Arc<Attributes>>,
     counters: RecordCounters,
@@ -174,7 +181,10 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     /// Builds the batch.
     pub fn build(self) -> ItemBatch<T> {
         ItemBatch {
-            items: Mutex::new(Vec::new()),
+            items: Mutex::new(Buffer {
+                items: Vec::new(),
+                closed: false,
+            }),
             capacity: self.capacity,
             common_attributes: self
                 .common_attributes
@@ -227,9 +237,14 @@ impl<T: BatchItem> ItemBatch<T> {
             .check(self.common_attributes.as_deref())
             .map_err(|e| self.counters.refused(e))?;
         self.counters.truncated(truncations);
-        let mut items = self.items.lock().await;
+        let mut buffer = self.items.lock().await;
+        if buffer.closed {
+            drop(buffer);
+            return Err(self.counters.refused(RecordError::Closed));
+        }
+        let items = &mut buffer.items;
         if items.len() >= self.capacity {
-            drop(items);
+            drop(buffer);
             self.harvest.notify_one();
             return Err(self.counters.refused(RecordError::BufferFull {
                 capacity: self.capacity,
@@ -244,7 +259,7 @@ impl<T: BatchItem> ItemBatch<T> {
 
     /// Takes every buffered item out (O(1) under the lock) with the common block.
     pub async fn flush(&self) -> (Vec<T>, Common) {
-        let items = std::mem::take(&mut *self.items.lock().await);
+        let items = std::mem::take(&mut self.items.lock().await.items);
         (
             items,
             Common::new().with_shared_attributes(self.common_attributes.clone()),
@@ -253,7 +268,14 @@ impl<T: BatchItem> ItemBatch<T> {
 
     /// How many items are buffered.
     pub async fn len(&self) -> usize {
-        self.items.lock().await.len()
+        self.items.lock().await.items.len()
+    }
+
+    /// Refuses new items from now on ([`RecordError::Closed`], counted); what
+    /// is buffered stays for the next flush. A harvester closes its batch
+    /// before its final flush, so nothing recorded later is lost unnoticed.
+    pub async fn close(&self) {
+        self.items.lock().await.closed = true;
     }
 
     /// Whether nothing is buffered.
@@ -283,6 +305,10 @@ impl<T: BatchItem> Batch for ItemBatch<T> {
 
     fn harvest_requested(&self) -> impl std::future::Future<Output = ()> + Send {
         self.harvest.notified()
+    }
+
+    fn close(&self) -> impl std::future::Future<Output = ()> + Send {
+        ItemBatch::close(self)
     }
 
     fn record_stats(&self) -> RecordStats {

@@ -36,6 +36,8 @@ pub struct RecordStats {
     pub dropped_buffer_full: u64,
     /// New metric series dropped because the batch was at its series limit.
     pub dropped_series_limit: u64,
+    /// Items refused because the batch was closed (its harvester had shut down).
+    pub dropped_closed: u64,
 }
 
 /// The atomic counters behind [`RecordStats`]; written only on rare paths.
@@ -45,6 +47,7 @@ pub(crate) struct RecordCounters {
     values_truncated: AtomicU64,
     dropped_buffer_full: AtomicU64,
     dropped_series_limit: AtomicU64,
+    dropped_closed: AtomicU64,
 }
 
 impl RecordCounters {
@@ -53,6 +56,7 @@ impl RecordCounters {
         let counter = match error {
             RecordError::BufferFull { .. } => &self.dropped_buffer_full,
             RecordError::SeriesLimitReached { .. } => &self.dropped_series_limit,
+            RecordError::Closed => &self.dropped_closed,
             _ => &self.rejected_invalid,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -72,6 +76,7 @@ impl RecordCounters {
             values_truncated: self.values_truncated.load(Ordering::Relaxed),
             dropped_buffer_full: self.dropped_buffer_full.load(Ordering::Relaxed),
             dropped_series_limit: self.dropped_series_limit.load(Ordering::Relaxed),
+            dropped_closed: self.dropped_closed.load(Ordering::Relaxed),
         }
     }
 }
@@ -87,6 +92,12 @@ pub trait Batch: sealed::Sealed + Send + Sync + 'static {
 
     /// Completes when the batch is filling up and wants an early harvest.
     fn harvest_requested(&self) -> impl Future<Output = ()> + Send;
+
+    /// Refuses new items from now on; a harvester calls it before its final
+    /// flush.
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 
     /// What the batch refused or changed so far.
     fn record_stats(&self) -> RecordStats;
