@@ -86,12 +86,27 @@ impl Source {
 /// ```
 #[derive(Debug)]
 pub struct Telemetry {
+    endpoints: Endpoints,
     metrics: Arc<MetricBatch>,
     events: Arc<EventBatch>,
     logs: Arc<LogBatch>,
     spans: Arc<SpanBatch>,
     harvesters: [Harvester; 4],
     token: CancellationToken,
+}
+
+/// Where a [`Telemetry`] sends each kind of data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Endpoints {
+    /// The Metric API's URL.
+    pub metric: String,
+    /// The Event API's URL.
+    pub event: String,
+    /// The Log API's URL.
+    pub log: String,
+    /// The Trace API's URL.
+    pub trace: String,
 }
 
 /// How the four harvesters of a [`Telemetry`] ended.
@@ -138,6 +153,11 @@ impl Telemetry {
     /// Everything from the environment: `Telemetry::builder().build()`.
     pub fn from_env() -> Result<Telemetry, ConfigError> {
         Telemetry::builder().build()
+    }
+
+    /// The URLs the four pipelines send to (worth logging at startup).
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     /// The metric batch.
@@ -498,6 +518,12 @@ impl TelemetryBuilder {
         let event_client = client_for::<Events>(&template, event_url)?;
         let log_client = client_for::<Logs>(&template, log_url)?;
         let span_client = client_for::<Spans>(&template, trace_url)?;
+        let endpoints = Endpoints {
+            metric: metric_client.endpoint().to_owned(),
+            event: event_client.endpoint().to_owned(),
+            log: log_client.endpoint().to_owned(),
+            trace: span_client.endpoint().to_owned(),
+        };
 
         let common = (!self.common_attributes.is_empty()).then_some(self.common_attributes);
         let metrics = Arc::new(match &common {
@@ -543,6 +569,7 @@ impl TelemetryBuilder {
             ),
         ];
         Ok(Telemetry {
+            endpoints,
             metrics,
             events,
             logs,

@@ -195,26 +195,52 @@ async fn malformed_values_name_their_variable() {
 
 #[tokio::test]
 async fn region_from_variable_or_key_prefix() {
-    // Valid regions and a fractional interval build; the EU prefix is accepted.
-    for vars in [
-        vec![("NEW_RELIC_API_KEY", "k"), ("NEW_RELIC_REGION", "eu")],
-        vec![("NEW_RELIC_API_KEY", "k"), ("NEW_RELIC_REGION", "US")],
-        vec![
-            ("NEW_RELIC_API_KEY", "eu01xxkey"),
-            ("NEW_RELIC_HARVEST_INTERVAL", "0.5"),
-        ],
+    let eu = "https://metric-api.eu.newrelic.com/metric/v1";
+    let us = "https://metric-api.newrelic.com/metric/v1";
+    for (vars, metric) in [
+        (
+            vec![("NEW_RELIC_API_KEY", "k"), ("NEW_RELIC_REGION", "eu")],
+            eu,
+        ),
+        (
+            vec![
+                ("NEW_RELIC_API_KEY", "eu01xxkey"),
+                ("NEW_RELIC_REGION", "US"),
+            ],
+            us,
+        ),
+        (
+            vec![
+                ("NEW_RELIC_API_KEY", "eu01xxkey"),
+                ("NEW_RELIC_HARVEST_INTERVAL", "0.5"),
+            ],
+            eu,
+        ),
+        (vec![("NEW_RELIC_API_KEY", "k")], us),
     ] {
-        with_env(&vars)
+        let telemetry = with_env(&vars)
             .shutdown_timeout(Duration::ZERO)
             .build()
-            .unwrap()
-            .shutdown()
-            .await;
+            .unwrap();
+        assert_eq!(telemetry.endpoints().metric, metric, "{vars:?}");
+        telemetry.shutdown().await;
     }
+    let telemetry = with_env(&[("NEW_RELIC_API_KEY", "k"), ("NEW_RELIC_REGION", "US")])
+        .region(newrelic_telemetry::Region::EU)
+        .build()
+        .unwrap();
+    let endpoints = telemetry.endpoints();
+    assert_eq!(endpoints.metric, eu, "code wins");
     assert_eq!(
-        newrelic_telemetry::Region::from_api_key("eu01xxkey"),
-        newrelic_telemetry::Region::EU
+        endpoints.event,
+        "https://insights-collector.eu01.nr-data.net/v1/accounts/events"
     );
+    assert_eq!(endpoints.log, "https://log-api.eu.newrelic.com/log/v1");
+    assert_eq!(
+        endpoints.trace,
+        "https://trace-api.eu.newrelic.com/trace/v1"
+    );
+    telemetry.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
