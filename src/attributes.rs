@@ -354,6 +354,17 @@ impl Attributes {
         self.pairs.binary_search_by(|(k, _)| (**k).cmp(key))
     }
 
+    /// Adds every pair of `other`, replacing keys already present.
+    pub(crate) fn absorb(&mut self, other: Attributes) {
+        if self.is_empty() {
+            *self = other;
+        } else {
+            for (k, v) in other.pairs {
+                self.insert(k, v);
+            }
+        }
+    }
+
     pub(crate) fn pairs(&self) -> &[(Arc<str>, Value)] {
         &self.pairs
     }

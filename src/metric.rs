@@ -123,6 +123,12 @@ impl Head {
         }
     }
 
+    /// Moves the interval so that it ends at `end`.
+    fn end_at(&mut self, end: SystemTime) {
+        let interval = self.interval_ms.unwrap_or(0);
+        self.timestamp_ms = Some(millis_since_epoch(end).saturating_sub(interval));
+    }
+
     /// Sets the interval ending now (`timestamp` is the interval's start).
     fn interval_ending_now(mut self, interval: Duration) -> Self {
         let ms = duration_millis(interval);
@@ -234,8 +240,7 @@ impl CountMetric {
     /// Moves the interval so that it ends at `end` (the default end is the time
     /// the metric was created).
     pub fn with_end_time(mut self, end: SystemTime) -> Self {
-        let iv = self.head.interval_ms.unwrap_or(0);
-        self.head.timestamp_ms = Some(millis_since_epoch(end).saturating_sub(iv));
+        self.head.end_at(end);
         self
     }
 
@@ -345,8 +350,7 @@ impl SummaryMetric {
 
     /// Moves the interval so that it ends at `end`.
     pub fn with_end_time(mut self, end: SystemTime) -> Self {
-        let iv = self.head.interval_ms.unwrap_or(0);
-        self.head.timestamp_ms = Some(millis_since_epoch(end).saturating_sub(iv));
+        self.head.end_at(end);
         self
     }
 
@@ -454,11 +458,9 @@ impl From<SummaryMetric> for Metric {
 impl Serialize for Metric {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Metric::Count(m) => m.head.serialize(MetricKind::Count, &m.value, serializer),
-            Metric::Gauge(m) => m.head.serialize(MetricKind::Gauge, &m.value, serializer),
-            Metric::Summary(m) => m
-                .head
-                .serialize(MetricKind::Summary, &m.summary, serializer),
+            Metric::Count(m) => m.serialize(serializer),
+            Metric::Gauge(m) => m.serialize(serializer),
+            Metric::Summary(m) => m.serialize(serializer),
         }
     }
 }

@@ -114,11 +114,7 @@ impl Span {
 
     /// Adds every pair of `attributes` (replacing keys already present).
     pub fn with_attributes(mut self, attributes: Attributes) -> Self {
-        if self.attributes.is_empty() {
-            self.attributes = attributes;
-        } else {
-            self.attributes.extend(attributes.pairs().iter().cloned());
-        }
+        self.attributes.absorb(attributes);
         self
     }
 
