@@ -8,7 +8,6 @@
 //! caller's pairs and allocates nothing.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -72,28 +71,6 @@ impl ValueRef<'_> {
             ValueRef::Int(i) => Value::Int(i),
             ValueRef::Float(f) => Value::Float(f),
             ValueRef::Bool(b) => Value::Bool(b),
-        }
-    }
-
-    /// Feeds the value into a hasher; floats hash by bit pattern.
-    pub(crate) fn hash_into(self, hasher: &mut impl Hasher) {
-        match self {
-            ValueRef::Str(s) => {
-                hasher.write_u8(0);
-                hasher.write(s.as_bytes());
-            }
-            ValueRef::Int(i) => {
-                hasher.write_u8(1);
-                hasher.write_i64(i);
-            }
-            ValueRef::Float(f) => {
-                hasher.write_u8(2);
-                hasher.write_u64(f.to_bits());
-            }
-            ValueRef::Bool(b) => {
-                hasher.write_u8(3);
-                hasher.write_u8(b as u8);
-            }
         }
     }
 
@@ -535,20 +512,6 @@ impl<T: AsAttributes + ?Sized> AsAttributes for &T {
     }
 }
 
-/// An order-independent hash of a set of pairs: the wrapping sum of one hash
-/// per pair. Equal sets give equal hashes whatever order their pairs come in.
-pub(crate) fn set_hash(build: &impl BuildHasher, source: &(impl AsAttributes + ?Sized)) -> u64 {
-    let mut sum = 0u64;
-    source.for_each_attribute(|k, v| {
-        let mut h = build.build_hasher();
-        h.write(k.as_bytes());
-        h.write_u8(0xff);
-        v.hash_into(&mut h);
-        sum = sum.wrapping_add(h.finish());
-    });
-    sum
-}
-
 /// Whether borrowed pairs name exactly the stored set (order-free, duplicate
 /// aware). Sets of more than 128 pairs are compared through an owned copy.
 pub(crate) fn same_set(stored: &Attributes, source: &(impl AsAttributes + ?Sized)) -> bool {
@@ -591,18 +554,6 @@ mod tests {
         let a = Attributes::from([("a", 1), ("a", 2)]);
         assert_eq!(a.len(), 1);
         assert_eq!(a.get("a"), Some(&Value::Int(2)));
-    }
-
-    #[test]
-    fn set_hash_is_order_free_and_value_sensitive() {
-        let build = foldhash::fast::RandomState::default();
-        let h1 = set_hash(&build, &[("a", "x"), ("b", "y")]);
-        let h2 = set_hash(&build, &[("b", "y"), ("a", "x")]);
-        let h3 = set_hash(&build, &[("a", "y"), ("b", "x")]);
-        assert_eq!(h1, h2);
-        assert_ne!(h1, h3);
-        let owned = Attributes::from([("b", "y"), ("a", "x")]);
-        assert_eq!(set_hash(&build, &owned), h1);
     }
 
     #[test]

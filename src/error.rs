@@ -16,6 +16,12 @@ use crate::client::SendReport;
 pub enum RecordError {
     /// A metric name or a span name is empty.
     EmptyName,
+    /// Adding the value to its series would make the aggregate infinite (a sum
+    /// past `f64::MAX`); the series keeps its value.
+    AggregateOverflow {
+        /// The metric's name.
+        name: String,
+    },
     /// A metric value (or a summary field) is NaN or infinite.
     NonFiniteValue {
         /// The metric's name.
@@ -87,6 +93,10 @@ impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RecordError::EmptyName => f.write_str("name is empty"),
+            RecordError::AggregateOverflow { name } => write!(
+                f,
+                "metric {name:?} would overflow to infinity; the value was not added"
+            ),
             RecordError::NonFiniteValue { name } => {
                 write!(f, "metric {name:?} has a NaN or infinite value")
             }

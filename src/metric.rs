@@ -69,7 +69,7 @@ impl Summary {
 
     /// Adds `other`'s observations to this summary.
     pub fn merge(&mut self, other: &Summary) {
-        self.count += other.count;
+        self.count = self.count.saturating_add(other.count);
         self.sum += other.sum;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
@@ -77,7 +77,7 @@ impl Summary {
 
     /// Adds one observation.
     pub fn observe(&mut self, value: f64) {
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         self.sum += value;
         self.min = self.min.min(value);
         self.max = self.max.max(value);

@@ -389,3 +389,49 @@ async fn invalid_common_attributes_are_removed() {
         .build();
     assert_eq!(batch.common_attributes(), Some(&attributes! { "ok" => 1 }));
 }
+
+#[tokio::test]
+async fn an_aggregate_never_overflows_to_infinity() {
+    let batch = MetricBatch::new();
+    batch.record_count("big", f64::MAX, ()).await.unwrap();
+    assert!(matches!(
+        batch.record_count("big", f64::MAX, ()).await.unwrap_err(),
+        RecordError::AggregateOverflow { .. }
+    ));
+    batch.record_summary("s", f64::MAX, ()).await.unwrap();
+    assert!(batch.record_summary("s", f64::MAX, ()).await.is_err());
+    batch.record_summary("s", 1.0, ()).await.unwrap();
+    assert_eq!(batch.record_stats().rejected_invalid, 2);
+
+    let (metrics, common) = batch.flush().await;
+    let json = serde_json::to_string(&metrics).unwrap();
+    assert!(!json.contains("null"), "{json}");
+    assert_eq!(
+        count_value(find(&metrics, MetricKind::Count, "big")[0]),
+        f64::MAX
+    );
+    match find(&metrics, MetricKind::Summary, "s")[0] {
+        Metric::Summary(s) => assert_eq!(s.summary().count, 2),
+        _ => unreachable!(),
+    }
+    assert!(common.interval_ms().is_some());
+}
+
+#[tokio::test]
+async fn a_closed_metric_batch_refuses_and_counts_but_keeps_what_it_holds() {
+    let batch = MetricBatch::new();
+    batch.record_count("before", 1.0, ()).await.unwrap();
+    batch.close().await;
+    assert_eq!(
+        batch.record_count("before", 1.0, ()).await.unwrap_err(),
+        RecordError::Closed
+    );
+    assert_eq!(
+        batch.record_gauge("new", 1.0, ()).await.unwrap_err(),
+        RecordError::Closed
+    );
+    assert_eq!(batch.record_stats().dropped_closed, 2);
+    let (metrics, _) = batch.flush().await;
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(count_value(&metrics[0]), 1.0);
+}

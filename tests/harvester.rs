@@ -250,3 +250,24 @@ async fn recording_after_shutdown_is_refused_and_counted_not_lost() {
     );
     assert_eq!(events.record_stats().dropped_closed, 1);
 }
+
+#[tokio::test]
+async fn a_metric_batch_half_way_to_its_series_limit_asks_for_a_harvest() {
+    let server = TestIngestServer::start().await.unwrap();
+    let batch = Arc::new(MetricBatch::builder().max_series(4).build());
+    let client = MetricClient::builder("k")
+        .endpoint(server.metric_url())
+        .build()
+        .unwrap();
+    let harvester = Harvester::builder(batch.clone(), client)
+        .harvest_interval(Duration::from_secs(3600))
+        .spawn();
+    batch.record_count("a", 1.0, ()).await.unwrap();
+    batch.record_count("b", 1.0, ()).await.unwrap();
+    assert!(
+        server.wait_for_requests(1, WAIT).await,
+        "harvested with no tick"
+    );
+    harvester.shutdown().await;
+    assert_eq!(server.metrics().len(), 2);
+}

@@ -250,3 +250,45 @@ async fn empty_flushes_are_empty() {
     let (events, _) = EventBatch::new().flush().await;
     assert!(events.is_empty());
 }
+
+#[tokio::test]
+async fn payloads_of_many_chunks_are_encoded_whole_and_in_order() {
+    let n = 2_500; // more than two encoding chunks
+    let metrics: Vec<Metric> = (0..n)
+        .map(|i| CountMetric::new(format!("m{i}"), i as f64, Duration::from_secs(1)).into())
+        .collect();
+    let common = Common::new().with_attributes(attributes! { "host" => "a" });
+    let payload = wire::<Metrics>(&metrics, &common).await;
+    let items = payload[0]["metrics"].as_array().unwrap();
+    assert_eq!(items.len(), n);
+    assert!(
+        items
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m["name"] == format!("m{i}"))
+    );
+    assert_eq!(payload[0]["common"]["attributes"]["host"], "a");
+    assert_eq!(
+        serde_json::to_value(&metrics).unwrap(),
+        payload[0]["metrics"]
+    );
+
+    let events: Vec<Event> = (0..n)
+        .map(|i| Event::new("E").with_attribute("i", i as i64))
+        .collect();
+    let payload = wire::<Events>(&events, &common).await;
+    let items = payload.as_array().unwrap();
+    assert_eq!(items.len(), n);
+    assert!(
+        items
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e["i"] == i as i64 && e["host"] == "a")
+    );
+
+    assert_eq!(
+        wire::<Logs>(&[], &Common::new()).await,
+        json!([{"logs": []}])
+    );
+    assert_eq!(wire::<Events>(&[], &Common::new()).await, json!([]));
+}

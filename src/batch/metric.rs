@@ -1,21 +1,29 @@
 //! The aggregating metric batch.
 //!
-//! Series live in shards, each behind its own `tokio::sync::Mutex`, picked by
-//! the series' hash, so tasks recording different series rarely meet on a lock.
+//! Series live in shards picked by the series' hash, so tasks recording
+//! different series rarely meet on a lock. Each shard sits behind its own
+//! `std::sync::Mutex` on its own cache line: every critical section is short
+//! and never spans an `.await` (a lookup and an update on the hot path, an
+//! insertion of an already validated series, an O(1) swap at flush), so a
+//! blocking lock is both safe in async code and three times cheaper than an
+//! async one; the recording calls stay `async` and consume Tokio's cooperative
+//! budget, so a task that records in a tight loop still yields to others.
+//!
 //! A series is found by a hash of (type, name, attribute set) computed from the
-//! caller's borrowed pairs, so recording into an existing series allocates
-//! nothing. Names, attribute strings and whole attribute sets are interned per
-//! shard, so series that share them share the memory.
+//! caller's borrowed pairs, and confirmed by comparing those pairs with the
+//! stored ones, so recording into an existing series allocates nothing. Names,
+//! attribute strings and whole attribute sets are interned per shard, so series
+//! that share them share the memory.
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hashbrown::HashTable;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 
 use super::{Batch, RecordCounters, RecordStats};
-use crate::attributes::{AsAttributes, Attributes, Value, same_set, set_hash};
+use crate::attributes::{AsAttributes, Attributes, Value, ValueRef, same_set};
 use crate::common::Common;
 use crate::error::RecordError;
 use crate::metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
@@ -26,6 +34,10 @@ use crate::validate::{METRIC_LIMITS, metric_attributes, sanitize_common};
 pub const DEFAULT_MAX_SERIES: usize = 100_000;
 
 type HashBuilder = foldhash::fast::RandomState;
+
+/// A flush yields to the runtime after building each shard's metrics when the
+/// shard held at least this many series.
+const FLUSH_YIELD_SERIES: usize = 4096;
 
 /// A batch of metrics that aggregates as it records.
 ///
@@ -54,13 +66,17 @@ type HashBuilder = foldhash::fast::RandomState;
 /// # Ok(()) }
 /// ```
 pub struct MetricBatch {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[ShardLock]>,
     /// Interval anchor; a std mutex held only to swap it at flush.
     interval: std::sync::Mutex<Clock>,
     hasher: HashBuilder,
+    seeds: Seeds,
     common_attributes: Option<Arc<Attributes>>,
     max_series: usize,
     series: AtomicUsize,
+    /// Set by [`MetricBatch::close`]; read under a shard lock, so that a
+    /// recording either lands before the final flush or is refused.
+    closed: AtomicBool,
     counters: RecordCounters,
     harvest: Notify,
 }
@@ -129,34 +145,48 @@ enum SeriesValue {
 }
 
 impl SeriesValue {
-    fn apply(&mut self, update: Update, clock: &Clock) {
+    /// Applies `update`, unless the aggregate would stop being finite (a sum
+    /// overflowing to infinity), in which case the series keeps its value and
+    /// `false` is returned: NaN and infinities never reach the wire.
+    fn apply(&mut self, update: Update, clock: &Clock) -> bool {
         match (self, update) {
-            (SeriesValue::Count(v), Update::Add(x)) => *v += x,
-            (SeriesValue::Summary(s), Update::Observe(x)) => s.observe(x),
-            (SeriesValue::Summary(s), Update::Merge(m)) => s.merge(&m),
-            (slot, update) => *slot = update.into_value(clock),
+            (SeriesValue::Count(v), Update::Add(x)) => finite_then(*v + x, |sum| *v = sum),
+            (SeriesValue::Summary(s), Update::Observe(x)) => {
+                finite_then(s.sum + x, |_| s.observe(x))
+            }
+            (SeriesValue::Summary(s), Update::Merge(m)) => {
+                finite_then(s.sum + m.sum, |_| s.merge(&m))
+            }
+            (slot, update) => {
+                *slot = update.into_value(clock);
+                true
+            }
         }
     }
 }
 
+/// Runs `commit` with `x` if it is finite; says whether it did.
+#[inline(always)]
+fn finite_then(x: f64, commit: impl FnOnce(f64)) -> bool {
+    let finite = x.is_finite();
+    if finite {
+        commit(x);
+    }
+    finite
+}
+
+/// What identifies a series, kept apart from its value: recording only reads
+/// these, so they stay shared in every core's cache while the values change.
 struct Series {
     hash: u64,
     name: Arc<str>,
     attributes: Arc<Attributes>,
-    value: SeriesValue,
+    kind: MetricKind,
 }
 
 impl Series {
-    fn kind(&self) -> MetricKind {
-        match self.value {
-            SeriesValue::Count(_) => MetricKind::Count,
-            SeriesValue::Gauge { .. } => MetricKind::Gauge,
-            SeriesValue::Summary(_) => MetricKind::Summary,
-        }
-    }
-
-    fn into_metric(self) -> Metric {
-        match self.value {
+    fn into_metric(self, value: SeriesValue) -> Metric {
+        match value {
             SeriesValue::Count(v) => {
                 CountMetric::in_common_interval(self.name, self.attributes, v).into()
             }
@@ -171,10 +201,192 @@ impl Series {
     }
 }
 
-/// One shard: series in insertion order, an index over them, and interners.
+/// The series hash: random per batch, computed from the caller's borrowed
+/// pairs on every recording, so it is built for short strings. A string of up
+/// to 16 bytes is read as at most two overlapping words which, with its length,
+/// determine it, then mixed with a folded multiply (as foldhash does); longer
+/// strings are folded 16 bytes at a time. A set's hash is the wrapping sum of
+/// its pairs' hashes, so the order of the pairs does not matter. Equality is
+/// always checked after a hash matches.
+#[derive(Clone, Copy)]
+struct Seeds([u64; 6]);
+
+const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+#[inline(always)]
+fn word8(s: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+#[inline(always)]
+fn word4(s: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]))
+}
+
+impl Seeds {
+    fn new(random: &HashBuilder) -> Self {
+        // Odd multipliers keep the folded multiply from losing bits.
+        Seeds(std::array::from_fn(|i| random.hash_one(i as u64) | 1))
+    }
+
+    #[inline(always)]
+    fn str(self, seed: u64, s: &str) -> u64 {
+        let b = s.as_bytes();
+        let n = b.len();
+        let (lo, hi) = match n {
+            0 => (0, 0),
+            1..=3 => (
+                u64::from(b[0]) << 16 | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]),
+                0,
+            ),
+            4..=7 => (u64::from(word4(b, 0)), u64::from(word4(b, n - 4))),
+            8..=16 => (word8(b, 0), word8(b, n - 8)),
+            _ => return self.long_str(seed, b),
+        };
+        fold(lo ^ seed, hi ^ self.0[5] ^ (n as u64).rotate_left(32))
+    }
+
+    #[inline(never)]
+    fn long_str(self, seed: u64, b: &[u8]) -> u64 {
+        let n = b.len();
+        let mut acc = seed ^ (n as u64).wrapping_mul(MUL);
+        let mut chunks = b.chunks_exact(16);
+        for c in &mut chunks {
+            acc = fold(acc ^ word8(c, 0), word8(c, 8) ^ self.0[5]);
+        }
+        // The last 16 bytes (overlapping what the loop read) cover the rest.
+        if !chunks.remainder().is_empty() {
+            acc = fold(acc ^ word8(b, n - 16), word8(b, n - 8) ^ self.0[4]);
+        }
+        acc
+    }
+
+    #[inline(always)]
+    fn value(self, v: ValueRef<'_>) -> u64 {
+        let s = self.0[1];
+        match v {
+            ValueRef::Str(x) => self.str(s, x),
+            ValueRef::Int(i) => fold(i as u64 ^ s, MUL ^ 1),
+            ValueRef::Float(f) => fold(f.to_bits() ^ s, MUL ^ 2),
+            ValueRef::Bool(b) => fold(u64::from(b) ^ s, MUL ^ 3),
+        }
+    }
+
+    #[inline(always)]
+    fn pair(self, k: &str, v: ValueRef<'_>) -> u64 {
+        fold(self.str(self.0[0], k) ^ self.0[2], self.value(v) ^ MUL)
+    }
+
+    #[inline(always)]
+    fn series(self, kind: MetricKind, name: &str, set_hash: u64) -> u64 {
+        let seed = self.0[3] ^ (kind as u64 + 1).wrapping_mul(MUL);
+        fold(self.str(seed, name) ^ set_hash, self.0[4])
+    }
+}
+
+/// The cooperative yield point a Tokio lock would be: consumes a unit of the
+/// task's budget and yields if it is spent, so that a task recording in a tight
+/// loop lets the other tasks on its worker (and the timers it drives) run.
+/// Taken before recording, so a recording whose future is dropped while it
+/// yields has no effect.
+#[inline(always)]
+async fn cooperate() {
+    tokio::task::coop::consume_budget().await;
+}
+
+/// A shard's lock, alone on its cache lines so that tasks working on
+/// neighbouring shards do not invalidate each other's.
+#[repr(align(128))]
+struct ShardLock(std::sync::Mutex<Shard>);
+
+impl ShardLock {
+    fn new(shard: Shard) -> Self {
+        ShardLock(std::sync::Mutex::new(shard))
+    }
+
+    /// Locks the shard. No critical section can leave a shard half-updated
+    /// (nothing in one panics short of an allocation failure), so a poisoned
+    /// lock is simply taken over.
+    #[inline]
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shard> {
+        match self.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// Byte-string equality for the short strings of names and attributes,
+/// without a call into `memcmp`: lengths first, then at most two overlapping
+/// word-sized loads per side.
+#[inline(always)]
+fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
+        8..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
+        _ => a == b,
+    }
+}
+
+/// Identity of a stored value and a borrowed one (floats by bit pattern).
+#[inline(always)]
+fn value_eq(stored: &Value, v: ValueRef<'_>) -> bool {
+    match (stored, v) {
+        (Value::String(a), ValueRef::Str(b)) => str_eq(a, b),
+        (stored, v) => stored.as_value_ref().same_as(v),
+    }
+}
+
+/// Whether borrowed pairs name exactly the stored (sorted, unique-key) set, in
+/// any order. Small sets are scanned linearly, comparing key lengths first;
+/// larger ones go through the general comparison.
+#[inline]
+fn same_attributes(stored: &Attributes, source: &(impl AsAttributes + ?Sized)) -> bool {
+    let pairs = stored.pairs();
+    if pairs.len() != source.attribute_count() {
+        return false;
+    }
+    if pairs.len() > 16 {
+        return same_set(stored, source);
+    }
+    let mut seen = 0u32;
+    let mut same = true;
+    source.for_each_attribute(|k, v| {
+        if !same {
+            return;
+        }
+        let mut found = false;
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            if str_eq(key, k) {
+                found = seen & (1 << i) == 0 && value_eq(value, v);
+                seen |= 1 << i;
+                break;
+            }
+        }
+        same = found;
+    });
+    same
+}
+
+/// One shard: series in insertion order with their values beside them, an
+/// index over them, and interners.
 struct Shard {
     index: HashTable<u32>,
     series: Vec<Series>,
+    values: Vec<SeriesValue>,
     strings: HashTable<Arc<str>>,
     sets: HashTable<(u64, Arc<Attributes>)>,
     clock: Clock,
@@ -185,6 +397,7 @@ impl Shard {
         Shard {
             index: HashTable::new(),
             series: Vec::new(),
+            values: Vec::new(),
             strings: HashTable::new(),
             sets: HashTable::new(),
             clock,
@@ -204,9 +417,9 @@ impl Shard {
             .find(hash, |&i| {
                 let s = &series[i as usize];
                 s.hash == hash
-                    && s.kind() == kind
-                    && *s.name == *name
-                    && same_set(&s.attributes, attrs)
+                    && s.kind == kind
+                    && str_eq(&s.name, name)
+                    && same_attributes(&s.attributes, attrs)
             })
             .map(|&i| i as usize)
     }
@@ -293,12 +506,14 @@ impl MetricBatchBuilder {
     /// Builds the batch; its first interval starts now.
     pub fn build(self) -> MetricBatch {
         let clock = Clock::start();
+        let hasher = HashBuilder::default();
         MetricBatch {
             shards: (0..self.shards)
-                .map(|_| Mutex::new(Shard::new(clock)))
+                .map(|_| ShardLock::new(Shard::new(clock)))
                 .collect(),
             interval: std::sync::Mutex::new(clock),
-            hasher: HashBuilder::default(),
+            seeds: Seeds::new(&hasher),
+            hasher,
             common_attributes: self
                 .common_attributes
                 .map(|a| sanitize_common(a, &METRIC_LIMITS))
@@ -306,6 +521,7 @@ impl MetricBatchBuilder {
                 .map(Arc::new),
             max_series: self.max_series,
             series: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             counters: RecordCounters::default(),
             harvest: Notify::new(),
         }
@@ -355,7 +571,8 @@ impl MetricBatch {
         value: f64,
         attributes: impl AsAttributes,
     ) -> Result<(), RecordError> {
-        self.record(name, &attributes, Update::Add(value)).await
+        cooperate().await;
+        self.record_now(name, &attributes, Update::Add(value))
     }
 
     /// Sets the gauge `name` with `attributes` to `value`, timestamped now.
@@ -373,7 +590,8 @@ impl MetricBatch {
         value: f64,
         attributes: impl AsAttributes,
     ) -> Result<(), RecordError> {
-        self.record(
+        cooperate().await;
+        self.record_now(
             name,
             &attributes,
             Update::Set {
@@ -381,7 +599,6 @@ impl MetricBatch {
                 timestamp_ms: None,
             },
         )
-        .await
     }
 
     /// Adds one observation of `value` to the summary `name` with `attributes`.
@@ -399,7 +616,8 @@ impl MetricBatch {
         value: f64,
         attributes: impl AsAttributes,
     ) -> Result<(), RecordError> {
-        self.record(name, &attributes, Update::Observe(value)).await
+        cooperate().await;
+        self.record_now(name, &attributes, Update::Observe(value))
     }
 
     /// Aggregates a pre-built metric: a count adds its value, a gauge sets its
@@ -425,24 +643,33 @@ impl MetricBatch {
             Metric::Summary(m) => Update::Merge(m.summary()),
         };
         let (name, attributes) = metric.shared_parts();
-        self.record(name, &**attributes, update).await
+        cooperate().await;
+        self.record_now(name, &**attributes, update)
     }
 
+    /// The order-free hash of an attribute set.
+    #[inline]
+    fn set_hash(&self, attrs: &(impl AsAttributes + ?Sized)) -> u64 {
+        let mut sum = 0u64;
+        attrs.for_each_attribute(|k, v| sum = sum.wrapping_add(self.seeds.pair(k, v)));
+        sum
+    }
+
+    #[inline]
     fn series_hash(&self, kind: MetricKind, name: &str, set_hash: u64) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write_u8(kind as u8);
-        h.write(name.as_bytes());
-        h.write_u64(set_hash);
-        h.finish()
+        self.seeds.series(kind, name, set_hash)
     }
 
-    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+    fn shard(&self, hash: u64) -> &ShardLock {
         // Bits 32.. are used neither for hashbrown's bucket index at these sizes
         // nor for its control byte (the top 7 bits).
         &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
     }
 
-    async fn record(
+    /// Records without waiting: the shard locks are never held across an
+    /// `.await`, so the whole recording happens in one poll.
+    #[inline]
+    fn record_now(
         &self,
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
@@ -460,22 +687,30 @@ impl MetricBatch {
                 }));
         }
         let kind = update.kind();
-        let hash = self.series_hash(kind, name, set_hash(&self.hasher, attrs));
+        let hash = self.series_hash(kind, name, self.set_hash(attrs));
         {
-            let mut shard = self.shard(hash).lock().await;
+            let mut shard = self.shard(hash).lock();
             if let Some(i) = shard.find(hash, kind, name, attrs) {
-                let Shard { series, clock, .. } = &mut *shard;
-                series[i].value.apply(update, clock);
-                return Ok(());
+                if self.closed.load(Ordering::Relaxed) {
+                    drop(shard);
+                    return Err(self.counters.refused(RecordError::Closed));
+                }
+                let Shard { values, clock, .. } = &mut *shard;
+                if values[i].apply(update, clock) {
+                    return Ok(());
+                }
+                drop(shard);
+                return Err(self.overflow(name));
             }
         }
-        self.insert(kind, name, attrs, update).await
+        self.insert(kind, name, attrs, update)
     }
 
     /// The slow path: validates and canonicalises a series seen for the first
     /// time (outside any lock), then inserts it, or updates it if another task
     /// (or a differently spelled attribute list) got there first.
-    async fn insert(
+    #[inline(never)]
+    fn insert(
         &self,
         kind: MetricKind,
         name: &str,
@@ -488,21 +723,33 @@ impl MetricBatch {
         let (canonical, truncations) =
             metric_attributes(name, attrs).map_err(|e| self.counters.refused(e))?;
         self.counters.truncated(truncations);
-        let set_hash = set_hash(&self.hasher, &canonical);
+        let set_hash = self.set_hash(&canonical);
         let hash = self.series_hash(kind, name, set_hash);
 
-        let mut guard = self.shard(hash).lock().await;
+        let mut guard = self.shard(hash).lock();
+        if self.closed.load(Ordering::Relaxed) {
+            drop(guard);
+            return Err(self.counters.refused(RecordError::Closed));
+        }
         let shard = &mut *guard;
         if let Some(i) = shard.find(hash, kind, name, &canonical) {
-            shard.series[i].value.apply(update, &shard.clock);
-            return Ok(());
+            if shard.values[i].apply(update, &shard.clock) {
+                return Ok(());
+            }
+            drop(guard);
+            return Err(self.overflow(name));
         }
-        if self.series.fetch_add(1, Ordering::Relaxed) >= self.max_series {
+        let held = self.series.fetch_add(1, Ordering::Relaxed);
+        if held >= self.max_series {
             self.series.fetch_sub(1, Ordering::Relaxed);
             self.harvest.notify_one();
             return Err(self.counters.refused(RecordError::SeriesLimitReached {
                 limit: self.max_series,
             }));
+        }
+        if held + 1 == self.max_series.div_ceil(2) {
+            // Half full: ask for an early harvest before anything is refused.
+            self.harvest.notify_one();
         }
         let Ok(position) = u32::try_from(shard.series.len()) else {
             self.series.fetch_sub(1, Ordering::Relaxed);
@@ -517,13 +764,33 @@ impl MetricBatch {
             hash,
             name,
             attributes,
-            value,
+            kind,
         });
+        shard.values.push(value);
         let series = &shard.series;
         shard
             .index
             .insert_unique(hash, position, |&i| series[i as usize].hash);
         Ok(())
+    }
+
+    #[cold]
+    fn overflow(&self, name: &str) -> RecordError {
+        self.counters.refused(RecordError::AggregateOverflow {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Refuses recordings from now on ([`RecordError::Closed`], counted); the
+    /// series held stay for the next flush. A harvester closes its batch
+    /// before its final flush, so nothing recorded later is lost unnoticed.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // A recording that took a shard lock before the flag was set finishes
+        // before this returns; one that takes it later sees the flag.
+        for shard in self.shards.iter() {
+            drop(shard.lock());
+        }
     }
 
     /// Takes every series out and starts a new interval.
@@ -540,7 +807,7 @@ impl MetricBatch {
         };
         let mut taken = Vec::with_capacity(self.shards.len());
         for shard in self.shards.iter() {
-            let old = std::mem::replace(&mut *shard.lock().await, Shard::new(next));
+            let old = std::mem::replace(&mut *shard.lock(), Shard::new(next));
             self.series.fetch_sub(old.series.len(), Ordering::Relaxed);
             taken.push(old);
         }
@@ -552,7 +819,20 @@ impl MetricBatch {
             .with_shared_attributes(self.common_attributes.clone());
         let mut metrics = Vec::with_capacity(taken.iter().map(|s| s.series.len()).sum());
         for shard in taken {
-            metrics.extend(shard.series.into_iter().map(Series::into_metric));
+            let large = shard.series.len() >= FLUSH_YIELD_SERIES;
+            metrics.extend(
+                shard
+                    .series
+                    .into_iter()
+                    .zip(shard.values)
+                    .map(|(series, value)| series.into_metric(value)),
+            );
+            drop((shard.index, shard.strings, shard.sets));
+            if large {
+                // Building a large flush takes a while (fresh memory for the
+                // metrics); let the worker's other tasks run in between.
+                tokio::task::yield_now().await;
+            }
         }
         (metrics, common)
     }
@@ -584,6 +864,10 @@ impl Batch for MetricBatch {
 
     fn harvest_requested(&self) -> impl std::future::Future<Output = ()> + Send {
         self.harvest.notified()
+    }
+
+    fn close(&self) -> impl std::future::Future<Output = ()> + Send {
+        MetricBatch::close(self)
     }
 
     fn record_stats(&self) -> RecordStats {

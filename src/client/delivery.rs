@@ -23,6 +23,9 @@ pub const MAX_PAYLOAD_BYTES: usize = 1_000_000;
 /// Target for audit log records.
 pub(crate) const AUDIT_TARGET: &str = "newrelic_telemetry::audit";
 
+/// Items serialised between two yields to the runtime while encoding.
+const ENCODE_CHUNK: usize = 1024;
+
 /// Gzip works through large payloads in slices of this size and yields to the
 /// runtime between slices, so encoding never monopolises a worker thread.
 const GZIP_SLICE: usize = 256 * 1024;
@@ -150,12 +153,27 @@ pub async fn encode_payload<K: Kind>(
     items: &[K::Item],
     common: &Common,
 ) -> std::io::Result<Vec<u8>> {
-    gzip(&payload_json::<K>(items, common)?).await
+    gzip(&payload_json::<K>(items, common).await?).await
 }
 
-fn payload_json<K: Kind>(items: &[K::Item], common: &Common) -> serde_json::Result<Vec<u8>> {
+/// The payload's JSON, written [`ENCODE_CHUNK`] items at a time with a yield
+/// to the runtime in between, so that encoding a large harvest never holds a
+/// worker thread for long.
+async fn payload_json<K: Kind>(items: &[K::Item], common: &Common) -> serde_json::Result<Vec<u8>> {
     let mut json = Vec::with_capacity(items.len() * 96 + 128);
-    K::write_json(items, common, &mut json)?;
+    K::write_open(common, &mut json)?;
+    for (n, chunk) in items.chunks(ENCODE_CHUNK).enumerate() {
+        if n > 0 {
+            tokio::task::yield_now().await;
+        }
+        for (i, item) in chunk.iter().enumerate() {
+            if n > 0 || i > 0 {
+                json.push(b',');
+            }
+            K::write_item(item, common, &mut json)?;
+        }
+    }
+    json.extend_from_slice(K::CLOSE);
     Ok(json)
 }
 
@@ -204,7 +222,9 @@ impl<K: Kind> Sender<K> {
 
     /// Encodes items as the API's JSON, gzipped.
     async fn encode(&self, items: &[K::Item], common: &Common) -> Result<Bytes, String> {
-        let json = payload_json::<K>(items, common).map_err(|e| e.to_string())?;
+        let json = payload_json::<K>(items, common)
+            .await
+            .map_err(|e| e.to_string())?;
         if self.audit {
             tracing::debug!(
                 target: AUDIT_TARGET,

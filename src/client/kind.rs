@@ -1,8 +1,6 @@
 //! The four ingest APIs as types: what each one carries and how its payload
 //! looks on the wire.
 
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
-
 use crate::attributes::Attributes;
 use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
 use crate::common::Common;
@@ -38,13 +36,16 @@ pub trait Kind: private::Sealed + Send + Sync + 'static {
     const API: private::Api;
     #[doc(hidden)]
     const DATA_FORMAT_HEADERS: bool = false;
-    /// Writes the JSON payload for `items` sharing `common`.
+    /// Writes what comes before the first item: `[{"common":...,"<key>":[`,
+    /// or `[` for the Event API.
     #[doc(hidden)]
-    fn write_json(
-        items: &[Self::Item],
-        common: &Common,
-        out: &mut Vec<u8>,
-    ) -> serde_json::Result<()>;
+    fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()>;
+    /// Writes one item (for events, merged with the common attributes).
+    #[doc(hidden)]
+    fn write_item(item: &Self::Item, common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()>;
+    /// What comes after the last item.
+    #[doc(hidden)]
+    const CLOSE: &'static [u8] = b"]}]";
     /// Validates an item handed straight to a client.
     #[doc(hidden)]
     fn check(item: &mut Self::Item, common: Option<&Attributes>) -> Result<u64, RecordError>;
@@ -66,39 +67,18 @@ pub(crate) mod private {
     }
 }
 
-/// `[{"common": {...}, "<key>": [...]}]`
-struct Blocks<'a, T> {
-    key: &'static str,
-    common: &'a Common,
-    items: &'a [T],
-}
-
-impl<T: Serialize> Serialize for Blocks<'_, T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Block<'b, T>(&'b Blocks<'b, T>);
-        impl<T: Serialize> Serialize for Block<'_, T> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut map = serializer.serialize_map(None)?;
-                if !self.0.common.is_empty() {
-                    map.serialize_entry("common", self.0.common)?;
-                }
-                map.serialize_entry(self.0.key, self.0.items)?;
-                map.end()
-            }
-        }
-        let mut seq = serializer.serialize_seq(Some(1))?;
-        seq.serialize_element(&Block(self))?;
-        seq.end()
+/// Opens `[{"common": {...}, "<key>": [` (the common block only if it has
+/// anything to say).
+fn write_block_open(key: &str, common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    out.extend_from_slice(b"[{");
+    if !common.is_empty() {
+        out.extend_from_slice(b"\"common\":");
+        serde_json::to_writer(&mut *out, common)?;
+        out.push(b',');
     }
-}
-
-fn write_blocks<T: Serialize>(
-    key: &'static str,
-    items: &[T],
-    common: &Common,
-    out: &mut Vec<u8>,
-) -> serde_json::Result<()> {
-    serde_json::to_writer(out, &Blocks { key, common, items })
+    serde_json::to_writer(&mut *out, key)?;
+    out.extend_from_slice(b":[");
+    Ok(())
 }
 
 impl private::Sealed for Metrics {}
@@ -111,8 +91,11 @@ impl Kind for Metrics {
         us: "https://metric-api.newrelic.com/metric/v1",
         eu: "https://metric-api.eu.newrelic.com/metric/v1",
     };
-    fn write_json(items: &[Metric], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        write_blocks("metrics", items, common, out)
+    fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        write_block_open("metrics", common, out)
+    }
+    fn write_item(item: &Metric, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, item)
     }
     fn sanitize_common(attributes: Attributes) -> Attributes {
         sanitize_common(attributes, &METRIC_LIMITS)
@@ -150,15 +133,14 @@ impl Kind for Events {
         us: "https://insights-collector.newrelic.com/v1/accounts/events",
         eu: "https://insights-collector.eu01.nr-data.net/v1/accounts/events",
     };
-    fn write_json(items: &[Event], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        struct Flat<'a>(&'a [Event], &'a Common);
-        impl Serialize for Flat<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let common = self.1.attributes();
-                serializer.collect_seq(self.0.iter().map(|event| EventWithCommon { event, common }))
-            }
-        }
-        serde_json::to_writer(out, &Flat(items, common))
+    const CLOSE: &'static [u8] = b"]";
+    fn write_open(_common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.push(b'[');
+        Ok(())
+    }
+    fn write_item(event: &Event, common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let common = common.attributes();
+        serde_json::to_writer(out, &EventWithCommon { event, common })
     }
     fn sanitize_common(attributes: Attributes) -> Attributes {
         sanitize_common(attributes, &EVENT_LIMITS)
@@ -178,8 +160,11 @@ impl Kind for Logs {
         us: "https://log-api.newrelic.com/log/v1",
         eu: "https://log-api.eu.newrelic.com/log/v1",
     };
-    fn write_json(items: &[Log], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        write_blocks("logs", items, common, out)
+    fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        write_block_open("logs", common, out)
+    }
+    fn write_item(item: &Log, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, item)
     }
     fn sanitize_common(attributes: Attributes) -> Attributes {
         sanitize_common(attributes, &LOG_LIMITS)
@@ -200,8 +185,11 @@ impl Kind for Spans {
         eu: "https://trace-api.eu.newrelic.com/trace/v1",
     };
     const DATA_FORMAT_HEADERS: bool = true;
-    fn write_json(items: &[Span], common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        write_blocks("spans", items, common, out)
+    fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        write_block_open("spans", common, out)
+    }
+    fn write_item(item: &Span, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, item)
     }
     fn sanitize_common(attributes: Attributes) -> Attributes {
         sanitize_common(attributes, &SPAN_LIMITS)

@@ -1,0 +1,137 @@
+//! Target 5: batches of 10,000 metrics harvested and posted to a sink on
+//! 127.0.0.1 (a hyper server that gunzips, parses and counts), against the
+//! encoding floor (`serde_json` of a pre-built `Vec` + gzip(6)) measured in the
+//! same run.
+//!
+//! Each iteration fills the batch with 10,000 count series (not timed), then
+//! times `Harvester::harvest_now()` (flush, JSON, gzip, queue, POST over a kept-alive
+//! connection) until the sink has the whole body. The sink answers 202 on
+//! receipt, as the ingest APIs do, and decompresses and counts on a blocking
+//! thread; the time until it has counted the payload is reported too. The
+//! bench waits for the count before filling the batch again, so the sink's
+//! work never overlaps a timed section.
+
+mod support;
+
+use std::hint::black_box;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use newrelic_telemetry::{Harvester, MetricClient};
+use support::encode::{Case, ITEMS, MetricCase};
+use support::sink::Sink;
+use support::{Goal, Samples, report};
+
+fn main() {
+    let mut c = support::criterion(Duration::from_secs(3));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let case: &'static MetricCase = Box::leak(Box::new(MetricCase::default()));
+    let sink: &'static Sink = Box::leak(Box::new(rt.block_on(Sink::start())));
+    let client = MetricClient::builder("bench-license-key")
+        .endpoint(sink.metric_url())
+        .build()
+        .unwrap();
+    let harvester: &'static Harvester = Box::leak(Box::new(rt.block_on(async {
+        Harvester::builder(case.batch.clone(), client)
+            .harvest_interval(Duration::from_secs(3600))
+            .spawn()
+    })));
+    let counters = sink.counters.clone();
+
+    // The floor's payload, from a real flush of the same workload.
+    let floor = rt.block_on(async {
+        case.fill().await;
+        let (items, common) = case.batch.flush().await;
+        MetricCase::floor(&items, &common)
+    });
+
+    let (s_floor, s_client, s_counted) =
+        (Samples::default(), Samples::default(), Samples::default());
+    let mut group = c.benchmark_group("end_to_end/metrics");
+    let s = s_floor.clone();
+    group.bench_function("floor: serde_json(pre-built Vec) + gzip(6)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(floor.encode());
+            }
+            let d = start.elapsed();
+            s.push(iters, d);
+            d
+        })
+    });
+    let (s1, s2) = (s_client.clone(), s_counted.clone());
+    let c2 = counters.clone();
+    group.bench_function("measured: harvest_now -> POST -> sink", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (s1, s2, counters) = (s1.clone(), s2.clone(), c2.clone());
+            async move {
+                let (mut client, mut counted) = (Duration::ZERO, Duration::ZERO);
+                for _ in 0..iters {
+                    case.fill().await;
+                    let target = counters.items.load(Ordering::Relaxed) + ITEMS as u64;
+                    let start = Instant::now();
+                    harvester.harvest_now();
+                    let deadline = start + Duration::from_secs(10);
+                    while counters.items.load(Ordering::Relaxed) < target {
+                        assert!(
+                            Instant::now() < deadline,
+                            "the sink did not get the payload"
+                        );
+                        tokio::time::sleep(Duration::from_micros(100)).await;
+                    }
+                    let received = counters.last_received.lock().unwrap().unwrap();
+                    let done = counters.last_counted.lock().unwrap().unwrap();
+                    client += received.saturating_duration_since(start);
+                    counted += done.saturating_duration_since(start);
+                }
+                s1.push(iters, client);
+                s2.push(iters, counted);
+                client
+            }
+        })
+    });
+    group.finish();
+    rt.block_on(async {
+        let report = harvester.shutdown().await;
+        assert_eq!(report.delivery.items_dropped(), 0, "{report:?}");
+    });
+    assert_eq!(counters.errors.load(Ordering::Relaxed), 0);
+
+    let items = ITEMS as f64;
+    let json_per_item = counters.json_bytes.load(Ordering::Relaxed) as f64
+        / counters.items.load(Ordering::Relaxed) as f64;
+    let floor_ns = s_floor.median_ns(20) / items;
+    let client_ns = s_client.median_ns(20) / items;
+    let counted_ns = s_counted.median_ns(20) / items;
+    report(
+        &format!("target 5: end to end, batches of {ITEMS} metrics to a sink on 127.0.0.1"),
+        "item",
+        ("encoding floor: serde_json + gzip(6)", floor_ns),
+        ("harvest_now until the sink has the body", client_ns),
+        Goal::ThroughputAtLeast(0.7),
+    );
+    println!(
+        "  harvest_now until the sink has the body: {:.2} M items/s, {:.0} MB/s of JSON ({:.0} bytes/item)",
+        1e3 / client_ns,
+        json_per_item / client_ns * 1e3,
+        json_per_item
+    );
+    println!(
+        "  until the sink has also gunzipped, parsed and counted it: {:.2} M items/s, {:.0} MB/s ({:.0}% of the floor)",
+        1e3 / counted_ns,
+        json_per_item / counted_ns * 1e3,
+        floor_ns / counted_ns * 100.0
+    );
+    println!(
+        "  sink totals: {} requests, {} items, {} MB of JSON",
+        counters.requests.load(Ordering::Relaxed),
+        counters.items.load(Ordering::Relaxed),
+        counters.json_bytes.load(Ordering::Relaxed) / 1_000_000
+    );
+    c.final_summary();
+}

@@ -1,0 +1,339 @@
+//! Multi-task stress program (criterion is single-threaded and hides
+//! contention). On a 2-worker runtime:
+//!
+//! * target 2: ops/s and latency percentiles of `record_count` from 1 and from
+//!   2 tasks into one shared batch of 1,000 series (rounds alternate 1 and 2
+//!   tasks; the median round is reported);
+//! * target 3: recording latency (p50, p99, p99.9, worst) while a batch of
+//!   100,000 series is flushed and encoded (`flush()` + `encode_payload`, as a
+//!   harvest does) on the same runtime, next to the same figures over a window
+//!   of the same length without a flush.
+//!
+//! Run: `cargo bench --bench stress`.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use newrelic_telemetry::{MetricBatch, Metrics, encode_payload};
+use support::{Workload, attrs};
+
+const ROUNDS: usize = 3;
+const THROUGHPUT_RUN: Duration = Duration::from_millis(1000);
+const LATENCY_RUN: Duration = Duration::from_millis(400);
+
+/// One recorder: records into the first `hot` series of `w` until `stop`.
+/// With `timed`, keeps (start offset from `t0`, latency) of every call, in ns.
+async fn recorder(
+    batch: Arc<MetricBatch>,
+    w: Arc<Workload>,
+    offset: usize,
+    hot: usize,
+    stop: Arc<AtomicBool>,
+    timed: Option<Instant>,
+) -> (u64, Vec<(u64, u32)>) {
+    let mut lat = Vec::with_capacity(if timed.is_some() { 4 << 20 } else { 0 });
+    let mut ops = 0u64;
+    // Each recorder walks the hot series in an order of its own.
+    let table: Vec<_> = if hot == w.len() {
+        w.shuffled(offset as u64 + 1)
+    } else {
+        w.table()
+    };
+    let mut i = offset % hot;
+    loop {
+        for _ in 0..256 {
+            let (name, host) = table[i];
+            match timed {
+                Some(t0) => {
+                    let start = Instant::now();
+                    batch.record_count(name, 1.0, attrs(host)).await.unwrap();
+                    let end = Instant::now();
+                    if lat.len() < lat.capacity() {
+                        lat.push((
+                            (start - t0).as_nanos() as u64,
+                            (end - start).as_nanos().min(u32::MAX as u128) as u32,
+                        ));
+                    }
+                }
+                None => batch.record_count(name, 1.0, attrs(host)).await.unwrap(),
+            }
+            i += 1;
+            if i == hot {
+                i = 0;
+            }
+        }
+        ops += 256;
+        if stop.load(Ordering::Relaxed) {
+            return (ops, lat);
+        }
+    }
+}
+
+async fn run(
+    batch: &Arc<MetricBatch>,
+    w: &Arc<Workload>,
+    tasks: usize,
+    hot: usize,
+    duration: Duration,
+    timed: bool,
+) -> (f64, Vec<u32>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            tokio::spawn(recorder(
+                batch.clone(),
+                w.clone(),
+                t * hot / 2,
+                hot,
+                stop.clone(),
+                timed.then_some(t0),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut ops = 0;
+    let mut lat = Vec::new();
+    for h in handles {
+        let (n, l) = h.await.unwrap();
+        ops += n;
+        lat.extend(l.into_iter().map(|(_, d)| d));
+    }
+    (ops as f64 / t0.elapsed().as_secs_f64(), lat)
+}
+
+struct Percentiles {
+    n: usize,
+    p50: u32,
+    p99: u32,
+    p999: u32,
+    max: u32,
+}
+
+fn percentiles(mut lat: Vec<u32>) -> Percentiles {
+    lat.sort_unstable();
+    let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    Percentiles {
+        n: lat.len(),
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: *lat.last().unwrap(),
+    }
+}
+
+fn show(label: &str, p: &Percentiles) {
+    println!(
+        "  {label:44} n={:>9}  p50 {:>7} ns  p99 {:>7} ns  p99.9 {:>8} ns  worst {:>10} ns",
+        p.n, p.p50, p.p99, p.p999, p.max
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `STRESS_SHARDS=n` overrides the batch's default number of shards.
+fn builder() -> newrelic_telemetry::MetricBatchBuilder {
+    let b = MetricBatch::builder();
+    match std::env::var("STRESS_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(n) => b.shards(n),
+        None => b,
+    }
+}
+
+async fn contention() {
+    let w = Arc::new(Workload::new(100, 10));
+    let batch = Arc::new(builder().max_series(1_000_000).build());
+    for i in 0..w.len() {
+        let (name, host) = w.series(i);
+        batch.record_count(name, 1.0, attrs(host)).await.unwrap();
+    }
+    println!(
+        "=== target 2: record_count into one shared batch (1,000 series), 2-worker runtime ==="
+    );
+    let mut throughput = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for tasks in [1, 2] {
+            let (ops, _) = run(&batch, &w, tasks, w.len(), THROUGHPUT_RUN, false).await;
+            throughput[tasks - 1].push(ops);
+        }
+    }
+    let (one, two) = (median(throughput[0].clone()), median(throughput[1].clone()));
+    println!(
+        "  1 task : {:>6.2} M ops/s   (rounds: {})",
+        one / 1e6,
+        rounds(&throughput[0])
+    );
+    println!(
+        "  2 tasks: {:>6.2} M ops/s   (rounds: {})",
+        two / 1e6,
+        rounds(&throughput[1])
+    );
+    println!(
+        "  2 tasks / 1 task = {:.2} (target >= 1.00): {}",
+        two / one,
+        if two >= one { "MET" } else { "MISSED" }
+    );
+    println!("  latency of each call (includes ~20-40 ns of timing overhead):");
+    for tasks in [1, 2] {
+        let (_, lat) = run(&batch, &w, tasks, w.len(), LATENCY_RUN, true).await;
+        show(&format!("{tasks} task(s)"), &percentiles(lat));
+    }
+    assert_eq!(batch.series_count(), w.len());
+}
+
+fn rounds(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{:.2}", x / 1e6))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Records from `tasks` recorders into the 1,000 hot series of a batch that
+/// holds `FLUSH_SERIES` series; with `flush`, flushes and encodes the batch
+/// 100 ms in. Returns the latencies of calls that started inside the window
+/// (the flush, or `window` at the same offset without one) and the window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// No flush: the same window, for comparison.
+    None,
+    /// `flush()` and `encode_payload` on a runtime task, as the harvester does.
+    OnRuntime,
+    /// `flush()` on a runtime task, `encode_payload` on the blocking pool.
+    EncodeOnBlockingPool,
+}
+
+async fn flush_run(
+    tasks: usize,
+    mode: Flush,
+    window: Duration,
+) -> (Vec<u32>, Duration, usize, Duration) {
+    const FLUSH_SERIES: usize = 100_000;
+    let w = Arc::new(Workload::new(100, FLUSH_SERIES / 100));
+    let batch = Arc::new(builder().max_series(4 * FLUSH_SERIES).build());
+    for i in 0..FLUSH_SERIES {
+        let (name, host) = w.series(i);
+        batch.record_count(name, 1.0, attrs(host)).await.unwrap();
+    }
+    let hot = 1_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            tokio::spawn(recorder(
+                batch.clone(),
+                w.clone(),
+                t * hot / 2,
+                hot,
+                stop.clone(),
+                Some(t0),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let from = t0.elapsed();
+    let flushed = Arc::new(AtomicU64::new(0));
+    let flush_ns = Arc::new(AtomicU64::new(0));
+    let until = if mode == Flush::None {
+        tokio::time::sleep(window).await;
+        from + window
+    } else {
+        let (b, f, fns) = (batch.clone(), flushed.clone(), flush_ns.clone());
+        // A spawned task, as the harvester is.
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (items, common) = b.flush().await;
+            fns.store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            f.store(items.len() as u64, Ordering::Relaxed);
+            let body = if mode == Flush::EncodeOnBlockingPool {
+                let handle = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    handle.block_on(encode_payload::<Metrics>(&items, &common))
+                })
+                .await
+                .unwrap()
+            } else {
+                encode_payload::<Metrics>(&items, &common).await
+            };
+            drop(body.unwrap());
+        })
+        .await
+        .unwrap();
+        t0.elapsed()
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (from_ns, until_ns) = (from.as_nanos() as u64, until.as_nanos() as u64);
+    let mut lat = Vec::new();
+    for h in handles {
+        let (_, l) = h.await.unwrap();
+        lat.extend(
+            l.into_iter()
+                .filter(|&(t, _)| t >= from_ns && t < until_ns)
+                .map(|(_, d)| d),
+        );
+    }
+    (
+        lat,
+        until - from,
+        flushed.load(Ordering::Relaxed) as usize,
+        Duration::from_nanos(flush_ns.load(Ordering::Relaxed)),
+    )
+}
+
+async fn flush_latency() {
+    println!();
+    println!("=== target 3: recording latency while 100,000 series are flushed and encoded ===");
+    for tasks in [1, 2] {
+        let (during, window, flushed, flush_time) =
+            flush_run(tasks, Flush::OnRuntime, Duration::ZERO).await;
+        let (without, _, _, _) = flush_run(tasks, Flush::None, window).await;
+        let (blocking, window2, _, _) =
+            flush_run(tasks, Flush::EncodeOnBlockingPool, Duration::ZERO).await;
+        println!(
+            "  {tasks} recording task(s); flush() of {flushed} series took {:.1} ms, flush() + encode_payload {:.1} ms:",
+            flush_time.as_secs_f64() * 1e3,
+            window.as_secs_f64() * 1e3
+        );
+        show(
+            "during flush + encode, both on the runtime",
+            &percentiles(during),
+        );
+        show("same window, no flush", &percentiles(without));
+        show(
+            &format!(
+                "encode on spawn_blocking ({:.1} ms)",
+                window2.as_secs_f64() * 1e3
+            ),
+            &percentiles(blocking),
+        );
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("stress: run with `cargo bench --bench stress`");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let only = std::env::var("STRESS_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "contention" {
+        rt.block_on(contention());
+    }
+    if only.is_empty() || only == "flush" {
+        rt.block_on(flush_latency());
+    }
+}

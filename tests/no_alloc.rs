@@ -1,0 +1,182 @@
+//! Recording into an existing metric series allocates nothing on the heap.
+//!
+//! A counting global allocator counts the allocations made on this test's
+//! thread while `record_count`, `record_gauge` and `record_summary` update
+//! series created beforehand, on a current_thread runtime.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use newrelic_telemetry::{MetricBatch, Value};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Only allocations made on a thread that turned this on are counted, so
+    /// other tests running in parallel cannot disturb the count.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count_one() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made on this thread while `f` runs.
+fn allocations_during<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    let out = f();
+    COUNTING.with(|c| c.set(false));
+    (ALLOCATIONS.load(Ordering::Relaxed) - before, out)
+}
+
+/// Counts allocations on this thread from now until [`stop_counting`].
+fn start_counting() -> usize {
+    COUNTING.with(|c| c.set(true));
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// Allocations since `start` (from [`start_counting`]).
+fn stop_counting(start: usize) -> usize {
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.load(Ordering::Relaxed) - start
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let (n, v) = allocations_during(|| std::hint::black_box(vec![1u8; 64]));
+    drop(v);
+    assert!(n >= 1, "the counting allocator must count");
+}
+
+#[test]
+fn recording_into_existing_series_allocates_nothing() {
+    const NAMES: usize = 20;
+    const HOSTS: usize = 10;
+    const ROUNDS: usize = 20;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let names: Vec<String> = (0..NAMES).map(|i| format!("bench.metric.{i}")).collect();
+    let hosts: Vec<String> = (0..HOSTS).map(|j| format!("host-{j}")).collect();
+    let status = Value::from(200);
+    let batch = MetricBatch::builder().max_series(10_000).build();
+
+    rt.block_on(async {
+        // Create every series (this allocates).
+        for name in &names {
+            for host in &hosts {
+                let attrs = [
+                    ("host", host.as_str()),
+                    ("env", "prod"),
+                    ("region", "us-east-1"),
+                ];
+                batch.record_count(name, 1.0, attrs).await.unwrap();
+                batch.record_gauge(name, 1.0, attrs).await.unwrap();
+                batch.record_summary(name, 1.0, attrs).await.unwrap();
+                batch
+                    .record_count(
+                        name,
+                        1.0,
+                        [
+                            ("host", Value::from(host.as_str())),
+                            ("status", status.clone()),
+                        ],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let series = batch.series_count();
+    assert_eq!(series, NAMES * HOSTS * 4);
+    let host_values: Vec<Value> = hosts.iter().map(|h| Value::from(h.as_str())).collect();
+
+    // Counting starts inside the runtime, so only the recording calls count,
+    // and after one uncounted pass: the recording calls yield to the scheduler
+    // every so often (Tokio's cooperative budget), and the first yield in a
+    // `block_on` makes the scheduler allocate its list of deferred wake-ups once.
+    let (allocations, calls) = rt.block_on(async {
+        for name in &names {
+            for host in &hosts {
+                let attrs = [
+                    ("host", host.as_str()),
+                    ("env", "prod"),
+                    ("region", "us-east-1"),
+                ];
+                batch.record_count(name, 0.0, attrs).await.unwrap();
+            }
+        }
+        let start = start_counting();
+        let mut calls = 0usize;
+        for round in 0..ROUNDS {
+            let v = round as f64;
+            for name in &names {
+                for (host, host_value) in hosts.iter().zip(&host_values) {
+                    let attrs = [
+                        ("host", host.as_str()),
+                        ("env", "prod"),
+                        ("region", "us-east-1"),
+                    ];
+                    // The same set in another order names the same series.
+                    let reversed = [
+                        ("region", "us-east-1"),
+                        ("env", "prod"),
+                        ("host", host.as_str()),
+                    ];
+                    batch.record_count(name, v, attrs).await.unwrap();
+                    batch.record_count(name, v, &reversed[..]).await.unwrap();
+                    batch.record_gauge(name, v, attrs).await.unwrap();
+                    batch.record_summary(name, v, attrs).await.unwrap();
+                    batch.record_summary(name, -v, reversed).await.unwrap();
+                    batch
+                        .record_count(name, v, [("status", &status), ("host", host_value)])
+                        .await
+                        .unwrap();
+                    calls += 6;
+                }
+            }
+        }
+        (stop_counting(start), calls)
+    });
+
+    assert_eq!(calls, NAMES * HOSTS * ROUNDS * 6);
+    assert_eq!(batch.series_count(), series, "no series was created");
+    assert_eq!(
+        allocations, 0,
+        "{allocations} heap allocations in {calls} recordings into existing series"
+    );
+
+    // The recordings really landed.
+    let (metrics, _) = rt.block_on(batch.flush());
+    assert_eq!(metrics.len(), series);
+}
