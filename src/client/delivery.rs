@@ -18,6 +18,10 @@ use crate::common::Common;
 use crate::stats::DeliveryCounters;
 
 /// The ingest APIs' limit on a compressed payload.
+///
+/// ```
+/// assert_eq!(newrelic_telemetry::MAX_PAYLOAD_BYTES, 1_000_000);
+/// ```
 pub const MAX_PAYLOAD_BYTES: usize = 1_000_000;
 
 /// Target for audit log records.
@@ -337,10 +341,7 @@ impl<K: Kind> Sender<K> {
                     reports.push(report(PayloadOutcome::Accepted { status }));
                 }
                 Attempted::TooLarge if n > 1 => {
-                    self.size_limit.fetch_min(
-                        payload.body.len().saturating_sub(1).max(1),
-                        Ordering::Relaxed,
-                    );
+                    self.learn_size_limit(&payload);
                     self.counters.split();
                     tracing::debug!(
                         api = K::API.name,
