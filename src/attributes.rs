@@ -38,6 +38,12 @@ pub enum Value {
 
 impl Value {
     /// Borrows this value as a [`ValueRef`].
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Value, ValueRef};
+    ///
+    /// assert_eq!(Value::from("GET").as_value_ref(), ValueRef::Str("GET"));
+    /// ```
     pub fn as_value_ref(&self) -> ValueRef<'_> {
         match self {
             Value::String(s) => ValueRef::Str(s),
@@ -51,6 +57,13 @@ impl Value {
 /// A borrowed attribute value, as recording calls see it.
 ///
 /// It is what [`AsValueRef`] hands out; most users never name it.
+///
+/// ```
+/// use newrelic_telemetry::{AsValueRef, Value, ValueRef};
+///
+/// assert_eq!(42_i64.as_value_ref(), ValueRef::Int(42));
+/// assert_eq!(ValueRef::Str("eu").to_value(), Value::from("eu"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ValueRef<'a> {
     /// A borrowed string.
@@ -65,6 +78,12 @@ pub enum ValueRef<'a> {
 
 impl ValueRef<'_> {
     /// Makes an owned [`Value`] (allocates for strings).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Value, ValueRef};
+    ///
+    /// assert_eq!(ValueRef::Bool(true).to_value(), Value::Bool(true));
+    /// ```
     pub fn to_value(self) -> Value {
         match self {
             ValueRef::Str(s) => Value::String(Arc::from(s)),
@@ -189,6 +208,17 @@ impl From<ValueRef<'_>> for Value {
 /// Anything that can be borrowed as an attribute value without allocating.
 ///
 /// Implemented for [`Value`], string types, integers, floats and booleans.
+///
+/// ```
+/// use newrelic_telemetry::{AsValueRef, ValueRef};
+///
+/// fn is_text(value: &impl AsValueRef) -> bool {
+///     matches!(value.as_value_ref(), ValueRef::Str(_))
+/// }
+/// assert!(is_text(&"GET"));
+/// assert!(is_text(&String::from("POST")));
+/// assert!(!is_text(&0.5));
+/// ```
 pub trait AsValueRef {
     /// Borrows the value.
     fn as_value_ref(&self) -> ValueRef<'_>;
@@ -262,11 +292,26 @@ pub struct Attributes {
 
 impl Attributes {
     /// An empty set.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Attributes;
+    ///
+    /// assert!(Attributes::new().is_empty());
+    /// ```
     pub const fn new() -> Self {
         Attributes { pairs: Vec::new() }
     }
 
     /// An empty set with room for `capacity` pairs.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Attributes;
+    ///
+    /// let mut attrs = Attributes::with_capacity(2);
+    /// attrs.insert("a", 1);
+    /// attrs.insert("b", 2);
+    /// assert_eq!(attrs.len(), 2);
+    /// ```
     pub fn with_capacity(capacity: usize) -> Self {
         Attributes {
             pairs: Vec::with_capacity(capacity),
@@ -274,6 +319,15 @@ impl Attributes {
     }
 
     /// Inserts a pair, returning the value it replaced.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Attributes, Value};
+    ///
+    /// let mut attrs = Attributes::new();
+    /// assert_eq!(attrs.insert("env", "staging"), None);
+    /// assert_eq!(attrs.insert("env", "prod"), Some(Value::from("staging")));
+    /// assert_eq!(attrs.len(), 1);
+    /// ```
     pub fn insert(&mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Option<Value> {
         let key = key.into();
         match self.search(&key) {
@@ -298,31 +352,75 @@ impl Attributes {
     }
 
     /// The value under `key`, if any.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Attributes, Value};
+    ///
+    /// let attrs = Attributes::new().with("shard", 3);
+    /// assert_eq!(attrs.get("shard"), Some(&Value::Int(3)));
+    /// assert_eq!(attrs.get("missing"), None);
+    /// ```
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.search(key).ok().map(|i| &self.pairs[i].1)
     }
 
     /// Whether `key` is present.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Attributes;
+    ///
+    /// let attrs = Attributes::new().with("env", "prod");
+    /// assert!(attrs.contains_key("env") && !attrs.contains_key("host"));
+    /// ```
     pub fn contains_key(&self, key: &str) -> bool {
         self.search(key).is_ok()
     }
 
     /// Removes `key`, returning its value.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Attributes, Value};
+    ///
+    /// let mut attrs = Attributes::new().with("env", "prod");
+    /// assert_eq!(attrs.remove("env"), Some(Value::from("prod")));
+    /// assert!(attrs.is_empty());
+    /// ```
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         self.search(key).ok().map(|i| self.pairs.remove(i).1)
     }
 
     /// The number of pairs.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Attributes;
+    ///
+    /// assert_eq!(Attributes::new().with("a", 1).with("a", 2).len(), 1); // keys are unique
+    /// ```
     pub fn len(&self) -> usize {
         self.pairs.len()
     }
 
     /// Whether the set is empty.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Attributes;
+    ///
+    /// assert!(Attributes::new().is_empty());
+    /// assert!(!Attributes::new().with("a", true).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
 
     /// The pairs, sorted by key.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Attributes;
+    ///
+    /// let attrs = Attributes::new().with("b", 2).with("a", 1);
+    /// let keys: Vec<&str> = attrs.iter().map(|(k, _)| k).collect();
+    /// assert_eq!(keys, ["a", "b"]); // sorted by key
+    /// ```
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> + '_ {
         self.pairs.iter().map(|(k, v)| (&**k, v))
     }

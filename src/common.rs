@@ -32,11 +32,26 @@ pub struct Common {
 
 impl Common {
     /// An empty common block.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Common;
+    ///
+    /// assert!(Common::new().is_empty());
+    /// ```
     pub fn new() -> Self {
         Common::default()
     }
 
     /// Sets the attributes every item shares.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Attributes, Common, attributes};
+    ///
+    /// let common = Common::new().with_attributes(attributes! { "host" => "web-1" });
+    /// assert_eq!(common.attributes().unwrap().len(), 1);
+    /// // An empty set leaves the block without attributes.
+    /// assert!(Common::new().with_attributes(Attributes::new()).is_empty());
+    /// ```
     pub fn with_attributes(mut self, attributes: Attributes) -> Self {
         self.attributes = (!attributes.is_empty()).then(|| Arc::new(attributes));
         self
@@ -48,6 +63,14 @@ impl Common {
     }
 
     /// Sets the timestamp items default to (for metrics, the interval's start).
+    ///
+    /// ```
+    /// use newrelic_telemetry::Common;
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let common = Common::new().with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(5));
+    /// assert_eq!(common.timestamp_ms(), Some(5_000));
+    /// ```
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = Some(millis_since_epoch(timestamp));
         self
@@ -59,6 +82,13 @@ impl Common {
     }
 
     /// Sets the interval count and summary metrics default to.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Common;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(Common::new().with_interval(Duration::from_secs(10)).interval_ms(), Some(10_000));
+    /// ```
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval_ms = Some(duration_millis(interval));
         self
@@ -70,21 +100,48 @@ impl Common {
     }
 
     /// The shared timestamp, in milliseconds since the Unix epoch.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Common;
+    ///
+    /// assert_eq!(Common::new().timestamp_ms(), None);
+    /// ```
     pub fn timestamp_ms(&self) -> Option<u64> {
         self.timestamp_ms
     }
 
     /// The shared interval in milliseconds (`interval.ms` on the wire).
+    ///
+    /// ```
+    /// use newrelic_telemetry::Common;
+    ///
+    /// assert_eq!(Common::new().interval_ms(), None);
+    /// ```
     pub fn interval_ms(&self) -> Option<u64> {
         self.interval_ms
     }
 
     /// The shared attributes, if any.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Common, Value, attributes};
+    ///
+    /// let common = Common::new().with_attributes(attributes! { "env" => "prod" });
+    /// assert_eq!(common.attributes().unwrap().get("env"), Some(&Value::from("prod")));
+    /// ```
     pub fn attributes(&self) -> Option<&Attributes> {
         self.attributes.as_deref()
     }
 
     /// Whether the block has nothing to send.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Common;
+    /// use std::time::Duration;
+    ///
+    /// assert!(Common::new().is_empty());
+    /// assert!(!Common::new().with_interval(Duration::from_secs(1)).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.timestamp_ms.is_none() && self.interval_ms.is_none() && self.attributes.is_none()
     }

@@ -11,6 +11,18 @@ use crate::client::SendReport;
 ///
 /// A refused item is counted (see [`RecordStats`](crate::RecordStats)) and never
 /// reaches the wire; everything recorded before it is kept.
+///
+/// ```
+/// use newrelic_telemetry::{MetricBatch, RecordError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let batch = MetricBatch::new();
+/// assert_eq!(batch.record_count("", 1.0, ()).await, Err(RecordError::EmptyName));
+/// let err = batch.record_gauge("cpu", f64::NAN, ()).await.unwrap_err();
+/// assert_eq!(err, RecordError::NonFiniteValue { name: "cpu".into() });
+/// assert_eq!(batch.record_stats().rejected_invalid, 2);
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum RecordError {
@@ -139,6 +151,15 @@ impl fmt::Display for RecordError {
 impl std::error::Error for RecordError {}
 
 /// Why a client (or a [`Telemetry`](crate::Telemetry)) could not be built.
+///
+/// ```
+/// use newrelic_telemetry::{BuildError, MetricClient};
+///
+/// let err = MetricClient::builder("").build().unwrap_err();
+/// assert!(matches!(err, BuildError::EmptyApiKey));
+/// let err = MetricClient::builder("key").endpoint("ftp://example.com").build().unwrap_err();
+/// assert!(matches!(err, BuildError::InvalidEndpoint { .. }));
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -195,6 +216,21 @@ impl std::error::Error for BuildError {
 ///
 /// The [`SendReport`] says, payload by payload, what was accepted and what was
 /// dropped and why.
+///
+/// ```
+/// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+/// use newrelic_telemetry::{Event, EventClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// server.respond_with(ScriptedResponse::status(400)); // not retried
+/// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+/// let err = client.send(Event::new("Purchase")).await.unwrap_err();
+/// assert_eq!(err.report().items_dropped(), 1);
+/// assert!(err.to_string().starts_with("1 of 1 items dropped"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct SendError {
     report: SendReport,
@@ -206,11 +242,40 @@ impl SendError {
     }
 
     /// What happened to every payload of the send.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// # use newrelic_telemetry::{Log, LogClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(403));
+    /// # let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let err = client.send(Log::new("hello")).await.unwrap_err();
+    /// assert_eq!(err.report().items_sent(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn report(&self) -> &SendReport {
         &self.report
     }
 
     /// Takes the report out of the error.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// # use newrelic_telemetry::{Log, LogClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(403));
+    /// # let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let report = match client.send(Log::new("hello")).await {
+    ///     Ok(report) => report,
+    ///     Err(err) => err.into_report(),
+    /// };
+    /// assert_eq!(report.items_dropped(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn into_report(self) -> SendReport {
         self.report
     }
@@ -235,6 +300,22 @@ impl std::error::Error for SendError {}
 
 /// A configuration value (usually an environment variable) that could not be
 /// used. It names the variable; it never prints an API key.
+///
+/// ```
+/// use newrelic_telemetry::{ConfigError, Telemetry};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let no_vars: [(&str, &str); 0] = [];
+/// let err = Telemetry::builder().environment(no_vars).build().unwrap_err();
+/// assert!(matches!(err, ConfigError::MissingApiKey));
+///
+/// let err = Telemetry::builder()
+///     .environment([("NEW_RELIC_API_KEY", "key"), ("NEW_RELIC_REGION", "Mars")])
+///     .build()
+///     .unwrap_err();
+/// assert!(matches!(err, ConfigError::InvalidVariable { name: "NEW_RELIC_REGION", .. }));
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ConfigError {

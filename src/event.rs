@@ -34,6 +34,14 @@ pub struct Event {
 
 impl Event {
     /// An event of type `event_type` (letters, digits, `_` and `:`), timestamped now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Event;
+    ///
+    /// let event = Event::new("Purchase");
+    /// assert_eq!(event.event_type(), "Purchase");
+    /// assert!(event.attributes().is_empty());
+    /// ```
     pub fn new(event_type: impl Into<Arc<str>>) -> Self {
         Event {
             event_type: event_type.into(),
@@ -43,39 +51,91 @@ impl Event {
     }
 
     /// Adds one attribute.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Event, Value};
+    ///
+    /// let event = Event::new("Purchase").with_attribute("amount", 12.5).with_attribute("paid", true);
+    /// assert_eq!(event.attributes().get("paid"), Some(&Value::from(true)));
+    /// ```
     pub fn with_attribute(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.attributes.insert(key, value);
         self
     }
 
     /// Adds every pair of `attributes` (replacing keys already present).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Event, attributes};
+    ///
+    /// let event = Event::new("Purchase")
+    ///     .with_attribute("currency", "USD")
+    ///     .with_attributes(attributes! { "currency" => "EUR", "amount" => 10.0 });
+    /// assert_eq!(event.attributes().len(), 2);
+    /// assert_eq!(event.attributes().get("currency"), Some(&"EUR".into()));
+    /// ```
     pub fn with_attributes(mut self, attributes: Attributes) -> Self {
         self.attributes.absorb(attributes);
         self
     }
 
     /// Sets when the event happened.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Event;
+    ///
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let event = Event::new("Deploy").with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(2));
+    /// assert_eq!(event.timestamp_ms(), 2_000);
+    /// ```
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = millis_since_epoch(timestamp);
         self
     }
 
     /// The event type.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Event;
+    ///
+    /// assert_eq!(Event::new("Signup").event_type(), "Signup");
+    /// ```
     pub fn event_type(&self) -> &str {
         &self.event_type
     }
 
     /// When the event happened, in milliseconds since the Unix epoch.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Event;
+    ///
+    /// assert!(Event::new("Signup").timestamp_ms() > 0); // now
+    /// ```
     pub fn timestamp_ms(&self) -> u64 {
         self.timestamp_ms
     }
 
     /// The event's attributes.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Event;
+    ///
+    /// assert_eq!(Event::new("Signup").with_attribute("plan", "free").attributes().len(), 1);
+    /// ```
     pub fn attributes(&self) -> &Attributes {
         &self.attributes
     }
 
     /// The event's attributes, to change in place.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Event;
+    ///
+    /// let mut event = Event::new("Signup").with_attribute("email", "a@example.com");
+    /// event.attributes_mut().remove("email");
+    /// assert!(event.attributes().is_empty());
+    /// ```
     pub fn attributes_mut(&mut self) -> &mut Attributes {
         &mut self.attributes
     }

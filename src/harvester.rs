@@ -30,16 +30,58 @@ use crate::stats::DeliveryStats;
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The harvest period unless told otherwise (the contract's default).
+///
+/// ```
+/// use newrelic_telemetry::DEFAULT_HARVEST_INTERVAL;
+/// use std::time::Duration;
+///
+/// assert_eq!(DEFAULT_HARVEST_INTERVAL, Duration::from_secs(5));
+/// ```
 pub const DEFAULT_HARVEST_INTERVAL: Duration = Duration::from_secs(5);
 /// How long shutdown may take unless told otherwise.
+///
+/// ```
+/// use newrelic_telemetry::DEFAULT_SHUTDOWN_TIMEOUT;
+/// use std::time::Duration;
+///
+/// assert_eq!(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs(10));
+/// ```
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Items that may wait in the send queue unless told otherwise.
+///
+/// ```
+/// assert_eq!(newrelic_telemetry::DEFAULT_MAX_QUEUED_ITEMS, 200_000);
+/// ```
 pub const DEFAULT_MAX_QUEUED_ITEMS: usize = 200_000;
 /// Compressed bytes that may wait in the send queue unless told otherwise.
+///
+/// ```
+/// assert_eq!(newrelic_telemetry::DEFAULT_MAX_QUEUED_BYTES, 20_000_000);
+/// ```
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 20_000_000;
 
 /// How a harvester ended (or how it stands, if it was still running when the
 /// report was taken).
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Harvester, LogBatch, Log, LogClient};
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let logs = Arc::new(LogBatch::new());
+/// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+/// let harvester = Harvester::spawn(logs.clone(), client);
+/// logs.record(Log::new("started")).await?;
+///
+/// let report = harvester.shutdown().await;
+/// assert_eq!(report.api, "log");
+/// assert_eq!(report.delivery.items_sent, 1);
+/// assert!(report.completed && !report.deadline_exceeded);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct HarvestReport {
@@ -109,6 +151,22 @@ impl std::fmt::Debug for Harvester {
 
 impl Harvester {
     /// A builder for a harvester that drains `batch` through `client`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Harvester, LogBatch, Log, LogClient};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let harvester = Harvester::builder(logs.clone(), client).spawn();
+    /// logs.record(Log::new("started")).await?;
+    /// assert_eq!(harvester.shutdown().await.delivery.items_sent, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn builder<K: Kind>(batch: Arc<K::Batch>, client: Client<K>) -> HarvesterBuilder<K> {
         HarvesterBuilder {
             batch,
@@ -125,6 +183,22 @@ impl Harvester {
     ///
     /// # Panics
     /// Outside a Tokio runtime, as `tokio::spawn` does.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Harvester, LogBatch, Log, LogClient};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let harvester = Harvester::spawn(logs.clone(), client);
+    /// logs.record(Log::new("started")).await?;
+    /// assert_eq!(harvester.shutdown().await.delivery.items_sent, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn spawn<K: Kind>(batch: Arc<K::Batch>, client: Client<K>) -> Harvester {
         Harvester::builder(batch, client).spawn()
     }
@@ -132,6 +206,24 @@ impl Harvester {
     /// Stops the harvester and waits for it: it flushes the batch one last
     /// time and sends everything it holds, until the shutdown deadline.
     /// Calling it again (or after [`join`](Self::join)) returns the same report.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Harvester, LogBatch, Log, LogClient};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let harvester = Harvester::spawn(logs.clone(), client);
+    /// logs.record(Log::new("started")).await?;
+    /// let report = harvester.shutdown().await;
+    /// assert_eq!(report.delivery.items_sent, 1);
+    /// assert_eq!(harvester.shutdown().await, report); // the same report again
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(&self) -> HarvestReport {
         self.token.cancel();
         self.join().await
@@ -139,6 +231,28 @@ impl Harvester {
 
     /// Waits for the harvester to end, without stopping it: for when its
     /// token is cancelled elsewhere (a service-wide token on SIGTERM).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Harvester, LogBatch, Log, LogClient};
+    /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let service = CancellationToken::new();
+    /// let harvester = Harvester::builder(logs.clone(), client)
+    ///     .cancellation_token(service.clone())
+    ///     .spawn();
+    /// logs.record(Log::new("started")).await?;
+    ///
+    /// service.cancel(); // e.g. on SIGTERM, elsewhere in the service
+    /// assert_eq!(harvester.join().await.delivery.items_sent, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn join(&self) -> HarvestReport {
         let mut state = self.state.lock().await;
         if let State::Running(handle) = &mut *state {
@@ -166,17 +280,74 @@ impl Harvester {
     }
 
     /// Asks for a harvest now, without waiting for the next tick.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Harvester, LogBatch, Log, LogClient};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let harvester = Harvester::builder(logs.clone(), client)
+    ///     .harvest_interval(Duration::from_secs(3600))
+    ///     .spawn();
+    /// logs.record(Log::new("started")).await?;
+    ///
+    /// harvester.harvest_now(); // no need to wait an hour
+    /// assert!(server.wait_for_requests(1, Duration::from_secs(10)).await);
+    /// assert_eq!(server.logs()[0]["message"], "started");
+    /// # harvester.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn harvest_now(&self) {
         self.harvest_now.notify_one();
     }
 
     /// The delivery counters so far.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Harvester, LogBatch, Log, LogClient};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let harvester = Harvester::spawn(logs.clone(), client);
+    /// assert_eq!(harvester.stats().items_sent, 0);
+    /// logs.record(Log::new("started")).await?;
+    /// harvester.shutdown().await;
+    /// assert_eq!(harvester.stats().items_sent, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> DeliveryStats {
         (self.stats)().0
     }
 
     /// The harvester's own token: cancelling it stops the harvester. It is a
     /// child of the token given to the builder, if any.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Harvester, LogBatch, Log, LogClient};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let harvester = Harvester::spawn(logs.clone(), client);
+    /// harvester.cancellation_token().cancel(); // stops it, like shutdown()
+    /// assert!(harvester.join().await.completed);
+    /// # Ok(()) }
+    /// ```
     pub fn cancellation_token(&self) -> &CancellationToken {
         &self.token
     }
@@ -190,6 +361,34 @@ impl Drop for Harvester {
 }
 
 /// Configures and spawns a [`Harvester`].
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Harvester, MetricBatch, MetricClient};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tokio_util::sync::CancellationToken;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let batch = Arc::new(MetricBatch::new());
+/// let client = MetricClient::builder("test-key").endpoint(server.metric_url()).build()?;
+/// let service = CancellationToken::new();
+/// let harvester = Harvester::builder(batch.clone(), client)
+///     .harvest_interval(Duration::from_secs(10))
+///     .shutdown_timeout(Duration::from_secs(2))
+///     .max_queued_items(10_000)
+///     .max_queued_bytes(1_000_000)
+///     .cancellation_token(service.clone())
+///     .spawn();
+///
+/// batch.record_count("requests", 1.0, [("route", "/")]).await?;
+/// service.cancel();
+/// let report = harvester.join().await;
+/// assert_eq!(report.delivery.items_sent, 1);
+/// # Ok(()) }
+/// ```
 pub struct HarvesterBuilder<K: Kind> {
     batch: Arc<K::Batch>,
     client: Client<K>,
@@ -215,6 +414,20 @@ impl<K: Kind> std::fmt::Debug for HarvesterBuilder<K> {
 impl<K: Kind> HarvesterBuilder<K> {
     /// How often to harvest (default 5 s; from 1 ms to a year). A tick missed while
     /// a harvest runs is delayed, never made up in a burst.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Harvester, MetricBatch, MetricClient};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let batch = Arc::new(MetricBatch::new());
+    /// let client = MetricClient::builder("key").endpoint("http://127.0.0.1:9/metric/v1").build()?;
+    /// let harvester = Harvester::builder(batch, client).harvest_interval(Duration::from_secs(30)).spawn();
+    /// # harvester.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn harvest_interval(mut self, interval: Duration) -> Self {
         self.interval = interval.clamp(Duration::from_millis(1), MAX_DURATION);
         self
@@ -222,6 +435,24 @@ impl<K: Kind> HarvesterBuilder<K> {
 
     /// Stops the harvester when `token` is cancelled, so that one token can
     /// stop a whole service. The harvester runs on a child of it.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Harvester, MetricBatch, MetricClient};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let batch = Arc::new(MetricBatch::new());
+    /// let client = MetricClient::builder("key").endpoint("http://127.0.0.1:9/metric/v1").build()?;
+    /// use tokio_util::sync::CancellationToken;
+    /// let service = CancellationToken::new();
+    /// let harvester = Harvester::builder(batch, client).cancellation_token(service.clone()).spawn();
+    /// service.cancel();
+    /// assert!(harvester.cancellation_token().is_cancelled()); // it runs on a child token
+    /// assert!(harvester.join().await.completed);
+    /// # Ok(()) }
+    /// ```
     pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
         self.token = Some(token);
         self
@@ -230,6 +461,30 @@ impl<K: Kind> HarvesterBuilder<K> {
     /// How long the final flush and send may take once the harvester is
     /// stopped (default 10 s, at most a year); what is unsent by then is
     /// dropped and reported.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Harvester, Log, LogBatch, LogClient};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// tokio::time::pause(); // the server's 60 s delay passes instantly
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(202).with_delay(Duration::from_secs(60)));
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let harvester = Harvester::builder(logs.clone(), client)
+    ///     .shutdown_timeout(Duration::from_secs(1))
+    ///     .spawn();
+    /// logs.record(Log::new("slow")).await?;
+    ///
+    /// let report = harvester.shutdown().await;
+    /// assert!(report.deadline_exceeded);
+    /// assert_eq!(report.delivery.items_dropped_shutdown, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout.min(MAX_DURATION);
         self
@@ -237,6 +492,20 @@ impl<K: Kind> HarvesterBuilder<K> {
 
     /// The most items that may wait in the send queue (default 200,000).
     /// Past it the oldest waiting payload is dropped and counted.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Harvester, MetricBatch, MetricClient};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let batch = Arc::new(MetricBatch::new());
+    /// let client = MetricClient::builder("key").endpoint("http://127.0.0.1:9/metric/v1").build()?;
+    /// let harvester = Harvester::builder(batch, client).max_queued_items(50_000).spawn();
+    /// # harvester.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn max_queued_items(mut self, items: usize) -> Self {
         self.max_queued_items = items;
         self
@@ -244,6 +513,20 @@ impl<K: Kind> HarvesterBuilder<K> {
 
     /// The most compressed bytes that may wait in the send queue (default
     /// 20 MB). Past it the oldest waiting payload is dropped and counted.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Harvester, MetricBatch, MetricClient};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let batch = Arc::new(MetricBatch::new());
+    /// let client = MetricClient::builder("key").endpoint("http://127.0.0.1:9/metric/v1").build()?;
+    /// let harvester = Harvester::builder(batch, client).max_queued_bytes(5_000_000).spawn();
+    /// # harvester.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
         self.max_queued_bytes = bytes;
         self
@@ -253,6 +536,21 @@ impl<K: Kind> HarvesterBuilder<K> {
     ///
     /// # Panics
     /// Outside a Tokio runtime, as `tokio::spawn` does.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Harvester, MetricBatch, MetricClient};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let batch = Arc::new(MetricBatch::new());
+    /// let client = MetricClient::builder("key").endpoint("http://127.0.0.1:9/metric/v1").build()?;
+    /// let harvester = Harvester::builder(batch, client).spawn();
+    /// assert!(!harvester.cancellation_token().is_cancelled());
+    /// # harvester.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn spawn(self) -> Harvester {
         let token = self
             .token

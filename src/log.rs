@@ -26,6 +26,13 @@ pub struct Log {
 
 impl Log {
     /// A log record of `message`, timestamped now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Log;
+    ///
+    /// let log = Log::new("server started");
+    /// assert_eq!(log.message(), "server started");
+    /// ```
     pub fn new(message: impl Into<String>) -> Self {
         Log {
             message: message.into(),
@@ -35,6 +42,13 @@ impl Log {
     }
 
     /// Sets the `level` attribute (`"INFO"`, `"ERROR"`, ...).
+    ///
+    /// ```
+    /// use newrelic_telemetry::Log;
+    ///
+    /// let log = Log::new("disk almost full").with_level("WARN");
+    /// assert_eq!(log.attributes().get("level"), Some(&"WARN".into()));
+    /// ```
     pub fn with_level(self, level: impl Into<Value>) -> Self {
         self.with_attribute("level", level)
     }
@@ -57,6 +71,13 @@ impl Log {
     }
 
     /// Adds one attribute.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Log;
+    ///
+    /// let log = Log::new("request").with_attribute("status", 200);
+    /// assert_eq!(log.attributes().get("status"), Some(&200.into()));
+    /// ```
     pub fn with_attribute(
         mut self,
         key: impl Into<std::sync::Arc<str>>,
@@ -67,33 +88,75 @@ impl Log {
     }
 
     /// Adds every pair of `attributes` (replacing keys already present).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, attributes};
+    ///
+    /// let log = Log::new("request").with_attributes(attributes! { "route" => "/pay", "ms" => 12 });
+    /// assert_eq!(log.attributes().len(), 2);
+    /// ```
     pub fn with_attributes(mut self, attributes: Attributes) -> Self {
         self.attributes.absorb(attributes);
         self
     }
 
     /// Sets when the record was written.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Log;
+    ///
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let log = Log::new("boot").with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1500));
+    /// assert_eq!(log.timestamp_ms(), 1_500);
+    /// ```
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = millis_since_epoch(timestamp);
         self
     }
 
     /// The message.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Log;
+    ///
+    /// assert_eq!(Log::new("hello").message(), "hello");
+    /// ```
     pub fn message(&self) -> &str {
         &self.message
     }
 
     /// When the record was written, in milliseconds since the Unix epoch.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Log;
+    ///
+    /// assert!(Log::new("hello").timestamp_ms() > 0); // now
+    /// ```
     pub fn timestamp_ms(&self) -> u64 {
         self.timestamp_ms
     }
 
     /// The record's attributes.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Log;
+    ///
+    /// assert!(Log::new("hello").attributes().is_empty());
+    /// ```
     pub fn attributes(&self) -> &Attributes {
         &self.attributes
     }
 
     /// The record's attributes, to change in place.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Log;
+    ///
+    /// let mut log = Log::new("hello");
+    /// log.attributes_mut().insert("user", "alice");
+    /// assert_eq!(log.attributes().len(), 1);
+    /// ```
     pub fn attributes_mut(&mut self) -> &mut Attributes {
         &mut self.attributes
     }

@@ -9,6 +9,14 @@ use crate::attributes::Attributes;
 use crate::time::{duration_millis, millis_since_epoch, now_ms};
 
 /// The three metric types of the Metric API.
+///
+/// ```
+/// use newrelic_telemetry::{CountMetric, Metric, MetricKind};
+/// use std::time::Duration;
+///
+/// let m: Metric = CountMetric::new("jobs", 1.0, Duration::from_secs(5)).into();
+/// assert_eq!(m.kind(), MetricKind::Count);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MetricKind {
     /// A sum over an interval.
@@ -21,6 +29,12 @@ pub enum MetricKind {
 
 impl MetricKind {
     /// The `type` field on the wire.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricKind;
+    ///
+    /// assert_eq!(MetricKind::Summary.as_str(), "summary");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             MetricKind::Count => "count",
@@ -53,6 +67,13 @@ pub struct Summary {
 
 impl Summary {
     /// A summary from pre-computed fields.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Summary;
+    ///
+    /// let s = Summary::new(3, 12.0, 2.0, 6.0);
+    /// assert_eq!(s.sum / s.count as f64, 4.0);
+    /// ```
     pub fn new(count: u64, sum: f64, min: f64, max: f64) -> Self {
         Summary {
             count,
@@ -63,11 +84,25 @@ impl Summary {
     }
 
     /// The summary of one observation.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Summary;
+    ///
+    /// assert_eq!(Summary::from_value(2.5), Summary::new(1, 2.5, 2.5, 2.5));
+    /// ```
     pub fn from_value(value: f64) -> Self {
         Summary::new(1, value, value, value)
     }
 
     /// Adds `other`'s observations to this summary.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Summary;
+    ///
+    /// let mut a = Summary::new(2, 3.0, 1.0, 2.0);
+    /// a.merge(&Summary::new(1, 10.0, 10.0, 10.0));
+    /// assert_eq!(a, Summary::new(3, 13.0, 1.0, 10.0));
+    /// ```
     pub fn merge(&mut self, other: &Summary) {
         self.count = self.count.saturating_add(other.count);
         self.sum += other.sum;
@@ -76,6 +111,14 @@ impl Summary {
     }
 
     /// Adds one observation.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Summary;
+    ///
+    /// let mut s = Summary::from_value(4.0);
+    /// s.observe(1.0);
+    /// assert_eq!((s.count, s.sum, s.min, s.max), (2, 5.0, 1.0, 4.0));
+    /// ```
     pub fn observe(&mut self, value: f64) {
         self.count = self.count.saturating_add(1);
         self.sum += value;
@@ -215,6 +258,15 @@ pub struct CountMetric {
 
 impl CountMetric {
     /// A count of `value` over `interval`, ending now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::CountMetric;
+    /// use std::time::Duration;
+    ///
+    /// let count = CountMetric::new("requests", 12.0, Duration::from_secs(60));
+    /// assert_eq!(count.interval_ms(), Some(60_000));
+    /// assert!(count.timestamp_ms().is_some()); // the interval's start
+    /// ```
     pub fn new(name: impl Into<Arc<str>>, value: f64, interval: Duration) -> Self {
         CountMetric {
             head: Head::new(name.into()).interval_ending_now(interval),
@@ -239,17 +291,40 @@ impl CountMetric {
 
     /// Moves the interval so that it ends at `end` (the default end is the time
     /// the metric was created).
+    ///
+    /// ```
+    /// use newrelic_telemetry::CountMetric;
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let end = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+    /// let count = CountMetric::new("jobs", 1.0, Duration::from_secs(10)).with_end_time(end);
+    /// assert_eq!(count.timestamp_ms(), Some(90_000)); // the interval's start
+    /// ```
     pub fn with_end_time(mut self, end: SystemTime) -> Self {
         self.head.end_at(end);
         self
     }
 
     /// The counted value.
+    ///
+    /// ```
+    /// use newrelic_telemetry::CountMetric;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(CountMetric::new("jobs", 4.0, Duration::from_secs(1)).value(), 4.0);
+    /// ```
     pub fn value(&self) -> f64 {
         self.value
     }
 
     /// The interval in milliseconds, if the metric has its own.
+    ///
+    /// ```
+    /// use newrelic_telemetry::CountMetric;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(CountMetric::new("jobs", 4.0, Duration::from_millis(1500)).interval_ms(), Some(1500));
+    /// ```
     pub fn interval_ms(&self) -> Option<u64> {
         self.head.interval_ms
     }
@@ -274,6 +349,14 @@ pub struct GaugeMetric {
 
 impl GaugeMetric {
     /// A gauge of `value`, set now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::GaugeMetric;
+    ///
+    /// let gauge = GaugeMetric::new("memory.used", 512.0).with_attribute("unit", "MiB");
+    /// assert_eq!(gauge.value(), 512.0);
+    /// assert!(gauge.timestamp_ms().is_some()); // now
+    /// ```
     pub fn new(name: impl Into<Arc<str>>, value: f64) -> Self {
         let mut head = Head::new(name.into());
         head.timestamp_ms = Some(now_ms());
@@ -297,12 +380,27 @@ impl GaugeMetric {
     }
 
     /// Sets the time the value was observed.
+    ///
+    /// ```
+    /// use newrelic_telemetry::GaugeMetric;
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let gauge = GaugeMetric::new("temperature", 21.5).with_timestamp(at);
+    /// assert_eq!(gauge.timestamp_ms(), Some(1_700_000_000_000));
+    /// ```
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.head.timestamp_ms = Some(millis_since_epoch(timestamp));
         self
     }
 
     /// The gauge's value.
+    ///
+    /// ```
+    /// use newrelic_telemetry::GaugeMetric;
+    ///
+    /// assert_eq!(GaugeMetric::new("cpu", 0.75).value(), 0.75);
+    /// ```
     pub fn value(&self) -> f64 {
         self.value
     }
@@ -327,6 +425,15 @@ pub struct SummaryMetric {
 
 impl SummaryMetric {
     /// A summary over `interval`, ending now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Summary, SummaryMetric};
+    /// use std::time::Duration;
+    ///
+    /// let latency = SummaryMetric::new("latency.ms", Summary::new(2, 30.0, 10.0, 20.0), Duration::from_secs(5));
+    /// assert_eq!(latency.summary().max, 20.0);
+    /// assert_eq!(latency.interval_ms(), Some(5_000));
+    /// ```
     pub fn new(name: impl Into<Arc<str>>, summary: Summary, interval: Duration) -> Self {
         SummaryMetric {
             head: Head::new(name.into()).interval_ending_now(interval),
@@ -349,17 +456,43 @@ impl SummaryMetric {
     }
 
     /// Moves the interval so that it ends at `end`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Summary, SummaryMetric};
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let end = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+    /// let m = SummaryMetric::new("size", Summary::from_value(3.0), Duration::from_secs(10))
+    ///     .with_end_time(end);
+    /// assert_eq!(m.timestamp_ms(), Some(90_000));
+    /// ```
     pub fn with_end_time(mut self, end: SystemTime) -> Self {
         self.head.end_at(end);
         self
     }
 
     /// The summarised observations.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Summary, SummaryMetric};
+    /// use std::time::Duration;
+    ///
+    /// let m = SummaryMetric::new("size", Summary::from_value(3.0), Duration::from_secs(1));
+    /// assert_eq!(m.summary().count, 1);
+    /// ```
     pub fn summary(&self) -> Summary {
         self.summary
     }
 
     /// The interval in milliseconds, if the metric has its own.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Summary, SummaryMetric};
+    /// use std::time::Duration;
+    ///
+    /// let m = SummaryMetric::new("size", Summary::from_value(3.0), Duration::from_secs(2));
+    /// assert_eq!(m.interval_ms(), Some(2_000));
+    /// ```
     pub fn interval_ms(&self) -> Option<u64> {
         self.head.interval_ms
     }
@@ -396,6 +529,13 @@ impl Metric {
     }
 
     /// Which type of metric this is.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{GaugeMetric, Metric, MetricKind};
+    ///
+    /// let m = Metric::from(GaugeMetric::new("cpu", 0.5));
+    /// assert_eq!(m.kind(), MetricKind::Gauge);
+    /// ```
     pub fn kind(&self) -> MetricKind {
         match self {
             Metric::Count(_) => MetricKind::Count,
@@ -405,11 +545,24 @@ impl Metric {
     }
 
     /// The metric's name.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{GaugeMetric, Metric};
+    ///
+    /// assert_eq!(Metric::from(GaugeMetric::new("cpu", 0.5)).name(), "cpu");
+    /// ```
     pub fn name(&self) -> &str {
         &self.head().name
     }
 
     /// The metric's attributes.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{GaugeMetric, Metric};
+    ///
+    /// let m = Metric::from(GaugeMetric::new("cpu", 0.5).with_attribute("core", 0));
+    /// assert_eq!(m.attributes().len(), 1);
+    /// ```
     pub fn attributes(&self) -> &Attributes {
         &self.head().attributes
     }
@@ -429,11 +582,29 @@ impl Metric {
     }
 
     /// The metric's own timestamp, if it has one.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{GaugeMetric, Metric};
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let at = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
+    /// let gauge = Metric::from(GaugeMetric::new("cpu", 0.5).with_timestamp(at));
+    /// assert_eq!(gauge.timestamp_ms(), Some(10_000));
+    /// ```
     pub fn timestamp_ms(&self) -> Option<u64> {
         self.head().timestamp_ms
     }
 
     /// The metric's own interval, if it has one.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{CountMetric, GaugeMetric, Metric};
+    /// use std::time::Duration;
+    ///
+    /// let count = Metric::from(CountMetric::new("jobs", 1.0, Duration::from_secs(5)));
+    /// assert_eq!(count.interval_ms(), Some(5_000));
+    /// assert_eq!(Metric::from(GaugeMetric::new("cpu", 0.5)).interval_ms(), None);
+    /// ```
     pub fn interval_ms(&self) -> Option<u64> {
         self.head().interval_ms
     }

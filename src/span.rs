@@ -44,6 +44,15 @@ pub struct Span {
 
 impl Span {
     /// A span named `name` in a new trace, starting now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// let span = Span::new("GET /orders");
+    /// assert_eq!(span.name(), "GET /orders");
+    /// assert_eq!(span.parent_id(), None);
+    /// assert_ne!(span.id(), span.trace_id());
+    /// ```
     pub fn new(name: impl Into<String>) -> Self {
         Span {
             id: random_hex_id(),
@@ -61,6 +70,16 @@ impl Span {
 
     /// A span in this span's trace, with this span as its parent and the same
     /// service name, starting now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// let root = Span::new("checkout").with_service_name("shop");
+    /// let child = root.child("charge card");
+    /// assert_eq!(child.trace_id(), root.trace_id());
+    /// assert_eq!(child.parent_id(), Some(root.id()));
+    /// assert_eq!(child.service_name(), Some("shop"));
+    /// ```
     pub fn child(&self, name: impl Into<String>) -> Span {
         Span {
             trace_id: self.trace_id.clone(),
@@ -71,48 +90,106 @@ impl Span {
     }
 
     /// Sets the span id.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// assert_eq!(Span::new("db").with_id("00f067aa0ba902b7").id(), "00f067aa0ba902b7");
+    /// ```
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
         self
     }
 
     /// Sets the trace id.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// // Continue a trace started elsewhere (for example, from an incoming header).
+    /// let span = Span::new("handle").with_trace_id("4bf92f3577b34da6a3ce929d0e0e4736");
+    /// assert_eq!(span.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    /// ```
     pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
         self.trace_id = trace_id.into();
         self
     }
 
     /// Sets the parent span's id.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// assert_eq!(Span::new("db").with_parent_id("abc").parent_id(), Some("abc"));
+    /// ```
     pub fn with_parent_id(mut self, parent_id: impl Into<String>) -> Self {
         self.parent_id = Some(parent_id.into());
         self
     }
 
     /// Sets the name of the service the span belongs to.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// assert_eq!(Span::new("db").with_service_name("orders").service_name(), Some("orders"));
+    /// ```
     pub fn with_service_name(mut self, service_name: impl Into<Arc<str>>) -> Self {
         self.service_name = Some(service_name.into());
         self
     }
 
     /// Sets the start time.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let span = Span::new("db").with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(3));
+    /// assert_eq!(span.timestamp_ms(), 3_000);
+    /// ```
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = millis_since_epoch(timestamp);
         self
     }
 
     /// Sets the duration.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// use std::time::Duration;
+    ///
+    /// let span = Span::new("db").with_duration(Duration::from_millis(40)).finish();
+    /// assert_eq!(span.duration(), Some(Duration::from_millis(40))); // finish keeps it
+    /// ```
     pub fn with_duration(mut self, duration: Duration) -> Self {
         self.duration = Some(duration);
         self
     }
 
     /// Adds one attribute.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// let span = Span::new("db").with_attribute("db.system", "postgres");
+    /// assert_eq!(span.attributes().get("db.system"), Some(&"postgres".into()));
+    /// ```
     pub fn with_attribute(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.attributes.insert(key, value);
         self
     }
 
     /// Adds every pair of `attributes` (replacing keys already present).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Span, attributes};
+    ///
+    /// let span = Span::new("db").with_attributes(attributes! { "db.system" => "postgres", "rows" => 3 });
+    /// assert_eq!(span.attributes().len(), 2);
+    /// ```
     pub fn with_attributes(mut self, attributes: Attributes) -> Self {
         self.attributes.absorb(attributes);
         self
@@ -120,6 +197,14 @@ impl Span {
 
     /// Flags the span as failed: sets `error` to `true`, and `error.message`,
     /// `error.class` and, if given, `error.stack`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// let span = Span::new("charge").with_error("card declined", "PaymentError", None);
+    /// assert_eq!(span.attributes().get("error"), Some(&true.into()));
+    /// assert_eq!(span.attributes().get("error.class"), Some(&"PaymentError".into()));
+    /// ```
     pub fn with_error(
         mut self,
         message: impl Into<Value>,
@@ -132,18 +217,43 @@ impl Span {
     }
 
     /// Adds a span event (the `events` array on the wire).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Span, SpanEvent};
+    ///
+    /// let span = Span::new("fetch").with_event(SpanEvent::new("cache miss"));
+    /// assert_eq!(span.events()[0].name(), "cache miss");
+    /// ```
     pub fn with_event(mut self, event: SpanEvent) -> Self {
         self.events.push(event);
         self
     }
 
     /// Adds a span event in place.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Span, SpanEvent};
+    ///
+    /// let mut span = Span::new("fetch");
+    /// for attempt in 1..=2 {
+    ///     span.add_event(SpanEvent::new("retry").with_attribute("attempt", attempt));
+    /// }
+    /// assert_eq!(span.events().len(), 2);
+    /// ```
     pub fn add_event(&mut self, event: SpanEvent) {
         self.events.push(event);
     }
 
     /// Ends the span: sets its duration to the time since it started, unless a
     /// duration was set already.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// let span = Span::new("work");
+    /// assert_eq!(span.duration(), None);
+    /// assert!(span.finish().duration().is_some());
+    /// ```
     pub fn finish(mut self) -> Self {
         if self.duration.is_none() {
             self.duration = Some(self.started.elapsed());
@@ -152,51 +262,118 @@ impl Span {
     }
 
     /// The span id.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// assert_eq!(Span::new("work").id().len(), 16); // 16 hex digits
+    /// ```
     pub fn id(&self) -> &str {
         &self.id
     }
 
     /// The trace id.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// let root = Span::new("work");
+    /// assert_eq!(root.child("step").trace_id(), root.trace_id());
+    /// ```
     pub fn trace_id(&self) -> &str {
         &self.trace_id
     }
 
     /// The parent span's id, if any.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// let root = Span::new("work");
+    /// assert_eq!(root.parent_id(), None);
+    /// assert_eq!(root.child("step").parent_id(), Some(root.id()));
+    /// ```
     pub fn parent_id(&self) -> Option<&str> {
         self.parent_id.as_deref()
     }
 
     /// The span's name.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// assert_eq!(Span::new("work").name(), "work");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The service name, if set.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// assert_eq!(Span::new("work").service_name(), None);
+    /// ```
     pub fn service_name(&self) -> Option<&str> {
         self.service_name.as_deref()
     }
 
     /// The start time in milliseconds since the Unix epoch.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// assert!(Span::new("work").timestamp_ms() > 0); // its start
+    /// ```
     pub fn timestamp_ms(&self) -> u64 {
         self.timestamp_ms
     }
 
     /// The duration, once set or finished.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(Span::new("work").with_duration(Duration::from_secs(1)).duration(), Some(Duration::from_secs(1)));
+    /// ```
     pub fn duration(&self) -> Option<Duration> {
         self.duration
     }
 
     /// The span's attributes.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// assert!(Span::new("work").attributes().is_empty());
+    /// ```
     pub fn attributes(&self) -> &Attributes {
         &self.attributes
     }
 
     /// The span's attributes, to change in place.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// let mut span = Span::new("work");
+    /// span.attributes_mut().insert("rows", 3);
+    /// assert_eq!(span.attributes().len(), 1);
+    /// ```
     pub fn attributes_mut(&mut self) -> &mut Attributes {
         &mut self.attributes
     }
 
     /// The span's events.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Span;
+    ///
+    /// assert!(Span::new("work").events().is_empty());
+    /// ```
     pub fn events(&self) -> &[SpanEvent] {
         &self.events
     }
@@ -273,6 +450,12 @@ pub struct SpanEvent {
 
 impl SpanEvent {
     /// An event named `name`, timestamped now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::SpanEvent;
+    ///
+    /// assert_eq!(SpanEvent::new("cache miss").name(), "cache miss");
+    /// ```
     pub fn new(name: impl Into<String>) -> Self {
         SpanEvent {
             name: name.into(),
@@ -282,28 +465,61 @@ impl SpanEvent {
     }
 
     /// Adds one attribute.
+    ///
+    /// ```
+    /// use newrelic_telemetry::SpanEvent;
+    ///
+    /// assert_eq!(SpanEvent::new("retry").with_attribute("attempt", 2).attributes().len(), 1);
+    /// ```
     pub fn with_attribute(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.attributes.insert(key, value);
         self
     }
 
     /// Sets when the event happened.
+    ///
+    /// ```
+    /// use newrelic_telemetry::SpanEvent;
+    ///
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let event = SpanEvent::new("retry").with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+    /// assert_eq!(event.timestamp_ms(), 1_000);
+    /// ```
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = millis_since_epoch(timestamp);
         self
     }
 
     /// The event's name.
+    ///
+    /// ```
+    /// use newrelic_telemetry::SpanEvent;
+    ///
+    /// assert_eq!(SpanEvent::new("retry").name(), "retry");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// When it happened, in milliseconds since the Unix epoch.
+    ///
+    /// ```
+    /// use newrelic_telemetry::SpanEvent;
+    ///
+    /// assert!(SpanEvent::new("retry").timestamp_ms() > 0); // now
+    /// ```
     pub fn timestamp_ms(&self) -> u64 {
         self.timestamp_ms
     }
 
     /// The event's attributes.
+    ///
+    /// ```
+    /// use newrelic_telemetry::SpanEvent;
+    ///
+    /// assert!(SpanEvent::new("retry").attributes().is_empty());
+    /// ```
     pub fn attributes(&self) -> &Attributes {
         &self.attributes
     }

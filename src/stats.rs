@@ -10,6 +10,22 @@ use crate::client::DropReason;
 /// Every item handed to a client ends up counted once, either in `items_sent`
 /// or in one of the `items_dropped_*` counters (items still waiting or in
 /// flight are in neither yet).
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Event, EventClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+/// client.send(Event::new("Purchase")).await?;
+///
+/// let stats = client.stats();
+/// assert_eq!((stats.payloads_sent, stats.items_sent, stats.retries), (1, 1, 0));
+/// assert_eq!(stats.items_dropped(), 0);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeliveryStats {
@@ -42,6 +58,13 @@ pub struct DeliveryStats {
 
 impl DeliveryStats {
     /// All items dropped, for whatever reason.
+    ///
+    /// ```
+    /// use newrelic_telemetry::DeliveryStats;
+    ///
+    /// let stats = DeliveryStats::default();
+    /// assert_eq!(stats.items_dropped(), 0);
+    /// ```
     pub fn items_dropped(&self) -> u64 {
         self.items_dropped_invalid
             + self.items_dropped_rejected

@@ -41,6 +41,18 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// One of the four ingest APIs, as the test server tells them apart by path.
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// use newrelic_telemetry::test_util::IngestApi;
+/// assert_eq!(IngestApi::Log.path(), "/log/v1");
+/// assert_eq!(server.url(IngestApi::Log), server.log_url());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IngestApi {
     /// `POST /metric/v1`
@@ -55,6 +67,13 @@ pub enum IngestApi {
 
 impl IngestApi {
     /// The path the API is served on.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::IngestApi;
+    ///
+    /// assert_eq!(IngestApi::Metric.path(), "/metric/v1");
+    /// assert_eq!(IngestApi::Event.path(), "/v1/accounts/events");
+    /// ```
     pub fn path(self) -> &'static str {
         match self {
             IngestApi::Metric => "/metric/v1",
@@ -96,6 +115,23 @@ pub struct ScriptedResponse {
 
 impl ScriptedResponse {
     /// Answer with `status`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Event, EventClient, RetryPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = EventClient::builder("test-key")
+    ///     .endpoint(server.event_url())
+    ///     .retry_policy(RetryPolicy::none())
+    ///     .build()?;
+    /// server.respond_with(ScriptedResponse::status(410));
+    /// assert!(client.send(Event::new("Order")).await.is_err());
+    /// assert_eq!(server.requests()[0].status, 410);
+    /// # Ok(()) }
+    /// ```
     pub fn status(status: u16) -> Self {
         ScriptedResponse {
             status,
@@ -106,6 +142,23 @@ impl ScriptedResponse {
     }
 
     /// Close the connection after reading the request, without answering.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Event, EventClient, RetryPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = EventClient::builder("test-key")
+    ///     .endpoint(server.event_url())
+    ///     .retry_policy(RetryPolicy::none())
+    ///     .build()?;
+    /// server.respond_with(ScriptedResponse::close_connection());
+    /// assert!(client.send(Event::new("Order")).await.is_err()); // a connection error, not retried here
+    /// assert_eq!(server.requests()[0].status, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn close_connection() -> Self {
         ScriptedResponse {
             close: true,
@@ -114,12 +167,46 @@ impl ScriptedResponse {
     }
 
     /// Adds a header to the answer.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Event, EventClient};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// tokio::time::pause(); // the 2 s Retry-After passes instantly
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(429).with_header("Retry-After", "2"));
+    /// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// client.send(Event::new("Order")).await?;
+    /// let requests = server.requests();
+    /// assert!(requests[1].received_at - requests[0].received_at >= Duration::from_secs(2));
+    /// # Ok(()) }
+    /// ```
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
     /// Waits this long (on tokio's clock) before answering.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Event, EventClient};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// tokio::time::pause(); // the delay passes instantly
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(202).with_delay(Duration::from_secs(3)));
+    /// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let start = tokio::time::Instant::now();
+    /// client.send(Event::new("Order")).await?;
+    /// assert!(start.elapsed() >= Duration::from_secs(3));
+    /// # Ok(()) }
+    /// ```
     pub fn with_delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
@@ -127,6 +214,25 @@ impl ScriptedResponse {
 }
 
 /// A request the server received, decoded.
+///
+/// ```
+/// use newrelic_telemetry::test_util::{IngestApi, TestIngestServer};
+/// use newrelic_telemetry::{Event, EventClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+/// client.send(Event::new("Order")).await?;
+///
+/// let request = &server.requests()[0];
+/// assert_eq!(request.api, Some(IngestApi::Event));
+/// assert_eq!((request.method.as_str(), request.status), ("POST", 200));
+/// assert_eq!(request.header("Content-Encoding"), Some("gzip"));
+/// assert_eq!(request.body[0]["eventType"], "Order");
+/// assert!(request.accepted());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ReceivedRequest {
     /// The API its path named (`None` for an unknown path, answered 404).
@@ -145,13 +251,28 @@ pub struct ReceivedRequest {
     /// The status the server answered: 0 while the answer is pending, or if
     /// the server closed the connection, or if the client went away first.
     pub status: u16,
-    /// When the request arrived, on tokio's clock (so paused-time tests can
-    /// check retry schedules exactly).
+    /// When the request arrived, on tokio's clock, so paused-time tests can
+    /// check retry schedules (to within the little real time the requests
+    /// themselves take).
     pub received_at: tokio::time::Instant,
 }
 
 impl ReceivedRequest {
     /// The first value of header `name` (case-insensitive).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = newrelic_telemetry::EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// client.send(newrelic_telemetry::Event::new("Order")).await?;
+    /// let request = &server.requests()[0];
+    /// assert_eq!(request.header("API-KEY"), Some("test-key")); // any case
+    /// assert_eq!(request.header("x-missing"), None);
+    /// # Ok(()) }
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -160,6 +281,21 @@ impl ReceivedRequest {
     }
 
     /// Whether the server answered 2xx.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Log, LogClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(500)); // then accept the retry
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// client.send(Log::new("hi")).await?;
+    /// let accepted: Vec<bool> = server.requests().iter().map(|r| r.accepted()).collect();
+    /// assert_eq!(accepted, [false, true]);
+    /// # Ok(()) }
+    /// ```
     pub fn accepted(&self) -> bool {
         (200..300).contains(&self.status)
     }
@@ -186,6 +322,23 @@ impl Shared {
 }
 
 /// An ingest server on 127.0.0.1 for tests and local runs. Stops when dropped.
+///
+/// ```
+/// use newrelic_telemetry::test_util::{IngestApi, ScriptedResponse, TestIngestServer};
+/// use newrelic_telemetry::{Log, LogClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// server.respond_to(IngestApi::Log, ScriptedResponse::status(502)); // once, then accept
+/// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+/// client.send(Log::new("hello")).await?;
+///
+/// let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+/// assert_eq!(statuses, [502, 202]);
+/// assert_eq!(server.logs()[0]["message"], "hello");
+/// # Ok(()) }
+/// ```
 pub struct TestIngestServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -208,6 +361,17 @@ impl Drop for TestIngestServer {
 
 impl TestIngestServer {
     /// Starts a server on an ephemeral port of 127.0.0.1.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// assert!(server.addr().ip().is_loopback());
+    /// assert!(server.requests().is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn start() -> std::io::Result<TestIngestServer> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
@@ -221,31 +385,93 @@ impl TestIngestServer {
     }
 
     /// The address the server listens on.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// assert_eq!(server.url(newrelic_telemetry::test_util::IngestApi::Log),
+    ///            format!("http://{}/log/v1", server.addr()));
+    /// # Ok(()) }
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The full URL of `api` on this server.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// use newrelic_telemetry::test_util::IngestApi;
+    /// assert!(server.url(IngestApi::Trace).ends_with("/trace/v1"));
+    /// # Ok(()) }
+    /// ```
     pub fn url(&self, api: IngestApi) -> String {
         format!("http://{}{}", self.addr, api.path())
     }
 
     /// The Metric API's URL.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// assert_eq!(server.metric_url(), format!("http://{}/metric/v1", server.addr()));
+    /// # Ok(()) }
+    /// ```
     pub fn metric_url(&self) -> String {
         self.url(IngestApi::Metric)
     }
 
     /// The Event API's URL.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// assert_eq!(server.event_url(), format!("http://{}/v1/accounts/events", server.addr()));
+    /// # Ok(()) }
+    /// ```
     pub fn event_url(&self) -> String {
         self.url(IngestApi::Event)
     }
 
     /// The Log API's URL.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// assert_eq!(server.log_url(), format!("http://{}/log/v1", server.addr()));
+    /// # Ok(()) }
+    /// ```
     pub fn log_url(&self) -> String {
         self.url(IngestApi::Log)
     }
 
     /// The Trace API's URL.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// assert_eq!(server.trace_url(), format!("http://{}/trace/v1", server.addr()));
+    /// # Ok(()) }
+    /// ```
     pub fn trace_url(&self) -> String {
         self.url(IngestApi::Trace)
     }
@@ -282,16 +508,63 @@ impl TestIngestServer {
 
     /// Answers the next request (to any API) as `response`. Scripts queue up
     /// and are used once each, in order; unscripted requests are accepted.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Event, EventClient, RetryPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(404));
+    /// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// assert!(client.send(Event::new("Order")).await.is_err()); // 404: dropped
+    /// assert!(client.send(Event::new("Order")).await.is_ok()); // unscripted: accepted
+    /// # Ok(()) }
+    /// ```
     pub fn respond_with(&self, response: ScriptedResponse) {
         self.shared.lock().scripts.push_back((None, response));
     }
 
     /// Answers the next request to `api` as `response`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{IngestApi, ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Event, EventClient, Log, LogClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_to(IngestApi::Log, ScriptedResponse::status(403));
+    /// let events = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let logs = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// assert!(events.send(Event::new("Order")).await.is_ok()); // not scripted for events
+    /// assert!(logs.send(Log::new("hi")).await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn respond_to(&self, api: IngestApi, response: ScriptedResponse) {
         self.shared.lock().scripts.push_back((Some(api), response));
     }
 
     /// Answers `n` requests in a row (to any API) as `response`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Log, LogClient, RetryPolicy};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_n(2, ScriptedResponse::status(500));
+    /// let client = LogClient::builder("test-key")
+    ///     .endpoint(server.log_url())
+    ///     .retry_policy(RetryPolicy::default().backoff_factor(Duration::from_millis(1)))
+    ///     .build()?;
+    /// let report = client.send(Log::new("hi")).await?;
+    /// assert_eq!(report.payloads()[0].attempts(), 3);
+    /// # Ok(()) }
+    /// ```
     pub fn respond_n(&self, n: usize, response: ScriptedResponse) {
         let mut state = self.shared.lock();
         for _ in 0..n {
@@ -301,22 +574,81 @@ impl TestIngestServer {
 
     /// Answers 413 to every unscripted request whose body on the wire is over
     /// `bytes` (`None` lifts the limit).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{DropReason, Log, LogClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// server.set_max_body_bytes(Some(1)); // every body is too large
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let err = client.send(Log::new("hi")).await.unwrap_err();
+    /// assert!(matches!(err.report().first_drop_reason(), Some(DropReason::TooLarge { .. })));
+    /// assert_eq!(server.requests()[0].status, 413);
+    /// # Ok(()) }
+    /// ```
     pub fn set_max_body_bytes(&self, bytes: Option<usize>) {
         self.shared.lock().max_body_bytes = bytes;
     }
 
     /// Every request received so far, in order.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = newrelic_telemetry::LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// client.send(newrelic_telemetry::Log::new("a")).await?;
+    /// client.send(newrelic_telemetry::Log::new("b")).await?;
+    /// assert_eq!(server.requests().len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         self.shared.lock().requests.clone()
     }
 
     /// Metrics from accepted requests, each with its block's common
     /// `timestamp`, `interval.ms` and attributes filled in (its own win).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Common, CountMetric, MetricClient, attributes};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = MetricClient::builder("test-key").endpoint(server.metric_url()).build()?;
+    /// let common = Common::new().with_attributes(attributes! { "host" => "web-1" });
+    /// let count = CountMetric::new("jobs", 2.0, Duration::from_secs(10));
+    /// client.send_batch(vec![count.into()], common).await?;
+    ///
+    /// let metric = &server.metrics()[0];
+    /// assert_eq!(metric["type"], "count");
+    /// assert_eq!(metric["attributes"]["host"], "web-1"); // from the common block
+    /// # Ok(()) }
+    /// ```
     pub fn metrics(&self) -> Vec<Json> {
         self.blocks(IngestApi::Metric, "metrics")
     }
 
     /// Events from accepted requests.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = newrelic_telemetry::EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// client.send(newrelic_telemetry::Event::new("Order").with_attribute("total", 42)).await?;
+    /// assert_eq!(server.events()[0]["total"], 42);
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self) -> Vec<Json> {
         self.accepted(IngestApi::Event)
             .flat_map(|body| body.as_array().cloned().unwrap_or_default())
@@ -324,17 +656,61 @@ impl TestIngestServer {
     }
 
     /// Log records from accepted requests, with common attributes filled in.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = newrelic_telemetry::LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// client.send(newrelic_telemetry::Log::new("ready").with_level("INFO")).await?;
+    /// assert_eq!(server.logs()[0]["attributes"]["level"], "INFO");
+    /// # Ok(()) }
+    /// ```
     pub fn logs(&self) -> Vec<Json> {
         self.blocks(IngestApi::Log, "logs")
     }
 
     /// Spans from accepted requests, with common attributes filled in.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = newrelic_telemetry::SpanClient::builder("test-key").endpoint(server.trace_url()).build()?;
+    /// let span = newrelic_telemetry::Span::new("GET /").with_service_name("web").finish();
+    /// client.send(span.clone()).await?;
+    /// assert_eq!(server.spans()[0]["id"], span.id());
+    /// assert_eq!(server.spans()[0]["attributes"]["service.name"], "web");
+    /// # Ok(()) }
+    /// ```
     pub fn spans(&self) -> Vec<Json> {
         self.blocks(IngestApi::Trace, "spans")
     }
 
     /// Waits until `condition` holds for the requests received, or `timeout`
     /// passes (on tokio's clock). Returns whether it held.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// use std::time::Duration;
+    /// let telemetry = server.telemetry_builder().build()?;
+    /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await?;
+    /// telemetry.harvest_now();
+    /// let arrived = server
+    ///     .wait_until(Duration::from_secs(10), |requests| requests.iter().any(|r| r.accepted()))
+    ///     .await;
+    /// assert!(arrived);
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_until(
         &self,
         timeout: Duration,
@@ -353,6 +729,21 @@ impl TestIngestServer {
     }
 
     /// Waits until at least `n` requests have been received.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// use std::time::Duration;
+    /// let telemetry = server.telemetry_builder().build()?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await?;
+    /// telemetry.harvest_now(); // the harvester sends in the background
+    /// assert!(server.wait_for_requests(1, Duration::from_secs(10)).await);
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
         self.wait_until(timeout, |r| r.len() >= n).await
     }

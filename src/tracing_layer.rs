@@ -172,11 +172,22 @@ use crate::span::{Span, SpanEvent};
 
 /// Spans and logs the layer's channel holds unless told otherwise; see
 /// [`NewRelicLayerBuilder::channel_capacity`].
+///
+/// ```
+/// assert_eq!(newrelic_telemetry::tracing_layer::DEFAULT_CHANNEL_CAPACITY, 10_000);
+/// ```
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 10_000;
 
 /// Targets (crate or module paths) whose spans and events the layer never
 /// exports: this SDK and the HTTP stack it sends with. A target matches when it
 /// equals one of them or starts with one of them followed by `::`.
+///
+/// ```
+/// use newrelic_telemetry::tracing_layer::DEFAULT_EXCLUDED_TARGETS;
+///
+/// assert!(DEFAULT_EXCLUDED_TARGETS.contains(&"newrelic_telemetry"));
+/// assert!(DEFAULT_EXCLUDED_TARGETS.contains(&"reqwest"));
+/// ```
 pub const DEFAULT_EXCLUDED_TARGETS: &[&str] = &[
     "newrelic_telemetry",
     "reqwest",
@@ -212,6 +223,10 @@ enum Item {
 
 /// The most span events one span carries; later ones are counted in
 /// [`LayerStats::span_events_dropped`].
+///
+/// ```
+/// assert_eq!(newrelic_telemetry::tracing_layer::MAX_SPAN_EVENTS, 100);
+/// ```
 pub const MAX_SPAN_EVENTS: usize = 100;
 
 /// Counters shared by the layer, its worker and their handles.
@@ -239,6 +254,28 @@ impl Counters {
 }
 
 /// What a [`NewRelicLayer`] and its [`LayerWorker`] did so far.
+///
+/// ```
+/// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+/// use newrelic_telemetry::{LogBatch, SpanBatch};
+/// use std::sync::Arc;
+/// use tokio_util::sync::CancellationToken;
+/// use tracing_subscriber::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let logs = Arc::new(LogBatch::new());
+/// let (layer, worker) = NewRelicLayer::builder().logs(logs.clone()).build();
+/// let subscriber = tracing_subscriber::registry().with(layer);
+/// tracing::subscriber::with_default(subscriber, || tracing::info!("hello"));
+///
+/// let stop = CancellationToken::new();
+/// stop.cancel(); // the worker records what is queued, then ends
+/// let stats = worker.run(stop).await;
+/// assert_eq!(stats.logs_recorded, 1);
+/// assert_eq!(stats.dropped_channel_full, 0);
+/// assert_eq!(logs.len().await, 1);
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LayerStats {
@@ -280,6 +317,25 @@ pub struct LayerHandle {
 
 impl LayerHandle {
     /// The counters so far.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::LogBatch;
+    /// use std::sync::Arc;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// let (layer, _worker) = NewRelicLayer::builder()
+    ///     .logs(Arc::new(LogBatch::new()))
+    ///     .channel_capacity(1)
+    ///     .build();
+    /// let handle = layer.handle();
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     tracing::info!("queued");
+    ///     tracing::info!("dropped: the channel holds one item and nobody drains it");
+    /// });
+    /// assert_eq!(handle.stats().dropped_channel_full, 1);
+    /// ```
     pub fn stats(&self) -> LayerStats {
         self.counters.snapshot()
     }
@@ -442,6 +498,18 @@ impl NewRelicLayer {
     /// A builder for a layer. Give it a [`SpanBatch`] to export spans, a
     /// [`LogBatch`] to export events as logs, or both; without either the
     /// layer exports nothing.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::{LogBatch, SpanBatch};
+    /// use std::sync::Arc;
+    ///
+    /// let (layer, worker) = NewRelicLayer::builder()
+    ///     .spans(Arc::new(SpanBatch::new()))
+    ///     .logs(Arc::new(LogBatch::new()))
+    ///     .build();
+    /// assert_eq!(layer.handle().stats(), worker.handle().stats());
+    /// ```
     pub fn builder() -> NewRelicLayerBuilder {
         NewRelicLayerBuilder {
             spans: None,
@@ -458,6 +526,16 @@ impl NewRelicLayer {
 
     /// A handle to the layer's counters, to keep before the layer is moved
     /// into a subscriber.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::SpanBatch;
+    /// use std::sync::Arc;
+    ///
+    /// let (layer, _worker) = NewRelicLayer::builder().spans(Arc::new(SpanBatch::new())).build();
+    /// let handle = layer.handle(); // still usable after `layer` moves into a subscriber
+    /// assert_eq!(handle.stats().spans_recorded, 0);
+    /// ```
     pub fn handle(&self) -> LayerHandle {
         LayerHandle {
             counters: self.counters.clone(),
@@ -494,12 +572,60 @@ impl NewRelicLayer {
 
 impl NewRelicLayerBuilder {
     /// Exports closed spans into `batch`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::{LogBatch, SpanBatch};
+    /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let spans = Arc::new(SpanBatch::new());
+    /// let (layer, worker) = NewRelicLayer::builder().spans(spans.clone()).build();
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     tracing::info_span!("checkout", order.id = 7).in_scope(|| {});
+    /// });
+    ///
+    /// let stop = CancellationToken::new();
+    /// stop.cancel(); // the worker records what is queued, then ends
+    /// let stats = worker.run(stop).await;
+    /// assert_eq!(stats.spans_recorded, 1);
+    /// let (items, _) = spans.flush().await;
+    /// assert_eq!(items[0].name(), "checkout");
+    /// assert_eq!(items[0].attributes().get("order.id"), Some(&7.into()));
+    /// # }
+    /// ```
     pub fn spans(mut self, batch: Arc<SpanBatch>) -> Self {
         self.spans = Some(batch);
         self
     }
 
     /// Exports events, as logs, into `batch`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::{LogBatch, SpanBatch};
+    /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = Arc::new(LogBatch::new());
+    /// let (layer, worker) = NewRelicLayer::builder().logs(logs.clone()).build();
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || tracing::warn!(user = "alice", "login failed"));
+    ///
+    /// let stop = CancellationToken::new();
+    /// stop.cancel(); // the worker records what is queued, then ends
+    /// let stats = worker.run(stop).await;
+    /// let (items, _) = logs.flush().await;
+    /// assert_eq!(items[0].message(), "login failed");
+    /// assert_eq!(items[0].attributes().get("level"), Some(&"WARN".into()));
+    /// assert_eq!(items[0].attributes().get("user"), Some(&"alice".into()));
+    /// # }
+    /// ```
     pub fn logs(mut self, batch: Arc<LogBatch>) -> Self {
         self.logs = Some(batch);
         self
@@ -507,6 +633,27 @@ impl NewRelicLayerBuilder {
 
     /// The `service.name` every span and log carries (none by default; it can
     /// also come from the batches' common attributes).
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::{LogBatch, SpanBatch};
+    /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = Arc::new(LogBatch::new());
+    /// let (layer, worker) = NewRelicLayer::builder().logs(logs.clone()).service_name("billing").build();
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || tracing::info!("invoice sent"));
+    ///
+    /// let stop = CancellationToken::new();
+    /// stop.cancel(); // the worker records what is queued, then ends
+    /// let stats = worker.run(stop).await;
+    /// let (items, _) = logs.flush().await;
+    /// assert_eq!(items[0].attributes().get("service.name"), Some(&"billing".into()));
+    /// # }
+    /// ```
     pub fn service_name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.service_name = Some(name.into());
         self
@@ -515,6 +662,18 @@ impl NewRelicLayerBuilder {
     /// How many spans and logs may wait for the worker (default
     /// [`DEFAULT_CHANNEL_CAPACITY`], at least 1). When that many wait, new ones
     /// are dropped and counted in [`LayerStats::dropped_channel_full`].
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::LogBatch;
+    /// use std::sync::Arc;
+    ///
+    /// let (layer, worker) = NewRelicLayer::builder()
+    ///     .logs(Arc::new(LogBatch::new()))
+    ///     .channel_capacity(100_000)
+    ///     .build();
+    /// # drop((layer, worker));
+    /// ```
     pub fn channel_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
@@ -524,6 +683,29 @@ impl NewRelicLayerBuilder {
     /// that span (named by the event's message, with `level`, `target` and the
     /// event's fields as attributes), up to [`MAX_SPAN_EVENTS`] per span. Off
     /// by default; events become logs either way when a log batch is given.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::{LogBatch, SpanBatch};
+    /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let spans = Arc::new(SpanBatch::new());
+    /// let (layer, worker) = NewRelicLayer::builder().spans(spans.clone()).span_events(true).build();
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     tracing::info_span!("fetch").in_scope(|| tracing::info!("cache miss"));
+    /// });
+    ///
+    /// let stop = CancellationToken::new();
+    /// stop.cancel(); // the worker records what is queued, then ends
+    /// let stats = worker.run(stop).await;
+    /// let (items, _) = spans.flush().await;
+    /// assert_eq!(items[0].events()[0].name(), "cache miss");
+    /// # }
+    /// ```
     pub fn span_events(mut self, enabled: bool) -> Self {
         self.span_events = enabled;
         self
@@ -531,6 +713,30 @@ impl NewRelicLayerBuilder {
 
     /// Never exports spans or events whose target is `target` or one of its
     /// modules (`target::...`), on top of [`DEFAULT_EXCLUDED_TARGETS`].
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::{LogBatch, SpanBatch};
+    /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = Arc::new(LogBatch::new());
+    /// let (layer, worker) = NewRelicLayer::builder().logs(logs.clone()).exclude_target("my_app::db").build();
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     tracing::info!(target: "my_app::db::pool", "not exported");
+    ///     tracing::info!(target: "my_app::api", "exported");
+    /// });
+    ///
+    /// let stop = CancellationToken::new();
+    /// stop.cancel(); // the worker records what is queued, then ends
+    /// let stats = worker.run(stop).await;
+    /// assert_eq!(stats.logs_recorded, 1);
+    /// assert_eq!(logs.flush().await.0[0].message(), "exported");
+    /// # }
+    /// ```
     pub fn exclude_target(mut self, target: impl Into<Cow<'static, str>>) -> Self {
         self.excluded.push(target.into());
         self
@@ -539,6 +745,23 @@ impl NewRelicLayerBuilder {
     /// Builds the layer and the worker that moves what it exports into the
     /// batches. Run the worker on a Tokio runtime ([`LayerWorker::spawn`] or
     /// [`LayerWorker::run`]); the layer itself needs no runtime.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::LogBatch;
+    /// use std::sync::Arc;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let (layer, worker) = NewRelicLayer::builder().logs(Arc::new(LogBatch::new())).build();
+    /// let stop = tokio_util::sync::CancellationToken::new();
+    /// let worker = worker.spawn(stop.clone());
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || tracing::info!("hello"));
+    /// stop.cancel();
+    /// assert_eq!(worker.await.unwrap().logs_recorded, 1);
+    /// # }
+    /// ```
     pub fn build(self) -> (NewRelicLayer, LayerWorker) {
         let (sender, receiver) = mpsc::channel(self.capacity);
         let counters = Arc::new(Counters::default());
@@ -611,6 +834,16 @@ impl fmt::Debug for LayerWorker {
 
 impl LayerWorker {
     /// A handle to the layer's counters.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::LogBatch;
+    /// use std::sync::Arc;
+    ///
+    /// let (_layer, worker) = NewRelicLayer::builder().logs(Arc::new(LogBatch::new())).build();
+    /// let handle = worker.handle(); // still usable after `worker` is spawned
+    /// assert_eq!(handle.stats().logs_recorded, 0);
+    /// ```
     pub fn handle(&self) -> LayerHandle {
         LayerHandle {
             counters: self.counters.clone(),
@@ -624,6 +857,27 @@ impl LayerWorker {
     ///
     /// Dropping the future instead (aborting its task, shutting its runtime
     /// down) ends it without that last drain.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::{LogBatch, SpanBatch};
+    /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = Arc::new(LogBatch::new());
+    /// let (layer, worker) = NewRelicLayer::builder().logs(logs.clone()).build();
+    /// let stop = CancellationToken::new();
+    /// let running = tokio::spawn(worker.run(stop.clone()));
+    ///
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || tracing::info!("hello"));
+    /// stop.cancel();
+    /// assert_eq!(running.await.unwrap().logs_recorded, 1);
+    /// assert_eq!(logs.len().await, 1);
+    /// # }
+    /// ```
     pub async fn run(mut self, token: CancellationToken) -> LayerStats {
         let mut buffer = Vec::with_capacity(RECEIVE_CHUNK);
         let mut warned = DropWarnings::default();
@@ -656,6 +910,26 @@ impl LayerWorker {
     ///
     /// # Panics
     /// Outside a Tokio runtime, as `tokio::spawn` does.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::{LogBatch, SpanBatch};
+    /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let spans = Arc::new(SpanBatch::new());
+    /// let (layer, worker) = NewRelicLayer::builder().spans(spans.clone()).build();
+    /// let stop = CancellationToken::new();
+    /// let worker = worker.spawn(stop.clone());
+    ///
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || tracing::info_span!("work").in_scope(|| {}));
+    /// stop.cancel(); // drain, then end
+    /// assert_eq!(worker.await.unwrap().spans_recorded, 1);
+    /// # }
+    /// ```
     pub fn spawn(self, token: CancellationToken) -> JoinHandle<LayerStats> {
         tokio::spawn(self.run(token))
     }

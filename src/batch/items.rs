@@ -18,14 +18,49 @@ use crate::validate::{
 };
 
 /// Items a batch holds at most by default; see [`ItemBatchBuilder::capacity`].
+///
+/// ```
+/// assert_eq!(newrelic_telemetry::DEFAULT_CAPACITY, 50_000);
+/// ```
 pub const DEFAULT_CAPACITY: usize = 50_000;
 
 /// A batch of [`Event`]s. Its common attributes are merged into every event
 /// when it is sent (the Event API has no common block).
+///
+/// ```
+/// use newrelic_telemetry::{Event, EventBatch, attributes};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let events = EventBatch::builder().common_attributes(attributes! { "env" => "prod" }).build();
+/// events.record(Event::new("Order").with_attribute("total", 42.0)).await.unwrap();
+/// assert_eq!(events.len().await, 1);
+/// # }
+/// ```
 pub type EventBatch = ItemBatch<Event>;
 /// A batch of [`Log`] records.
+///
+/// ```
+/// use newrelic_telemetry::{Log, LogBatch};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let logs = LogBatch::new();
+/// logs.record(Log::new("started").with_level("INFO")).await.unwrap();
+/// let (items, _common) = logs.flush().await;
+/// assert_eq!(items[0].message(), "started");
+/// # }
+/// ```
 pub type LogBatch = ItemBatch<Log>;
 /// A batch of [`Span`]s.
+///
+/// ```
+/// use newrelic_telemetry::{Span, SpanBatch};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let spans = SpanBatch::new();
+/// spans.record(Span::new("GET /orders").finish()).await.unwrap();
+/// assert_eq!(spans.len().await, 1);
+/// # }
+/// ```
 pub type SpanBatch = ItemBatch<Span>;
 
 mod private {
@@ -44,6 +79,17 @@ mod private {
 }
 
 /// An item type an [`ItemBatch`] can hold: [`Event`], [`Log`] or [`Span`]. Sealed.
+///
+/// ```
+/// use newrelic_telemetry::{BatchItem, ItemBatch, Log, Span};
+///
+/// fn small_batch<T: BatchItem>() -> ItemBatch<T> {
+///     ItemBatch::builder().capacity(1_000).build()
+/// }
+/// let logs = small_batch::<Log>();
+/// let spans = small_batch::<Span>();
+/// assert!(logs.common_attributes().is_none() && spans.common_attributes().is_none());
+/// ```
 pub trait BatchItem: private::Checked + Send + Sync + 'static {}
 impl BatchItem for Event {}
 impl BatchItem for Log {}
@@ -166,6 +212,13 @@ pub struct ItemBatchBuilder<T> {
 impl<T: BatchItem> ItemBatchBuilder<T> {
     /// Attributes every item shares: sent in the common block (logs, spans) or
     /// merged into each event. Invalid pairs are removed with a warning.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{EventBatch, attributes};
+    ///
+    /// let events = EventBatch::builder().common_attributes(attributes! { "env" => "prod" }).build();
+    /// assert_eq!(events.common_attributes().unwrap().len(), 1);
+    /// ```
     pub fn common_attributes(mut self, attributes: Attributes) -> Self {
         self.common_attributes = Some(attributes);
         self
@@ -173,12 +226,31 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
 
     /// The most items the batch buffers between harvests (default 50,000). At
     /// half of it the batch asks for an early harvest.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch, RecordError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::builder().capacity(1).build();
+    /// logs.record(Log::new("one")).await.unwrap();
+    /// assert_eq!(logs.record(Log::new("two")).await, Err(RecordError::BufferFull { capacity: 1 }));
+    /// # }
+    /// ```
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
     }
 
     /// Builds the batch.
+    ///
+    /// ```
+    /// use newrelic_telemetry::SpanBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let spans = SpanBatch::builder().build();
+    /// assert!(spans.is_empty().await);
+    /// # }
+    /// ```
     pub fn build(self) -> ItemBatch<T> {
         ItemBatch {
             items: Mutex::new(Buffer {
@@ -205,11 +277,27 @@ impl<T: BatchItem> Default for ItemBatch<T> {
 
 impl<T: BatchItem> ItemBatch<T> {
     /// A batch with the default capacity and no common attributes.
+    ///
+    /// ```
+    /// use newrelic_telemetry::EventBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let events = EventBatch::new();
+    /// assert!(events.is_empty().await && events.common_attributes().is_none());
+    /// # }
+    /// ```
     pub fn new() -> Self {
         ItemBatch::builder().build()
     }
 
     /// A builder for a batch with common attributes or another capacity.
+    ///
+    /// ```
+    /// use newrelic_telemetry::LogBatch;
+    ///
+    /// let logs = LogBatch::builder().capacity(100).build();
+    /// assert!(logs.common_attributes().is_none());
+    /// ```
     pub fn builder() -> ItemBatchBuilder<T> {
         ItemBatchBuilder {
             common_attributes: None,
@@ -258,6 +346,19 @@ impl<T: BatchItem> ItemBatch<T> {
     }
 
     /// Takes every buffered item out (O(1) under the lock) with the common block.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch, attributes};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::builder().common_attributes(attributes! { "host" => "web-1" }).build();
+    /// logs.record(Log::new("a")).await.unwrap();
+    /// let (items, common) = logs.flush().await;
+    /// assert_eq!(items.len(), 1);
+    /// assert!(common.attributes().is_some());
+    /// assert!(logs.is_empty().await); // the batch starts over
+    /// # }
+    /// ```
     pub async fn flush(&self) -> (Vec<T>, Common) {
         let items = std::mem::take(&mut self.items.lock().await.items);
         (
@@ -267,6 +368,17 @@ impl<T: BatchItem> ItemBatch<T> {
     }
 
     /// How many items are buffered.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::new();
+    /// logs.record(Log::new("a")).await.unwrap();
+    /// logs.record(Log::new("b")).await.unwrap();
+    /// assert_eq!(logs.len().await, 2);
+    /// # }
+    /// ```
     pub async fn len(&self) -> usize {
         self.items.lock().await.items.len()
     }
@@ -274,21 +386,61 @@ impl<T: BatchItem> ItemBatch<T> {
     /// Refuses new items from now on ([`RecordError::Closed`], counted); what
     /// is buffered stays for the next flush. A harvester closes its batch
     /// before its final flush, so nothing recorded later is lost unnoticed.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch, RecordError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::new();
+    /// logs.record(Log::new("kept")).await.unwrap();
+    /// logs.close().await;
+    /// assert_eq!(logs.record(Log::new("late")).await, Err(RecordError::Closed));
+    /// assert_eq!(logs.flush().await.0.len(), 1); // what was buffered stays
+    /// # }
+    /// ```
     pub async fn close(&self) {
         self.items.lock().await.closed = true;
     }
 
     /// Whether nothing is buffered.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::new();
+    /// assert!(logs.is_empty().await);
+    /// logs.record(Log::new("a")).await.unwrap();
+    /// assert!(!logs.is_empty().await);
+    /// # }
+    /// ```
     pub async fn is_empty(&self) -> bool {
         self.len().await == 0
     }
 
     /// What the batch refused or changed since it was created.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::new();
+    /// logs.record(Log::new("ok").with_attribute("", 1)).await.unwrap_err(); // empty key
+    /// assert_eq!(logs.record_stats().rejected_invalid, 1);
+    /// # }
+    /// ```
     pub fn record_stats(&self) -> RecordStats {
         self.counters.snapshot()
     }
 
     /// The common attributes sent with every flush.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{SpanBatch, attributes};
+    ///
+    /// let spans = SpanBatch::builder().common_attributes(attributes! { "service.name" => "shop" }).build();
+    /// assert_eq!(spans.common_attributes().unwrap().len(), 1);
+    /// ```
     pub fn common_attributes(&self) -> Option<&Attributes> {
         self.common_attributes.as_deref()
     }

@@ -31,6 +31,10 @@ use crate::time::{Clock, duration_millis};
 use crate::validate::{METRIC_LIMITS, metric_attributes, sanitize_common};
 
 /// Series a batch holds at most by default; see [`MetricBatchBuilder::max_series`].
+///
+/// ```
+/// assert_eq!(newrelic_telemetry::DEFAULT_MAX_SERIES, 100_000);
+/// ```
 pub const DEFAULT_MAX_SERIES: usize = 100_000;
 
 type HashBuilder = foldhash::fast::RandomState;
@@ -480,6 +484,13 @@ pub struct MetricBatchBuilder {
 impl MetricBatchBuilder {
     /// Attributes sent once per payload in the common block. Invalid pairs are
     /// removed with a warning.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{MetricBatch, attributes};
+    ///
+    /// let batch = MetricBatch::builder().common_attributes(attributes! { "host" => "web-1" }).build();
+    /// assert_eq!(batch.common_attributes().unwrap().len(), 1);
+    /// ```
     pub fn common_attributes(mut self, attributes: Attributes) -> Self {
         self.common_attributes = Some(attributes);
         self
@@ -490,6 +501,17 @@ impl MetricBatchBuilder {
     /// recording a new series fails with
     /// [`RecordError::SeriesLimitReached`] until then; existing series keep
     /// aggregating.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{MetricBatch, RecordError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::builder().max_series(1).build();
+    /// batch.record_count("a", 1.0, ()).await.unwrap();
+    /// assert_eq!(batch.record_count("b", 1.0, ()).await, Err(RecordError::SeriesLimitReached { limit: 1 }));
+    /// batch.record_count("a", 1.0, ()).await.unwrap(); // an existing series still aggregates
+    /// # }
+    /// ```
     pub fn max_series(mut self, max_series: usize) -> Self {
         self.max_series = max_series.max(1);
         self
@@ -498,12 +520,26 @@ impl MetricBatchBuilder {
     /// How many independently locked shards the batch uses (rounded up to a
     /// power of two, at least 1). The default is four per available core, at
     /// least 4 and at most 64.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// let batch = MetricBatch::builder().shards(3).build(); // rounded up to 4
+    /// assert_eq!(batch.series_count(), 0);
+    /// ```
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards.clamp(1, 1024).next_power_of_two();
         self
     }
 
     /// Builds the batch; its first interval starts now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// let batch = MetricBatch::builder().build();
+    /// assert_eq!(batch.series_count(), 0);
+    /// ```
     pub fn build(self) -> MetricBatch {
         let clock = Clock::start();
         let hasher = HashBuilder::default();
@@ -547,11 +583,25 @@ impl Default for MetricBatch {
 
 impl MetricBatch {
     /// A batch with default settings and no common attributes.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// let batch = MetricBatch::new();
+    /// assert!(batch.common_attributes().is_none());
+    /// ```
     pub fn new() -> Self {
         MetricBatchBuilder::default().build()
     }
 
     /// A builder for a batch with common attributes or other limits.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// let batch = MetricBatch::builder().max_series(1_000).build();
+    /// assert_eq!(batch.series_count(), 0);
+    /// ```
     pub fn builder() -> MetricBatchBuilder {
         MetricBatchBuilder::default()
     }
@@ -784,6 +834,18 @@ impl MetricBatch {
     /// Refuses recordings from now on ([`RecordError::Closed`], counted); the
     /// series held stay for the next flush. A harvester closes its batch
     /// before its final flush, so nothing recorded later is lost unnoticed.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{MetricBatch, RecordError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// batch.record_count("kept", 1.0, ()).await.unwrap();
+    /// batch.close().await;
+    /// assert_eq!(batch.record_count("late", 1.0, ()).await, Err(RecordError::Closed));
+    /// assert_eq!(batch.flush().await.0.len(), 1); // what was held stays
+    /// # }
+    /// ```
     pub async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         // A recording that took a shard lock before the flag was set finishes
@@ -800,6 +862,24 @@ impl MetricBatch {
     /// `interval.ms` = its length. Each shard is swapped for an empty one under
     /// its lock in O(1); the metrics are built after the locks are released, so
     /// a large flush never blocks recording.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Metric, MetricBatch};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap();
+    /// batch.record_count("hits", 2.0, [("page", "/")]).await.unwrap();
+    ///
+    /// let (metrics, common) = batch.flush().await;
+    /// match &metrics[..] {
+    ///     [Metric::Count(c)] => assert_eq!(c.value(), 3.0),
+    ///     other => panic!("unexpected: {other:?}"),
+    /// }
+    /// assert!(common.timestamp_ms().is_some() && common.interval_ms().is_some());
+    /// assert_eq!(batch.series_count(), 0); // a new interval starts empty
+    /// # }
+    /// ```
     pub async fn flush(&self) -> (Vec<Metric>, Common) {
         let (previous, next) = {
             let mut clock = self.interval.lock().unwrap_or_else(|p| p.into_inner());
@@ -838,16 +918,45 @@ impl MetricBatch {
     }
 
     /// How many series the batch holds now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap();
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap(); // same series
+    /// batch.record_count("hits", 1.0, [("page", "/about")]).await.unwrap();
+    /// assert_eq!(batch.series_count(), 2);
+    /// # }
+    /// ```
     pub fn series_count(&self) -> usize {
         self.series.load(Ordering::Relaxed)
     }
 
     /// What the batch refused or changed since it was created.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// batch.record_count("hits", 1.0, [("value", "x")]).await.unwrap_err(); // reserved key
+    /// assert_eq!(batch.record_stats().rejected_invalid, 1);
+    /// # }
+    /// ```
     pub fn record_stats(&self) -> RecordStats {
         self.counters.snapshot()
     }
 
     /// The common attributes sent with every flush.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{MetricBatch, attributes};
+    ///
+    /// let batch = MetricBatch::builder().common_attributes(attributes! { "host" => "web-1" }).build();
+    /// assert_eq!(batch.common_attributes().unwrap().len(), 1);
+    /// ```
     pub fn common_attributes(&self) -> Option<&Attributes> {
         self.common_attributes.as_deref()
     }

@@ -24,6 +24,20 @@ use crate::error::RecordError;
 ///
 /// Successful recordings are not counted, to keep the hot path free of shared
 /// writes.
+///
+/// ```
+/// use newrelic_telemetry::{Event, EventBatch, RecordError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let events = EventBatch::new();
+/// assert!(events.record(Event::new("not a valid type!")).await.is_err());
+/// events.close().await;
+/// assert_eq!(events.record(Event::new("Order")).await, Err(RecordError::Closed));
+///
+/// let stats = events.record_stats();
+/// assert_eq!((stats.rejected_invalid, stats.dropped_closed), (1, 1));
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecordStats {
@@ -83,6 +97,22 @@ impl RecordCounters {
 
 /// A batch a [`Harvester`](crate::Harvester) can drain: one of [`MetricBatch`],
 /// [`EventBatch`], [`LogBatch`] and [`SpanBatch`]. Sealed.
+///
+/// ```
+/// use newrelic_telemetry::{Batch, Log, LogBatch, MetricBatch};
+///
+/// async fn pending<B: Batch>(batch: &B) -> usize {
+///     batch.flush().await.0.len()
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let metrics = MetricBatch::new();
+/// metrics.record_gauge("temperature", 21.5, ()).await.unwrap();
+/// let logs = LogBatch::new();
+/// logs.record(Log::new("hello")).await.unwrap();
+/// assert_eq!(pending(&metrics).await, 1);
+/// assert_eq!(pending(&logs).await, 1);
+/// # }
+/// ```
 pub trait Batch: sealed::Sealed + Send + Sync + 'static {
     /// The items the batch yields when flushed.
     type Item: Send + Sync + 'static;

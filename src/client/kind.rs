@@ -12,20 +12,60 @@ use crate::span::Span;
 use crate::validate::{EVENT_LIMITS, LOG_LIMITS, METRIC_LIMITS, SPAN_LIMITS, sanitize_common};
 
 /// The Metric API (`metrics` blocks).
+///
+/// ```
+/// use newrelic_telemetry::{Client, Metrics};
+///
+/// let client = Client::<Metrics>::builder("key").build().unwrap();
+/// assert_eq!(client.endpoint(), "https://metric-api.newrelic.com/metric/v1");
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Metrics;
 /// The Event API (a flat array of events).
+///
+/// ```
+/// use newrelic_telemetry::{Client, Events};
+///
+/// let client = Client::<Events>::builder("key").build().unwrap();
+/// assert_eq!(client.endpoint(), "https://insights-collector.newrelic.com/v1/accounts/events");
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Events;
 /// The Log API (`logs` blocks).
+///
+/// ```
+/// use newrelic_telemetry::{Client, Logs};
+///
+/// let client = Client::<Logs>::builder("key").build().unwrap();
+/// assert_eq!(client.endpoint(), "https://log-api.newrelic.com/log/v1");
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Logs;
 /// The Trace API (`spans` blocks).
+///
+/// ```
+/// use newrelic_telemetry::{Client, Spans};
+///
+/// let client = Client::<Spans>::builder("key").build().unwrap();
+/// assert_eq!(client.endpoint(), "https://trace-api.newrelic.com/trace/v1");
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Spans;
 
 /// One of the four ingest APIs: [`Metrics`], [`Events`], [`Logs`] or
 /// [`Spans`]. Sealed; it ties a client to the items and batch of its API.
+///
+/// ```
+/// use newrelic_telemetry::{Client, Kind, Logs, Spans};
+///
+/// fn describe<K: Kind>(client: &Client<K>) -> String {
+///     format!("posting to {}", client.endpoint())
+/// }
+/// let logs = Client::<Logs>::builder("key").build().unwrap();
+/// let spans = Client::<Spans>::builder("key").build().unwrap();
+/// assert_eq!(describe(&logs), "posting to https://log-api.newrelic.com/log/v1");
+/// assert!(describe(&spans).ends_with("/trace/v1"));
+/// ```
 pub trait Kind: private::Sealed + Send + Sync + 'static {
     /// The items this API takes.
     type Item: Send + Sync + 'static;

@@ -33,22 +33,97 @@ use crate::error::{BuildError, SendError};
 use crate::stats::DeliveryStats;
 
 /// A client for the Metric API.
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{CountMetric, MetricClient};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let client = MetricClient::builder("test-key").endpoint(server.metric_url()).build()?;
+/// client.send(CountMetric::new("jobs.done", 3.0, Duration::from_secs(10)).into()).await?;
+/// assert_eq!(server.metrics()[0]["name"], "jobs.done");
+/// # Ok(()) }
+/// ```
 pub type MetricClient = Client<Metrics>;
 /// A client for the Event API.
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Event, EventClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+/// client.send(Event::new("Signup").with_attribute("plan", "free")).await?;
+/// assert_eq!(server.events()[0]["plan"], "free");
+/// # Ok(()) }
+/// ```
 pub type EventClient = Client<Events>;
 /// A client for the Log API.
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Log, LogClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+/// client.send(Log::new("started").with_level("INFO")).await?;
+/// assert_eq!(server.logs()[0]["message"], "started");
+/// # Ok(()) }
+/// ```
 pub type LogClient = Client<Logs>;
 /// A client for the Trace API.
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Span, SpanClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let client = SpanClient::builder("test-key").endpoint(server.trace_url()).build()?;
+/// client.send(Span::new("GET /orders").finish()).await?;
+/// assert_eq!(server.spans()[0]["attributes"]["name"], "GET /orders");
+/// # Ok(()) }
+/// ```
 pub type SpanClient = Client<Spans>;
 
 /// The request timeout a client sets unless told otherwise.
+///
+/// ```
+/// use newrelic_telemetry::DEFAULT_TIMEOUT;
+/// use std::time::Duration;
+///
+/// assert_eq!(DEFAULT_TIMEOUT, Duration::from_secs(15));
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The connect timeout of the HTTP client the SDK builds for itself.
+///
+/// ```
+/// use newrelic_telemetry::DEFAULT_CONNECT_TIMEOUT;
+/// use std::time::Duration;
+///
+/// assert_eq!(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs(5));
+/// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SDK_USER_AGENT: &str = concat!("NewRelic-Rust-TelemetrySDK/", env!("CARGO_PKG_VERSION"));
 
 /// Which New Relic data center to send to.
+///
+/// ```
+/// use newrelic_telemetry::{EventClient, Region};
+///
+/// assert_eq!(Region::default(), Region::US);
+/// let client = EventClient::builder("key").region(Region::EU).build().unwrap();
+/// assert_eq!(client.endpoint(), "https://insights-collector.eu01.nr-data.net/v1/accounts/events");
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Region {
     /// The US data center (the default).
@@ -76,6 +151,25 @@ impl Region {
 }
 
 /// Which header carries the key.
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Event, EventClient, KeyHeader};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// assert_eq!(KeyHeader::default(), KeyHeader::ApiKey);
+/// let server = TestIngestServer::start().await?;
+/// let client = EventClient::builder("test-key")
+///     .endpoint(server.event_url())
+///     .key_header(KeyHeader::LicenseKey)
+///     .build()?;
+/// client.send(Event::new("Ping")).await?;
+/// let request = &server.requests()[0];
+/// assert_eq!(request.header("x-license-key"), Some("test-key"));
+/// assert_eq!(request.header("api-key"), None);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KeyHeader {
     /// `Api-Key` (the default): an ingest or license key.
@@ -126,6 +220,13 @@ impl<K: Kind> fmt::Debug for Client<K> {
 
 impl<K: Kind> Client<K> {
     /// A builder for a client that authenticates with `api_key`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricClient;
+    ///
+    /// let client = MetricClient::builder("key").build().unwrap();
+    /// assert_eq!(client.endpoint(), "https://metric-api.newrelic.com/metric/v1");
+    /// ```
     pub fn builder(api_key: impl Into<String>) -> ClientBuilder<K> {
         ClientBuilder::new(api_key)
     }
@@ -137,6 +238,22 @@ impl<K: Kind> Client<K> {
     /// says. `Ok` means every item was accepted; otherwise the [`SendError`]
     /// carries the report of what was accepted and what was dropped and why.
     /// Sending no items makes no request.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Common, GaugeMetric, MetricClient, attributes};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = MetricClient::builder("test-key").endpoint(server.metric_url()).build()?;
+    /// let common = Common::new().with_attributes(attributes! { "host" => "web-1" });
+    /// let items = vec![GaugeMetric::new("cpu", 0.5).into(), GaugeMetric::new("mem", 0.25).into()];
+    /// let report = client.send_batch(items, common).await?;
+    /// assert_eq!(report.items_sent(), 2);
+    /// assert_eq!(server.metrics()[1]["attributes"]["host"], "web-1");
+    /// # Ok(()) }
+    /// ```
     pub async fn send_batch(
         &self,
         mut items: Vec<K::Item>,
@@ -187,16 +304,50 @@ impl<K: Kind> Client<K> {
     }
 
     /// Sends one item with no common block.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Log, LogClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let report = client.send(Log::new("cache warmed")).await?;
+    /// assert_eq!(report.items_sent(), 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn send(&self, item: K::Item) -> Result<SendReport, SendError> {
         self.send_batch(vec![item], Common::new()).await
     }
 
     /// The client's delivery counters so far (shared by its clones).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Log, LogClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let clone = client.clone();
+    /// clone.send(Log::new("one")).await?;
+    /// assert_eq!(client.stats().items_sent, 1); // clones share the counters
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> DeliveryStats {
         self.sender.counters.snapshot()
     }
 
     /// The URL the client posts to.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{LogClient, Region};
+    ///
+    /// let client = LogClient::builder("key").region(Region::EU).build().unwrap();
+    /// assert_eq!(client.endpoint(), "https://log-api.eu.newrelic.com/log/v1");
+    /// ```
     pub fn endpoint(&self) -> &str {
         self.sender.url.as_str()
     }
@@ -340,18 +491,49 @@ impl<K> ClientBuilder<K> {
     }
 
     /// Sends the key in `X-License-Key` instead of `Api-Key`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Event, EventClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = EventClient::builder("test-key")
+    ///     .endpoint(server.event_url())
+    ///     .license_key_header()
+    ///     .build()?;
+    /// client.send(Event::new("Ping")).await?;
+    /// assert_eq!(server.requests()[0].header("x-license-key"), Some("test-key"));
+    /// # Ok(()) }
+    /// ```
     pub fn license_key_header(mut self) -> Self {
         self.config.key_header = KeyHeader::LicenseKey;
         self
     }
 
     /// Chooses the header that carries the key.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{KeyHeader, MetricClient};
+    ///
+    /// // The same as `.license_key_header()`; see [`KeyHeader`] for a full example.
+    /// let client = MetricClient::builder("key").key_header(KeyHeader::LicenseKey).build();
+    /// assert!(client.is_ok());
+    /// ```
     pub fn key_header(mut self, header: KeyHeader) -> Self {
         self.config.key_header = header;
         self
     }
 
     /// Chooses the data center (US by default).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Region, SpanClient};
+    ///
+    /// let client = SpanClient::builder("key").region(Region::EU).build().unwrap();
+    /// assert_eq!(client.endpoint(), "https://trace-api.eu.newrelic.com/trace/v1");
+    /// ```
     pub fn region(mut self, region: Region) -> Self {
         self.config.region = region;
         self
@@ -359,6 +541,13 @@ impl<K> ClientBuilder<K> {
 
     /// Posts to this URL instead of the region's endpoint (plain `http://` is
     /// allowed, for local servers and alternative back ends).
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricClient;
+    ///
+    /// let client = MetricClient::builder("key").endpoint("http://localhost:8080/metric/v1").build().unwrap();
+    /// assert_eq!(client.endpoint(), "http://localhost:8080/metric/v1");
+    /// ```
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.config.endpoint = Some(url.into());
         self
@@ -366,6 +555,29 @@ impl<K> ClientBuilder<K> {
 
     /// The timeout of each request, from sending to the end of the answer
     /// (default 15 s). It applies to a caller's own `reqwest::Client` too.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{AttemptFailure, DropReason, Event, EventClient, RetryPolicy};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// tokio::time::pause(); // the 30 s below pass instantly
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(202).with_delay(Duration::from_secs(30)));
+    /// let client = EventClient::builder("test-key")
+    ///     .endpoint(server.event_url())
+    ///     .timeout(Duration::from_secs(1))
+    ///     .retry_policy(RetryPolicy::none())
+    ///     .build()?;
+    /// let err = client.send(Event::new("Slow")).await.unwrap_err();
+    /// assert!(matches!(
+    ///     err.report().first_drop_reason(),
+    ///     Some(DropReason::RetriesExhausted { last: AttemptFailure::Timeout })
+    /// ));
+    /// # Ok(()) }
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
         self
@@ -375,6 +587,17 @@ impl<K> ClientBuilder<K> {
     /// settings). Configure it not to follow redirects
     /// (`reqwest::redirect::Policy::none()`), as the SDK's own client does:
     /// reqwest would carry the key header to another host.
+    ///
+    /// ```
+    /// use newrelic_telemetry::LogClient;
+    ///
+    /// let http = reqwest::Client::builder()
+    ///     .redirect(reqwest::redirect::Policy::none())
+    ///     .build()
+    ///     .unwrap();
+    /// let client = LogClient::builder("key").http_client(http).build();
+    /// assert!(client.is_ok());
+    /// ```
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.config.http = Some(client);
         self
@@ -383,12 +606,38 @@ impl<K> ClientBuilder<K> {
     /// A proxy for the HTTP client the SDK builds. Without one, reqwest's
     /// standard `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` handling applies. Ignored
     /// when a client is given with [`http_client`](Self::http_client).
+    ///
+    /// ```
+    /// use newrelic_telemetry::LogClient;
+    ///
+    /// let proxy = reqwest::Proxy::all("http://proxy.internal:3128").unwrap();
+    /// let client = LogClient::builder("key").proxy(proxy).build();
+    /// assert!(client.is_ok());
+    /// ```
     pub fn proxy(mut self, proxy: reqwest::Proxy) -> Self {
         self.config.proxy = Some(proxy);
         self
     }
 
     /// Appends ` product/version` to the `User-Agent` header; calls accumulate.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Event, EventClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = EventClient::builder("test-key")
+    ///     .endpoint(server.event_url())
+    ///     .add_version_info("checkout", "2.1.0")
+    ///     .build()?;
+    /// client.send(Event::new("Ping")).await?;
+    /// let agent = server.requests()[0].header("user-agent").unwrap().to_owned();
+    /// assert!(agent.starts_with("NewRelic-Rust-TelemetrySDK/"));
+    /// assert!(agent.ends_with(" checkout/2.1.0"));
+    /// # Ok(()) }
+    /// ```
     pub fn add_version_info(
         mut self,
         product: impl Into<String>,
@@ -401,6 +650,16 @@ impl<K> ClientBuilder<K> {
     }
 
     /// The retry policy ([`RetryPolicy::none`] sends each payload once).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{MetricClient, RetryPolicy};
+    /// use std::time::Duration;
+    ///
+    /// let client = MetricClient::builder("key")
+    ///     .retry_policy(RetryPolicy::default().max_retries(3).total_budget(Some(Duration::from_secs(30))))
+    ///     .build();
+    /// assert!(client.is_ok());
+    /// ```
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.config.retry = policy;
         self
@@ -408,6 +667,25 @@ impl<K> ClientBuilder<K> {
 
     /// The largest compressed payload to post (default and maximum: the APIs'
     /// 10^6 bytes); larger ones are split before sending.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Common, Span, SpanClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = SpanClient::builder("test-key")
+    ///     .endpoint(server.trace_url())
+    ///     .max_payload_bytes(1_000)
+    ///     .build()?;
+    /// let spans: Vec<Span> = (0..200).map(|i| Span::new(format!("step {i}")).finish()).collect();
+    /// let report = client.send_batch(spans, Common::new()).await?;
+    /// assert!(report.payloads().len() >= 2); // split to stay under 1,000 bytes
+    /// assert!(server.requests().iter().all(|r| r.wire_bytes <= 1_000));
+    /// assert_eq!(server.spans().len(), 200);
+    /// # Ok(()) }
+    /// ```
     pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
         self.config.max_payload_bytes = bytes.clamp(1, MAX_PAYLOAD_BYTES);
         self
@@ -415,6 +693,13 @@ impl<K> ClientBuilder<K> {
 
     /// Logs every payload's JSON at DEBUG under the target
     /// `newrelic_telemetry::audit` (off by default).
+    ///
+    /// ```
+    /// use newrelic_telemetry::LogClient;
+    ///
+    /// let client = LogClient::builder("key").audit_logging(true).build();
+    /// assert!(client.is_ok());
+    /// ```
     pub fn audit_logging(mut self, enabled: bool) -> Self {
         self.config.audit = enabled;
         self
@@ -422,6 +707,27 @@ impl<K> ClientBuilder<K> {
 
     /// Calls `callback` with the report of every dropped payload, after it is
     /// counted and logged. Keep it quick: it runs on the sending task.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Event, EventClient};
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(400));
+    /// let dropped = Arc::new(AtomicUsize::new(0));
+    /// let counter = dropped.clone();
+    /// let client = EventClient::builder("test-key")
+    ///     .endpoint(server.event_url())
+    ///     .on_drop(move |report| { counter.fetch_add(report.items(), Ordering::Relaxed); })
+    ///     .build()?;
+    /// assert!(client.send(Event::new("Order")).await.is_err());
+    /// assert_eq!(dropped.load(Ordering::Relaxed), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn on_drop(mut self, callback: impl Fn(&PayloadReport) + Send + Sync + 'static) -> Self {
         self.config.on_drop = Some(Arc::new(callback));
         self
@@ -432,6 +738,14 @@ impl<K: Kind> ClientBuilder<K> {
     /// Builds the client. Fails on an empty key or one that cannot be sent in a
     /// header, on an endpoint that is not an absolute `http(s)` URL, and on a
     /// bad product token.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{BuildError, EventClient};
+    ///
+    /// assert!(EventClient::builder("key").build().is_ok());
+    /// let err = EventClient::builder("key").endpoint("not a url").build().unwrap_err();
+    /// assert!(matches!(err, BuildError::InvalidEndpoint { .. }));
+    /// ```
     pub fn build(self) -> Result<Client<K>, BuildError> {
         let c = self.config;
         if c.api_key.trim().is_empty() {

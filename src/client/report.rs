@@ -8,6 +8,23 @@ use uuid::Uuid;
 use crate::error::RecordError;
 
 /// Why items were dropped instead of delivered.
+///
+/// ```
+/// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+/// use newrelic_telemetry::{DropReason, Event, EventClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// server.respond_with(ScriptedResponse::status(401));
+/// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+/// let err = client.send(Event::new("Purchase")).await.unwrap_err();
+/// match err.report().first_drop_reason() {
+///     Some(DropReason::Rejected { status }) => assert_eq!(status.as_u16(), 401),
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum DropReason {
@@ -62,6 +79,28 @@ impl fmt::Display for DropReason {
 }
 
 /// How one attempt at sending a payload failed.
+///
+/// ```
+/// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+/// use newrelic_telemetry::{AttemptFailure, DropReason, Log, LogClient, RetryPolicy};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// server.respond_with(ScriptedResponse::status(503));
+/// let client = LogClient::builder("test-key")
+///     .endpoint(server.log_url())
+///     .retry_policy(RetryPolicy::none())
+///     .build()?;
+/// let err = client.send(Log::new("hello")).await.unwrap_err();
+/// match err.report().first_drop_reason() {
+///     Some(DropReason::RetriesExhausted { last: AttemptFailure::Status(s) }) => {
+///         assert_eq!(s.as_u16(), 503)
+///     }
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum AttemptFailure {
@@ -84,6 +123,22 @@ impl fmt::Display for AttemptFailure {
 }
 
 /// How a payload ended.
+///
+/// ```
+/// use newrelic_telemetry::PayloadOutcome;
+/// # use newrelic_telemetry::test_util::TestIngestServer;
+/// # use newrelic_telemetry::{Event, EventClient};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = TestIngestServer::start().await?;
+/// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+/// let report = client.send(Event::new("Purchase")).await?;
+/// match report.payloads()[0].outcome() {
+///     PayloadOutcome::Accepted { status } => assert_eq!(status.as_u16(), 200),
+///     PayloadOutcome::Dropped(reason) => panic!("dropped: {reason}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum PayloadOutcome {
     /// The API accepted it.
@@ -96,6 +151,24 @@ pub enum PayloadOutcome {
 }
 
 /// What happened to one payload (one request id).
+///
+/// ```
+/// # use newrelic_telemetry::test_util::TestIngestServer;
+/// # use newrelic_telemetry::{Event, EventClient};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = TestIngestServer::start().await?;
+/// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+/// let report = client.send(Event::new("Purchase")).await?;
+/// let payload = &report.payloads()[0];
+/// assert_eq!(payload.api(), "event");
+/// assert_eq!((payload.items(), payload.attempts()), (1, 1));
+/// assert!(payload.is_accepted() && payload.drop_reason().is_none());
+/// assert!(payload.bytes() > 0);
+/// let id = payload.request_id().unwrap().to_string();
+/// assert_eq!(server.requests()[0].header("x-request-id"), Some(id.as_str()));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct PayloadReport {
     pub(crate) api: &'static str,
@@ -126,41 +199,145 @@ impl PayloadReport {
     }
 
     /// The API: `metric`, `event`, `log` or `trace`.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// let payload = &report.payloads()[0];
+    /// assert_eq!(payload.api(), "event");
+    /// # Ok(()) }
+    /// ```
     pub fn api(&self) -> &'static str {
         self.api
     }
 
     /// The `x-request-id` the payload was sent with (none if it was never sent).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// let payload = &report.payloads()[0];
+    /// assert!(payload.request_id().is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn request_id(&self) -> Option<Uuid> {
         self.request_id
     }
 
     /// How many items the payload held.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// let payload = &report.payloads()[0];
+    /// assert_eq!(payload.items(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn items(&self) -> usize {
         self.items
     }
 
     /// The payload's compressed size in bytes (0 if it was never encoded).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// let payload = &report.payloads()[0];
+    /// assert!(payload.bytes() > 0);
+    /// # Ok(()) }
+    /// ```
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// How many requests were made for it (0 if none).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// let payload = &report.payloads()[0];
+    /// assert_eq!(payload.attempts(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
 
     /// How it ended.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// let payload = &report.payloads()[0];
+    /// assert!(matches!(payload.outcome(), newrelic_telemetry::PayloadOutcome::Accepted { .. }));
+    /// # Ok(()) }
+    /// ```
     pub fn outcome(&self) -> &PayloadOutcome {
         &self.outcome
     }
 
     /// Whether the API accepted it.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// let payload = &report.payloads()[0];
+    /// assert!(payload.is_accepted());
+    /// # Ok(()) }
+    /// ```
     pub fn is_accepted(&self) -> bool {
         matches!(self.outcome, PayloadOutcome::Accepted { .. })
     }
 
     /// Why it was dropped, if it was.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// let payload = &report.payloads()[0];
+    /// assert_eq!(payload.drop_reason(), None);
+    /// # Ok(()) }
+    /// ```
     pub fn drop_reason(&self) -> Option<&DropReason> {
         match &self.outcome {
             PayloadOutcome::Dropped(reason) => Some(reason),
@@ -170,6 +347,23 @@ impl PayloadReport {
 }
 
 /// What happened to the items of one send: a report per payload, in order.
+///
+/// ```
+/// # use newrelic_telemetry::test_util::TestIngestServer;
+/// # use newrelic_telemetry::{Event, EventClient};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = TestIngestServer::start().await?;
+/// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+/// let report = client
+///     .send_batch(vec![Event::new("Purchase"), Event::new("Refund")], Default::default())
+///     .await?;
+/// assert_eq!(report.payloads().len(), 1);
+/// assert_eq!((report.items_sent(), report.items_dropped()), (2, 0));
+/// assert_eq!(report.status().map(|s| s.as_u16()), Some(200));
+/// assert!(report.first_drop_reason().is_none());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SendReport {
     payloads: Vec<PayloadReport>,
@@ -181,11 +375,35 @@ impl SendReport {
     }
 
     /// Every payload's report.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// assert_eq!(report.payloads().len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn payloads(&self) -> &[PayloadReport] {
         &self.payloads
     }
 
     /// Items the API accepted.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// assert_eq!(report.items_sent(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn items_sent(&self) -> usize {
         self.payloads
             .iter()
@@ -195,6 +413,18 @@ impl SendReport {
     }
 
     /// Items dropped.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// assert_eq!(report.items_dropped(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn items_dropped(&self) -> usize {
         self.payloads
             .iter()
@@ -204,6 +434,18 @@ impl SendReport {
     }
 
     /// The status of the last accepted payload, if any.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// assert_eq!(report.status().unwrap().as_u16(), 200); // the Event API answers 200
+    /// # Ok(()) }
+    /// ```
     pub fn status(&self) -> Option<StatusCode> {
         self.payloads.iter().rev().find_map(|p| match p.outcome {
             PayloadOutcome::Accepted { status } => Some(status),
@@ -212,6 +454,18 @@ impl SendReport {
     }
 
     /// The first reason anything was dropped.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// # use newrelic_telemetry::{Event, EventClient};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let report = client.send(Event::new("Order")).await?;
+    /// assert!(report.first_drop_reason().is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn first_drop_reason(&self) -> Option<&DropReason> {
         self.payloads.iter().find_map(PayloadReport::drop_reason)
     }

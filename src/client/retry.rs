@@ -60,6 +60,12 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Never retry: every payload is attempted once.
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    ///
+    /// assert_eq!(RetryPolicy::none().retries(), 0);
+    /// ```
     pub fn none() -> Self {
         RetryPolicy {
             max_retries: 0,
@@ -68,18 +74,41 @@ impl RetryPolicy {
     }
 
     /// The most retries per payload (after the first attempt).
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    ///
+    /// assert_eq!(RetryPolicy::default().max_retries(3).retries(), 3);
+    /// ```
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
         self
     }
 
     /// The backoff factor: the wait before the second retry.
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// let policy = RetryPolicy::default().backoff_factor(Duration::from_millis(500));
+    /// assert_eq!(policy.backoff(2), Duration::from_millis(500));
+    /// assert_eq!(policy.backoff(3), Duration::from_secs(1));
+    /// ```
     pub fn backoff_factor(mut self, factor: Duration) -> Self {
         self.factor = factor;
         self
     }
 
     /// The longest wait between two attempts (for backoff).
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// let policy = RetryPolicy::default().max_backoff(Duration::from_secs(3));
+    /// assert_eq!(policy.backoff(8), Duration::from_secs(3));
+    /// ```
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
         self
@@ -87,6 +116,15 @@ impl RetryPolicy {
 
     /// The most time one payload may spend being retried, from its first
     /// attempt; `None` bounds it by `max_retries` alone.
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// let policy = RetryPolicy::default().total_budget(Some(Duration::from_secs(30)));
+    /// assert_eq!(policy.budget(), Some(Duration::from_secs(30)));
+    /// assert_eq!(RetryPolicy::default().total_budget(None).budget(), None);
+    /// ```
     pub fn total_budget(mut self, budget: Option<Duration>) -> Self {
         self.total_budget = budget;
         self
@@ -94,6 +132,15 @@ impl RetryPolicy {
 
     /// Randomly shortens each wait by up to this fraction (0 to 1), so that
     /// many processes recovering at once do not retry in step.
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// // Waits become random in [0.75, 1] of the backoff; `backoff` shows the maximum.
+    /// let policy = RetryPolicy::default().jitter(0.25);
+    /// assert_eq!(policy.backoff(3), Duration::from_secs(2));
+    /// ```
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.jitter = if fraction.is_finite() {
             fraction.clamp(0.0, 1.0)
@@ -106,22 +153,52 @@ impl RetryPolicy {
     /// The longest wait a 429 answer's `Retry-After` can impose; a longer one
     /// is cut to this. A 429 without the header waits like a backoff, at least
     /// the backoff factor.
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// let policy = RetryPolicy::default().max_retry_after(Duration::from_secs(10));
+    /// assert_ne!(policy, RetryPolicy::default());
+    /// ```
     pub fn max_retry_after(mut self, max: Duration) -> Self {
         self.max_retry_after = max;
         self
     }
 
     /// The configured retry count.
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    ///
+    /// assert_eq!(RetryPolicy::default().retries(), 8);
+    /// ```
     pub fn retries(&self) -> u32 {
         self.max_retries
     }
 
     /// The configured total budget.
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(RetryPolicy::default().budget(), Some(Duration::from_secs(120)));
+    /// ```
     pub fn budget(&self) -> Option<Duration> {
         self.total_budget
     }
 
     /// The backoff before retry `n` (1-based), without jitter.
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// let policy = RetryPolicy::default();
+    /// assert_eq!(policy.backoff(1), Duration::ZERO);
+    /// assert_eq!(policy.backoff(4), Duration::from_secs(4));
+    /// ```
     pub fn backoff(&self, n: u32) -> Duration {
         if n <= 1 {
             return Duration::ZERO;
