@@ -201,6 +201,7 @@ impl<T> std::fmt::Debug for ItemBatch<T> {
 ///     .common_attributes(attributes! { "service.name" => "checkout" })
 ///     .capacity(10_000)
 ///     .build();
+/// assert_eq!(logs.common_attributes(), Some(&attributes! { "service.name" => "checkout" }));
 /// ```
 #[derive(Debug, Clone)]
 pub struct ItemBatchBuilder<T> {

@@ -473,6 +473,8 @@ impl Shard {
 ///     .common_attributes(attributes! { "host" => "web-1" })
 ///     .max_series(10_000)
 ///     .build();
+/// assert_eq!(batch.common_attributes(), Some(&attributes! { "host" => "web-1" }));
+/// assert_eq!(batch.series_count(), 0);
 /// ```
 #[derive(Debug, Clone)]
 pub struct MetricBatchBuilder {
