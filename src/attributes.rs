@@ -425,6 +425,11 @@ impl Attributes {
         self.pairs.iter().map(|(k, v)| (&**k, v))
     }
 
+    /// Where `key` is, by binary search over the sorted keys.
+    pub(crate) fn position(&self, key: &str) -> Option<usize> {
+        self.search(key).ok()
+    }
+
     fn search(&self, key: &str) -> Result<usize, usize> {
         self.pairs.binary_search_by(|(k, _)| (**k).cmp(key))
     }
@@ -610,31 +615,6 @@ impl<T: AsAttributes + ?Sized> AsAttributes for &T {
     }
 }
 
-/// Whether borrowed pairs name exactly the stored set (order-free, duplicate
-/// aware). Sets of more than 128 pairs are compared through an owned copy.
-pub(crate) fn same_set(stored: &Attributes, source: &(impl AsAttributes + ?Sized)) -> bool {
-    if stored.len() != source.attribute_count() {
-        return false;
-    }
-    if stored.len() > 128 {
-        return *stored == Attributes::from_source(source);
-    }
-    let mut seen = 0u128;
-    let mut same = true;
-    source.for_each_attribute(|k, v| {
-        if !same {
-            return;
-        }
-        match stored.search(k) {
-            Ok(i) if seen & (1 << i) == 0 && stored.pairs[i].1.as_value_ref().same_as(v) => {
-                seen |= 1 << i;
-            }
-            _ => same = false,
-        }
-    });
-    same
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -652,19 +632,6 @@ mod tests {
         let a = Attributes::from([("a", 1), ("a", 2)]);
         assert_eq!(a.len(), 1);
         assert_eq!(a.get("a"), Some(&Value::Int(2)));
-    }
-
-    #[test]
-    fn same_set_detects_duplicates_and_differences() {
-        let stored = Attributes::from([("a", 1), ("b", 2)]);
-        assert!(same_set(&stored, &[("b", 2), ("a", 1)]));
-        assert!(!same_set(&stored, &[("a", 1), ("a", 1)]));
-        assert!(!same_set(&stored, &[("a", 1), ("b", 3)]));
-        assert!(!same_set(&stored, &[("a", 1)]));
-        assert!(!same_set(
-            &stored,
-            &[("a", Value::from(1.0)), ("b", 2.into())]
-        ));
     }
 
     #[test]

@@ -794,8 +794,7 @@ impl TelemetryBuilder {
     /// # Ok(()) }
     /// ```
     pub fn common_attributes(mut self, attributes: Attributes) -> Self {
-        self.common_attributes
-            .extend(attributes.iter().map(|(k, v)| (k, v.clone())));
+        self.common_attributes.absorb(attributes);
         self
     }
 
@@ -1087,14 +1086,24 @@ impl TelemetryBuilder {
             trace: span_client.endpoint().to_owned(),
         };
 
-        let common = (!self.common_attributes.is_empty()).then_some(self.common_attributes);
-        let metrics = Arc::new(match &common {
-            Some(a) => MetricBatch::builder().common_attributes(a.clone()).build(),
-            None => MetricBatch::new(),
-        });
-        let events = Arc::new(item_batch(&common));
-        let logs = Arc::new(item_batch(&common));
-        let spans = Arc::new(item_batch(&common));
+        // The builders drop an empty set of common attributes.
+        let common = self.common_attributes;
+        let metrics = Arc::new(
+            MetricBatch::builder()
+                .common_attributes(common.clone())
+                .build(),
+        );
+        let events = Arc::new(
+            EventBatch::builder()
+                .common_attributes(common.clone())
+                .build(),
+        );
+        let logs = Arc::new(
+            LogBatch::builder()
+                .common_attributes(common.clone())
+                .build(),
+        );
+        let spans = Arc::new(SpanBatch::builder().common_attributes(common).build());
 
         let token = self
             .token
@@ -1152,17 +1161,6 @@ fn client_for<K: Kind>(
         None => builder,
     };
     Ok(builder.build()?)
-}
-
-fn item_batch<T: crate::batch::BatchItem>(
-    common: &Option<Attributes>,
-) -> crate::batch::ItemBatch<T> {
-    match common {
-        Some(a) => crate::batch::ItemBatch::builder()
-            .common_attributes(a.clone())
-            .build(),
-        None => crate::batch::ItemBatch::new(),
-    }
 }
 
 fn spawn_harvester<K: Kind>(

@@ -23,7 +23,7 @@ use hashbrown::HashTable;
 use tokio::sync::Notify;
 
 use super::{Batch, RecordCounters, RecordStats};
-use crate::attributes::{AsAttributes, Attributes, Value, ValueRef, same_set};
+use crate::attributes::{AsAttributes, Attributes, Value, ValueRef};
 use crate::common::Common;
 use crate::error::RecordError;
 use crate::metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
@@ -355,32 +355,36 @@ fn value_eq(stored: &Value, v: ValueRef<'_>) -> bool {
 }
 
 /// Whether borrowed pairs name exactly the stored (sorted, unique-key) set, in
-/// any order. Small sets are scanned linearly, comparing key lengths first;
-/// larger ones go through the general comparison.
+/// any order, each stored pair matched once. Small sets are scanned linearly,
+/// comparing key lengths first; larger ones are binary-searched. A metric's
+/// set has at most 100 pairs (validated on insertion), so one `u128` marks
+/// the pairs already matched.
 #[inline]
 fn same_attributes(stored: &Attributes, source: &(impl AsAttributes + ?Sized)) -> bool {
     let pairs = stored.pairs();
-    if pairs.len() != source.attribute_count() {
+    if pairs.len() != source.attribute_count() || pairs.len() > 128 {
         return false;
     }
-    if pairs.len() > 16 {
-        return same_set(stored, source);
-    }
-    let mut seen = 0u32;
+    let position = |k: &str| {
+        if pairs.len() <= 16 {
+            pairs.iter().position(|(key, _)| str_eq(key, k))
+        } else {
+            stored.position(k)
+        }
+    };
+    let mut seen = 0u128;
     let mut same = true;
     source.for_each_attribute(|k, v| {
         if !same {
             return;
         }
-        let mut found = false;
-        for (i, (key, value)) in pairs.iter().enumerate() {
-            if str_eq(key, k) {
-                found = seen & (1 << i) == 0 && value_eq(value, v);
+        same = match position(k) {
+            Some(i) if seen & (1 << i) == 0 && value_eq(&pairs[i].1, v) => {
                 seen |= 1 << i;
-                break;
+                true
             }
-        }
-        same = found;
+            _ => false,
+        };
     });
     same
 }
@@ -983,5 +987,38 @@ impl Batch for MetricBatch {
 
     fn record_stats(&self) -> RecordStats {
         self.counters.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_set_detects_duplicates_and_differences() {
+        let stored = Attributes::from([("a", 1), ("b", 2)]);
+        assert!(same_attributes(&stored, &[("b", 2), ("a", 1)]));
+        assert!(!same_attributes(&stored, &[("a", 1), ("a", 1)]));
+        assert!(!same_attributes(&stored, &[("a", 1), ("b", 3)]));
+        assert!(!same_attributes(&stored, &[("a", 1)]));
+        assert!(!same_attributes(
+            &stored,
+            &[("a", Value::from(1.0)), ("b", 2.into())]
+        ));
+    }
+
+    #[test]
+    fn large_sets_compare_by_binary_search() {
+        let pairs: Vec<(String, i64)> = (0..20).map(|i| (format!("k{i:02}"), i)).collect();
+        let stored = Attributes::from_source(&pairs);
+        let mut reversed = pairs.clone();
+        reversed.reverse();
+        assert!(same_attributes(&stored, &reversed));
+        let mut duplicated = pairs.clone();
+        duplicated[19] = duplicated[0].clone();
+        assert!(!same_attributes(&stored, &duplicated));
+        let mut changed = pairs.clone();
+        changed[7].1 = 70;
+        assert!(!same_attributes(&stored, &changed));
     }
 }
