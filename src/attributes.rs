@@ -615,6 +615,26 @@ impl<T: AsAttributes + ?Sized> AsAttributes for &T {
     }
 }
 
+impl crate::budget::HeapSize for Attributes {
+    fn held_bytes(&self) -> usize {
+        use crate::budget::arc_str_bytes;
+        let pairs: usize = self
+            .pairs
+            .iter()
+            .map(|(key, value)| {
+                arc_str_bytes(key.len())
+                    + match value {
+                        Value::String(s) => arc_str_bytes(s.len()),
+                        _ => 0,
+                    }
+            })
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.pairs.capacity() * std::mem::size_of::<(Arc<str>, Value)>()
+            + pairs
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

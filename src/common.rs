@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::attributes::Attributes;
-use crate::time::{duration_millis, millis_since_epoch};
+use crate::time::{interval_millis, millis_since_epoch};
 
 /// What every item of a payload shares: a timestamp, an interval and attributes.
 ///
@@ -81,16 +81,18 @@ impl Common {
         self
     }
 
-    /// Sets the interval count and summary metrics default to.
+    /// Sets the interval count and summary metrics default to, in whole
+    /// milliseconds and at least 1 (the APIs take only positive intervals).
     ///
     /// ```
     /// use newrelic_telemetry::Common;
     /// use std::time::Duration;
     ///
     /// assert_eq!(Common::new().with_interval(Duration::from_secs(10)).interval_ms(), Some(10_000));
+    /// assert_eq!(Common::new().with_interval(Duration::ZERO).interval_ms(), Some(1));
     /// ```
     pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval_ms = Some(duration_millis(interval));
+        self.interval_ms = Some(interval_millis(interval));
         self
     }
 

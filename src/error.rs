@@ -94,6 +94,39 @@ pub enum RecordError {
         /// The batch's series limit.
         limit: usize,
     },
+    /// A name the series or item is known by (a metric name) is longer than
+    /// its documented bound.
+    NameTooLong {
+        /// The name's first 64 characters.
+        name: String,
+        /// The name's length in characters.
+        chars: usize,
+        /// The bound.
+        limit: usize,
+    },
+    /// A span id, trace id or parent id is longer than its documented bound.
+    SpanIdTooLong {
+        /// The id's length in characters.
+        chars: usize,
+        /// The bound.
+        limit: usize,
+    },
+    /// A timestamp the API would not accept: before 1970, past what a signed
+    /// 64-bit count of milliseconds holds, or outside the API's window (the
+    /// Metric API takes 48 hours back to 24 hours ahead, the Log API 48 hours
+    /// back).
+    TimestampOutOfRange {
+        /// The timestamp in milliseconds since the epoch (`u64::MAX` for a
+        /// time before 1970).
+        timestamp_ms: u64,
+    },
+    /// Keeping the item would pass the pipeline's memory budget; it was
+    /// dropped (what is already held is kept, and the harvester is asked to
+    /// make room).
+    MemoryBudgetFull {
+        /// The pipeline's budget in bytes.
+        budget_bytes: usize,
+    },
 }
 
 /// The first `n` characters of `s`, for error messages.
@@ -143,6 +176,22 @@ impl fmt::Display for RecordError {
             RecordError::SeriesLimitReached { limit } => write!(
                 f,
                 "metric batch holds its limit of {limit} series; the new series was dropped"
+            ),
+            RecordError::NameTooLong { name, chars, limit } => write!(
+                f,
+                "name {name:?}... is {chars} characters long, over the limit of {limit}"
+            ),
+            RecordError::SpanIdTooLong { chars, limit } => write!(
+                f,
+                "a span id, trace id or parent id is {chars} characters long, over the limit of {limit}"
+            ),
+            RecordError::TimestampOutOfRange { timestamp_ms } => write!(
+                f,
+                "timestamp {timestamp_ms} ms is outside what the API accepts"
+            ),
+            RecordError::MemoryBudgetFull { budget_bytes } => write!(
+                f,
+                "the pipeline holds its memory budget of {budget_bytes} bytes; the item was dropped"
             ),
         }
     }

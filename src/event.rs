@@ -180,3 +180,11 @@ impl Serialize for Event {
         .serialize(serializer)
     }
 }
+
+impl crate::budget::HeapSize for Event {
+    fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() - std::mem::size_of::<Attributes>()
+            + crate::budget::arc_str_bytes(self.event_type.len())
+            + self.attributes.held_bytes()
+    }
+}

@@ -4,10 +4,12 @@
 //! One loop, driven by `tokio::time::interval`, does everything: it flushes the
 //! batch on every tick (or early, when the batch fills up), encodes the flush
 //! into payloads and queues them, and keeps one payload in flight at a time.
-//! A slow or failing endpoint therefore never delays a harvest, and the queue
-//! of payloads waiting to be sent is capped. Cancelling the harvester's token
-//! stops the timer, flushes one last time and sends everything still queued,
-//! bounded by a deadline.
+//! A slow or failing endpoint therefore never delays a harvest, and what the
+//! pipeline holds stays within its memory budget: the queue of payloads
+//! waiting to be sent may fill half of it, past which its oldest payload is
+//! dropped. Cancelling the harvester's token stops the timer; from that moment
+//! one deadline covers the last flush, its encoding and every send, and what
+//! is not sent by then is counted as dropped.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -21,8 +23,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, RecordStats};
-use crate::client::{Client, DropReason, Kind, Payload, PayloadReport, Prepared, Sender};
+use crate::batch::{Batch, RecordStats, Taken};
+use crate::budget::{MemoryBudget, MemoryStats};
+use crate::client::{Client, DropReason, Kind, Payload, PayloadReport, Sender};
 use crate::stats::DeliveryStats;
 
 /// The longest harvest interval or shutdown timeout taken; longer ones are
@@ -53,12 +56,11 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// assert_eq!(newrelic_telemetry::DEFAULT_MAX_QUEUED_ITEMS, 200_000);
 /// ```
 pub const DEFAULT_MAX_QUEUED_ITEMS: usize = 200_000;
-/// Compressed bytes that may wait in the send queue unless told otherwise.
-///
-/// ```
-/// assert_eq!(newrelic_telemetry::DEFAULT_MAX_QUEUED_BYTES, 20_000_000);
-/// ```
-pub const DEFAULT_MAX_QUEUED_BYTES: usize = 20_000_000;
+
+/// How long shutdown may run past its deadline: the time to notice the
+/// deadline at the next yield and count what is left (an encoding slice, a
+/// dropped request). Measured in the `stress` benchmark.
+pub const SHUTDOWN_SLACK: Duration = Duration::from_millis(100);
 
 /// How a harvester ended (or how it stands, if it was still running when the
 /// report was taken).
@@ -99,6 +101,8 @@ pub struct HarvestReport {
     /// Whether the task ran its shutdown to the end; `false` if it panicked or
     /// its runtime was shut down under it.
     pub completed: bool,
+    /// What the pipeline held in memory at the end, and its peak.
+    pub memory: MemoryStats,
 }
 
 /// A running harvester: a handle to the background task.
@@ -132,7 +136,7 @@ pub struct Harvester {
     token: CancellationToken,
     harvest_now: Arc<Notify>,
     state: Mutex<State>,
-    stats: Box<dyn Fn() -> (DeliveryStats, RecordStats) + Send + Sync>,
+    stats: Box<dyn Fn() -> (DeliveryStats, RecordStats, MemoryStats) + Send + Sync>,
 }
 
 enum State {
@@ -175,7 +179,6 @@ impl Harvester {
             token: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_queued_items: DEFAULT_MAX_QUEUED_ITEMS,
-            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
         }
     }
 
@@ -260,7 +263,7 @@ impl Harvester {
                 Ok(report) => report,
                 Err(e) => {
                     tracing::error!(api = self.api, error = %e, "harvester task ended abnormally");
-                    let (delivery, record) = (self.stats)();
+                    let (delivery, record, memory) = (self.stats)();
                     HarvestReport {
                         api: self.api,
                         harvests: 0,
@@ -268,6 +271,7 @@ impl Harvester {
                         record,
                         deadline_exceeded: false,
                         completed: false,
+                        memory,
                     }
                 }
             };
@@ -330,6 +334,33 @@ impl Harvester {
         (self.stats)().0
     }
 
+    /// What the pipeline holds in memory now (the batch, the payloads being
+    /// encoded, queued and sent), against its budget.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Harvester, Log, LogBatch, LogClient};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("key").endpoint("http://127.0.0.1:9/log/v1").build()?;
+    /// let harvester = Harvester::builder(logs.clone(), client)
+    ///     .shutdown_timeout(Duration::from_millis(100))
+    ///     .spawn();
+    /// logs.record(Log::new("waiting")).await?;
+    /// assert_eq!(harvester.memory().held_items, 1);
+    ///
+    /// let report = harvester.shutdown().await; // nothing listens on port 9
+    /// assert_eq!(report.memory.held_items, 0); // dropped and counted, not held
+    /// assert_eq!(report.delivery.items_dropped(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn memory(&self) -> MemoryStats {
+        (self.stats)().2
+    }
+
     /// The harvester's own token: cancelling it stops the harvester. It is a
     /// child of the token given to the builder, if any.
     ///
@@ -379,7 +410,6 @@ impl Drop for Harvester {
 ///     .harvest_interval(Duration::from_secs(10))
 ///     .shutdown_timeout(Duration::from_secs(2))
 ///     .max_queued_items(10_000)
-///     .max_queued_bytes(1_000_000)
 ///     .cancellation_token(service.clone())
 ///     .spawn();
 ///
@@ -389,6 +419,7 @@ impl Drop for Harvester {
 /// assert_eq!(report.delivery.items_sent, 1);
 /// # Ok(()) }
 /// ```
+#[must_use = "a builder does nothing until it is spawned"]
 pub struct HarvesterBuilder<K: Kind> {
     batch: Arc<K::Batch>,
     client: Client<K>,
@@ -396,7 +427,6 @@ pub struct HarvesterBuilder<K: Kind> {
     token: Option<CancellationToken>,
     shutdown_timeout: Duration,
     max_queued_items: usize,
-    max_queued_bytes: usize,
 }
 
 impl<K: Kind> std::fmt::Debug for HarvesterBuilder<K> {
@@ -406,7 +436,6 @@ impl<K: Kind> std::fmt::Debug for HarvesterBuilder<K> {
             .field("interval", &self.interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("max_queued_items", &self.max_queued_items)
-            .field("max_queued_bytes", &self.max_queued_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -458,9 +487,11 @@ impl<K: Kind> HarvesterBuilder<K> {
         self
     }
 
-    /// How long the final flush and send may take once the harvester is
-    /// stopped (default 10 s, at most a year); what is unsent by then is
-    /// dropped and reported.
+    /// How long shutdown may take (default 10 s, at most a year), from the
+    /// moment the harvester is stopped: the last flush, its encoding, and
+    /// every send and retry, all within it (plus [`SHUTDOWN_SLACK`]). What is
+    /// unsent by then is dropped and counted in
+    /// [`DeliveryStats::items_dropped_shutdown`].
     ///
     /// ```
     /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
@@ -491,7 +522,10 @@ impl<K: Kind> HarvesterBuilder<K> {
     }
 
     /// The most items that may wait in the send queue (default 200,000).
-    /// Past it the oldest waiting payload is dropped and counted.
+    /// Past it, or past half the pipeline's memory budget (see
+    /// [`LogBatch::builder`](crate::ItemBatchBuilder::memory_budget)), the
+    /// oldest waiting payload is dropped and counted in
+    /// [`DeliveryStats::items_dropped_queue_full`].
     ///
     /// ```
     /// use newrelic_telemetry::{Harvester, MetricBatch, MetricClient};
@@ -508,27 +542,6 @@ impl<K: Kind> HarvesterBuilder<K> {
     /// ```
     pub fn max_queued_items(mut self, items: usize) -> Self {
         self.max_queued_items = items;
-        self
-    }
-
-    /// The most compressed bytes that may wait in the send queue (default
-    /// 20 MB). Past it the oldest waiting payload is dropped and counted.
-    ///
-    /// ```
-    /// use newrelic_telemetry::{Harvester, MetricBatch, MetricClient};
-    /// use std::sync::Arc;
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let batch = Arc::new(MetricBatch::new());
-    /// let client = MetricClient::builder("key").endpoint("http://127.0.0.1:9/metric/v1").build()?;
-    /// let harvester = Harvester::builder(batch, client).max_queued_bytes(5_000_000).spawn();
-    /// # harvester.shutdown().await;
-    /// # Ok(()) }
-    /// ```
-    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
-        self.max_queued_bytes = bytes;
         self
     }
 
@@ -560,8 +573,9 @@ impl<K: Kind> HarvesterBuilder<K> {
         let stats = {
             let client = self.client.clone();
             let batch = self.batch.clone();
-            Box::new(move || (client.stats(), batch.record_stats()))
+            Box::new(move || (client.stats(), batch.record_stats(), batch.memory()))
         };
+        let budget = self.batch.memory_budget().clone();
         let task = Task {
             batch: self.batch,
             client: self.client,
@@ -574,8 +588,9 @@ impl<K: Kind> HarvesterBuilder<K> {
                 items: 0,
                 bytes: 0,
                 max_items: self.max_queued_items,
-                max_bytes: self.max_queued_bytes,
+                max_bytes: budget.limit() / 2,
             },
+            budget,
             harvests: 0,
         };
         Harvester {
@@ -588,41 +603,43 @@ impl<K: Kind> HarvesterBuilder<K> {
     }
 }
 
-/// Payloads waiting to be sent, capped in items and bytes; past a cap the
-/// oldest payload is dropped (new data is worth more, and old data is the
-/// likeliest to fall outside the APIs' timestamp windows).
-struct Queue<T> {
-    payloads: VecDeque<Payload<T>>,
+/// Payloads waiting to be sent, capped in items and in bytes (half the
+/// pipeline's memory budget); past a cap the oldest payload is dropped (new
+/// data is worth more, and old data is the likeliest to fall outside the
+/// APIs' timestamp windows).
+struct Queue {
+    payloads: VecDeque<Payload>,
     items: usize,
     bytes: usize,
     max_items: usize,
     max_bytes: usize,
 }
 
-impl<T> Queue<T> {
-    fn push<K: Kind<Item = T>>(&mut self, payload: Payload<T>, sender: &Sender<K>) {
+impl Queue {
+    fn push<K: Kind>(&mut self, payload: Payload, sender: &Sender<K>, budget: &MemoryBudget) {
         while !self.payloads.is_empty()
             && (self.items + payload.len() > self.max_items
-                || self.bytes + payload.body.len() > self.max_bytes)
+                || self.bytes + payload.held_bytes() > self.max_bytes)
         {
             if let Some(oldest) = self.pop() {
                 sender.report_drop(&dropped_report::<K>(&oldest, DropReason::QueueFull));
+                budget.resolve_items(oldest.len());
             }
         }
         self.items += payload.len();
-        self.bytes += payload.body.len();
+        self.bytes += payload.held_bytes();
         self.payloads.push_back(payload);
     }
 
-    fn pop(&mut self) -> Option<Payload<T>> {
+    fn pop(&mut self) -> Option<Payload> {
         let payload = self.payloads.pop_front()?;
         self.items -= payload.len();
-        self.bytes -= payload.body.len();
+        self.bytes -= payload.held_bytes();
         Some(payload)
     }
 }
 
-fn dropped_report<K: Kind>(payload: &Payload<K::Item>, reason: DropReason) -> PayloadReport {
+fn dropped_report<K: Kind>(payload: &Payload, reason: DropReason) -> PayloadReport {
     PayloadReport::dropped(
         K::API.name,
         Some(payload.request_id),
@@ -631,6 +648,11 @@ fn dropped_report<K: Kind>(payload: &Payload<K::Item>, reason: DropReason) -> Pa
         0,
         reason,
     )
+}
+
+/// Items the reports account for (accepted or dropped).
+fn items_in(reports: &[PayloadReport]) -> usize {
+    reports.iter().map(PayloadReport::items).sum()
 }
 
 type Delivery<'a> = Pin<Box<dyn Future<Output = Vec<PayloadReport>> + Send + 'a>>;
@@ -650,7 +672,8 @@ struct Task<K: Kind> {
     shutdown_timeout: Duration,
     token: CancellationToken,
     harvest_now: Arc<Notify>,
-    queue: Queue<K::Item>,
+    queue: Queue,
+    budget: Arc<MemoryBudget>,
     harvests: u64,
 }
 
@@ -673,34 +696,40 @@ impl<K: Kind> Task<K> {
             tokio::select! {
                 biased;
                 () = self.token.cancelled() => break,
-                _ = async {
+                reports = async {
                     match in_flight.as_mut() {
                         Some(f) => f.delivery.as_mut().await,
                         None => std::future::pending().await,
                     }
-                }, if in_flight.is_some() => in_flight = None,
+                }, if in_flight.is_some() => {
+                    self.budget.resolve_items(items_in(&reports));
+                    in_flight = None;
+                }
                 _ = ticker.tick() => self.harvest(sender).await,
                 () = self.batch.harvest_requested() => self.harvest(sender).await,
                 () = self.harvest_now.notified() => self.harvest(sender).await,
             }
         }
 
-        // Stopped: close the batch (later recordings are refused and counted),
-        // flush it one last time (outside the deadline, so that no flushed
-        // item can be lost uncounted), then send everything by the deadline.
-        self.batch.close().await;
-        self.harvest(sender).await;
+        // Stopped: from here one deadline covers everything. Close the batch
+        // (later recordings are refused and counted), then flush it, encode
+        // and send what it held and everything queued, oldest first.
         let deadline = Instant::now() + self.shutdown_timeout;
-        let mut current: Option<(usize, usize, uuid::Uuid)> = None;
+        self.batch.close().await;
+        // The payload being sent: its size, request id, and (in `resolved`)
+        // how many of its items are accounted for.
+        let mut current = in_flight.as_ref().map(|f| (f.items, f.bytes, f.request_id));
         let drained = tokio::time::timeout_at(deadline, async {
+            self.harvest(sender).await;
             if let Some(f) = in_flight.as_mut() {
-                current = Some((f.items, f.bytes, f.request_id));
-                f.delivery.as_mut().await;
+                let reports = f.delivery.as_mut().await;
+                self.budget.resolve_items(items_in(&reports));
             }
             while let Some(payload) = self.queue.pop() {
                 resolved.store(0, Ordering::Relaxed);
                 current = Some((payload.len(), payload.body.len(), payload.request_id));
-                sender.deliver(payload, &resolved).await;
+                let reports = sender.deliver(payload, &resolved).await;
+                self.budget.resolve_items(items_in(&reports));
             }
             current = None;
         })
@@ -709,32 +738,7 @@ impl<K: Kind> Task<K> {
         drop(in_flight);
 
         if !drained {
-            let mut lost = 0;
-            if let Some((items, bytes, request_id)) = current {
-                let unresolved = items.saturating_sub(resolved.load(Ordering::Relaxed));
-                if unresolved > 0 {
-                    lost += unresolved;
-                    let report = PayloadReport::dropped(
-                        K::API.name,
-                        Some(request_id),
-                        unresolved,
-                        bytes,
-                        0,
-                        DropReason::ShutdownDeadline,
-                    );
-                    sender.report_drop(&report);
-                }
-            }
-            while let Some(payload) = self.queue.pop() {
-                lost += payload.len();
-                sender.report_drop(&dropped_report::<K>(&payload, DropReason::ShutdownDeadline));
-            }
-            tracing::error!(
-                api = K::API.name,
-                items = lost,
-                timeout_ms = self.shutdown_timeout.as_millis() as u64,
-                "shutdown deadline reached; unsent telemetry dropped"
-            );
+            self.count_abandoned(sender, current, resolved.load(Ordering::Relaxed));
         }
 
         HarvestReport {
@@ -744,26 +748,92 @@ impl<K: Kind> Task<K> {
             record: self.batch.record_stats(),
             deadline_exceeded: !drained,
             completed: true,
+            memory: self.budget.snapshot(),
         }
     }
 
-    /// Flushes the batch and queues its payloads. An empty flush sends nothing.
+    /// Counts everything the pipeline still holds at the shutdown deadline
+    /// as dropped: what is left of the payload being sent (`current`, of which
+    /// `resolved` items were accounted for), the queued payloads, and the
+    /// items never encoded.
+    fn count_abandoned(
+        &mut self,
+        sender: &Sender<K>,
+        current: Option<(usize, usize, uuid::Uuid)>,
+        resolved: usize,
+    ) {
+        let mut unresolved = self.budget.held_items();
+        if current.is_some() {
+            unresolved = unresolved.saturating_sub(resolved);
+        }
+        let mut lost = 0;
+        if let Some((items, bytes, request_id)) = current {
+            let left = items.saturating_sub(resolved);
+            if left > 0 {
+                lost += left;
+                sender.report_drop(&PayloadReport::dropped(
+                    K::API.name,
+                    Some(request_id),
+                    left,
+                    bytes,
+                    0,
+                    DropReason::ShutdownDeadline,
+                ));
+            }
+        }
+        while let Some(payload) = self.queue.pop() {
+            lost += payload.len();
+            sender.report_drop(&dropped_report::<K>(&payload, DropReason::ShutdownDeadline));
+        }
+        let never_encoded = unresolved.saturating_sub(lost);
+        if never_encoded > 0 {
+            sender.drop_unencoded(never_encoded, DropReason::ShutdownDeadline);
+        }
+        self.budget.resolve_items(self.budget.held_items());
+        tracing::error!(
+            api = K::API.name,
+            items = unresolved,
+            timeout_ms = self.shutdown_timeout.as_millis() as u64,
+            "shutdown deadline reached; unsent telemetry dropped"
+        );
+    }
+
+    /// Flushes the batch, encodes what it held and queues the payloads. An
+    /// empty flush sends nothing.
     async fn harvest(&mut self, sender: &Sender<K>) {
         self.harvests += 1;
-        let (items, common) = self.batch.flush().await;
+        let Taken {
+            items,
+            common,
+            held,
+        } = self.batch.take().await;
         if items.is_empty() {
             return;
         }
         tracing::trace!(api = K::API.name, items = items.len(), "harvested");
-        let Prepared { payloads, .. } = sender.prepare(items, common).await;
-        for payload in payloads {
-            self.queue.push(payload, sender);
+        let n = items.len();
+        let mut encoder = match sender.encoder(items.into_iter(), common, held) {
+            Ok(encoder) => encoder,
+            Err(e) => {
+                let reason = DropReason::Encoding {
+                    message: e.to_string(),
+                };
+                sender.drop_unencoded(n, reason);
+                self.budget.resolve_items(n);
+                return;
+            }
+        };
+        while let Some(encoded) = encoder.next().await {
+            match sender.payload_or_drop(encoded) {
+                Ok(payload) => self.queue.push(payload, sender, &self.budget),
+                Err(report) => self.budget.resolve_items(report.items()),
+            }
         }
     }
 }
 
 fn start<'a, K: Kind>(
-    payload: Payload<K::Item>,
+    payload: Payload,
     sender: &'a Sender<K>,
     resolved: &'a AtomicUsize,
 ) -> InFlight<'a> {

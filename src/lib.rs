@@ -14,6 +14,7 @@
 
 mod attributes;
 mod batch;
+mod budget;
 mod client;
 mod common;
 mod error;
@@ -39,6 +40,7 @@ pub use batch::{
     Batch, BatchItem, DEFAULT_CAPACITY, DEFAULT_MAX_SERIES, EventBatch, ItemBatch,
     ItemBatchBuilder, LogBatch, MetricBatch, MetricBatchBuilder, RecordStats, SpanBatch,
 };
+pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
 pub use client::{
     AttemptFailure, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DropReason,
     EventClient, Events, KeyHeader, Kind, LogClient, Logs, MAX_PAYLOAD_BYTES, MetricClient,
@@ -49,8 +51,8 @@ pub use common::Common;
 pub use error::{BuildError, ConfigError, RecordError, SendError};
 pub use event::Event;
 pub use harvester::{
-    DEFAULT_HARVEST_INTERVAL, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_ITEMS,
-    DEFAULT_SHUTDOWN_TIMEOUT, HarvestReport, Harvester, HarvesterBuilder,
+    DEFAULT_HARVEST_INTERVAL, DEFAULT_MAX_QUEUED_ITEMS, DEFAULT_SHUTDOWN_TIMEOUT, HarvestReport,
+    Harvester, HarvesterBuilder, SHUTDOWN_SLACK,
 };
 pub use log::Log;
 pub use metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};

@@ -160,6 +160,10 @@ impl Log {
     pub fn attributes_mut(&mut self) -> &mut Attributes {
         &mut self.attributes
     }
+
+    pub(crate) fn message_mut(&mut self) -> &mut String {
+        &mut self.message
+    }
 }
 
 /// Sets the error attributes New Relic's UIs read on logs and spans.
@@ -185,5 +189,13 @@ impl Serialize for Log {
             map.serialize_entry("attributes", &self.attributes)?;
         }
         map.end()
+    }
+}
+
+impl crate::budget::HeapSize for Log {
+    fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() - std::mem::size_of::<Attributes>()
+            + self.message.capacity()
+            + self.attributes.held_bytes()
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::attributes::Attributes;
-use crate::time::{duration_millis, millis_since_epoch, now_ms};
+use crate::time::{interval_millis, millis_since_epoch, now_ms};
 
 /// The three metric types of the Metric API.
 ///
@@ -174,7 +174,7 @@ impl Head {
 
     /// Sets the interval ending now (`timestamp` is the interval's start).
     fn interval_ending_now(mut self, interval: Duration) -> Self {
-        let ms = duration_millis(interval);
+        let ms = interval_millis(interval);
         self.interval_ms = Some(ms);
         self.timestamp_ms = Some(now_ms().saturating_sub(ms));
         self
@@ -652,5 +652,15 @@ impl Serialize for SummaryMetric {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.head
             .serialize(MetricKind::Summary, &self.summary, serializer)
+    }
+}
+
+impl crate::budget::HeapSize for Metric {
+    fn held_bytes(&self) -> usize {
+        let head = self.head();
+        std::mem::size_of::<Self>()
+            + crate::budget::arc_str_bytes(head.name.len())
+            + 2 * std::mem::size_of::<usize>()
+            + head.attributes.held_bytes()
     }
 }

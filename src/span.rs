@@ -381,6 +381,14 @@ impl Span {
     pub(crate) fn events_mut(&mut self) -> &mut Vec<SpanEvent> {
         &mut self.events
     }
+
+    pub(crate) fn name_mut(&mut self) -> &mut String {
+        &mut self.name
+    }
+
+    pub(crate) fn service_name_mut(&mut self) -> &mut Option<Arc<str>> {
+        &mut self.service_name
+    }
 }
 
 /// A span's attributes object: intrinsics first, then the span's own pairs
@@ -527,6 +535,10 @@ impl SpanEvent {
     pub(crate) fn attributes_mut(&mut self) -> &mut Attributes {
         &mut self.attributes
     }
+
+    pub(crate) fn name_mut(&mut self) -> &mut String {
+        &mut self.name
+    }
 }
 
 impl Serialize for SpanEvent {
@@ -538,5 +550,29 @@ impl Serialize for SpanEvent {
             map.serialize_entry("attributes", &self.attributes)?;
         }
         map.end()
+    }
+}
+
+impl crate::budget::HeapSize for Span {
+    fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() - std::mem::size_of::<Attributes>()
+            + self.id.capacity()
+            + self.trace_id.capacity()
+            + self.name.capacity()
+            + self.parent_id.as_ref().map_or(0, String::capacity)
+            + self
+                .service_name
+                .as_ref()
+                .map_or(0, |s| crate::budget::arc_str_bytes(s.len()))
+            + self.attributes.held_bytes()
+            + self.events.capacity() * std::mem::size_of::<SpanEvent>()
+            + self
+                .events
+                .iter()
+                .map(|e| {
+                    e.name.capacity() + e.attributes.held_bytes()
+                        - std::mem::size_of::<Attributes>()
+                })
+                .sum::<usize>()
     }
 }

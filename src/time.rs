@@ -3,11 +3,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the Unix epoch for `time` (0 before the epoch).
+/// What a time before the Unix epoch reads as: no API takes it, and
+/// validation refuses it like any timestamp past a signed 64-bit count.
+pub(crate) const BEFORE_EPOCH: u64 = u64::MAX;
+
+/// Milliseconds since the Unix epoch for `time` ([`BEFORE_EPOCH`] before it).
 pub(crate) fn millis_since_epoch(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(duration_millis)
-        .unwrap_or(0)
+        .unwrap_or(BEFORE_EPOCH)
 }
 
 /// The current wall-clock time in milliseconds since the Unix epoch.
@@ -18,6 +22,12 @@ pub(crate) fn now_ms() -> u64 {
 /// Whole milliseconds in `d`, saturating.
 pub(crate) fn duration_millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An interval's length in whole milliseconds, at least 1 (the APIs take
+/// only positive `interval.ms`).
+pub(crate) fn interval_millis(d: Duration) -> u64 {
+    duration_millis(d).max(1)
 }
 
 /// How far the wall clock may drift from the monotonic clock before interval

@@ -1,8 +1,28 @@
-//! The ingest APIs' limits on attributes and names, checked when an item is
-//! recorded so that nothing the back end would drop reaches the wire.
+//! Every limit the ingest APIs set, and every check that keeps what reaches
+//! the wire within them: one place, used by the batches when an item is
+//! recorded and by the clients when items are handed to them directly.
+//!
+//! Each field has a documented bound and a treatment: a value that carries
+//! meaning only whole (a metric name, an id, a timestamp, an attribute key) is
+//! refused with a [`RecordError`]; free text (attribute values, log messages,
+//! span and span event names, a span's service name) is cut on a character
+//! boundary and counted in [`RecordStats::values_truncated`](crate::RecordStats).
+
+use std::sync::Arc;
 
 use crate::attributes::{AsAttributes, Attributes, Value, ValueRef};
 use crate::error::{RecordError, prefix};
+use crate::event::Event;
+use crate::log::Log;
+use crate::metric::Metric;
+use crate::span::Span;
+use crate::time::now_ms;
+
+const HOUR_MS: u64 = 3600 * 1000;
+
+/// The latest timestamp any API takes: the largest signed 64-bit number
+/// (the APIs read numbers as Java `long`s).
+const MAX_TIMESTAMP_MS: u64 = i64::MAX as u64;
 
 /// Limits of one ingest API.
 #[derive(Clone, Copy, Debug)]
@@ -12,6 +32,10 @@ pub(crate) struct Limits {
     pub(crate) max_value_chars: usize,
     /// Keys the API reserves for itself.
     pub(crate) reserved: &'static [&'static str],
+    /// How far back and ahead of now an item's timestamp may be, if the API
+    /// drops items outside a window.
+    pub(crate) max_age_ms: Option<u64>,
+    pub(crate) max_ahead_ms: Option<u64>,
 }
 
 pub(crate) const METRIC_LIMITS: Limits = Limits {
@@ -19,25 +43,48 @@ pub(crate) const METRIC_LIMITS: Limits = Limits {
     max_key_chars: 255,
     max_value_chars: 4096,
     reserved: &RESERVED_METRIC_KEYS,
+    max_age_ms: Some(48 * HOUR_MS),
+    max_ahead_ms: Some(24 * HOUR_MS),
 };
 pub(crate) const EVENT_LIMITS: Limits = Limits {
     max_attributes: 255,
     max_key_chars: 255,
     max_value_chars: 4096,
     reserved: &[],
+    max_age_ms: None,
+    max_ahead_ms: None,
 };
 pub(crate) const LOG_LIMITS: Limits = Limits {
     max_attributes: 255,
     max_key_chars: 255,
     max_value_chars: 4094,
     reserved: &[],
+    max_age_ms: Some(48 * HOUR_MS),
+    max_ahead_ms: None,
 };
 pub(crate) const SPAN_LIMITS: Limits = Limits {
     max_attributes: 200,
     max_key_chars: 255,
     max_value_chars: 4000,
     reserved: &[],
+    // The Trace API adjusts spans outside 20 minutes rather than dropping
+    // them, so only the number range is checked.
+    max_age_ms: None,
+    max_ahead_ms: None,
 };
+
+/// Longest metric name taken (the API states none; a name is a series'
+/// identity, so a longer one is refused rather than cut).
+pub(crate) const MAX_METRIC_NAME_CHARS: usize = 255;
+/// Longest log message sent; a longer one is cut (the Log API keeps 4,094
+/// characters of an attribute inline and states no bound for the message).
+pub(crate) const MAX_LOG_MESSAGE_CHARS: usize = 32_768;
+/// Longest span or span event name, and span service name: they travel as
+/// Trace API attributes, so its value limit applies. Longer ones are cut.
+pub(crate) const MAX_SPAN_TEXT_CHARS: usize = 4000;
+/// Longest span id, trace id or parent id taken (W3C ids are 16 and 32 hex
+/// characters; a longer one is refused, since a cut id links nothing).
+pub(crate) const MAX_ID_CHARS: usize = 128;
 
 /// Metric attribute keys the Metric API reserves (besides the metric's name).
 const RESERVED_METRIC_KEYS: [&str; 9] = [
@@ -202,6 +249,185 @@ pub(crate) fn sanitize_common(mut attrs: Attributes, limits: &Limits) -> Attribu
     }
     let _ = check_attributes(&mut attrs, limits);
     attrs
+}
+
+/// Cuts `s` to at most `limit` characters on a character boundary; says
+/// whether it cut anything.
+pub(crate) fn truncate_chars(s: &mut String, limit: usize) -> bool {
+    if chars_over(s, limit).is_none() {
+        return false;
+    }
+    let keep = truncated(s, limit).len();
+    s.truncate(keep);
+    true
+}
+
+/// Checks a metric name: 1 to [`MAX_METRIC_NAME_CHARS`] characters.
+pub(crate) fn check_metric_name(name: &str) -> Result<(), RecordError> {
+    if name.is_empty() {
+        return Err(RecordError::EmptyName);
+    }
+    match chars_over(name, MAX_METRIC_NAME_CHARS) {
+        Some(chars) => Err(RecordError::NameTooLong {
+            name: prefix(name, 64),
+            chars,
+            limit: MAX_METRIC_NAME_CHARS,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a timestamp against the number range every API takes and the
+/// window of the API whose `limits` are given.
+pub(crate) fn check_timestamp(timestamp_ms: u64, limits: &Limits) -> Result<(), RecordError> {
+    let out = || RecordError::TimestampOutOfRange { timestamp_ms };
+    if timestamp_ms > MAX_TIMESTAMP_MS {
+        return Err(out());
+    }
+    if limits.max_age_ms.is_none() && limits.max_ahead_ms.is_none() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let too_old = limits
+        .max_age_ms
+        .is_some_and(|age| timestamp_ms < now.saturating_sub(age));
+    let too_new = limits
+        .max_ahead_ms
+        .is_some_and(|ahead| timestamp_ms > now.saturating_add(ahead));
+    if too_old || too_new {
+        Err(out())
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a span id, trace id or parent id: not empty, at most
+/// [`MAX_ID_CHARS`].
+fn check_id(id: &str) -> Result<(), RecordError> {
+    if id.is_empty() {
+        return Err(RecordError::EmptySpanId);
+    }
+    match chars_over(id, MAX_ID_CHARS) {
+        Some(chars) => Err(RecordError::SpanIdTooLong {
+            chars,
+            limit: MAX_ID_CHARS,
+        }),
+        None => Ok(()),
+    }
+}
+
+pub(crate) mod sealed {
+    use crate::attributes::Attributes;
+    use crate::error::RecordError;
+
+    /// An item type one of the ingest APIs takes, and the checks that keep it
+    /// within that API's limits.
+    pub trait Validate {
+        /// Common attributes cleaned to this API's limits.
+        fn sanitize_common(attributes: Attributes) -> Attributes;
+        /// Validates the item (with the common attributes it will be sent
+        /// with) and cuts over-long text; returns how many values were cut.
+        fn validate(&mut self, common: Option<&Attributes>) -> Result<u64, RecordError>;
+    }
+}
+
+pub(crate) use sealed::Validate;
+
+impl Validate for Event {
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &EVENT_LIMITS)
+    }
+    fn validate(&mut self, common: Option<&Attributes>) -> Result<u64, RecordError> {
+        check_event_type(self.event_type())?;
+        check_timestamp(self.timestamp_ms(), &EVENT_LIMITS)?;
+        // Events carry the common attributes themselves (there is no common
+        // block), so the limit applies to the merged set.
+        check_merged_count(self.attributes(), common, &EVENT_LIMITS)?;
+        check_attributes(self.attributes_mut(), &EVENT_LIMITS)
+    }
+}
+
+impl Validate for Log {
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &LOG_LIMITS)
+    }
+    fn validate(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
+        check_timestamp(self.timestamp_ms(), &LOG_LIMITS)?;
+        let mut cut = check_attributes(self.attributes_mut(), &LOG_LIMITS)?;
+        cut += u64::from(truncate_chars(self.message_mut(), MAX_LOG_MESSAGE_CHARS));
+        Ok(cut)
+    }
+}
+
+impl Validate for Span {
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &SPAN_LIMITS)
+    }
+    fn validate(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
+        if self.name().is_empty() {
+            return Err(RecordError::EmptyName);
+        }
+        check_id(self.id())?;
+        check_id(self.trace_id())?;
+        if let Some(parent) = self.parent_id() {
+            check_id(parent)?;
+        }
+        check_timestamp(self.timestamp_ms(), &SPAN_LIMITS)?;
+        let mut cut = check_attributes(self.attributes_mut(), &SPAN_LIMITS)?;
+        cut += u64::from(truncate_chars(self.name_mut(), MAX_SPAN_TEXT_CHARS));
+        if let Some(service) = self.service_name_mut() {
+            if chars_over(service, MAX_SPAN_TEXT_CHARS).is_some() {
+                *service = Arc::from(truncated(service, MAX_SPAN_TEXT_CHARS));
+                cut += 1;
+            }
+        }
+        for event in self.events_mut() {
+            if event.name().is_empty() {
+                return Err(RecordError::EmptyName);
+            }
+            check_timestamp(event.timestamp_ms(), &SPAN_LIMITS)?;
+            cut += check_attributes(event.attributes_mut(), &SPAN_LIMITS)?;
+            cut += u64::from(truncate_chars(event.name_mut(), MAX_SPAN_TEXT_CHARS));
+        }
+        Ok(cut)
+    }
+}
+
+impl Validate for Metric {
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &METRIC_LIMITS)
+    }
+    fn validate(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
+        check_metric(self)?;
+        let (attrs, cut) = metric_attributes(self.name(), self.attributes())?;
+        if cut > 0 {
+            self.replace_attributes(attrs);
+        }
+        Ok(cut)
+    }
+}
+
+/// The checks of a metric that do not touch its attributes: name, value,
+/// timestamp. A batch runs them before it aggregates the metric.
+pub(crate) fn check_metric(metric: &Metric) -> Result<(), RecordError> {
+    check_metric_name(metric.name())?;
+    let valid = match metric {
+        Metric::Count(m) => m.value().is_finite(),
+        Metric::Gauge(m) => m.value().is_finite(),
+        Metric::Summary(m) => m.summary().is_valid(),
+    };
+    if !valid {
+        return Err(match metric {
+            Metric::Summary(_) => RecordError::InvalidSummary,
+            _ => RecordError::NonFiniteValue {
+                name: metric.name().to_owned(),
+            },
+        });
+    }
+    if let Some(timestamp_ms) = metric.timestamp_ms() {
+        check_timestamp(timestamp_ms, &METRIC_LIMITS)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -336,11 +336,9 @@ async fn a_persistent_413_on_single_items_ends_with_them_dropped() {
         .send_batch(events(0..4), Common::new())
         .await
         .unwrap_err();
-    // 4 items, then the first half (2), then its two single items; by then
-    // the client knows that a single item is too large, so the second half
-    // (prepared before that) is tried once and its items are dropped without
-    // further requests: five requests, not the seven of a blind bisection.
-    assert_eq!(server.requests().len(), 5);
+    // 4 items, then halves of 2, then single items: each item is sent on its
+    // own once before it is dropped as too large (seven requests, bounded).
+    assert_eq!(server.requests().len(), 7);
     assert_eq!(err.report().items_dropped(), 4);
     assert!(matches!(
         err.report().first_drop_reason(),
@@ -348,13 +346,14 @@ async fn a_persistent_413_on_single_items_ends_with_them_dropped() {
     ));
     assert_eq!(client.stats().items_dropped_too_large, 4);
 
-    // The client learned that such payloads are too large: the next ones are
-    // split before sending, and items that cannot fit make no request at all.
+    // A 413 on a single item teaches nothing about other payloads: the next
+    // items are sent too (the server might have recovered), and dropped only
+    // after their own 413s.
     client
         .send_batch(events(4..8), Common::new())
         .await
         .unwrap_err();
-    assert_eq!(server.requests().len(), 5);
+    assert_eq!(server.requests().len(), 14);
     assert_eq!(client.stats().items_dropped_too_large, 8);
 }
 
@@ -363,19 +362,24 @@ async fn after_a_413_later_payloads_are_split_before_sending() {
     let server = TestIngestServer::start().await.unwrap();
     let client = client(&server, RetryPolicy::default()).await;
     let body = newrelic_telemetry::encode_payload::<newrelic_telemetry::Events>(
-        &events(0..100),
+        &events(0..10_000),
         &Common::new(),
     )
     .await
     .unwrap();
+    assert!(
+        body.len() > 300_000,
+        "{} bytes: large enough to learn from",
+        body.len()
+    );
     server.set_max_body_bytes(Some(body.len() * 2 / 3));
     client
-        .send_batch(events(0..100), Common::new())
+        .send_batch(events(0..10_000), Common::new())
         .await
         .unwrap();
     assert_eq!(server.requests().len(), 3, "413, then two halves");
     client
-        .send_batch(events(100..200), Common::new())
+        .send_batch(events(10_000..20_000), Common::new())
         .await
         .unwrap();
     let statuses: Vec<_> = server.requests()[3..].iter().map(|r| r.status).collect();
@@ -384,7 +388,7 @@ async fn after_a_413_later_payloads_are_split_before_sending() {
         "no second 413: {statuses:?}"
     );
     let unique: BTreeSet<_> = accepted_seqs(&server).into_iter().collect();
-    assert_eq!(unique, (0..200).collect());
+    assert_eq!(unique, (0..20_000).collect());
 }
 
 #[tokio::test]

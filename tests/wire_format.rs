@@ -199,14 +199,21 @@ async fn flushed_log_and_span_batches_carry_a_common_block() {
     let logs = LogBatch::builder()
         .common_attributes(attributes! { "service.name" => "shop" })
         .build();
-    logs.record(Log::new("hello").with_timestamp(at(T0)))
+    // The Log API drops logs older than 48 hours, so the batch takes only
+    // recent ones: an hour ago.
+    let recent = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let recent_ms = recent
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    logs.record(Log::new("hello").with_timestamp(recent))
         .await
         .unwrap();
     let (items, common) = logs.flush().await;
     assert_eq!(
         wire::<Logs>(&items, &common).await,
         json!([{"common": {"attributes": {"service.name": "shop"}},
-                "logs": [{"timestamp": T0, "message": "hello"}]}])
+                "logs": [{"timestamp": recent_ms, "message": "hello"}]}])
     );
 
     let spans = SpanBatch::new();

@@ -5,17 +5,15 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, Notify};
 
-use super::{Batch, RecordCounters, RecordStats};
+use super::{Batch, RecordCounters, RecordStats, Taken};
 use crate::attributes::Attributes;
+use crate::budget::{DEFAULT_MEMORY_BUDGET, HeapSize, HeldBytes, MemoryBudget, MemoryStats};
 use crate::common::Common;
 use crate::error::RecordError;
 use crate::event::Event;
 use crate::log::Log;
 use crate::span::Span;
-use crate::validate::{
-    EVENT_LIMITS, LOG_LIMITS, SPAN_LIMITS, check_attributes, check_event_type, check_merged_count,
-    sanitize_common,
-};
+use crate::validate::Validate;
 
 /// Items a batch holds at most by default; see [`ItemBatchBuilder::capacity`].
 ///
@@ -63,21 +61,6 @@ pub type LogBatch = ItemBatch<Log>;
 /// ```
 pub type SpanBatch = ItemBatch<Span>;
 
-mod private {
-    use crate::attributes::Attributes;
-    use crate::error::RecordError;
-
-    /// Validation of an item before it is buffered.
-    pub trait Checked {
-        /// Common attributes cleaned to this API's limits.
-        fn sanitize_common(attributes: Attributes) -> Attributes;
-        /// Validates the item (with the common attributes it will be sent
-        /// with) and truncates over-long values; returns how many values were
-        /// truncated.
-        fn check(&mut self, common: Option<&Attributes>) -> Result<u64, RecordError>;
-    }
-}
-
 /// An item type an [`ItemBatch`] can hold: [`Event`], [`Log`] or [`Span`]. Sealed.
 ///
 /// ```
@@ -90,67 +73,17 @@ mod private {
 /// let spans = small_batch::<Span>();
 /// assert!(logs.common_attributes().is_none() && spans.common_attributes().is_none());
 /// ```
-pub trait BatchItem: private::Checked + Send + Sync + 'static {}
+pub trait BatchItem: Validate + HeapSize + Send + Sync + 'static {}
 impl BatchItem for Event {}
 impl BatchItem for Log {}
 impl BatchItem for Span {}
-
-impl private::Checked for Event {
-    fn sanitize_common(attributes: Attributes) -> Attributes {
-        sanitize_common(attributes, &EVENT_LIMITS)
-    }
-    fn check(&mut self, common: Option<&Attributes>) -> Result<u64, RecordError> {
-        check_event_type(self.event_type())?;
-        // Events carry the common attributes themselves (there is no common
-        // block), so the limit applies to the merged set.
-        check_merged_count(self.attributes(), common, &EVENT_LIMITS)?;
-        check_attributes(self.attributes_mut(), &EVENT_LIMITS)
-    }
-}
-
-impl private::Checked for Log {
-    fn sanitize_common(attributes: Attributes) -> Attributes {
-        sanitize_common(attributes, &LOG_LIMITS)
-    }
-    fn check(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
-        check_attributes(self.attributes_mut(), &LOG_LIMITS)
-    }
-}
-
-impl private::Checked for Span {
-    fn sanitize_common(attributes: Attributes) -> Attributes {
-        sanitize_common(attributes, &SPAN_LIMITS)
-    }
-    fn check(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
-        if self.name().is_empty() {
-            return Err(RecordError::EmptyName);
-        }
-        if self.id().is_empty() || self.trace_id().is_empty() {
-            return Err(RecordError::EmptySpanId);
-        }
-        let mut truncations = check_attributes(self.attributes_mut(), &SPAN_LIMITS)?;
-        for event in self.events_mut() {
-            if event.name().is_empty() {
-                return Err(RecordError::EmptyName);
-            }
-            truncations += check_attributes(event.attributes_mut(), &SPAN_LIMITS)?;
-        }
-        Ok(truncations)
-    }
-}
-
-/// Validates an item handed straight to a client.
-pub(crate) fn check_item<T: BatchItem>(
-    item: &mut T,
-    common: Option<&Attributes>,
-) -> Result<u64, RecordError> {
-    item.check(common)
-}
 
 /// The items and whether the batch still takes new ones, under one lock so
 /// that closing and recording are ordered.
 struct Buffer<T> {
     items: Vec<T>,
+    /// What the items hold, as counted against the budget.
+    held_bytes: usize,
     closed: bool,
 }
 
@@ -180,6 +113,7 @@ pub struct ItemBatch<T> {
     common_attributes: Option<Arc<Attributes>>,
     counters: RecordCounters,
     harvest: Notify,
+    budget: Arc<MemoryBudget>,
 }
 
 impl<T> std::fmt::Debug for ItemBatch<T> {
@@ -188,6 +122,7 @@ impl<T> std::fmt::Debug for ItemBatch<T> {
             .field("item", &std::any::type_name::<T>())
             .field("capacity", &self.capacity)
             .field("common_attributes", &self.common_attributes)
+            .field("memory", &self.budget.snapshot())
             .finish_non_exhaustive()
     }
 }
@@ -204,9 +139,11 @@ impl<T> std::fmt::Debug for ItemBatch<T> {
 /// assert_eq!(logs.common_attributes(), Some(&attributes! { "service.name" => "checkout" }));
 /// ```
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct ItemBatchBuilder<T> {
     common_attributes: Option<Attributes>,
     capacity: usize,
+    memory_budget: usize,
     item: PhantomData<fn() -> T>,
 }
 
@@ -242,6 +179,35 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
         self
     }
 
+    /// The most bytes the pipeline may hold in memory (default
+    /// [`DEFAULT_MEMORY_BUDGET`](crate::DEFAULT_MEMORY_BUDGET), 16 MiB; at
+    /// least 2 MiB): items waiting here, items being encoded, and compressed
+    /// payloads waiting to be sent. An item that would pass it is refused with
+    /// [`RecordError::MemoryBudgetFull`] (counted) and the harvester is asked
+    /// to harvest; the send queue may fill half of it, and past that the
+    /// harvester drops its oldest payload.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch, RecordError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::builder().memory_budget(2 * 1024 * 1024).build();
+    /// let big = || Log::new("x".repeat(30_000));
+    /// let mut kept = 0;
+    /// while logs.record(big()).await.is_ok() {
+    ///     kept += 1;
+    /// }
+    /// assert!(kept > 60 && kept < 70); // 2 MiB of 30 kB messages
+    /// assert!(matches!(logs.record(big()).await, Err(RecordError::MemoryBudgetFull { .. })));
+    /// assert!(logs.memory().held_bytes <= 2 * 1024 * 1024);
+    /// assert_eq!(logs.record_stats().dropped_over_budget, 2);
+    /// # }
+    /// ```
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
     /// Builds the batch.
     ///
     /// ```
@@ -256,6 +222,7 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
         ItemBatch {
             items: Mutex::new(Buffer {
                 items: Vec::new(),
+                held_bytes: 0,
                 closed: false,
             }),
             capacity: self.capacity,
@@ -266,6 +233,7 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
                 .map(Arc::new),
             counters: RecordCounters::default(),
             harvest: Notify::new(),
+            budget: MemoryBudget::new(self.memory_budget),
         }
     }
 }
@@ -303,6 +271,7 @@ impl<T: BatchItem> ItemBatch<T> {
         ItemBatchBuilder {
             common_attributes: None,
             capacity: DEFAULT_CAPACITY,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
             item: PhantomData,
         }
     }
@@ -323,24 +292,35 @@ impl<T: BatchItem> ItemBatch<T> {
     /// ```
     pub async fn record(&self, mut item: T) -> Result<(), RecordError> {
         let truncations = item
-            .check(self.common_attributes.as_deref())
+            .validate(self.common_attributes.as_deref())
             .map_err(|e| self.counters.refused(e))?;
         self.counters.truncated(truncations);
-        let mut buffer = self.items.lock().await;
-        if buffer.closed {
-            drop(buffer);
-            return Err(self.counters.refused(RecordError::Closed));
-        }
-        let items = &mut buffer.items;
-        if items.len() >= self.capacity {
-            drop(buffer);
+        let bytes = item.held_bytes();
+        if !self.budget.try_reserve_item(bytes) {
             self.harvest.notify_one();
-            return Err(self.counters.refused(RecordError::BufferFull {
-                capacity: self.capacity,
+            return Err(self.counters.refused(RecordError::MemoryBudgetFull {
+                budget_bytes: self.budget.limit(),
             }));
         }
-        items.push(item);
-        if items.len() == self.capacity.div_ceil(2) {
+        let mut buffer = self.items.lock().await;
+        let refused = if buffer.closed {
+            Some(RecordError::Closed)
+        } else if buffer.items.len() >= self.capacity {
+            self.harvest.notify_one();
+            Some(RecordError::BufferFull {
+                capacity: self.capacity,
+            })
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            drop(buffer);
+            self.budget.unreserve_item(bytes);
+            return Err(self.counters.refused(error));
+        }
+        buffer.items.push(item);
+        buffer.held_bytes += bytes;
+        if buffer.items.len() == self.capacity.div_ceil(2) {
             self.harvest.notify_one();
         }
         Ok(())
@@ -361,11 +341,38 @@ impl<T: BatchItem> ItemBatch<T> {
     /// # }
     /// ```
     pub async fn flush(&self) -> (Vec<T>, Common) {
-        let items = std::mem::take(&mut self.items.lock().await.items);
-        (
+        self.take().await.release(&self.budget)
+    }
+
+    async fn take(&self) -> Taken<T> {
+        let (items, held_bytes) = {
+            let mut buffer = self.items.lock().await;
+            let held = std::mem::take(&mut buffer.held_bytes);
+            (std::mem::take(&mut buffer.items), held)
+        };
+        Taken {
             items,
-            Common::new().with_shared_attributes(self.common_attributes.clone()),
-        )
+            common: Common::new().with_shared_attributes(self.common_attributes.clone()),
+            held: HeldBytes::adopt(Some(self.budget.clone()), held_bytes),
+        }
+    }
+
+    /// What the pipeline holds in memory now (this batch, and what its
+    /// harvester has taken from it and not yet sent), against its budget.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Event, EventBatch};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let events = EventBatch::new();
+    /// events.record(Event::new("Order").with_attribute("sku", "A-1")).await.unwrap();
+    /// assert_eq!(events.memory().held_items, 1);
+    /// events.flush().await; // the caller holds the items now, not the pipeline
+    /// assert_eq!((events.memory().held_items, events.memory().held_bytes), (0, 0));
+    /// # }
+    /// ```
+    pub fn memory(&self) -> MemoryStats {
+        self.budget.snapshot()
     }
 
     /// How many items are buffered.
@@ -466,5 +473,13 @@ impl<T: BatchItem> Batch for ItemBatch<T> {
 
     fn record_stats(&self) -> RecordStats {
         self.counters.snapshot()
+    }
+
+    fn take(&self) -> impl std::future::Future<Output = Taken<T>> + Send {
+        ItemBatch::take(self)
+    }
+
+    fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 }

@@ -22,13 +22,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use hashbrown::HashTable;
 use tokio::sync::Notify;
 
-use super::{Batch, RecordCounters, RecordStats};
+use super::{Batch, RecordCounters, RecordStats, Taken};
 use crate::attributes::{AsAttributes, Attributes, Value, ValueRef};
+use crate::budget::{
+    DEFAULT_MEMORY_BUDGET, HeapSize, HeldBytes, MemoryBudget, MemoryStats, arc_str_bytes,
+};
 use crate::common::Common;
 use crate::error::RecordError;
 use crate::metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
-use crate::time::{Clock, duration_millis};
-use crate::validate::{METRIC_LIMITS, metric_attributes, sanitize_common};
+use crate::time::{Clock, interval_millis};
+use crate::validate::{
+    METRIC_LIMITS, check_metric, check_metric_name, metric_attributes, sanitize_common,
+};
 
 /// Series a batch holds at most by default; see [`MetricBatchBuilder::max_series`].
 ///
@@ -83,6 +88,7 @@ pub struct MetricBatch {
     closed: AtomicBool,
     counters: RecordCounters,
     harvest: Notify,
+    budget: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for MetricBatch {
@@ -92,6 +98,7 @@ impl std::fmt::Debug for MetricBatch {
             .field("series", &self.series.load(Ordering::Relaxed))
             .field("max_series", &self.max_series)
             .field("common_attributes", &self.common_attributes)
+            .field("memory", &self.budget.snapshot())
             .finish_non_exhaustive()
     }
 }
@@ -398,6 +405,32 @@ struct Shard {
     strings: HashTable<Arc<str>>,
     sets: HashTable<(u64, Arc<Attributes>)>,
     clock: Clock,
+    /// What the shard's series, strings and sets hold, as counted against the
+    /// budget.
+    held_bytes: usize,
+}
+
+/// What one series holds besides its strings and attribute set: its identity,
+/// its value and its slot in the index (a `u32` and a control byte).
+const SERIES_BYTES: usize = std::mem::size_of::<Series>() + std::mem::size_of::<SeriesValue>() + 5;
+/// What an interned string's slot in its table holds.
+const STRING_SLOT_BYTES: usize = std::mem::size_of::<Arc<str>>() + 1;
+/// What an interned attribute set holds besides its pairs' strings: the
+/// shared allocation around it and its slot in the table.
+const SET_BYTES: usize = 2 * std::mem::size_of::<usize>()
+    + std::mem::size_of::<Attributes>()
+    + std::mem::size_of::<(u64, Arc<Attributes>)>()
+    + 1;
+
+/// The most a new series can add to a shard: as if its name, its set and
+/// every string in it were new.
+fn new_series_bytes(name: &str, attrs: &Attributes) -> usize {
+    SERIES_BYTES
+        + arc_str_bytes(name.len())
+        + STRING_SLOT_BYTES
+        + SET_BYTES
+        + attrs.held_bytes()
+        + attrs.len() * 2 * STRING_SLOT_BYTES
 }
 
 impl Shard {
@@ -409,6 +442,7 @@ impl Shard {
             strings: HashTable::new(),
             sets: HashTable::new(),
             clock,
+            held_bytes: 0,
         }
     }
 
@@ -439,7 +473,10 @@ impl Shard {
             .entry(hash, |t| **t == *s, |t| hasher.hash_one(&**t))
         {
             hashbrown::hash_table::Entry::Occupied(e) => e.get().clone(),
-            hashbrown::hash_table::Entry::Vacant(e) => e.insert(Arc::from(s)).get().clone(),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                self.held_bytes += arc_str_bytes(s.len()) + STRING_SLOT_BYTES;
+                e.insert(Arc::from(s)).get().clone()
+            }
         }
     }
 
@@ -461,6 +498,7 @@ impl Shard {
                 *s = self.intern_str(hasher, s);
             }
         }
+        self.held_bytes += SET_BYTES + std::mem::size_of_val(attrs.pairs());
         let set = Arc::new(attrs);
         self.sets
             .insert_unique(set_hash, (set_hash, set.clone()), |(h, _)| *h);
@@ -481,10 +519,12 @@ impl Shard {
 /// assert_eq!(batch.series_count(), 0);
 /// ```
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct MetricBatchBuilder {
     common_attributes: Option<Attributes>,
     max_series: usize,
     shards: usize,
+    memory_budget: usize,
 }
 
 impl MetricBatchBuilder {
@@ -538,6 +578,35 @@ impl MetricBatchBuilder {
         self
     }
 
+    /// The most bytes the pipeline may hold in memory (default
+    /// [`DEFAULT_MEMORY_BUDGET`](crate::DEFAULT_MEMORY_BUDGET), 16 MiB; at
+    /// least 2 MiB): series waiting here, metrics being encoded, and
+    /// compressed payloads waiting to be sent. A new series that would pass it
+    /// is refused with [`RecordError::MemoryBudgetFull`] (counted); series
+    /// already held keep aggregating. The send queue may fill half of it, and
+    /// past that the harvester drops its oldest payload.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{MetricBatch, RecordError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::builder().memory_budget(2 * 1024 * 1024).build();
+    /// let mut series = 0;
+    /// while batch.record_count("hits", 1.0, [("user", series)]).await.is_ok() {
+    ///     series += 1;
+    /// }
+    /// assert!(series > 5_000); // a few hundred bytes each
+    /// let err = batch.record_count("hits", 1.0, [("user", series)]).await.unwrap_err();
+    /// assert!(matches!(err, RecordError::MemoryBudgetFull { .. }));
+    /// batch.record_count("hits", 1.0, [("user", 0)]).await.unwrap(); // an existing series still counts
+    /// assert!(batch.memory().held_bytes <= 2 * 1024 * 1024);
+    /// # }
+    /// ```
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
     /// Builds the batch; its first interval starts now.
     ///
     /// ```
@@ -566,6 +635,7 @@ impl MetricBatchBuilder {
             closed: AtomicBool::new(false),
             counters: RecordCounters::default(),
             harvest: Notify::new(),
+            budget: MemoryBudget::new(self.memory_budget),
         }
     }
 }
@@ -577,6 +647,7 @@ impl Default for MetricBatchBuilder {
             common_attributes: None,
             max_series: DEFAULT_MAX_SERIES,
             shards: (cores * 4).clamp(4, 64).next_power_of_two(),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -698,6 +769,7 @@ impl MetricBatch {
             },
             Metric::Summary(m) => Update::Merge(m.summary()),
         };
+        check_metric(&metric).map_err(|e| self.counters.refused(e))?;
         let (name, attributes) = metric.shared_parts();
         cooperate().await;
         self.record_now(name, &**attributes, update)
@@ -773,9 +845,7 @@ impl MetricBatch {
         attrs: &(impl AsAttributes + ?Sized),
         update: Update,
     ) -> Result<(), RecordError> {
-        if name.is_empty() {
-            return Err(self.counters.refused(RecordError::EmptyName));
-        }
+        check_metric_name(name).map_err(|e| self.counters.refused(e))?;
         let (canonical, truncations) =
             metric_attributes(name, attrs).map_err(|e| self.counters.refused(e))?;
         self.counters.truncated(truncations);
@@ -803,16 +873,28 @@ impl MetricBatch {
                 limit: self.max_series,
             }));
         }
-        if held + 1 == self.max_series.div_ceil(2) {
-            // Half full: ask for an early harvest before anything is refused.
-            self.harvest.notify_one();
-        }
         let Ok(position) = u32::try_from(shard.series.len()) else {
             self.series.fetch_sub(1, Ordering::Relaxed);
             return Err(self.counters.refused(RecordError::SeriesLimitReached {
                 limit: self.max_series,
             }));
         };
+        // Room for the series as if everything in it were new; what interning
+        // shares is given back right after.
+        let most = new_series_bytes(name, &canonical);
+        if !self.budget.try_reserve_item(most) {
+            self.series.fetch_sub(1, Ordering::Relaxed);
+            drop(guard);
+            self.harvest.notify_one();
+            return Err(self.counters.refused(RecordError::MemoryBudgetFull {
+                budget_bytes: self.budget.limit(),
+            }));
+        }
+        if held + 1 == self.max_series.div_ceil(2) {
+            // Half full: ask for an early harvest before anything is refused.
+            self.harvest.notify_one();
+        }
+        let before = shard.held_bytes;
         let name = shard.intern_str(&self.hasher, name);
         let attributes = shard.intern_set(&self.hasher, set_hash, canonical);
         let value = update.into_value(&shard.clock);
@@ -823,6 +905,9 @@ impl MetricBatch {
             kind,
         });
         shard.values.push(value);
+        shard.held_bytes += SERIES_BYTES;
+        self.budget
+            .release_bytes(most.saturating_sub(shard.held_bytes - before));
         let series = &shard.series;
         shard
             .index
@@ -887,18 +972,26 @@ impl MetricBatch {
     /// # }
     /// ```
     pub async fn flush(&self) -> (Vec<Metric>, Common) {
+        self.take().await.release(&self.budget)
+    }
+
+    async fn take(&self) -> Taken<Metric> {
         let (previous, next) = {
             let mut clock = self.interval.lock().unwrap_or_else(|p| p.into_inner());
             (clock.roll(), *clock)
         };
         let mut taken = Vec::with_capacity(self.shards.len());
+        let mut held_bytes = 0;
         for shard in self.shards.iter() {
             let old = std::mem::replace(&mut *shard.lock(), Shard::new(next));
             self.series.fetch_sub(old.series.len(), Ordering::Relaxed);
+            held_bytes += old.held_bytes;
             taken.push(old);
         }
+        // Already counted against the budget: the holder takes them over.
+        let held = HeldBytes::adopt(Some(self.budget.clone()), held_bytes);
         let interval_ms =
-            duration_millis(next.instant().saturating_duration_since(previous.instant()));
+            interval_millis(next.instant().saturating_duration_since(previous.instant()));
         let common = Common::new()
             .with_timestamp_ms(previous.start_ms())
             .with_interval_ms(interval_ms)
@@ -920,7 +1013,34 @@ impl MetricBatch {
                 tokio::task::yield_now().await;
             }
         }
-        (metrics, common)
+        Taken {
+            items: metrics,
+            common,
+            held,
+        }
+    }
+
+    /// What the pipeline holds in memory now (this batch's series, and what
+    /// its harvester has taken from it and not yet sent), against its budget.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap();
+    /// let one = batch.memory();
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap(); // same series
+    /// assert_eq!(batch.memory(), one);
+    /// batch.record_count("hits", 1.0, [("page", "/about")]).await.unwrap();
+    /// let two = batch.memory();
+    /// assert_eq!(two.held_items, 2);
+    /// // The second series shares its name and key with the first: it costs less.
+    /// assert!(two.held_bytes - one.held_bytes < one.held_bytes);
+    /// # }
+    /// ```
+    pub fn memory(&self) -> MemoryStats {
+        self.budget.snapshot()
     }
 
     /// How many series the batch holds now.
@@ -987,6 +1107,14 @@ impl Batch for MetricBatch {
 
     fn record_stats(&self) -> RecordStats {
         self.counters.snapshot()
+    }
+
+    fn take(&self) -> impl std::future::Future<Output = Taken<Metric>> + Send {
+        MetricBatch::take(self)
+    }
+
+    fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 }
 

@@ -9,14 +9,15 @@ mod items;
 mod metric;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use items::check_item;
 pub use items::{
     BatchItem, DEFAULT_CAPACITY, EventBatch, ItemBatch, ItemBatchBuilder, LogBatch, SpanBatch,
 };
 pub use metric::{DEFAULT_MAX_SERIES, MetricBatch, MetricBatchBuilder};
 
+use crate::budget::{HeldBytes, MemoryBudget, MemoryStats};
 use crate::common::Common;
 use crate::error::RecordError;
 
@@ -52,6 +53,9 @@ pub struct RecordStats {
     pub dropped_series_limit: u64,
     /// Items refused because the batch was closed (its harvester had shut down).
     pub dropped_closed: u64,
+    /// Items (for a metric batch, new series) refused because the pipeline
+    /// held its memory budget.
+    pub dropped_over_budget: u64,
 }
 
 /// The atomic counters behind [`RecordStats`]; written only on rare paths.
@@ -62,6 +66,7 @@ pub(crate) struct RecordCounters {
     dropped_buffer_full: AtomicU64,
     dropped_series_limit: AtomicU64,
     dropped_closed: AtomicU64,
+    dropped_over_budget: AtomicU64,
 }
 
 impl RecordCounters {
@@ -71,6 +76,7 @@ impl RecordCounters {
             RecordError::BufferFull { .. } => &self.dropped_buffer_full,
             RecordError::SeriesLimitReached { .. } => &self.dropped_series_limit,
             RecordError::Closed => &self.dropped_closed,
+            RecordError::MemoryBudgetFull { .. } => &self.dropped_over_budget,
             _ => &self.rejected_invalid,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -91,6 +97,7 @@ impl RecordCounters {
             dropped_buffer_full: self.dropped_buffer_full.load(Ordering::Relaxed),
             dropped_series_limit: self.dropped_series_limit.load(Ordering::Relaxed),
             dropped_closed: self.dropped_closed.load(Ordering::Relaxed),
+            dropped_over_budget: self.dropped_over_budget.load(Ordering::Relaxed),
         }
     }
 }
@@ -131,6 +138,40 @@ pub trait Batch: sealed::Sealed + Send + Sync + 'static {
 
     /// What the batch refused or changed so far.
     fn record_stats(&self) -> RecordStats;
+
+    /// What the batch's pipeline holds in memory now, against its budget.
+    fn memory(&self) -> MemoryStats {
+        self.memory_budget().snapshot()
+    }
+
+    /// Takes everything buffered, like [`flush`](Self::flush), but leaves it
+    /// counted against the budget: the harvester carries it on.
+    #[doc(hidden)]
+    fn take(&self) -> impl Future<Output = Taken<Self::Item>> + Send;
+
+    /// The pipeline's memory budget, shared with its harvester.
+    #[doc(hidden)]
+    fn memory_budget(&self) -> &Arc<MemoryBudget>;
+}
+
+/// What a batch hands its harvester at a harvest: the items, their common
+/// block, and the bytes they hold (still counted against the budget, as are
+/// the items until they are resolved).
+#[doc(hidden)]
+#[allow(unreachable_pub)]
+pub struct Taken<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) common: Common,
+    pub(crate) held: HeldBytes,
+}
+
+impl<T> Taken<T> {
+    /// Lets go of what was taken: its bytes and items leave the budget (a
+    /// flush whose caller carries the items on outside the pipeline).
+    pub(crate) fn release(self, budget: &MemoryBudget) -> (Vec<T>, Common) {
+        budget.resolve_items(self.items.len());
+        (self.items, self.common)
+    }
 }
 
 pub(crate) mod sealed {

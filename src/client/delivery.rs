@@ -1,19 +1,19 @@
-//! The delivery policy that sits between "build a payload" and "post it":
-//! encoding and size-splitting, the bounded retry loop, and drop accounting.
+//! The delivery policy that sits between "encode" and "post": the size limit
+//! in force, the bounded retry loop, splitting on 413, and drop accounting.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-use tokio::io::AsyncWriteExt;
-use uuid::Uuid;
 
+use super::encode::{Encoded, Payload, PayloadEncoder};
 use super::kind::Kind;
 use super::report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport};
 use super::retry::RetryPolicy;
+use crate::budget::HeldBytes;
 use crate::common::Common;
 use crate::stats::DeliveryCounters;
 
@@ -27,12 +27,14 @@ pub const MAX_PAYLOAD_BYTES: usize = 1_000_000;
 /// Target for audit log records.
 pub(crate) const AUDIT_TARGET: &str = "newrelic_telemetry::audit";
 
-/// Items serialised between two yields to the runtime while encoding.
-const ENCODE_CHUNK: usize = 1024;
+/// The lowest size limit a 413 can teach: a proxy with a smaller limit is
+/// still served, by splitting on its 413s, but no run of 413s can make the
+/// client cut its payloads smaller than this before sending.
+pub(crate) const MIN_LEARNED_LIMIT: usize = 64 * 1024;
 
-/// Gzip works through large payloads in slices of this size and yields to the
-/// runtime between slices, so encoding never monopolises a worker thread.
-const GZIP_SLICE: usize = 256 * 1024;
+/// How long a size limit learned from a 413 holds without a success; then
+/// payloads go back to the configured maximum.
+const LEARNED_LIMIT_TTL: Duration = Duration::from_secs(60);
 
 /// The most of an answer's body that is read (the APIs answer a few bytes of
 /// JSON; a misbehaving proxy may answer a page).
@@ -41,23 +43,9 @@ const MAX_ANSWER_BODY: usize = 16 * 1024;
 /// Called with the report of every dropped payload.
 pub(crate) type DropCallback = Arc<dyn Fn(&PayloadReport) + Send + Sync>;
 
-/// Items encoded and ready to post, with the request id all their attempts share.
-pub(crate) struct Payload<T> {
-    pub(crate) items: Vec<T>,
-    pub(crate) common: Common,
-    pub(crate) body: Bytes,
-    pub(crate) request_id: Uuid,
-}
-
-impl<T> Payload<T> {
-    pub(crate) fn len(&self) -> usize {
-        self.items.len()
-    }
-}
-
 /// Payloads ready to post, and reports for items that could not become one.
-pub(crate) struct Prepared<T> {
-    pub(crate) payloads: Vec<Payload<T>>,
+pub(crate) struct Prepared {
+    pub(crate) payloads: Vec<Payload>,
     pub(crate) dropped: Vec<PayloadReport>,
 }
 
@@ -124,61 +112,50 @@ pub(crate) fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     )
 }
 
-/// Gzips `json`, yielding between slices of a large payload.
-async fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder =
-        async_compression::tokio::write::GzipEncoder::new(Vec::with_capacity(json.len() / 8 + 64));
-    let mut slices = json.chunks(GZIP_SLICE).peekable();
-    while let Some(slice) = slices.next() {
-        encoder.write_all(slice).await?;
-        if slices.peek().is_some() {
-            tokio::task::yield_now().await;
+/// The size limit in force: the configured maximum, or less for a while
+/// after a 413 on a payload of several items (a proxy with a smaller limit).
+/// A learned limit lapses a minute after the last 413 taught it, so a
+/// transient 413 storm ends with payloads of the usual size; a proxy whose
+/// limit is lasting costs one 413 and a split a minute.
+#[derive(Debug)]
+struct SizeLimit {
+    max: usize,
+    learned: std::sync::Mutex<Option<(usize, tokio::time::Instant)>>,
+}
+
+impl SizeLimit {
+    fn new(max: usize) -> Self {
+        SizeLimit {
+            max,
+            learned: std::sync::Mutex::new(None),
         }
     }
-    encoder.shutdown().await?;
-    Ok(encoder.into_inner())
-}
 
-/// Encodes `items` sharing `common` exactly as a client of API `K` posts
-/// them: the API's JSON, gzipped. Useful to inspect or measure payloads.
-///
-/// ```
-/// use newrelic_telemetry::{encode_payload, Common, Event, Events};
-/// use std::io::Read;
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
-/// let body = encode_payload::<Events>(&[Event::new("Ping")], &Common::new()).await?;
-/// let mut json = String::new();
-/// flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut json)?;
-/// assert!(json.starts_with(r#"[{"eventType":"Ping""#));
-/// # Ok(()) }
-/// ```
-pub async fn encode_payload<K: Kind>(
-    items: &[K::Item],
-    common: &Common,
-) -> std::io::Result<Vec<u8>> {
-    gzip(&payload_json::<K>(items, common).await?).await
-}
+    fn learned(&self) -> std::sync::MutexGuard<'_, Option<(usize, tokio::time::Instant)>> {
+        self.learned.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
-/// The payload's JSON, written [`ENCODE_CHUNK`] items at a time with a yield
-/// to the runtime in between, so that encoding a large harvest never holds a
-/// worker thread for long.
-async fn payload_json<K: Kind>(items: &[K::Item], common: &Common) -> serde_json::Result<Vec<u8>> {
-    let mut json = Vec::with_capacity(items.len() * 96 + 128);
-    K::write_open(common, &mut json)?;
-    for (n, chunk) in items.chunks(ENCODE_CHUNK).enumerate() {
-        if n > 0 {
-            tokio::task::yield_now().await;
-        }
-        for (i, item) in chunk.iter().enumerate() {
-            if n > 0 || i > 0 {
-                json.push(b',');
+    /// The limit payloads are cut to now.
+    fn current(&self) -> usize {
+        let mut learned = self.learned();
+        match *learned {
+            Some((limit, at)) if at.elapsed() < LEARNED_LIMIT_TTL => limit,
+            Some(_) => {
+                *learned = None;
+                self.max
             }
-            K::write_item(item, common, &mut json)?;
+            None => self.max,
         }
     }
-    json.extend_from_slice(K::CLOSE);
-    Ok(json)
+
+    /// A payload of `bytes` was answered 413: cut later ones to half of it,
+    /// but never below [`MIN_LEARNED_LIMIT`].
+    fn too_large(&self, bytes: usize) {
+        let limit = (bytes / 2).max(MIN_LEARNED_LIMIT).min(self.max);
+        let mut learned = self.learned();
+        let lower = learned.map_or(limit, |(old, _)| old.min(limit));
+        *learned = Some((lower, tokio::time::Instant::now()));
+    }
 }
 
 /// The shared core of a client: where and how to post, and the policy.
@@ -188,10 +165,9 @@ pub(crate) struct Sender<K: Kind> {
     pub(crate) headers: HeaderMap,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
-    /// The size limit in force: `max_payload_bytes`, lowered below the size of
-    /// any payload the API answered 413 to (a proxy with a smaller limit), so
-    /// that later payloads are split before sending rather than after a 413.
-    size_limit: AtomicUsize,
+    /// The size limit in force: `max_payload_bytes`, or less for a while
+    /// after a 413.
+    size_limit: SizeLimit,
     pub(crate) audit: bool,
     pub(crate) counters: Arc<DeliveryCounters>,
     pub(crate) on_drop: Option<DropCallback>,
@@ -216,7 +192,7 @@ impl<K: Kind> Sender<K> {
             headers,
             timeout,
             retry,
-            size_limit: AtomicUsize::new(max_payload_bytes),
+            size_limit: SizeLimit::new(max_payload_bytes),
             audit,
             counters: Arc::default(),
             on_drop,
@@ -224,174 +200,136 @@ impl<K: Kind> Sender<K> {
         }
     }
 
-    /// Encodes items as the API's JSON, gzipped.
-    async fn encode(&self, items: &[K::Item], common: &Common) -> Result<Bytes, String> {
-        let json = payload_json::<K>(items, common)
-            .await
-            .map_err(|e| e.to_string())?;
-        if self.audit {
-            tracing::debug!(
-                target: AUDIT_TARGET,
-                api = K::API.name,
-                items = items.len(),
-                payload = %String::from_utf8_lossy(&json),
-                "payload"
-            );
-        }
-        gzip(&json)
-            .await
-            .map(Bytes::from)
-            .map_err(|e| e.to_string())
+    /// An encoder of `items` sharing `common` into payloads under the size
+    /// limit in force; `held` counts the items' bytes against a budget.
+    pub(crate) fn encoder<I>(
+        &self,
+        items: I,
+        common: Common,
+        held: HeldBytes,
+    ) -> serde_json::Result<PayloadEncoder<K, I>>
+    where
+        I: ExactSizeIterator,
+        I::Item: Borrow<K::Item>,
+    {
+        PayloadEncoder::new(
+            items,
+            common,
+            held,
+            self.size_limit.current(),
+            self.size_limit.max,
+            self.audit,
+        )
     }
 
-    /// Encodes `items` into payloads under the size limit. An oversized payload
-    /// is cut into as many parts as its size calls for, each part checked again;
-    /// a single item still too large is dropped and reported.
-    pub(crate) async fn prepare(&self, items: Vec<K::Item>, common: Common) -> Prepared<K::Item> {
+    /// The payload the encoder made, or the report of the item it could not
+    /// make one of (counted and logged).
+    pub(crate) fn payload_or_drop(&self, encoded: Encoded) -> Result<Payload, PayloadReport> {
+        let (bytes, reason) = match encoded {
+            Encoded::Payload(payload) => return Ok(payload),
+            Encoded::TooLarge { bytes } => (bytes, DropReason::TooLarge { bytes }),
+            Encoded::Failed { message } => (0, DropReason::Encoding { message }),
+        };
+        let report = PayloadReport::dropped(K::API.name, None, 1, bytes, 0, reason);
+        self.report_drop(&report);
+        Err(report)
+    }
+
+    /// Reports `items` dropped for `reason` before they became a payload.
+    pub(crate) fn drop_unencoded(&self, items: usize, reason: DropReason) -> PayloadReport {
+        let report = PayloadReport::dropped(K::API.name, None, items, 0, 0, reason);
+        self.report_drop(&report);
+        report
+    }
+
+    /// Encodes `items` into payloads under the size limit (all of them at
+    /// once: for a send that waits for its outcome).
+    pub(crate) async fn prepare(&self, items: Vec<K::Item>, common: Common) -> Prepared {
         let mut prepared = Prepared {
             payloads: Vec::new(),
             dropped: Vec::new(),
         };
-        // A stack of item runs, last run on top, so payloads keep item order.
-        let mut todo = vec![items];
-        while let Some(mut items) = todo.pop() {
-            if items.is_empty() {
-                continue;
+        let n = items.len();
+        let mut encoder = match self.encoder(items.into_iter(), common, HeldBytes::default()) {
+            Ok(encoder) => encoder,
+            Err(e) => {
+                let reason = DropReason::Encoding {
+                    message: e.to_string(),
+                };
+                prepared.dropped.push(self.drop_unencoded(n, reason));
+                return prepared;
             }
-            let body = match self.encode(&items, &common).await {
-                Ok(body) => body,
-                Err(message) => {
-                    let report = PayloadReport::dropped(
-                        K::API.name,
-                        None,
-                        items.len(),
-                        0,
-                        0,
-                        DropReason::Encoding { message },
-                    );
-                    self.report_drop(&report);
-                    prepared.dropped.push(report);
-                    continue;
-                }
-            };
-            let limit = self.size_limit.load(Ordering::Relaxed);
-            if body.len() <= limit {
-                prepared.payloads.push(Payload {
-                    items,
-                    common: common.clone(),
-                    body,
-                    request_id: Uuid::new_v4(),
-                });
-            } else if items.len() == 1 {
-                let report = PayloadReport::dropped(
-                    K::API.name,
-                    None,
-                    1,
-                    body.len(),
-                    0,
-                    DropReason::TooLarge { bytes: body.len() },
-                );
-                self.report_drop(&report);
-                prepared.dropped.push(report);
-            } else {
-                let parts = (body.len().div_ceil(limit)).clamp(2, items.len());
-                let size = items.len().div_ceil(parts);
-                let mut runs = Vec::with_capacity(parts);
-                while items.len() > size {
-                    runs.push(items.split_off(items.len() - size));
-                }
-                runs.push(items);
-                self.counters.split();
-                tracing::debug!(
-                    api = K::API.name,
-                    bytes = body.len(),
-                    parts = runs.len(),
-                    "payload over the size limit; split"
-                );
-                todo.extend(runs);
+        };
+        while let Some(encoded) = encoder.next().await {
+            match self.payload_or_drop(encoded) {
+                Ok(payload) => prepared.payloads.push(payload),
+                Err(report) => prepared.dropped.push(report),
             }
         }
         prepared
     }
 
-    /// Delivers one payload under the retry policy. A 413 splits it in two (new
-    /// request ids). `resolved` grows by the items of each part as it ends, so
-    /// a caller that gives up part-way knows what is still unaccounted for.
+    /// Delivers one payload under the retry policy. A 413 on several items
+    /// splits it in two (new request ids); a 413 on one item drops that item
+    /// alone. `resolved` grows by the items of each part as it ends, so a
+    /// caller that gives up part-way knows what is still unaccounted for.
     pub(crate) async fn deliver(
         &self,
-        payload: Payload<K::Item>,
+        payload: Payload,
         resolved: &AtomicUsize,
     ) -> Vec<PayloadReport> {
         let mut reports = Vec::new();
         let mut stack = vec![payload];
         while let Some(payload) = stack.pop() {
             let (attempted, attempts) = self.attempt(&payload).await;
-            let n = payload.len();
-            let report = |outcome| PayloadReport {
-                api: K::API.name,
-                request_id: Some(payload.request_id),
-                items: n,
-                bytes: payload.body.len(),
-                attempts,
-                outcome,
-            };
-            match attempted {
+            let (n, bytes, request_id) = (payload.len(), payload.body.len(), payload.request_id);
+            let outcome = match attempted {
                 Attempted::Accepted(status) => {
-                    self.counters.sent(n, payload.body.len());
-                    reports.push(report(PayloadOutcome::Accepted { status }));
+                    self.counters.sent(n, bytes);
+                    PayloadOutcome::Accepted { status }
                 }
                 Attempted::TooLarge if n > 1 => {
-                    self.learn_size_limit(&payload);
+                    self.size_limit.too_large(bytes);
                     self.counters.split();
                     tracing::debug!(
                         api = K::API.name,
                         items = n,
                         "413 from the API; splitting the payload in two"
                     );
-                    let Payload {
-                        mut items, common, ..
-                    } = payload;
-                    let second = items.split_off(n / 2);
-                    let mut parts = Vec::new();
-                    for half in [items, second] {
-                        let prepared = self.prepare(half, common.clone()).await;
-                        for dropped in prepared.dropped {
-                            resolved.fetch_add(dropped.items, Ordering::Relaxed);
-                            reports.push(dropped);
+                    match payload.split().await {
+                        Ok([first, second]) => {
+                            stack.push(second);
+                            stack.push(first);
+                            continue;
                         }
-                        parts.extend(prepared.payloads);
+                        Err(e) => PayloadOutcome::Dropped(DropReason::Encoding {
+                            message: e.to_string(),
+                        }),
                     }
-                    stack.extend(parts.into_iter().rev());
-                    continue;
                 }
-                Attempted::TooLarge => {
-                    self.learn_size_limit(&payload);
-                    let r = report(PayloadOutcome::Dropped(DropReason::TooLarge {
-                        bytes: payload.body.len(),
-                    }));
-                    self.report_drop(&r);
-                    reports.push(r);
-                }
-                Attempted::Dropped(reason) => {
-                    let r = report(PayloadOutcome::Dropped(reason));
-                    self.report_drop(&r);
-                    reports.push(r);
-                }
-            }
+                // One item the API will not take: it alone is dropped, and
+                // nothing is learned (it says nothing of other payloads).
+                Attempted::TooLarge => PayloadOutcome::Dropped(DropReason::TooLarge { bytes }),
+                Attempted::Dropped(reason) => PayloadOutcome::Dropped(reason),
+            };
+            let report = PayloadReport {
+                api: K::API.name,
+                request_id: Some(request_id),
+                items: n,
+                bytes,
+                attempts,
+                outcome,
+            };
+            self.report_drop(&report);
+            reports.push(report);
             resolved.fetch_add(n, Ordering::Relaxed);
         }
         reports
     }
 
-    /// After a 413, holds later payloads below this one's size.
-    fn learn_size_limit(&self, too_large: &Payload<K::Item>) {
-        let below = too_large.body.len().saturating_sub(1).max(1);
-        self.size_limit.fetch_min(below, Ordering::Relaxed);
-    }
-
     /// Posts a payload until it is accepted, rejected, too large, or out of
     /// retries or budget. Returns the outcome and the number of requests made.
-    async fn attempt(&self, payload: &Payload<K::Item>) -> (Attempted, u32) {
+    async fn attempt(&self, payload: &Payload) -> (Attempted, u32) {
         let started = tokio::time::Instant::now();
         // No attempt runs past the payload's budget, and no wait ends past it.
         let deadline = self
@@ -444,7 +382,7 @@ impl<K: Kind> Sender<K> {
     /// even if reading its body fails, since the payload was accepted.
     async fn post(
         &self,
-        payload: &Payload<K::Item>,
+        payload: &Payload,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(StatusCode, Option<Duration>), reqwest::Error> {
         let mut timeout = self.timeout;
@@ -513,6 +451,21 @@ impl<K: Kind> Sender<K> {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn a_learned_size_limit_has_a_floor_and_lapses() {
+        let limit = SizeLimit::new(MAX_PAYLOAD_BYTES);
+        limit.too_large(600_000);
+        assert_eq!(limit.current(), 300_000);
+        limit.too_large(900_000); // a larger 413 does not raise it
+        assert_eq!(limit.current(), 300_000);
+        limit.too_large(20); // a tiny one cannot take it below the floor
+        assert_eq!(limit.current(), MIN_LEARNED_LIMIT);
+        tokio::time::advance(LEARNED_LIMIT_TTL - Duration::from_millis(1)).await;
+        assert_eq!(limit.current(), MIN_LEARNED_LIMIT);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(limit.current(), MAX_PAYLOAD_BYTES);
+    }
+
     #[test]
     fn retry_after_forms() {
         assert_eq!(
@@ -535,19 +488,5 @@ mod tests {
             wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
             "{wait:?}"
         );
-    }
-
-    #[tokio::test]
-    async fn gzip_round_trips_across_slices() {
-        use std::io::Read;
-        let json: Vec<u8> = (0..(GZIP_SLICE * 3 + 17))
-            .map(|i| b'a' + (i % 26) as u8)
-            .collect();
-        let gz = gzip(&json).await.unwrap();
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, json);
     }
 }

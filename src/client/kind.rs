@@ -1,15 +1,13 @@
 //! The four ingest APIs as types: what each one carries and how its payload
 //! looks on the wire.
 
-use crate::attributes::Attributes;
 use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
 use crate::common::Common;
-use crate::error::RecordError;
 use crate::event::{Event, EventWithCommon};
 use crate::log::Log;
 use crate::metric::Metric;
 use crate::span::Span;
-use crate::validate::{EVENT_LIMITS, LOG_LIMITS, METRIC_LIMITS, SPAN_LIMITS, sanitize_common};
+use crate::validate::Validate;
 
 /// The Metric API (`metrics` blocks).
 ///
@@ -68,7 +66,7 @@ pub struct Spans;
 /// ```
 pub trait Kind: private::Sealed + Send + Sync + 'static {
     /// The items this API takes.
-    type Item: Send + Sync + 'static;
+    type Item: Validate + Clone + Send + Sync + 'static;
     /// The batch a harvester drains for this API.
     type Batch: crate::batch::Batch<Item = Self::Item>;
 
@@ -86,12 +84,6 @@ pub trait Kind: private::Sealed + Send + Sync + 'static {
     /// What comes after the last item.
     #[doc(hidden)]
     const CLOSE: &'static [u8] = b"]}]";
-    /// Validates an item handed straight to a client.
-    #[doc(hidden)]
-    fn check(item: &mut Self::Item, common: Option<&Attributes>) -> Result<u64, RecordError>;
-    /// Removes (with a warning) common attributes the API would refuse.
-    #[doc(hidden)]
-    fn sanitize_common(attributes: Attributes) -> Attributes;
 }
 
 pub(crate) mod private {
@@ -137,30 +129,6 @@ impl Kind for Metrics {
     fn write_item(item: &Metric, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, item)
     }
-    fn sanitize_common(attributes: Attributes) -> Attributes {
-        sanitize_common(attributes, &METRIC_LIMITS)
-    }
-    fn check(item: &mut Metric, _common: Option<&Attributes>) -> Result<u64, RecordError> {
-        if item.name().is_empty() {
-            return Err(RecordError::EmptyName);
-        }
-        let valid = match item {
-            Metric::Count(m) => m.value().is_finite(),
-            Metric::Gauge(m) => m.value().is_finite(),
-            Metric::Summary(m) => m.summary().is_valid(),
-        };
-        if !valid {
-            return Err(RecordError::NonFiniteValue {
-                name: item.name().to_owned(),
-            });
-        }
-        let (attrs, truncations) =
-            crate::validate::metric_attributes(item.name(), item.attributes())?;
-        if truncations > 0 {
-            item.replace_attributes(attrs);
-        }
-        Ok(truncations)
-    }
 }
 
 impl private::Sealed for Events {}
@@ -182,12 +150,6 @@ impl Kind for Events {
         let common = common.attributes();
         serde_json::to_writer(out, &EventWithCommon { event, common })
     }
-    fn sanitize_common(attributes: Attributes) -> Attributes {
-        sanitize_common(attributes, &EVENT_LIMITS)
-    }
-    fn check(item: &mut Event, common: Option<&Attributes>) -> Result<u64, RecordError> {
-        crate::batch::check_item(item, common)
-    }
 }
 
 impl private::Sealed for Logs {}
@@ -205,12 +167,6 @@ impl Kind for Logs {
     }
     fn write_item(item: &Log, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, item)
-    }
-    fn sanitize_common(attributes: Attributes) -> Attributes {
-        sanitize_common(attributes, &LOG_LIMITS)
-    }
-    fn check(item: &mut Log, common: Option<&Attributes>) -> Result<u64, RecordError> {
-        crate::batch::check_item(item, common)
     }
 }
 
@@ -230,11 +186,5 @@ impl Kind for Spans {
     }
     fn write_item(item: &Span, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, item)
-    }
-    fn sanitize_common(attributes: Attributes) -> Attributes {
-        sanitize_common(attributes, &SPAN_LIMITS)
-    }
-    fn check(item: &mut Span, common: Option<&Attributes>) -> Result<u64, RecordError> {
-        crate::batch::check_item(item, common)
     }
 }

@@ -8,6 +8,7 @@
 //! retry everything else with bounded backoff.
 
 mod delivery;
+mod encode;
 mod kind;
 mod report;
 mod retry;
@@ -22,8 +23,10 @@ use reqwest::header::{
     CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };
 
-pub use delivery::{MAX_PAYLOAD_BYTES, encode_payload};
-pub(crate) use delivery::{Payload, Prepared, Sender};
+pub use delivery::MAX_PAYLOAD_BYTES;
+pub(crate) use delivery::{Prepared, Sender};
+pub(crate) use encode::Payload;
+pub use encode::encode_payload;
 pub use kind::{Events, Kind, Logs, Metrics, Spans};
 pub use report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport, SendReport};
 pub use retry::RetryPolicy;
@@ -31,6 +34,7 @@ pub use retry::RetryPolicy;
 use crate::common::Common;
 use crate::error::{BuildError, SendError};
 use crate::stats::DeliveryStats;
+use crate::validate::Validate;
 
 /// A client for the Metric API.
 ///
@@ -261,7 +265,7 @@ impl<K: Kind> Client<K> {
     ) -> Result<SendReport, SendError> {
         let common = match common.attributes() {
             Some(attributes) => {
-                let cleaned = K::sanitize_common(attributes.clone());
+                let cleaned = K::Item::sanitize_common(attributes.clone());
                 common.with_attributes(cleaned)
             }
             None => common,
@@ -269,7 +273,7 @@ impl<K: Kind> Client<K> {
         let mut reports = Vec::new();
         let mut invalid = None;
         let mut invalid_count = 0;
-        items.retain_mut(|item| match K::check(item, common.attributes()) {
+        items.retain_mut(|item| match item.validate(common.attributes()) {
             Ok(_) => true,
             Err(e) => {
                 invalid.get_or_insert(e);
