@@ -81,6 +81,10 @@ impl Event {
 
     /// Sets when the event happened.
     ///
+    /// A time before 1970 reads as `u64::MAX` and, like any timestamp the
+    /// APIs would not take, is refused when the item is recorded or sent
+    /// ([`RecordError::TimestampOutOfRange`](crate::RecordError::TimestampOutOfRange)).
+    ///
     /// ```
     /// use newrelic_telemetry::Event;
     ///

@@ -102,6 +102,10 @@ impl Log {
 
     /// Sets when the record was written.
     ///
+    /// A time before 1970 reads as `u64::MAX` and, like any timestamp the
+    /// APIs would not take, is refused when the item is recorded or sent
+    /// ([`RecordError::TimestampOutOfRange`](crate::RecordError::TimestampOutOfRange)).
+    ///
     /// ```
     /// use newrelic_telemetry::Log;
     ///

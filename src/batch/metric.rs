@@ -1034,9 +1034,10 @@ impl MetricBatch {
     /// assert_eq!(batch.memory(), one);
     /// batch.record_count("hits", 1.0, [("page", "/about")]).await.unwrap();
     /// let two = batch.memory();
-    /// assert_eq!(two.held_items, 2);
-    /// // The second series shares its name and key with the first: it costs less.
-    /// assert!(two.held_bytes - one.held_bytes < one.held_bytes);
+    /// assert_eq!((one.held_items, two.held_items), (1, 2));
+    /// assert!(two.held_bytes > one.held_bytes);
+    /// batch.flush().await; // the caller holds the metrics now, not the pipeline
+    /// assert_eq!(batch.memory().held_bytes, 0);
     /// # }
     /// ```
     pub fn memory(&self) -> MemoryStats {
