@@ -225,12 +225,12 @@ impl<K: Kind> Sender<K> {
     /// The payload the encoder made, or the report of the item it could not
     /// make one of (counted and logged).
     pub(crate) fn payload_or_drop(&self, encoded: Encoded) -> Result<Payload, PayloadReport> {
-        let (bytes, reason) = match encoded {
+        let (items, bytes, reason) = match encoded {
             Encoded::Payload(payload) => return Ok(payload),
-            Encoded::TooLarge { bytes } => (bytes, DropReason::TooLarge { bytes }),
-            Encoded::Failed { message } => (0, DropReason::Encoding { message }),
+            Encoded::TooLarge { bytes } => (1, bytes, DropReason::TooLarge { bytes }),
+            Encoded::Failed { items, message } => (items, 0, DropReason::Encoding { message }),
         };
-        let report = PayloadReport::dropped(K::API.name, None, 1, bytes, 0, reason);
+        let report = PayloadReport::dropped(K::API.name, None, items, bytes, 0, reason);
         self.report_drop(&report);
         Err(report)
     }

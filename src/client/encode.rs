@@ -116,8 +116,10 @@ pub(crate) enum Encoded {
         /// The compressed size of its payload.
         bytes: usize,
     },
-    /// An item that could not be encoded.
+    /// Items that could not be encoded.
     Failed {
+        /// How many.
+        items: usize,
         /// Why.
         message: String,
     },
@@ -131,6 +133,8 @@ where
 {
     items: Peekable<I>,
     remaining: usize,
+    /// Items that failed to serialise, reported before the next payload.
+    failures: std::collections::VecDeque<String>,
     common: Common,
     open: Vec<u8>,
     /// The items' bytes, given back a share at a time.
@@ -164,6 +168,7 @@ where
             per_item: held.bytes() / remaining.max(1),
             items: items.peekable(),
             remaining,
+            failures: std::collections::VecDeque::new(),
             common,
             open,
             held,
@@ -193,22 +198,29 @@ where
 
     /// Encodes the next run of items; `None` when there are none left.
     pub(crate) async fn next(&mut self) -> Option<Encoded> {
-        self.items.peek()?;
-        match self.encode_run().await {
-            Ok(encoded) => Some(encoded),
-            Err(e) => {
-                // Only the item being written can have failed: drop it alone.
-                if self.items.peek().is_some() {
-                    self.consumed();
+        loop {
+            if let Some(message) = self.failures.pop_front() {
+                return Some(Encoded::Failed { items: 1, message });
+            }
+            self.items.peek()?;
+            let before = self.remaining;
+            match self.encode_run().await {
+                Ok(Some(encoded)) => return Some(encoded),
+                // Every item of the run failed: report them.
+                Ok(None) => continue,
+                // The compressor failed (it writes to memory, so it cannot in
+                // practice): the items taken into this run are lost, counted.
+                Err(e) => {
+                    return Some(Encoded::Failed {
+                        items: before - self.remaining - self.failures.len(),
+                        message: e.to_string(),
+                    });
                 }
-                Some(Encoded::Failed {
-                    message: e.to_string(),
-                })
             }
         }
     }
 
-    async fn encode_run(&mut self) -> std::io::Result<Encoded> {
+    async fn encode_run(&mut self) -> std::io::Result<Option<Encoded>> {
         let mut gz = GzipEncoder::new(Vec::new());
         gz.write_all(&self.open).await?;
         let mut audit = self.audit.then(|| self.open.clone());
@@ -259,6 +271,9 @@ where
                 tokio::task::yield_now().await;
             }
         }
+        if starts.is_empty() {
+            return Ok(None);
+        }
         let close_at = written + slice.len();
         slice.extend_from_slice(K::CLOSE);
         gz.write_all(&slice).await?;
@@ -275,16 +290,16 @@ where
             );
         }
         if starts.len() == 1 && body.len() > self.max {
-            return Ok(Encoded::TooLarge { bytes: body.len() });
+            return Ok(Some(Encoded::TooLarge { bytes: body.len() }));
         }
         held.set(body.len() + starts.len() * 4);
-        Ok(Encoded::Payload(Payload {
+        Ok(Some(Encoded::Payload(Payload {
             body: Bytes::from(body),
             request_id: Uuid::new_v4(),
             starts: starts.into_boxed_slice(),
             close_at: close_at as u32,
             held,
-        }))
+        })))
     }
 }
 
@@ -360,7 +375,7 @@ pub async fn encode_payload<K: Kind>(
                 ));
             }
             Encoded::TooLarge { .. } => unreachable!("there is no maximum"),
-            Encoded::Failed { message } => return Err(std::io::Error::other(message)),
+            Encoded::Failed { message, .. } => return Err(std::io::Error::other(message)),
         }
     }
     if body.is_empty() {

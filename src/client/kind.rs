@@ -66,7 +66,7 @@ pub struct Spans;
 /// ```
 pub trait Kind: private::Sealed + Send + Sync + 'static {
     /// The items this API takes.
-    type Item: Validate + Clone + Send + Sync + 'static;
+    type Item: Validate + Send + Sync + 'static;
     /// The batch a harvester drains for this API.
     type Batch: crate::batch::Batch<Item = Self::Item>;
 
