@@ -6,24 +6,27 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use newrelic_telemetry::{MetricBatch, Value};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    /// Only allocations made on a thread that turned this on are counted, so
-    /// other tests running in parallel cannot disturb the count.
+    /// Only allocations made on a thread that turned this on are counted, and
+    /// each thread has its own count, so other tests running in parallel
+    /// cannot disturb it.
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count_one() {
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
 }
 
 // SAFETY: every call is forwarded to the system allocator unchanged.
@@ -50,23 +53,23 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations made on this thread while `f` runs.
 fn allocations_during<T>(f: impl FnOnce() -> T) -> (usize, T) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     COUNTING.with(|c| c.set(true));
     let out = f();
     COUNTING.with(|c| c.set(false));
-    (ALLOCATIONS.load(Ordering::Relaxed) - before, out)
+    (allocations() - before, out)
 }
 
 /// Counts allocations on this thread from now until [`stop_counting`].
 fn start_counting() -> usize {
     COUNTING.with(|c| c.set(true));
-    ALLOCATIONS.load(Ordering::Relaxed)
+    allocations()
 }
 
 /// Allocations since `start` (from [`start_counting`]).
 fn stop_counting(start: usize) -> usize {
     COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed) - start
+    allocations() - start
 }
 
 #[test]
