@@ -56,4 +56,4 @@ pub use log::Log;
 pub use metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
 pub use span::{Span, SpanEvent};
 pub use stats::DeliveryStats;
-pub use telemetry::{Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, env};
+pub use telemetry::{AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, env};

@@ -38,7 +38,7 @@ async fn four_pipelines_from_the_environment_end_to_end() {
         .environment(vars)
         .service_name("checkout")
         .common_attributes(attributes! { "host" => "web-1" })
-        .add_version_info("checkout", "1.0")
+        .client(|c| c.add_version_info("checkout", "1.0"))
         .build()
         .unwrap();
 
