@@ -20,6 +20,9 @@ mod error;
 mod event;
 mod harvester;
 mod id;
+#[cfg(feature = "local-endpoint")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local-endpoint")))]
+pub mod local;
 mod log;
 mod metric;
 mod span;
@@ -28,6 +31,10 @@ mod telemetry;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
+// The local endpoint is the test server with nothing scripted.
+#[cfg(all(feature = "local-endpoint", not(feature = "test-util")))]
+#[allow(dead_code, unreachable_pub)]
+mod test_util;
 mod time;
 #[cfg(feature = "tracing-layer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
