@@ -230,18 +230,30 @@ impl NewRelicLayerBuilder {
     /// How many spans and logs may wait for the worker (default
     /// [`DEFAULT_CHANNEL_CAPACITY`], at least 1). When that many wait, new ones
     /// are dropped and counted in
-    /// [`LayerStats::dropped_channel_full`](super::LayerStats::dropped_channel_full).
+    /// [`LayerStats::dropped_channel_full`](crate::tracing_layer::LayerStats::dropped_channel_full).
     ///
     /// ```
     /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
     /// use newrelic_telemetry::LogBatch;
     /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    /// use tracing_subscriber::prelude::*;
     ///
-    /// let (layer, worker) = NewRelicLayer::builder()
-    ///     .logs(Arc::new(LogBatch::new()))
-    ///     .channel_capacity(100_000)
-    ///     .build();
-    /// # drop((layer, worker));
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = Arc::new(LogBatch::new());
+    /// let (layer, worker) = NewRelicLayer::builder().logs(logs.clone()).channel_capacity(2).build();
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     for i in 0..3 {
+    ///         tracing::info!(i, "the worker is not running yet");
+    ///     }
+    /// });
+    ///
+    /// let stop = CancellationToken::new();
+    /// stop.cancel(); // the worker records what is queued, then ends
+    /// let stats = worker.run(stop).await;
+    /// assert_eq!((stats.logs_recorded, stats.dropped_channel_full), (2, 1));
+    /// # }
     /// ```
     #[must_use = "builder methods return the changed builder"]
     pub fn channel_capacity(mut self, capacity: usize) -> Self {
@@ -251,7 +263,8 @@ impl NewRelicLayerBuilder {
 
     /// Also records every event inside an exported span as a span event of
     /// that span (named by the event's message, with `level`, `target` and the
-    /// event's fields as attributes), up to [`MAX_SPAN_EVENTS`](super::MAX_SPAN_EVENTS) per span. Off
+    /// event's fields as attributes), up to
+    /// [`MAX_SPAN_EVENTS`](crate::tracing_layer::MAX_SPAN_EVENTS) per span. Off
     /// by default; events become logs either way when a log batch is given.
     ///
     /// ```
