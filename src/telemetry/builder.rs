@@ -137,7 +137,8 @@ impl TelemetryBuilder {
         self
     }
 
-    /// The data center.
+    /// The data center (a region set in [`client`](Self::client) wins over
+    /// this one).
     ///
     /// ```
     /// use newrelic_telemetry::{Region, Telemetry};
