@@ -2,16 +2,19 @@
 //!
 //! With `NEW_RELIC_API_KEY` (or `NEW_RELIC_LICENSE_KEY`) set, it sends to New
 //! Relic (`NEW_RELIC_REGION=EU` for the EU data center). With no key it starts
-//! a local ingest endpoint on 127.0.0.1, sends there, and prints what that
-//! endpoint received, decoded:
+//! a [`LocalEndpoint`] on 127.0.0.1 (feature `local-endpoint`), sends there,
+//! and prints what that endpoint received, decoded:
 //!
 //! ```sh
 //! cargo run --example quickstart
 //! ```
+//!
+//! In your own service, keep the `Telemetry::builder()` part and drop the
+//! local endpoint: the `NEW_RELIC_*` variables say where to send.
 
 use std::time::Duration;
 
-use newrelic_telemetry::test_util::TestIngestServer;
+use newrelic_telemetry::local::LocalEndpoint;
 use newrelic_telemetry::{Event, Log, Span, SpanEvent, Telemetry, attributes};
 
 #[tokio::main]
@@ -29,23 +32,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let local = if has_key {
         None
     } else {
-        Some(TestIngestServer::start().await?)
+        Some(LocalEndpoint::start().await?)
     };
 
-    let builder = match &local {
-        Some(server) => {
-            println!(
-                "No NEW_RELIC_API_KEY set: sending to a local ingest endpoint at http://{}\n",
-                server.addr()
-            );
-            server.telemetry_builder()
-        }
-        None => Telemetry::builder(),
-    };
-    let builder = builder
+    // Key, region, endpoints and harvest interval come from NEW_RELIC_*
+    // variables; the settings below are made in code.
+    let mut builder = Telemetry::builder()
         .service_name("quickstart")
         .common_attributes(attributes! { "host" => "localhost" })
         .shutdown_timeout(Duration::from_secs(15));
+    if let Some(local) = &local {
+        println!(
+            "No NEW_RELIC_API_KEY set: sending to a local ingest endpoint at http://{}\n",
+            local.addr()
+        );
+        builder = local.configure(builder);
+    }
     let telemetry = builder.build()?;
 
     // Metrics aggregate in the batch: three requests become one count.
@@ -100,8 +102,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .sum::<u64>()
     );
 
-    if let Some(server) = local {
-        for request in server.requests() {
+    if let Some(local) = local {
+        for request in local.requests() {
             println!(
                 "\n== POST {} -> {} ({} bytes gzipped, x-request-id {})",
                 request.path,

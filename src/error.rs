@@ -328,6 +328,172 @@ impl SendError {
     pub fn into_report(self) -> SendReport {
         self.report
     }
+
+    /// Whether some items broke an API rule and were never sent
+    /// ([`DropReason::Invalid`](crate::DropReason::Invalid)). The first such
+    /// rule is the error's [`source`](std::error::Error::source).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Event, EventClient, RecordError};
+    /// use std::error::Error as _;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+    /// let err = client.send(Event::new("not a valid type!")).await.unwrap_err();
+    /// assert!(err.is_invalid() && !err.is_rejected());
+    /// let rule = err.source().and_then(|e| e.downcast_ref::<RecordError>());
+    /// assert!(matches!(rule, Some(RecordError::InvalidEventType { .. })));
+    /// assert!(server.requests().is_empty()); // never sent
+    /// # Ok(()) }
+    /// ```
+    pub fn is_invalid(&self) -> bool {
+        self.any_dropped(|reason| matches!(reason, crate::DropReason::Invalid(_)))
+    }
+
+    /// Whether the API rejected a payload with a status that retrying cannot
+    /// fix (400, 401, 403, ...; [`DropReason::Rejected`](crate::DropReason::Rejected)).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Log, LogClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(403)); // a wrong key, say
+    /// # let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let err = client.send(Log::new("hello")).await.unwrap_err();
+    /// assert!(err.is_rejected());
+    /// assert!(!err.is_retries_exhausted()); // a rejection is not retried
+    /// assert_eq!(server.requests().len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn is_rejected(&self) -> bool {
+        self.any_dropped(|reason| matches!(reason, crate::DropReason::Rejected { .. }))
+    }
+
+    /// Whether a single item was still too large to send after splitting
+    /// ([`DropReason::TooLarge`](crate::DropReason::TooLarge)).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Log, LogClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// server.set_max_body_bytes(Some(1)); // the server answers 413 to everything
+    /// # let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// let err = client.send(Log::new("hello")).await.unwrap_err();
+    /// assert!(err.is_too_large());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_too_large(&self) -> bool {
+        self.any_dropped(|reason| matches!(reason, crate::DropReason::TooLarge { .. }))
+    }
+
+    /// Whether a payload used up its retries or its time budget
+    /// ([`DropReason::RetriesExhausted`](crate::DropReason::RetriesExhausted)),
+    /// however its last attempt failed: with a status, a timeout
+    /// ([`is_timeout`](Self::is_timeout)) or a connection error
+    /// ([`is_connect`](Self::is_connect)).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Log, LogClient, RetryPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(503));
+    /// let client = LogClient::builder("test-key")
+    ///     .endpoint(server.log_url())
+    ///     .retry_policy(RetryPolicy::none()) // one attempt
+    ///     .build()?;
+    /// let err = client.send(Log::new("hello")).await.unwrap_err();
+    /// assert!(err.is_retries_exhausted());
+    /// assert!(!err.is_timeout() && !err.is_connect()); // it ended on a 503
+    /// # Ok(()) }
+    /// ```
+    pub fn is_retries_exhausted(&self) -> bool {
+        self.any_dropped(|reason| matches!(reason, crate::DropReason::RetriesExhausted { .. }))
+    }
+
+    /// Whether a payload was dropped after its last attempt timed out (the
+    /// client's request timeout, 15 s unless configured).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Event, EventClient, RetryPolicy};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// tokio::time::pause(); // the 30 s below pass instantly
+    /// # let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(202).with_delay(Duration::from_secs(30)));
+    /// let client = EventClient::builder("test-key")
+    ///     .endpoint(server.event_url())
+    ///     .timeout(Duration::from_secs(1))
+    ///     .retry_policy(RetryPolicy::none())
+    ///     .build()?;
+    /// let err = client.send(Event::new("Slow")).await.unwrap_err();
+    /// assert!(err.is_timeout() && err.is_retries_exhausted());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        self.any_dropped(|reason| {
+            matches!(
+                reason,
+                crate::DropReason::RetriesExhausted {
+                    last: crate::AttemptFailure::Timeout
+                }
+            )
+        })
+    }
+
+    /// Whether a payload was dropped after its last attempt could not connect,
+    /// or lost its connection before an answer.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Event, EventClient, RetryPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::close_connection());
+    /// let client = EventClient::builder("test-key")
+    ///     .endpoint(server.event_url())
+    ///     .retry_policy(RetryPolicy::none())
+    ///     .build()?;
+    /// let err = client.send(Event::new("Order")).await.unwrap_err();
+    /// assert!(err.is_connect() && !err.is_timeout());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_connect(&self) -> bool {
+        self.any_dropped(|reason| {
+            matches!(
+                reason,
+                crate::DropReason::RetriesExhausted {
+                    last: crate::AttemptFailure::Connection(_)
+                }
+            )
+        })
+    }
+
+    /// Whether any dropped payload's reason matches. A send can drop several
+    /// payloads for different reasons, so more than one predicate can hold.
+    fn any_dropped(&self, matches: impl Fn(&crate::DropReason) -> bool) -> bool {
+        self.report
+            .payloads()
+            .iter()
+            .filter_map(|payload| payload.drop_reason())
+            .any(matches)
+    }
 }
 
 impl fmt::Display for SendError {
@@ -345,7 +511,23 @@ impl fmt::Display for SendError {
     }
 }
 
-impl std::error::Error for SendError {}
+/// The source is the first API rule an item broke (a [`RecordError`]), when
+/// items were dropped as invalid. Other drops carry no underlying error: a
+/// status or a timeout is the whole story, and a connection error's text is
+/// in the [`DropReason`](crate::DropReason).
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.report
+            .payloads()
+            .iter()
+            .find_map(|payload| match payload.drop_reason() {
+                Some(crate::DropReason::Invalid(rule)) => {
+                    Some(rule as &(dyn std::error::Error + 'static))
+                }
+                _ => None,
+            })
+    }
+}
 
 /// A configuration value (usually an environment variable) that could not be
 /// used. It names the variable; it never prints an API key.

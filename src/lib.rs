@@ -21,6 +21,9 @@ mod error;
 mod event;
 mod harvester;
 mod id;
+#[cfg(feature = "local-endpoint")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local-endpoint")))]
+pub mod local;
 mod log;
 mod metric;
 mod span;
@@ -29,6 +32,10 @@ mod telemetry;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
+// The local endpoint is the test server with nothing scripted.
+#[cfg(all(feature = "local-endpoint", not(feature = "test-util")))]
+#[allow(dead_code, unreachable_pub)]
+mod test_util;
 mod time;
 #[cfg(feature = "tracing-layer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
@@ -58,4 +65,4 @@ pub use log::Log;
 pub use metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
 pub use span::{Span, SpanEvent};
 pub use stats::DeliveryStats;
-pub use telemetry::{Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, env};
+pub use telemetry::{AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, env};

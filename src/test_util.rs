@@ -106,6 +106,7 @@ impl IngestApi {
 /// let cut = ScriptedResponse::close_connection();
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a scripted response does nothing until given to the server"]
 pub struct ScriptedResponse {
     status: u16,
     headers: Vec<(String, String)>,
@@ -184,6 +185,7 @@ impl ScriptedResponse {
     /// assert!(requests[1].received_at - requests[0].received_at >= Duration::from_secs(2));
     /// # Ok(()) }
     /// ```
+    #[must_use = "builder methods return the changed response"]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -207,6 +209,7 @@ impl ScriptedResponse {
     /// assert!(start.elapsed() >= Duration::from_secs(3));
     /// # Ok(()) }
     /// ```
+    #[must_use = "builder methods return the changed response"]
     pub fn with_delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
@@ -496,6 +499,7 @@ impl TestIngestServer {
     /// assert_eq!(metrics[0]["attributes"]["service.name"], "under-test");
     /// # Ok(()) }
     /// ```
+    #[must_use = "a builder does nothing until `build()` is called"]
     pub fn telemetry_builder(&self) -> crate::TelemetryBuilder {
         crate::Telemetry::builder()
             .environment(std::iter::empty::<(String, String)>())

@@ -176,7 +176,10 @@ async fn a_proxy_set_on_the_builder_carries_the_requests() {
     let telemetry = Telemetry::builder()
         .environment([("NEW_RELIC_API_KEY", "k")])
         .event_endpoint("http://insights.example.invalid/v1/accounts/events")
-        .proxy(reqwest::Proxy::http(format!("http://{}", proxy.addr())).unwrap())
+        .client({
+            let proxy = reqwest::Proxy::http(format!("http://{}", proxy.addr())).unwrap();
+            move |c| c.proxy(proxy)
+        })
         .shutdown_timeout(Duration::from_secs(10))
         .build()
         .unwrap();

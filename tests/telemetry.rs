@@ -38,7 +38,7 @@ async fn four_pipelines_from_the_environment_end_to_end() {
         .environment(vars)
         .service_name("checkout")
         .common_attributes(attributes! { "host" => "web-1" })
-        .add_version_info("checkout", "1.0")
+        .client(|c| c.add_version_info("checkout", "1.0"))
         .build()
         .unwrap();
 
@@ -288,4 +288,54 @@ fn outside_a_runtime_is_an_error_not_a_panic() {
         with_env(&[("NEW_RELIC_API_KEY", "k")]).build(),
         Err(ConfigError::NoRuntime)
     ));
+}
+
+#[tokio::test]
+async fn client_settings_apply_to_all_four_clients_in_order() {
+    let server = TestIngestServer::start().await.unwrap();
+    let telemetry = server
+        .telemetry_builder()
+        .client(|c| c.add_version_info("first", "1"))
+        .client(|c| {
+            c.add_version_info("second", "2")
+                .license_key_header()
+                .endpoint("http://127.0.0.1:9/not-used")
+        })
+        .build()
+        .unwrap();
+    telemetry
+        .metrics()
+        .record_gauge("g", 1.0, ())
+        .await
+        .unwrap();
+    telemetry.events().record(Event::new("E")).await.unwrap();
+    telemetry.logs().record(Log::new("l")).await.unwrap();
+    telemetry
+        .spans()
+        .record(Span::new("s").finish())
+        .await
+        .unwrap();
+    let report = telemetry.shutdown().await;
+    assert_eq!(report.items_sent(), 4, "the closure's endpoint is not used");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 4);
+    for request in &requests {
+        let agent = request.header("user-agent").unwrap();
+        assert!(agent.ends_with(" first/1 second/2"), "{agent}");
+        assert_eq!(request.header("x-license-key"), Some("test-key"));
+    }
+}
+
+#[tokio::test]
+async fn a_region_set_in_the_client_closure_wins() {
+    let telemetry = with_env(&[("NEW_RELIC_API_KEY", "k"), ("NEW_RELIC_REGION", "US")])
+        .client(|c| c.region(newrelic_telemetry::Region::EU))
+        .shutdown_timeout(Duration::ZERO)
+        .build()
+        .unwrap();
+    assert_eq!(
+        telemetry.endpoints().log,
+        "https://log-api.eu.newrelic.com/log/v1"
+    );
+    telemetry.shutdown().await;
 }

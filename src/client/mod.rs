@@ -129,6 +129,7 @@ const SDK_USER_AGENT: &str = concat!("NewRelic-Rust-TelemetrySDK/", env!("CARGO_
 /// assert_eq!(client.endpoint(), "https://insights-collector.eu01.nr-data.net/v1/accounts/events");
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Region {
     /// The US data center (the default).
     #[default]

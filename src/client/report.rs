@@ -136,10 +136,12 @@ impl fmt::Display for AttemptFailure {
 /// match report.payloads()[0].outcome() {
 ///     PayloadOutcome::Accepted { status } => assert_eq!(status.as_u16(), 200),
 ///     PayloadOutcome::Dropped(reason) => panic!("dropped: {reason}"),
+///     other => panic!("an outcome added later: {other:?}"),
 /// }
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum PayloadOutcome {
     /// The API accepted it.
     Accepted {

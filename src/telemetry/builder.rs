@@ -1,0 +1,441 @@
+//! [`TelemetryBuilder`]: the settings made in code, which win over the
+//! environment, and `build()`, which resolves them and starts the pipelines.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::env::{Config, FromCode, Source};
+use super::handle::Telemetry;
+use super::per_api::{AllApis, ConfigureClients};
+use super::pipelines;
+use crate::attributes::{Attributes, Value};
+use crate::client::{ClientBuilder, Region};
+use crate::error::ConfigError;
+use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
+
+/// Configures a [`Telemetry`]. Settings made in code win over environment
+/// variables (see [`env`](crate::env)); a malformed variable is an
+/// error naming it.
+///
+/// | setting | code | environment | default |
+/// |---|---|---|---|
+/// | key | [`api_key`](Self::api_key) | `NEW_RELIC_API_KEY`, then `NEW_RELIC_LICENSE_KEY` | none: an error |
+/// | region | [`region`](Self::region) | `NEW_RELIC_REGION` (`US`, `EU`) | EU for `eu01xx` keys, else US |
+/// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ... | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_TRACE_API_URL` | the region's |
+/// | harvest interval | [`harvest_interval`](Self::harvest_interval) | `NEW_RELIC_HARVEST_INTERVAL` (seconds) | 5 s |
+/// | proxy | [`client`](Self::client)`(\|c\| c.proxy(..))` | `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY` (reqwest's handling) | none |
+///
+/// Everything else the four clients share (request timeout, retry policy,
+/// key header, `User-Agent` tokens, audit logging, the `on_drop` callback,
+/// your own `reqwest::Client`) is set with [`client`](Self::client), in terms
+/// of [`ClientBuilder`]'s own methods.
+///
+/// ```
+/// use newrelic_telemetry::{Region, Telemetry};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), newrelic_telemetry::ConfigError> {
+/// let telemetry = Telemetry::builder()
+///     .environment([("NEW_RELIC_API_KEY", "eu01xx-example"), ("NEW_RELIC_REGION", "nowhere")])
+///     .region(Region::US) // code wins: the variable is not even read
+///     .harvest_interval(Duration::from_secs(2))
+///     .client(|c| c.timeout(Duration::from_secs(5)))
+///     .build()?;
+/// assert_eq!(telemetry.endpoints().metric, "https://metric-api.newrelic.com/metric/v1");
+/// # telemetry.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct TelemetryBuilder {
+    source: Source,
+    code: FromCode,
+    shutdown_timeout: Duration,
+    token: Option<CancellationToken>,
+    common_attributes: Attributes,
+    /// Applied in order to the four clients' shared settings, once the key
+    /// and region are known.
+    configure_clients: Vec<ConfigureClients>,
+}
+
+impl std::fmt::Debug for TelemetryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = &self.code;
+        f.debug_struct("TelemetryBuilder")
+            .field("environment", &self.source.names())
+            .field("api_key", &code.api_key.as_ref().map(|_| "<redacted>"))
+            .field("region", &code.region)
+            .field("endpoints", &code.endpoints)
+            .field("harvest_interval", &code.harvest_interval)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("common_attributes", &self.common_attributes)
+            .field("client_closures", &self.configure_clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TelemetryBuilder {
+    fn default() -> Self {
+        TelemetryBuilder {
+            source: Source::Process,
+            code: FromCode::default(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            token: None,
+            common_attributes: Attributes::new(),
+            configure_clients: Vec::new(),
+        }
+    }
+}
+
+impl TelemetryBuilder {
+    /// Reads unset settings from these pairs instead of the process
+    /// environment (for tests, or configuration from another source).
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let telemetry = Telemetry::builder()
+    ///     .environment([("NEW_RELIC_API_KEY", "key"), ("NEW_RELIC_REGION", "EU")])
+    ///     .build()?;
+    /// assert_eq!(telemetry.endpoints().log, "https://log-api.eu.newrelic.com/log/v1");
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn environment<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.source = Source::Map(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        self
+    }
+
+    /// The API key.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let no_env: [(&str, &str); 0] = [];
+    /// let telemetry = Telemetry::builder().environment(no_env).api_key("eu01xxkey").build()?;
+    /// // An `eu01xx` key picks the EU region unless one is set.
+    /// assert_eq!(telemetry.endpoints().metric, "https://metric-api.eu.newrelic.com/metric/v1");
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.code.api_key = Some(key.into());
+        self
+    }
+
+    /// The data center (a region set in [`client`](Self::client) wins over
+    /// this one).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Region, Telemetry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let no_env: [(&str, &str); 0] = [];
+    /// let telemetry = Telemetry::builder().environment(no_env).api_key("key").region(Region::EU).build()?;
+    /// assert_eq!(telemetry.endpoints().trace, "https://trace-api.eu.newrelic.com/trace/v1");
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn region(mut self, region: Region) -> Self {
+        self.code.region = Some(region);
+        self
+    }
+
+    /// The Metric API's URL.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let no_env: [(&str, &str); 0] = [];
+    /// let telemetry = Telemetry::builder()
+    ///     .environment(no_env)
+    ///     .api_key("key")
+    ///     .metric_endpoint("http://localhost:8080/metric")
+    ///     .build()?;
+    /// assert_eq!(telemetry.endpoints().metric, "http://localhost:8080/metric");
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn metric_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.code.endpoints.metric = Some(url.into());
+        self
+    }
+
+    /// The Event API's URL.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let no_env: [(&str, &str); 0] = [];
+    /// let telemetry = Telemetry::builder()
+    ///     .environment(no_env)
+    ///     .api_key("key")
+    ///     .event_endpoint("http://localhost:8080/event")
+    ///     .build()?;
+    /// assert_eq!(telemetry.endpoints().event, "http://localhost:8080/event");
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn event_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.code.endpoints.event = Some(url.into());
+        self
+    }
+
+    /// The Log API's URL.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let no_env: [(&str, &str); 0] = [];
+    /// let telemetry = Telemetry::builder()
+    ///     .environment(no_env)
+    ///     .api_key("key")
+    ///     .log_endpoint("http://localhost:8080/log")
+    ///     .build()?;
+    /// assert_eq!(telemetry.endpoints().log, "http://localhost:8080/log");
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn log_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.code.endpoints.log = Some(url.into());
+        self
+    }
+
+    /// The Trace API's URL.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let no_env: [(&str, &str); 0] = [];
+    /// let telemetry = Telemetry::builder()
+    ///     .environment(no_env)
+    ///     .api_key("key")
+    ///     .trace_endpoint("http://localhost:8080/trace")
+    ///     .build()?;
+    /// assert_eq!(telemetry.endpoints().trace, "http://localhost:8080/trace");
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn trace_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.code.endpoints.trace = Some(url.into());
+        self
+    }
+
+    /// How often each harvester harvests.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// use std::time::Duration;
+    /// // Overrides NEW_RELIC_HARVEST_INTERVAL.
+    /// let telemetry = server.telemetry_builder().harvest_interval(Duration::from_secs(60)).build()?;
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn harvest_interval(mut self, interval: Duration) -> Self {
+        self.code.harvest_interval = Some(interval);
+        self
+    }
+
+    /// How long each harvester's shutdown may take (default 10 s).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// use std::time::Duration;
+    /// let telemetry = server.telemetry_builder().shutdown_timeout(Duration::from_secs(2)).build()?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("bye")).await?;
+    /// let report = telemetry.shutdown().await;
+    /// assert!(!report.deadline_exceeded());
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Stops everything when `token` is cancelled (one token for the service).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// use tokio_util::sync::CancellationToken;
+    /// let service = CancellationToken::new();
+    /// let telemetry = server.telemetry_builder().cancellation_token(service.clone()).build()?;
+    /// service.cancel(); // stops the telemetry along with the rest of the service
+    /// assert!(telemetry.join().await.metrics.completed);
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Attributes shared by every metric, event, log and span.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// use newrelic_telemetry::attributes;
+    /// let telemetry = server
+    ///     .telemetry_builder()
+    ///     .common_attributes(attributes! { "host" => "web-1", "env" => "prod" })
+    ///     .build()?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await?;
+    /// telemetry.shutdown().await;
+    /// assert_eq!(server.logs()[0]["attributes"]["env"], "prod");
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn common_attributes(mut self, attributes: Attributes) -> Self {
+        self.common_attributes.absorb(attributes);
+        self
+    }
+
+    /// Sets the common attribute `service.name`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().service_name("checkout").build()?;
+    /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await?;
+    /// telemetry.shutdown().await;
+    /// assert_eq!(server.events()[0]["service.name"], "checkout");
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn service_name(mut self, name: impl Into<Value>) -> Self {
+        self.common_attributes.insert("service.name", name);
+        self
+    }
+
+    /// Configures the four clients (metric, event, log, trace) at once, with
+    /// [`ClientBuilder`]'s own methods: request timeout, retry policy, key
+    /// header, `User-Agent` tokens, proxy or your own `reqwest::Client`,
+    /// payload size, audit logging, the `on_drop` callback. Calls add up, in
+    /// order.
+    ///
+    /// The closure runs in [`build`](Self::build), after the key and region
+    /// are resolved, so a region it sets wins over [`region`](Self::region)
+    /// and the environment. Endpoints are per API: set them with
+    /// [`metric_endpoint`](Self::metric_endpoint) and its siblings (an
+    /// `endpoint` set in the closure is not used).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::{Log, RetryPolicy};
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_with(ScriptedResponse::status(503));
+    /// let dropped = Arc::new(AtomicUsize::new(0));
+    /// let counter = dropped.clone();
+    /// let telemetry = server
+    ///     .telemetry_builder()
+    ///     .client(move |c| {
+    ///         c.timeout(Duration::from_secs(5))
+    ///             .retry_policy(RetryPolicy::none()) // one attempt per payload
+    ///             .license_key_header()
+    ///             .add_version_info("checkout", "2.1.0")
+    ///             .on_drop(move |report| {
+    ///                 counter.fetch_add(report.items(), Ordering::Relaxed);
+    ///             })
+    ///     })
+    ///     .build()?;
+    /// telemetry.logs().record(Log::new("lost to the 503")).await?;
+    /// let report = telemetry.shutdown().await;
+    ///
+    /// assert_eq!(report.logs.delivery.items_dropped_retries_exhausted, 1);
+    /// assert_eq!(dropped.load(Ordering::Relaxed), 1);
+    /// let request = &server.requests()[0];
+    /// assert_eq!(request.header("x-license-key"), Some("test-key"));
+    /// assert!(request.header("user-agent").unwrap().ends_with(" checkout/2.1.0"));
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn client(
+        mut self,
+        configure: impl FnOnce(ClientBuilder<AllApis>) -> ClientBuilder<AllApis> + Send + Sync + 'static,
+    ) -> Self {
+        self.configure_clients.push(Box::new(configure));
+        self
+    }
+
+    /// Reads the settings code did not make from the environment, builds the
+    /// batches and clients, and spawns the four harvesters.
+    ///
+    /// Fails with a [`ConfigError`] naming the variable when one is malformed,
+    /// when there is no key, or outside a Tokio runtime.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{ConfigError, Telemetry};
+    ///
+    /// // Outside a Tokio runtime there is nothing to run the harvesters on.
+    /// let err = Telemetry::builder().api_key("key").build().unwrap_err();
+    /// assert!(matches!(err, ConfigError::NoRuntime));
+    /// ```
+    #[must_use = "dropping the Telemetry stops its harvesters"]
+    pub fn build(self) -> Result<Telemetry, ConfigError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::NoRuntime);
+        }
+        let config = Config::resolve(&self.code, &self.source)?;
+        pipelines::start(
+            config,
+            self.configure_clients,
+            self.common_attributes,
+            self.shutdown_timeout,
+            self.token.as_ref(),
+        )
+    }
+}

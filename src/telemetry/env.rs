@@ -1,0 +1,280 @@
+//! The environment variables [`TelemetryBuilder::build`](crate::TelemetryBuilder::build)
+//! reads for every setting that code did not make. Values are trimmed; an
+//! empty value counts as unset; a malformed one is a
+//! [`ConfigError::InvalidVariable`] naming the variable.
+//!
+//! ```
+//! use newrelic_telemetry::{ConfigError, Telemetry, env};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), ConfigError> {
+//! let telemetry = Telemetry::builder()
+//!     .environment([
+//!         (env::API_KEY, "eu01xx-key"), // an EU key: EU endpoints unless a region is set
+//!         (env::LOG_API_URL, "http://127.0.0.1:9/log/v1"),
+//!     ])
+//!     .build()?;
+//! let endpoints = telemetry.endpoints();
+//! assert_eq!(endpoints.log, "http://127.0.0.1:9/log/v1");
+//! assert_eq!(endpoints.metric, "https://metric-api.eu.newrelic.com/metric/v1");
+//! # telemetry.cancellation_token().cancel();
+//!
+//! let err = Telemetry::builder()
+//!     .environment([(env::API_KEY, "key"), (env::HARVEST_INTERVAL, "soon")])
+//!     .build()
+//!     .unwrap_err();
+//! assert!(matches!(err, ConfigError::InvalidVariable { name: env::HARVEST_INTERVAL, .. }));
+//! # Ok(()) }
+//! ```
+
+// Besides the names, this module turns what code set and what the
+// environment holds into one typed `Config`, variable by variable.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::per_api::PerApi;
+use crate::client::{Region, parse_endpoint};
+use crate::error::ConfigError;
+use crate::harvester::DEFAULT_HARVEST_INTERVAL;
+
+/// `NEW_RELIC_API_KEY`: the API key (an ingest license key or an insert key).
+/// A key set in code wins; without either, [`LICENSE_KEY`] is read, and with
+/// no key at all building fails with
+/// [`ConfigError::MissingApiKey`](crate::ConfigError::MissingApiKey). The
+/// value is never shown in errors or `Debug` output.
+pub const API_KEY: &str = "NEW_RELIC_API_KEY";
+
+/// `NEW_RELIC_LICENSE_KEY`: read when [`API_KEY`] is not set.
+///
+/// ```
+/// use newrelic_telemetry::{Telemetry, env};
+/// # use newrelic_telemetry::test_util::TestIngestServer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = TestIngestServer::start().await?;
+/// let telemetry = Telemetry::builder()
+///     .environment([(env::LICENSE_KEY, "license-key"), (env::EVENT_API_URL, &server.event_url())])
+///     .build()?;
+/// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await?;
+/// telemetry.shutdown().await;
+/// assert_eq!(server.requests()[0].header("api-key"), Some("license-key"));
+/// # Ok(()) }
+/// ```
+pub const LICENSE_KEY: &str = "NEW_RELIC_LICENSE_KEY";
+
+/// `NEW_RELIC_REGION`: `US` or `EU` (case-insensitive), the data center whose
+/// endpoints the four APIs use. Unset, keys starting `eu01xx` pick EU and
+/// others US; a region set in code wins.
+///
+/// ```
+/// use newrelic_telemetry::{Telemetry, env};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), newrelic_telemetry::ConfigError> {
+/// let telemetry = Telemetry::builder()
+///     .environment([(env::API_KEY, "key"), (env::REGION, "eu")])
+///     .build()?;
+/// assert_eq!(telemetry.endpoints().trace, "https://trace-api.eu.newrelic.com/trace/v1");
+/// # telemetry.cancellation_token().cancel();
+/// # Ok(()) }
+/// ```
+pub const REGION: &str = "NEW_RELIC_REGION";
+
+/// `NEW_RELIC_METRIC_API_URL`: a full `http://` or `https://` URL the Metric
+/// API's payloads go to instead of the region's endpoint.
+pub const METRIC_API_URL: &str = "NEW_RELIC_METRIC_API_URL";
+
+/// `NEW_RELIC_EVENT_API_URL`: a full URL for the Event API, as
+/// [`METRIC_API_URL`] is for the Metric API.
+pub const EVENT_API_URL: &str = "NEW_RELIC_EVENT_API_URL";
+
+/// `NEW_RELIC_LOG_API_URL`: a full URL for the Log API, as [`METRIC_API_URL`]
+/// is for the Metric API.
+pub const LOG_API_URL: &str = "NEW_RELIC_LOG_API_URL";
+
+/// `NEW_RELIC_TRACE_API_URL`: a full URL for the Trace API, as
+/// [`METRIC_API_URL`] is for the Metric API.
+pub const TRACE_API_URL: &str = "NEW_RELIC_TRACE_API_URL";
+
+/// `NEW_RELIC_HARVEST_INTERVAL`: how often each harvester harvests, in
+/// seconds: a number above 0 and at most a day, fractions allowed (default 5).
+///
+/// ```
+/// use newrelic_telemetry::{Telemetry, env};
+/// # use newrelic_telemetry::test_util::TestIngestServer;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// tokio::time::pause(); // the clock below moves only when told to
+/// # let server = TestIngestServer::start().await?;
+/// let telemetry = Telemetry::builder()
+///     .environment([(env::API_KEY, "key"), (env::HARVEST_INTERVAL, "0.5")])
+///     .metric_endpoint(server.metric_url())
+///     .build()?;
+/// telemetry.metrics().record_count("jobs", 1.0, ()).await?;
+/// // Harvested after half a second of tokio's clock, with no harvest_now()
+/// // (with the default of 5 s, nothing would arrive within this second).
+/// assert!(server.wait_for_requests(1, Duration::from_secs(1)).await);
+/// # telemetry.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub const HARVEST_INTERVAL: &str = "NEW_RELIC_HARVEST_INTERVAL";
+
+/// The variable naming each API's URL.
+const URL_VARIABLES: PerApi<&str> = PerApi {
+    metric: METRIC_API_URL,
+    event: EVENT_API_URL,
+    log: LOG_API_URL,
+    trace: TRACE_API_URL,
+};
+
+/// Where configuration values that code did not set come from.
+#[derive(Clone)]
+pub(super) enum Source {
+    Process,
+    Map(HashMap<String, String>),
+}
+
+impl Source {
+    /// The trimmed value of `name`; unset when missing or empty.
+    fn get(&self, name: &str) -> Option<String> {
+        let value = match self {
+            Source::Process => std::env::var(name).ok(),
+            Source::Map(map) => map.get(name).cloned(),
+        };
+        value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    /// The names of the variables this source holds (for `Debug`: never values).
+    pub(super) fn names(&self) -> Vec<String> {
+        match self {
+            Source::Process => vec!["<process environment>".to_owned()],
+            Source::Map(map) => {
+                let mut names: Vec<_> = map.keys().cloned().collect();
+                names.sort();
+                names
+            }
+        }
+    }
+}
+
+/// The settings made in code; `None` means "read the environment".
+#[derive(Clone, Debug, Default)]
+pub(super) struct FromCode {
+    pub(super) api_key: Option<String>,
+    pub(super) region: Option<Region>,
+    pub(super) harvest_interval: Option<Duration>,
+    pub(super) endpoints: PerApi<Option<String>>,
+}
+
+/// The settings with code and environment merged, each value checked.
+pub(super) struct Config {
+    pub(super) api_key: String,
+    pub(super) region: Region,
+    pub(super) harvest_interval: Duration,
+    /// An endpoint for each API, or `None` for the region's.
+    pub(super) endpoints: PerApi<Option<String>>,
+}
+
+impl Config {
+    /// Each setting from `code` if set there, else from `source`, else its
+    /// default. Fails on the first malformed variable, in the order key,
+    /// region, harvest interval, endpoints.
+    pub(super) fn resolve(code: &FromCode, source: &Source) -> Result<Config, ConfigError> {
+        let api_key = api_key(code.api_key.as_deref(), source)?;
+        let region = region(code.region, source, &api_key)?;
+        let harvest_interval = harvest_interval(code.harvest_interval, source)?;
+        let endpoints = endpoints(&code.endpoints, source)?;
+        Ok(Config {
+            api_key,
+            region,
+            harvest_interval,
+            endpoints,
+        })
+    }
+}
+
+/// The key from code, else [`API_KEY`], else [`LICENSE_KEY`]. A key from the
+/// environment must fit in a header (one from code is checked when the
+/// clients are built).
+fn api_key(code: Option<&str>, source: &Source) -> Result<String, ConfigError> {
+    if let Some(key) = code.filter(|k| !k.trim().is_empty()) {
+        return Ok(key.to_owned());
+    }
+    let (key, name) = [API_KEY, LICENSE_KEY]
+        .into_iter()
+        .find_map(|name| source.get(name).map(|key| (key, name)))
+        .ok_or(ConfigError::MissingApiKey)?;
+    if reqwest::header::HeaderValue::from_str(&key).is_err() {
+        return Err(ConfigError::InvalidVariable {
+            name,
+            value: "<redacted>".to_owned(),
+            expected: "a key of visible ASCII characters",
+        });
+    }
+    Ok(key)
+}
+
+/// The region from code, else [`REGION`], else the key's.
+fn region(code: Option<Region>, source: &Source, api_key: &str) -> Result<Region, ConfigError> {
+    if let Some(region) = code {
+        return Ok(region);
+    }
+    let Some(text) = source.get(REGION) else {
+        return Ok(Region::from_api_key(api_key));
+    };
+    match text.to_ascii_uppercase().as_str() {
+        "US" => Ok(Region::US),
+        "EU" => Ok(Region::EU),
+        _ => Err(invalid(REGION, &text, "US or EU")),
+    }
+}
+
+/// The interval from code, else [`HARVEST_INTERVAL`] (seconds, above 0 and at
+/// most a day), else the default.
+fn harvest_interval(code: Option<Duration>, source: &Source) -> Result<Duration, ConfigError> {
+    if let Some(interval) = code {
+        return Ok(interval);
+    }
+    let Some(text) = source.get(HARVEST_INTERVAL) else {
+        return Ok(DEFAULT_HARVEST_INTERVAL);
+    };
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| invalid(HARVEST_INTERVAL, &text, "a number of seconds above 0"))
+}
+
+/// Each API's URL from code, else from its variable (checked to be an
+/// absolute `http(s)` URL), else `None`.
+fn endpoints(
+    code: &PerApi<Option<String>>,
+    source: &Source,
+) -> Result<PerApi<Option<String>>, ConfigError> {
+    code.clone()
+        .zip(URL_VARIABLES)
+        .try_map(|(code, variable)| match (code, source.get(variable)) {
+            (Some(url), _) => Ok(Some(url)),
+            (None, Some(url)) => match parse_endpoint(&url) {
+                Ok(_) => Ok(Some(url)),
+                Err(_) => Err(invalid(
+                    variable,
+                    &url,
+                    "an absolute http:// or https:// URL",
+                )),
+            },
+            (None, None) => Ok(None),
+        })
+}
+
+fn invalid(name: &'static str, value: &str, expected: &'static str) -> ConfigError {
+    ConfigError::InvalidVariable {
+        name,
+        value: value.to_owned(),
+        expected,
+    }
+}

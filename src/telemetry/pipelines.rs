@@ -1,0 +1,187 @@
+//! Assembly of the four pipelines, once the configuration is resolved: one
+//! set of client settings and one HTTP client for four clients, four batches
+//! sharing the common attributes, and four harvesters on one token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::env::Config;
+use super::handle::{Endpoints, Telemetry};
+use super::per_api::{AllApis, ConfigureClients, PerApi};
+use crate::attributes::Attributes;
+use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
+use crate::client::{Client, ClientBuilder, Events, Kind, Logs, Metrics, Spans, sdk_http_client};
+use crate::error::ConfigError;
+use crate::harvester::Harvester;
+
+/// Builds the clients and batches and spawns the harvesters, all stopped by a
+/// child of `parent` (or by a token of their own).
+pub(super) fn start(
+    config: Config,
+    configure_clients: Vec<ConfigureClients>,
+    common_attributes: Attributes,
+    shutdown_timeout: Duration,
+    parent: Option<&CancellationToken>,
+) -> Result<Telemetry, ConfigError> {
+    let settings = with_shared_http_client(client_settings(&config, configure_clients))?;
+    let clients = Clients::new(&settings, config.endpoints)?;
+    let endpoints = clients.endpoints();
+    let batches = Batches::new(common_attributes);
+    let token = parent.map_or_else(CancellationToken::new, CancellationToken::child_token);
+    let timing = Timing {
+        interval: config.harvest_interval,
+        shutdown_timeout,
+    };
+    let harvesters = spawn_harvesters(&batches, clients, timing, &token);
+    Ok(Telemetry {
+        endpoints,
+        metrics: batches.metrics,
+        events: batches.events,
+        logs: batches.logs,
+        spans: batches.spans,
+        harvesters,
+        token,
+    })
+}
+
+/// The settings the four clients share: the key and region, then what code
+/// configured, in order.
+fn client_settings(
+    config: &Config,
+    configure_clients: Vec<ConfigureClients>,
+) -> ClientBuilder<AllApis> {
+    // `Client::builder` needs an API kind to start from; any will do.
+    let resolved = Client::<Metrics>::builder(String::new())
+        .for_kind::<AllApis>()
+        .with_api_key(config.api_key.clone())
+        .region(config.region);
+    configure_clients
+        .into_iter()
+        .fold(resolved, |settings, configure| configure(settings))
+}
+
+/// Gives the settings one HTTP client (one connection pool for all four
+/// APIs), unless code gave its own.
+fn with_shared_http_client(
+    mut settings: ClientBuilder<AllApis>,
+) -> Result<ClientBuilder<AllApis>, ConfigError> {
+    if settings.has_http_client() {
+        return Ok(settings);
+    }
+    let proxy = settings.take_proxy();
+    Ok(settings.http_client(sdk_http_client(proxy)?))
+}
+
+/// The four clients.
+struct Clients {
+    metric: Client<Metrics>,
+    event: Client<Events>,
+    log: Client<Logs>,
+    trace: Client<Spans>,
+}
+
+impl Clients {
+    /// One client per API from the shared `settings`, each sent to its
+    /// endpoint (`None`: the region's).
+    fn new(
+        settings: &ClientBuilder<AllApis>,
+        endpoints: PerApi<Option<String>>,
+    ) -> Result<Clients, ConfigError> {
+        Ok(Clients {
+            metric: client(settings, endpoints.metric)?,
+            event: client(settings, endpoints.event)?,
+            log: client(settings, endpoints.log)?,
+            trace: client(settings, endpoints.trace)?,
+        })
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            metric: self.metric.endpoint().to_owned(),
+            event: self.event.endpoint().to_owned(),
+            log: self.log.endpoint().to_owned(),
+            trace: self.trace.endpoint().to_owned(),
+        }
+    }
+}
+
+fn client<K: Kind>(
+    settings: &ClientBuilder<AllApis>,
+    endpoint: Option<String>,
+) -> Result<Client<K>, ConfigError> {
+    let builder = settings.for_kind::<K>();
+    let builder = match endpoint {
+        Some(url) => builder.endpoint(url),
+        None => builder,
+    };
+    Ok(builder.build()?)
+}
+
+/// The four batches.
+struct Batches {
+    metrics: Arc<MetricBatch>,
+    events: Arc<EventBatch>,
+    logs: Arc<LogBatch>,
+    spans: Arc<SpanBatch>,
+}
+
+impl Batches {
+    /// Empty batches that add `common` to everything they send (the batch
+    /// builders drop an empty set).
+    fn new(common: Attributes) -> Batches {
+        Batches {
+            metrics: Arc::new(
+                MetricBatch::builder()
+                    .common_attributes(common.clone())
+                    .build(),
+            ),
+            events: Arc::new(
+                EventBatch::builder()
+                    .common_attributes(common.clone())
+                    .build(),
+            ),
+            logs: Arc::new(
+                LogBatch::builder()
+                    .common_attributes(common.clone())
+                    .build(),
+            ),
+            spans: Arc::new(SpanBatch::builder().common_attributes(common).build()),
+        }
+    }
+}
+
+/// When the harvesters harvest, and how long their shutdown may take.
+#[derive(Clone, Copy)]
+struct Timing {
+    interval: Duration,
+    shutdown_timeout: Duration,
+}
+
+fn spawn_harvesters(
+    batches: &Batches,
+    clients: Clients,
+    timing: Timing,
+    token: &CancellationToken,
+) -> PerApi<Harvester> {
+    PerApi {
+        metric: spawn_harvester(batches.metrics.clone(), clients.metric, timing, token),
+        event: spawn_harvester(batches.events.clone(), clients.event, timing, token),
+        log: spawn_harvester(batches.logs.clone(), clients.log, timing, token),
+        trace: spawn_harvester(batches.spans.clone(), clients.trace, timing, token),
+    }
+}
+
+fn spawn_harvester<K: Kind>(
+    batch: Arc<K::Batch>,
+    client: Client<K>,
+    timing: Timing,
+    token: &CancellationToken,
+) -> Harvester {
+    Harvester::builder(batch, client)
+        .harvest_interval(timing.interval)
+        .shutdown_timeout(timing.shutdown_timeout)
+        .cancellation_token(token.clone())
+        .spawn()
+}

@@ -1,0 +1,172 @@
+//! A [`tracing`] layer that exports spans and events to New Relic (feature
+//! `tracing-layer`).
+//!
+//! [`NewRelicLayer`] plugs into a [`tracing_subscriber::Registry`]:
+//!
+//! * every **span**, when it closes, becomes a New Relic [`Span`]: a random
+//!   16-hex-character id, the trace id of its nearest exported ancestor (a root
+//!   span starts a new trace), `parent.id`, the tracing span's name, its
+//!   duration from creation to close, the configured `service.name`, its target
+//!   as `code.namespace`, and its fields as attributes;
+//! * every **event** becomes a [`Log`]: the `message` field as the message, its
+//!   level (`"INFO"`, ...) under `level`, its target under `target`, its other
+//!   fields as attributes, the configured `service.name`, and, inside a span,
+//!   that span's `trace.id` and `span.id` (New Relic's logs-in-context keys).
+//!
+//! The layer needs a subscriber that stores span data, such as
+//! [`tracing_subscriber::registry()`]. Install it as the global default
+//! (`.init()`) in an application: a default set with
+//! [`tracing::subscriber::set_default`] covers only the current thread, not a
+//! multi-thread runtime's workers.
+//!
+//! # Fields
+//!
+//! Field values keep their types: `i64`, `u64` and `i128`/`u128` become
+//! integers (floats when they do not fit in `i64`), `f64` a float (NaN and
+//! infinities, which the ingest APIs refuse, become the strings `"NaN"`,
+//! `"inf"` and `"-inf"` instead of losing the whole item), `bool` a boolean,
+//! `&str` a string, and anything recorded with `?` (Debug), `%` (Display) or as
+//! a `&dyn Error` the string it formats to. Fields recorded later with
+//! [`tracing::Span::record`] are added or updated. The layer's own keys
+//! (`level`, `target`, `trace.id`, `span.id`, `service.name` on logs) win over
+//! fields of the same name; on spans, `name`, `duration.ms`, `parent.id` and
+//! `service.name` are always the span's own.
+//!
+//! # Errors
+//!
+//! A span is flagged as failed (`error: true`, which New Relic's trace UIs
+//! highlight) when
+//! * it has a field named `error` whose value is `true`; any other non-boolean
+//!   value (`error = %e`, `error = "timeout"`, `error = &e as &dyn Error`) also
+//!   sets `error: true` and puts the value's text in `error.message`;
+//! * or an event at `ERROR` level is recorded inside it (the innermost exported
+//!   span around the event; its ancestors are not flagged): `error.message` is
+//!   then the event's message, unless the span already had one.
+//!
+//! With [`NewRelicLayerBuilder::span_events`], events inside a span are also
+//! attached to it as span events.
+//!
+//! An `error = false` field is kept as `error: false`.
+//!
+//! # Never blocking
+//!
+//! Layer callbacks run on the caller's thread, inside `tracing`'s macros, so
+//! they never wait: the layer converts spans and events and hands them to a
+//! bounded channel with `try_send`. A [`LayerWorker`], which you run on your
+//! Tokio runtime ([`LayerWorker::spawn`] or [`LayerWorker::run`]), takes them
+//! from the channel and records them into the [`SpanBatch`] and [`LogBatch`],
+//! where your [`Harvester`](crate::Harvester)s pick them up.
+//!
+//! **When the channel is full** (the worker is not keeping up, or was never
+//! started), the span or log being exported is dropped — the caller is never
+//! blocked and nothing already queued is lost — and counted in
+//! [`LayerStats::dropped_channel_full`]. The worker logs a warning (at most one
+//! every ten seconds, under the target `newrelic_telemetry::tracing_layer`, which
+//! this layer itself never exports) when it sees the count grow. Once the worker
+//! has ended, what the layer exports is dropped and counted in
+//! [`LayerStats::dropped_worker_gone`]. When a *batch* is full, the worker does
+//! not wait either: the batch refuses the item (counted in
+//! [`LayerStats::refused_by_batch`] and in the batch's
+//! [`record_stats`](crate::ItemBatch::record_stats)) and asks its harvester for
+//! an early harvest. The channel holds [`DEFAULT_CHANNEL_CAPACITY`] items unless
+//! told otherwise ([`NewRelicLayerBuilder::channel_capacity`]).
+//!
+//! # No feedback
+//!
+//! Sending telemetry produces `tracing` data of its own (this SDK's
+//! diagnostics, the HTTP client's). Exporting it would make every harvest
+//! produce telemetry about the previous one, so the layer never exports spans or
+//! events whose target is, or is a module of, one of
+//! [`DEFAULT_EXCLUDED_TARGETS`] (`newrelic_telemetry`, `reqwest`, `hyper`,
+//! `hyper_util`, `h2`, `rustls`, `tokio`, ...), nor of the targets added with
+//! [`NewRelicLayerBuilder::exclude_target`]. Other layers of the subscriber
+//! still see them. A span whose target is excluded is skipped: spans inside it
+//! hang from its nearest exported ancestor.
+//!
+//! # Filtering
+//!
+//! The layer exports whatever reaches it. Give it a per-layer filter with
+//! [`Layer::with_filter`] (a
+//! [`LevelFilter`](tracing_subscriber::filter::LevelFilter), a
+//! [`filter_fn`](tracing_subscriber::filter::filter_fn), an `EnvFilter`, ...):
+//! it decides what New Relic receives without changing what the other layers
+//! see. A span the filter rejects is skipped: its children hang from the
+//! nearest exported ancestor, and events inside it carry that ancestor's ids.
+//!
+//! # Shutting down
+//!
+//! The worker ends when its [`CancellationToken`] is cancelled, or when the
+//! layer is dropped (with its subscriber); in both cases it first records
+//! everything already in the channel. Stop things in this order so that the
+//! harvesters' final flush includes the last spans and logs:
+//!
+//! 1. cancel the worker's token (or drop the subscriber) and await the worker;
+//! 2. then shut the harvesters down ([`Harvester::shutdown`](crate::Harvester::shutdown)).
+//!
+//! Give the worker its own token (or a child token you cancel first) rather
+//! than the harvesters' token, so the harvesters are not already flushing while
+//! the worker drains.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use newrelic_telemetry::tracing_layer::NewRelicLayer;
+//! use newrelic_telemetry::{Harvester, LogBatch, LogClient, SpanBatch, SpanClient};
+//! use std::sync::Arc;
+//! use tokio_util::sync::CancellationToken;
+//! use tracing_subscriber::filter::LevelFilter;
+//! use tracing_subscriber::prelude::*;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let key = std::env::var("NEW_RELIC_API_KEY")?;
+//! let spans = Arc::new(SpanBatch::new());
+//! let logs = Arc::new(LogBatch::new());
+//! let span_harvester = Harvester::spawn(spans.clone(), SpanClient::builder(&key).build()?);
+//! let log_harvester = Harvester::spawn(logs.clone(), LogClient::builder(&key).build()?);
+//!
+//! let (layer, worker) = NewRelicLayer::builder()
+//!     .spans(spans)
+//!     .logs(logs)
+//!     .service_name("checkout")
+//!     .build();
+//! let stats = layer.handle();
+//! tracing_subscriber::registry()
+//!     .with(layer.with_filter(LevelFilter::INFO))
+//!     .init();
+//! let stop_worker = CancellationToken::new();
+//! let worker = worker.spawn(stop_worker.clone());
+//!
+//! {
+//!     let _span = tracing::info_span!("charge", order.id = 1234).entered();
+//!     tracing::info!(amount = 12.5, "card charged");
+//! }
+//!
+//! // Shutdown: drain the layer's channel first, then flush and send.
+//! stop_worker.cancel();
+//! worker.await?;
+//! span_harvester.shutdown().await;
+//! log_harvester.shutdown().await;
+//! println!("dropped by the layer: {}", stats.stats().dropped_channel_full);
+//! # Ok(()) }
+//! ```
+//!
+//! [`Span`]: crate::Span
+//! [`Log`]: crate::Log
+//! [`SpanBatch`]: crate::SpanBatch
+//! [`LogBatch`]: crate::LogBatch
+//! [`CancellationToken`]: tokio_util::sync::CancellationToken
+//! [`Layer::with_filter`]: tracing_subscriber::Layer::with_filter
+
+// One file per part; none of them uses anything from this file.
+mod builder; // NewRelicLayerBuilder and the defaults it starts from
+mod keys; // the attribute keys the layer writes, allocated once
+mod layer; // NewRelicLayer: the `tracing` callbacks
+mod span_store; // what a layer keeps per open span, in the span's extensions
+mod stats; // counters, LayerStats and LayerHandle
+mod visitor; // tracing fields to typed attributes
+mod worker; // the channel and the LayerWorker that drains it into the batches
+
+pub use builder::{DEFAULT_CHANNEL_CAPACITY, DEFAULT_EXCLUDED_TARGETS, NewRelicLayerBuilder};
+pub use layer::{MAX_SPAN_EVENTS, NewRelicLayer};
+pub use stats::{LayerHandle, LayerStats};
+pub use worker::LayerWorker;
