@@ -105,6 +105,40 @@ pub struct HarvestReport {
     pub memory: MemoryStats,
 }
 
+/// A live snapshot of one pipeline (a batch and its harvester).
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Harvester, Log, LogBatch, LogClient};
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let logs = Arc::new(LogBatch::new());
+/// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+/// let harvester = Harvester::spawn(logs.clone(), client);
+/// logs.record(Log::new("one")).await?;
+/// logs.record(Log::new("")).await?;
+///
+/// let now = harvester.pipeline_stats();
+/// assert_eq!((now.memory.held_items, now.delivery.items_sent), (2, 0));
+/// harvester.shutdown().await;
+/// let after = harvester.pipeline_stats();
+/// assert_eq!((after.memory.held_items, after.delivery.items_sent), (0, 2));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PipelineStats {
+    /// What the batch refused or changed.
+    pub record: RecordStats,
+    /// What the client sent, retried and dropped.
+    pub delivery: DeliveryStats,
+    /// What the pipeline holds in memory now, against its budget.
+    pub memory: MemoryStats,
+}
+
 /// A running harvester: a handle to the background task.
 ///
 /// Dropping the handle cancels the harvester, which then flushes and sends
@@ -136,7 +170,7 @@ pub struct Harvester {
     token: CancellationToken,
     harvest_now: Arc<Notify>,
     state: Mutex<State>,
-    stats: Box<dyn Fn() -> (DeliveryStats, RecordStats, MemoryStats) + Send + Sync>,
+    stats: Box<dyn Fn() -> PipelineStats + Send + Sync>,
 }
 
 enum State {
@@ -263,7 +297,11 @@ impl Harvester {
                 Ok(report) => report,
                 Err(e) => {
                     tracing::error!(api = self.api, error = %e, "harvester task ended abnormally");
-                    let (delivery, record, memory) = (self.stats)();
+                    let PipelineStats {
+                        delivery,
+                        record,
+                        memory,
+                    } = (self.stats)();
                     HarvestReport {
                         api: self.api,
                         harvests: 0,
@@ -331,7 +369,29 @@ impl Harvester {
     /// # Ok(()) }
     /// ```
     pub fn stats(&self) -> DeliveryStats {
-        (self.stats)().0
+        (self.stats)().delivery
+    }
+
+    /// What the batch refused, what the client sent and dropped, and what the
+    /// pipeline holds in memory, now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Harvester, Log, LogBatch, LogClient};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let logs = Arc::new(LogBatch::new());
+    /// let client = LogClient::builder("key").endpoint("http://127.0.0.1:9/log/v1").build()?;
+    /// let harvester = Harvester::spawn(logs.clone(), client);
+    /// logs.record(Log::new("kept")).await?;
+    /// logs.record(Log::new("bad").with_attribute("", 1)).await.unwrap_err();
+    /// let stats = harvester.pipeline_stats();
+    /// assert_eq!((stats.memory.held_items, stats.record.rejected_invalid), (1, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn pipeline_stats(&self) -> PipelineStats {
+        (self.stats)()
     }
 
     /// What the pipeline holds in memory now (the batch, the payloads being
@@ -358,7 +418,7 @@ impl Harvester {
     /// # Ok(()) }
     /// ```
     pub fn memory(&self) -> MemoryStats {
-        (self.stats)().2
+        (self.stats)().memory
     }
 
     /// The harvester's own token: cancelling it stops the harvester. It is a
@@ -573,7 +633,11 @@ impl<K: Kind> HarvesterBuilder<K> {
         let stats = {
             let client = self.client.clone();
             let batch = self.batch.clone();
-            Box::new(move || (client.stats(), batch.record_stats(), batch.memory()))
+            Box::new(move || PipelineStats {
+                record: batch.record_stats(),
+                delivery: client.stats(),
+                memory: batch.memory(),
+            })
         };
         let budget = self.batch.memory_budget().clone();
         let task = Task {

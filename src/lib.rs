@@ -59,10 +59,12 @@ pub use error::{BuildError, ConfigError, RecordError, SendError};
 pub use event::Event;
 pub use harvester::{
     DEFAULT_HARVEST_INTERVAL, DEFAULT_MAX_QUEUED_ITEMS, DEFAULT_SHUTDOWN_TIMEOUT, HarvestReport,
-    Harvester, HarvesterBuilder, SHUTDOWN_SLACK,
+    Harvester, HarvesterBuilder, PipelineStats, SHUTDOWN_SLACK,
 };
 pub use log::Log;
 pub use metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
 pub use span::{Span, SpanEvent};
 pub use stats::DeliveryStats;
-pub use telemetry::{AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, env};
+pub use telemetry::{
+    AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, TelemetryStats, env,
+};

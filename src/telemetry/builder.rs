@@ -10,6 +10,7 @@ use super::handle::Telemetry;
 use super::per_api::{AllApis, ConfigureClients};
 use super::pipelines;
 use crate::attributes::{Attributes, Value};
+use crate::budget::DEFAULT_MEMORY_BUDGET;
 use crate::client::{ClientBuilder, Region};
 use crate::error::ConfigError;
 use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
@@ -52,6 +53,7 @@ pub struct TelemetryBuilder {
     source: Source,
     code: FromCode,
     shutdown_timeout: Duration,
+    memory_budget: usize,
     token: Option<CancellationToken>,
     common_attributes: Attributes,
     /// Applied in order to the four clients' shared settings, once the key
@@ -69,6 +71,7 @@ impl std::fmt::Debug for TelemetryBuilder {
             .field("endpoints", &code.endpoints)
             .field("harvest_interval", &code.harvest_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("memory_budget", &self.memory_budget)
             .field("common_attributes", &self.common_attributes)
             .field("client_closures", &self.configure_clients.len())
             .finish_non_exhaustive()
@@ -81,6 +84,7 @@ impl Default for TelemetryBuilder {
             source: Source::Process,
             code: FromCode::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
             token: None,
             common_attributes: Attributes::new(),
             configure_clients: Vec::new(),
@@ -290,6 +294,34 @@ impl TelemetryBuilder {
         self
     }
 
+    /// The most bytes each of the four pipelines may hold in memory (default
+    /// [`DEFAULT_MEMORY_BUDGET`], 16 MiB, so 64 MiB for all four; at least
+    /// 2 MiB each): what waits in its batch, what is being encoded, and the
+    /// compressed payloads waiting to be sent. Past it a new item is refused
+    /// ([`RecordError::MemoryBudgetFull`](crate::RecordError::MemoryBudgetFull),
+    /// counted) and the oldest queued payloads make room for newer data.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().memory_budget(4 * 1024 * 1024).build()?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("hello")).await?;
+    ///
+    /// let stats = telemetry.stats();
+    /// assert_eq!(stats.logs.memory.budget_bytes, 4 * 1024 * 1024);
+    /// assert_eq!(stats.held_items(), 1);
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
     /// Stops everything when `token` is cancelled (one token for the service).
     ///
     /// ```
@@ -435,6 +467,7 @@ impl TelemetryBuilder {
             self.configure_clients,
             self.common_attributes,
             self.shutdown_timeout,
+            self.memory_budget,
             self.token.as_ref(),
         )
     }

@@ -10,7 +10,7 @@ use super::builder::TelemetryBuilder;
 use super::per_api::PerApi;
 use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
 use crate::error::ConfigError;
-use crate::harvester::{HarvestReport, Harvester};
+use crate::harvester::{HarvestReport, Harvester, PipelineStats};
 
 /// The four pipelines of a service, set up and shut down together.
 ///
@@ -99,6 +99,66 @@ pub struct TelemetryReport {
     pub logs: HarvestReport,
     /// The span harvester's report.
     pub spans: HarvestReport,
+}
+
+/// A live snapshot of the four pipelines of a [`Telemetry`].
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Event, Log};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let telemetry = server.telemetry_builder().build()?;
+/// telemetry.events().record(Event::new("Order")).await?;
+/// telemetry.logs().record(Log::new("placed")).await?;
+///
+/// let stats = telemetry.stats();
+/// assert_eq!(stats.held_items(), 2); // waiting for the next harvest
+/// assert!(stats.held_bytes() > 0);
+/// telemetry.shutdown().await;
+/// let stats = telemetry.stats();
+/// assert_eq!((stats.held_items(), stats.items_sent()), (0, 2));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TelemetryStats {
+    /// The metric pipeline.
+    pub metrics: PipelineStats,
+    /// The event pipeline.
+    pub events: PipelineStats,
+    /// The log pipeline.
+    pub logs: PipelineStats,
+    /// The span pipeline.
+    pub spans: PipelineStats,
+}
+
+impl TelemetryStats {
+    fn all(&self) -> [&PipelineStats; 4] {
+        [&self.metrics, &self.events, &self.logs, &self.spans]
+    }
+
+    /// Bytes the four pipelines hold in memory now.
+    pub fn held_bytes(&self) -> usize {
+        self.all().iter().map(|p| p.memory.held_bytes).sum()
+    }
+
+    /// Items the four pipelines hold now (recorded, not yet sent or dropped).
+    pub fn held_items(&self) -> usize {
+        self.all().iter().map(|p| p.memory.held_items).sum()
+    }
+
+    /// Items sent so far by the four pipelines.
+    pub fn items_sent(&self) -> u64 {
+        self.all().iter().map(|p| p.delivery.items_sent).sum()
+    }
+
+    /// Items dropped so far by the four pipelines' clients, for any reason.
+    pub fn items_dropped(&self) -> u64 {
+        self.all().iter().map(|p| p.delivery.items_dropped()).sum()
+    }
 }
 
 impl TelemetryReport {
@@ -311,6 +371,30 @@ impl Telemetry {
     /// ```
     pub fn cancellation_token(&self) -> &CancellationToken {
         &self.token
+    }
+
+    /// What each pipeline refused, sent, dropped and holds in memory, now.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().build()?;
+    /// telemetry.metrics().record_count("orders", 1.0, ()).await?;
+    /// assert_eq!(telemetry.stats().metrics.memory.held_items, 1);
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> TelemetryStats {
+        let h = &self.harvesters;
+        TelemetryStats {
+            metrics: h.metric.pipeline_stats(),
+            events: h.event.pipeline_stats(),
+            logs: h.log.pipeline_stats(),
+            spans: h.trace.pipeline_stats(),
+        }
     }
 
     /// Asks all four harvesters for a harvest now.

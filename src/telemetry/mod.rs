@@ -4,10 +4,10 @@
 // One file per part; none of them uses anything from this file.
 mod builder; // TelemetryBuilder: settings made in code, and build()
 pub mod env; // the NEW_RELIC_* variables, and their parsing into a typed config
-mod handle; // Telemetry, Endpoints, TelemetryReport
+mod handle; // Telemetry, Endpoints, TelemetryReport, TelemetryStats
 mod per_api; // PerApi<T> (one value per API) and AllApis (settings for all four clients)
 mod pipelines; // what build() assembles: clients, batches, harvesters
 
 pub use builder::TelemetryBuilder;
-pub use handle::{Endpoints, Telemetry, TelemetryReport};
+pub use handle::{Endpoints, Telemetry, TelemetryReport, TelemetryStats};
 pub use per_api::AllApis;

@@ -23,12 +23,13 @@ pub(super) fn start(
     configure_clients: Vec<ConfigureClients>,
     common_attributes: Attributes,
     shutdown_timeout: Duration,
+    memory_budget: usize,
     parent: Option<&CancellationToken>,
 ) -> Result<Telemetry, ConfigError> {
     let settings = with_shared_http_client(client_settings(&config, configure_clients))?;
     let clients = Clients::new(&settings, config.endpoints)?;
     let endpoints = clients.endpoints();
-    let batches = Batches::new(common_attributes);
+    let batches = Batches::new(common_attributes, memory_budget);
     let token = parent.map_or_else(CancellationToken::new, CancellationToken::child_token);
     let timing = Timing {
         interval: config.harvest_interval,
@@ -129,25 +130,33 @@ struct Batches {
 
 impl Batches {
     /// Empty batches that add `common` to everything they send (the batch
-    /// builders drop an empty set).
-    fn new(common: Attributes) -> Batches {
+    /// builders drop an empty set), each within `memory_budget`.
+    fn new(common: Attributes, memory_budget: usize) -> Batches {
         Batches {
             metrics: Arc::new(
                 MetricBatch::builder()
                     .common_attributes(common.clone())
+                    .memory_budget(memory_budget)
                     .build(),
             ),
             events: Arc::new(
                 EventBatch::builder()
                     .common_attributes(common.clone())
+                    .memory_budget(memory_budget)
                     .build(),
             ),
             logs: Arc::new(
                 LogBatch::builder()
                     .common_attributes(common.clone())
+                    .memory_budget(memory_budget)
                     .build(),
             ),
-            spans: Arc::new(SpanBatch::builder().common_attributes(common).build()),
+            spans: Arc::new(
+                SpanBatch::builder()
+                    .common_attributes(common)
+                    .memory_budget(memory_budget)
+                    .build(),
+            ),
         }
     }
 }
