@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, RecordStats, Taken};
 use crate::budget::{MemoryBudget, MemoryStats};
+use crate::client::DeliveryStats;
 use crate::client::{Client, DropReason, Kind, Payload, PayloadReport, Sender};
-use crate::stats::DeliveryStats;
 
 /// The longest harvest interval or shutdown timeout taken; longer ones are
 /// cut to it, so that no deadline overflows.
@@ -205,7 +205,11 @@ impl Harvester {
     /// assert_eq!(harvester.shutdown().await.delivery.items_sent, 1);
     /// # Ok(()) }
     /// ```
-    pub fn builder<K: Kind>(batch: Arc<K::Batch>, client: Client<K>) -> HarvesterBuilder<K> {
+    pub fn builder<K, B>(batch: Arc<B>, client: Client<K>) -> HarvesterBuilder<K, B>
+    where
+        K: Kind,
+        B: Batch<Item = K::Item>,
+    {
         HarvesterBuilder {
             batch,
             client,
@@ -236,7 +240,11 @@ impl Harvester {
     /// assert_eq!(harvester.shutdown().await.delivery.items_sent, 1);
     /// # Ok(()) }
     /// ```
-    pub fn spawn<K: Kind>(batch: Arc<K::Batch>, client: Client<K>) -> Harvester {
+    pub fn spawn<K, B>(batch: Arc<B>, client: Client<K>) -> Harvester
+    where
+        K: Kind,
+        B: Batch<Item = K::Item>,
+    {
         Harvester::builder(batch, client).spawn()
     }
 
@@ -480,8 +488,8 @@ impl Drop for Harvester {
 /// # Ok(()) }
 /// ```
 #[must_use = "a builder does nothing until it is spawned"]
-pub struct HarvesterBuilder<K: Kind> {
-    batch: Arc<K::Batch>,
+pub struct HarvesterBuilder<K: Kind, B> {
+    batch: Arc<B>,
     client: Client<K>,
     interval: Duration,
     token: Option<CancellationToken>,
@@ -489,7 +497,7 @@ pub struct HarvesterBuilder<K: Kind> {
     max_queued_items: usize,
 }
 
-impl<K: Kind> std::fmt::Debug for HarvesterBuilder<K> {
+impl<K: Kind, B> std::fmt::Debug for HarvesterBuilder<K, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HarvesterBuilder")
             .field("client", &self.client)
@@ -500,7 +508,7 @@ impl<K: Kind> std::fmt::Debug for HarvesterBuilder<K> {
     }
 }
 
-impl<K: Kind> HarvesterBuilder<K> {
+impl<K: Kind, B: Batch<Item = K::Item>> HarvesterBuilder<K, B> {
     /// How often to harvest (default 5 s; from 1 ms to a year). A tick missed while
     /// a harvest runs is delayed, never made up in a burst.
     ///
@@ -729,8 +737,8 @@ struct InFlight<'a> {
     delivery: Delivery<'a>,
 }
 
-struct Task<K: Kind> {
-    batch: Arc<K::Batch>,
+struct Task<K: Kind, B> {
+    batch: Arc<B>,
     client: Client<K>,
     interval: Duration,
     shutdown_timeout: Duration,
@@ -741,7 +749,7 @@ struct Task<K: Kind> {
     harvests: u64,
 }
 
-impl<K: Kind> Task<K> {
+impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
     async fn run(mut self) -> HarvestReport {
         let client = self.client.clone();
         let sender = client.sender();

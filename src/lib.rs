@@ -27,7 +27,6 @@ pub mod local;
 mod log;
 mod metric;
 mod span;
-mod stats;
 mod telemetry;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -49,13 +48,13 @@ pub use batch::{
 };
 pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
 pub use client::{
-    AttemptFailure, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DropReason,
-    EventClient, Events, KeyHeader, Kind, LogClient, Logs, MAX_PAYLOAD_BYTES, MetricClient,
-    Metrics, PayloadOutcome, PayloadReport, Region, RetryPolicy, SendReport, SpanClient, Spans,
-    encode_payload,
+    AttemptFailure, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DeliveryStats,
+    DropReason, EventClient, Events, KeyHeader, Kind, LogClient, Logs, MAX_PAYLOAD_BYTES,
+    MetricClient, Metrics, PayloadOutcome, PayloadReport, Region, RetryPolicy, SendError,
+    SendReport, SpanClient, Spans, encode_payload,
 };
 pub use common::Common;
-pub use error::{BuildError, ConfigError, RecordError, SendError};
+pub use error::{BuildError, ConfigError, RecordError};
 pub use event::Event;
 pub use harvester::{
     DEFAULT_HARVEST_INTERVAL, DEFAULT_MAX_QUEUED_ITEMS, DEFAULT_SHUTDOWN_TIMEOUT, HarvestReport,
@@ -64,7 +63,6 @@ pub use harvester::{
 pub use log::Log;
 pub use metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
 pub use span::{Span, SpanEvent};
-pub use stats::DeliveryStats;
 pub use telemetry::{
     AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, TelemetryStats, env,
 };

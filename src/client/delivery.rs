@@ -13,9 +13,9 @@ use super::encode::{Encoded, Payload, PayloadEncoder};
 use super::kind::Kind;
 use super::report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport};
 use super::retry::RetryPolicy;
+use super::stats::DeliveryCounters;
 use crate::budget::HeldBytes;
 use crate::common::Common;
-use crate::stats::DeliveryCounters;
 
 /// The ingest APIs' limit on a compressed payload.
 ///
@@ -23,9 +23,6 @@ use crate::stats::DeliveryCounters;
 /// assert_eq!(newrelic_telemetry::MAX_PAYLOAD_BYTES, 1_000_000);
 /// ```
 pub const MAX_PAYLOAD_BYTES: usize = 1_000_000;
-
-/// Target for audit log records.
-pub(crate) const AUDIT_TARGET: &str = "newrelic_telemetry::audit";
 
 /// The lowest size limit a 413 can teach: a proxy with a smaller limit is
 /// still served, by splitting on its 413s, but no run of 413s can make the

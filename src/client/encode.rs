@@ -22,6 +22,9 @@ use super::kind::Kind;
 use crate::budget::HeldBytes;
 use crate::common::Common;
 
+/// Target for audit log records (every payload at DEBUG, when enabled).
+pub(crate) const AUDIT_TARGET: &str = "newrelic_telemetry::audit";
+
 /// Uncompressed JSON gathered before it is compressed and the size measured.
 const SLICE_BYTES: usize = 128 * 1024;
 
@@ -282,7 +285,7 @@ where
         if let Some(mut audit) = audit {
             audit.extend_from_slice(&slice);
             tracing::debug!(
-                target: super::delivery::AUDIT_TARGET,
+                target: AUDIT_TARGET,
                 api = K::API.name,
                 items = starts.len(),
                 payload = %String::from_utf8_lossy(&audit),

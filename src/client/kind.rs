@@ -1,7 +1,6 @@
 //! The four ingest APIs as types: what each one carries and how its payload
 //! looks on the wire.
 
-use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
 use crate::common::Common;
 use crate::event::{Event, EventWithCommon};
 use crate::log::Log;
@@ -51,7 +50,7 @@ pub struct Logs;
 pub struct Spans;
 
 /// One of the four ingest APIs: [`Metrics`], [`Events`], [`Logs`] or
-/// [`Spans`]. Sealed; it ties a client to the items and batch of its API.
+/// [`Spans`]. Sealed; it ties a client to the items of its API.
 ///
 /// ```
 /// use newrelic_telemetry::{Client, Kind, Logs, Spans};
@@ -67,8 +66,6 @@ pub struct Spans;
 pub trait Kind: private::Sealed + Send + Sync + 'static {
     /// The items this API takes.
     type Item: Validate + Send + Sync + 'static;
-    /// The batch a harvester drains for this API.
-    type Batch: crate::batch::Batch<Item = Self::Item>;
 
     #[doc(hidden)]
     const API: private::Api;
@@ -117,7 +114,6 @@ impl private::Sealed for Metrics {}
 
 impl Kind for Metrics {
     type Item = Metric;
-    type Batch = MetricBatch;
     const API: private::Api = private::Api {
         name: "metric",
         us: "https://metric-api.newrelic.com/metric/v1",
@@ -135,7 +131,6 @@ impl private::Sealed for Events {}
 
 impl Kind for Events {
     type Item = Event;
-    type Batch = EventBatch;
     const API: private::Api = private::Api {
         name: "event",
         us: "https://insights-collector.newrelic.com/v1/accounts/events",
@@ -156,7 +151,6 @@ impl private::Sealed for Logs {}
 
 impl Kind for Logs {
     type Item = Log;
-    type Batch = LogBatch;
     const API: private::Api = private::Api {
         name: "log",
         us: "https://log-api.newrelic.com/log/v1",
@@ -174,7 +168,6 @@ impl private::Sealed for Spans {}
 
 impl Kind for Spans {
     type Item = Span;
-    type Batch = SpanBatch;
     const API: private::Api = private::Api {
         name: "trace",
         us: "https://trace-api.newrelic.com/trace/v1",

@@ -9,9 +9,11 @@
 
 mod delivery;
 mod encode;
+mod error;
 mod kind;
 mod report;
 mod retry;
+mod stats;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -32,9 +34,10 @@ pub use report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport, Send
 pub use retry::RetryPolicy;
 
 use crate::common::Common;
-use crate::error::{BuildError, SendError};
-use crate::stats::DeliveryStats;
+use crate::error::BuildError;
 use crate::validate::Validate;
+pub use error::SendError;
+pub use stats::DeliveryStats;
 
 /// A client for the Metric API.
 ///

@@ -472,3 +472,44 @@ impl TelemetryBuilder {
         )
     }
 }
+
+// Where a `Telemetry` starts: beside the builder, so that the handle knows
+// nothing of how it was built.
+impl Telemetry {
+    /// A builder; settings it is not given come from the environment.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// // `server.telemetry_builder()` is `Telemetry::builder()` pointed at the test server.
+    /// let telemetry = server.telemetry_builder().service_name("checkout").build()?;
+    /// telemetry.metrics().record_count("orders", 1.0, ()).await?;
+    /// telemetry.shutdown().await;
+    /// assert_eq!(server.metrics()[0]["attributes"]["service.name"], "checkout");
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "a builder does nothing until `build()` is called"]
+    pub fn builder() -> TelemetryBuilder {
+        TelemetryBuilder::default()
+    }
+
+    /// Everything from the environment: `Telemetry::builder().build()`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// // Fails with a `ConfigError` when no key is set.
+    /// match Telemetry::from_env() {
+    ///     Ok(telemetry) => { telemetry.shutdown().await; }
+    ///     Err(e) => eprintln!("telemetry disabled: {e}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn from_env() -> Result<Telemetry, ConfigError> {
+        Telemetry::builder().build()
+    }
+}

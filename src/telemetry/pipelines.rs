@@ -11,7 +11,7 @@ use super::env::Config;
 use super::handle::{Endpoints, Telemetry};
 use super::per_api::{AllApis, ConfigureClients, PerApi};
 use crate::attributes::Attributes;
-use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
+use crate::batch::{Batch, EventBatch, LogBatch, MetricBatch, SpanBatch};
 use crate::client::{Client, ClientBuilder, Events, Kind, Logs, Metrics, Spans, sdk_http_client};
 use crate::error::ConfigError;
 use crate::harvester::Harvester;
@@ -182,8 +182,8 @@ fn spawn_harvesters(
     }
 }
 
-fn spawn_harvester<K: Kind>(
-    batch: Arc<K::Batch>,
+fn spawn_harvester<K: Kind, B: Batch<Item = K::Item>>(
+    batch: Arc<B>,
     client: Client<K>,
     timing: Timing,
     token: &CancellationToken,

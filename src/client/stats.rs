@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::client::DropReason;
+use super::report::DropReason;
 
 /// A snapshot of a client's delivery counters, readable at any time with
 /// [`Client::stats`](crate::Client::stats).
