@@ -225,7 +225,7 @@ macro_rules! head_accessors {
         pub fn with_attribute(
             mut self,
             key: impl Into<Arc<str>>,
-            value: impl Into<crate::Value>,
+            value: impl Into<crate::attributes::Value>,
         ) -> Self {
             Arc::make_mut(&mut self.head.attributes).insert(key, value);
             self
