@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use newrelic_telemetry::test_util::{IngestApi, ScriptedResponse, TestIngestServer};
-use newrelic_telemetry::{Event, RecordError, Telemetry};
+use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+use newrelic_telemetry::{Api, Event, RecordError, Telemetry};
 
 /// The code under test: a checkout handler that records a count, a summary
 /// and an event.
@@ -37,7 +37,7 @@ async fn checkout(telemetry: &Telemetry, plan: &str, amount: f64) -> Result<(), 
 async fn check_checkout_instrumentation() -> Result<(), Box<dyn std::error::Error>> {
     let server = TestIngestServer::start().await?;
     // The first event payload fails with a 503: the SDK retries it.
-    server.respond_to(IngestApi::Event, ScriptedResponse::status(503));
+    server.respond_to(Api::Event, ScriptedResponse::status(503));
     let telemetry = server
         .telemetry_builder()
         .harvest_interval(Duration::from_secs(3600))

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::Api;
 use crate::batch::{Batch, RecordStats, Taken};
 use crate::budget::{MemoryBudget, MemoryStats};
 use crate::client::DeliveryStats;
@@ -79,7 +80,7 @@ pub const SHUTDOWN_SLACK: Duration = Duration::from_millis(100);
 /// logs.record(Log::new("started")).await?;
 ///
 /// let report = harvester.shutdown().await;
-/// assert_eq!(report.api, "log");
+/// assert_eq!(report.api, newrelic_telemetry::Api::Log);
 /// assert_eq!(report.delivery.items_sent, 1);
 /// assert!(report.completed && !report.deadline_exceeded);
 /// # Ok(()) }
@@ -87,8 +88,8 @@ pub const SHUTDOWN_SLACK: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct HarvestReport {
-    /// The API the harvester sent to: `metric`, `event`, `log` or `trace`.
-    pub api: &'static str,
+    /// The API the harvester sent to.
+    pub api: Api,
     /// How many times the batch was flushed.
     pub harvests: u64,
     /// The client's delivery counters at the end.
@@ -166,7 +167,7 @@ pub struct PipelineStats {
 /// ```
 #[must_use = "dropping the handle stops the harvester (it flushes in the background)"]
 pub struct Harvester {
-    api: &'static str,
+    api: Api,
     token: CancellationToken,
     harvest_now: Arc<Notify>,
     state: Mutex<State>,
@@ -304,7 +305,7 @@ impl Harvester {
             let report = match handle.await {
                 Ok(report) => report,
                 Err(e) => {
-                    tracing::error!(api = self.api, error = %e, "harvester task ended abnormally");
+                    tracing::error!(api = self.api.name(), error = %e, "harvester task ended abnormally");
                     let PipelineStats {
                         delivery,
                         record,
@@ -666,7 +667,7 @@ impl<K: Kind, B: Batch<Item = K::Item>> HarvesterBuilder<K, B> {
             harvests: 0,
         };
         Harvester {
-            api: K::API.name,
+            api: K::API,
             token,
             harvest_now,
             state: Mutex::new(State::Running(tokio::spawn(task.run()))),
@@ -713,7 +714,7 @@ impl Queue {
 
 fn dropped_report<K: Kind>(payload: &Payload, reason: DropReason) -> PayloadReport {
     PayloadReport::dropped(
-        K::API.name,
+        K::API,
         Some(payload.request_id),
         payload.len(),
         payload.body.len(),
@@ -814,7 +815,7 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         }
 
         HarvestReport {
-            api: K::API.name,
+            api: K::API,
             harvests: self.harvests,
             delivery: client.stats(),
             record: self.batch.record_stats(),
@@ -844,7 +845,7 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
             if left > 0 {
                 lost += left;
                 sender.report_drop(&PayloadReport::dropped(
-                    K::API.name,
+                    K::API,
                     Some(request_id),
                     left,
                     bytes,
@@ -863,7 +864,7 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         }
         self.budget.resolve_items(self.budget.held_items());
         tracing::error!(
-            api = K::API.name,
+            api = K::API.name(),
             items = unresolved,
             timeout_ms = self.shutdown_timeout.as_millis() as u64,
             "shutdown deadline reached; unsent telemetry dropped"
@@ -882,7 +883,7 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         if items.is_empty() {
             return;
         }
-        tracing::trace!(api = K::API.name, items = items.len(), "harvested");
+        tracing::trace!(api = K::API.name(), items = items.len(), "harvested");
         let n = items.len();
         let mut encoder = match sender.encoder(items.into_iter(), common, held) {
             Ok(encoder) => encoder,

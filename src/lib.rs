@@ -12,6 +12,7 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod api;
 mod attributes;
 mod batch;
 mod budget;
@@ -41,6 +42,7 @@ mod time;
 pub mod tracing_layer;
 mod validate;
 
+pub use api::{Api, Region};
 pub use attributes::{AsAttributes, AsValueRef, Attributes, Value, ValueRef};
 pub use batch::{
     Batch, BatchItem, DEFAULT_CAPACITY, DEFAULT_MAX_SERIES, EventBatch, ItemBatch,
@@ -50,8 +52,8 @@ pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
 pub use client::{
     AttemptFailure, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DeliveryStats,
     DropReason, EventClient, Events, KeyHeader, Kind, LogClient, Logs, MAX_PAYLOAD_BYTES,
-    MetricClient, Metrics, PayloadOutcome, PayloadReport, Region, RetryPolicy, SendError,
-    SendReport, SpanClient, Spans, encode_payload,
+    MetricClient, Metrics, PayloadOutcome, PayloadReport, RetryPolicy, SendError, SendReport,
+    SpanClient, Spans, encode_payload,
 };
 pub use common::Common;
 pub use error::{BuildError, ConfigError, RecordError};

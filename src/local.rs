@@ -30,9 +30,10 @@ use std::net::SocketAddr;
 
 // The endpoint is the crate's test server with nothing scripted: it answers
 // every well-formed request as New Relic does when it accepts one.
+use crate::api::Api;
 use crate::telemetry::TelemetryBuilder;
+pub use crate::test_util::ReceivedRequest;
 use crate::test_util::TestIngestServer;
-pub use crate::test_util::{IngestApi, ReceivedRequest};
 
 /// The key [`LocalEndpoint::configure`] sets: the endpoint accepts any key.
 const LOCAL_KEY: &str = "local-endpoint";
@@ -71,12 +72,13 @@ impl LocalEndpoint {
     /// The address the endpoint listens on.
     ///
     /// ```
-    /// use newrelic_telemetry::local::{IngestApi, LocalEndpoint};
+    /// use newrelic_telemetry::Api;
+    /// use newrelic_telemetry::local::LocalEndpoint;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
     /// let local = LocalEndpoint::start().await?;
-    /// assert_eq!(local.url(IngestApi::Log), format!("http://{}/log/v1", local.addr()));
+    /// assert_eq!(local.url(Api::Log), format!("http://{}/log/v1", local.addr()));
     /// # Ok(()) }
     /// ```
     pub fn addr(&self) -> SocketAddr {
@@ -87,18 +89,19 @@ impl LocalEndpoint {
     /// [`endpoint`](crate::ClientBuilder::endpoint).
     ///
     /// ```
-    /// use newrelic_telemetry::local::{IngestApi, LocalEndpoint};
+    /// use newrelic_telemetry::Api;
+    /// use newrelic_telemetry::local::LocalEndpoint;
     /// use newrelic_telemetry::{Event, EventClient};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let local = LocalEndpoint::start().await?;
-    /// let client = EventClient::builder("any-key").endpoint(local.url(IngestApi::Event)).build()?;
+    /// let client = EventClient::builder("any-key").endpoint(local.url(Api::Event)).build()?;
     /// client.send(Event::new("Signup")).await?;
     /// assert_eq!(local.requests()[0].body[0]["eventType"], "Signup");
     /// # Ok(()) }
     /// ```
-    pub fn url(&self, api: IngestApi) -> String {
+    pub fn url(&self, api: Api) -> String {
         self.server.url(api)
     }
 
@@ -124,10 +127,10 @@ impl LocalEndpoint {
     pub fn configure(&self, builder: TelemetryBuilder) -> TelemetryBuilder {
         builder
             .api_key(LOCAL_KEY)
-            .metric_endpoint(self.url(IngestApi::Metric))
-            .event_endpoint(self.url(IngestApi::Event))
-            .log_endpoint(self.url(IngestApi::Log))
-            .trace_endpoint(self.url(IngestApi::Trace))
+            .metric_endpoint(self.url(Api::Metric))
+            .event_endpoint(self.url(Api::Event))
+            .log_endpoint(self.url(Api::Log))
+            .trace_endpoint(self.url(Api::Trace))
     }
 
     /// Every request received so far, in order, each with its body gunzipped

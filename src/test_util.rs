@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::api::Api;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -39,61 +40,6 @@ use serde_json::{Map, Value as Json};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-/// One of the four ingest APIs, as the test server tells them apart by path.
-///
-/// ```
-/// use newrelic_telemetry::test_util::TestIngestServer;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let server = TestIngestServer::start().await?;
-/// use newrelic_telemetry::test_util::IngestApi;
-/// assert_eq!(IngestApi::Log.path(), "/log/v1");
-/// assert_eq!(server.url(IngestApi::Log), server.log_url());
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IngestApi {
-    /// `POST /metric/v1`
-    Metric,
-    /// `POST /v1/accounts/events`
-    Event,
-    /// `POST /log/v1`
-    Log,
-    /// `POST /trace/v1`
-    Trace,
-}
-
-impl IngestApi {
-    /// The path the API is served on.
-    ///
-    /// ```
-    /// use newrelic_telemetry::test_util::IngestApi;
-    ///
-    /// assert_eq!(IngestApi::Metric.path(), "/metric/v1");
-    /// assert_eq!(IngestApi::Event.path(), "/v1/accounts/events");
-    /// ```
-    pub fn path(self) -> &'static str {
-        match self {
-            IngestApi::Metric => "/metric/v1",
-            IngestApi::Event => "/v1/accounts/events",
-            IngestApi::Log => "/log/v1",
-            IngestApi::Trace => "/trace/v1",
-        }
-    }
-
-    fn from_path(path: &str) -> Option<IngestApi> {
-        [
-            IngestApi::Metric,
-            IngestApi::Event,
-            IngestApi::Log,
-            IngestApi::Trace,
-        ]
-        .into_iter()
-        .find(|api| api.path() == path)
-    }
-}
 
 /// How the server answers one request.
 ///
@@ -219,7 +165,8 @@ impl ScriptedResponse {
 /// A request the server received, decoded.
 ///
 /// ```
-/// use newrelic_telemetry::test_util::{IngestApi, TestIngestServer};
+/// use newrelic_telemetry::Api;
+/// use newrelic_telemetry::test_util::TestIngestServer;
 /// use newrelic_telemetry::{Event, EventClient};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -229,7 +176,7 @@ impl ScriptedResponse {
 /// client.send(Event::new("Order")).await?;
 ///
 /// let request = &server.requests()[0];
-/// assert_eq!(request.api, Some(IngestApi::Event));
+/// assert_eq!(request.api, Some(Api::Event));
 /// assert_eq!((request.method.as_str(), request.status), ("POST", 200));
 /// assert_eq!(request.header("Content-Encoding"), Some("gzip"));
 /// assert_eq!(request.body[0]["eventType"], "Order");
@@ -239,7 +186,7 @@ impl ScriptedResponse {
 #[derive(Clone, Debug)]
 pub struct ReceivedRequest {
     /// The API its path named (`None` for an unknown path, answered 404).
-    pub api: Option<IngestApi>,
+    pub api: Option<Api>,
     /// The HTTP method.
     pub method: String,
     /// The request path.
@@ -307,7 +254,7 @@ impl ReceivedRequest {
 #[derive(Default)]
 struct State {
     requests: Vec<ReceivedRequest>,
-    scripts: VecDeque<(Option<IngestApi>, ScriptedResponse)>,
+    scripts: VecDeque<(Option<Api>, ScriptedResponse)>,
     max_body_bytes: Option<usize>,
 }
 
@@ -327,13 +274,14 @@ impl Shared {
 /// An ingest server on 127.0.0.1 for tests and local runs. Stops when dropped.
 ///
 /// ```
-/// use newrelic_telemetry::test_util::{IngestApi, ScriptedResponse, TestIngestServer};
+/// use newrelic_telemetry::Api;
+/// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
 /// use newrelic_telemetry::{Log, LogClient};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = TestIngestServer::start().await?;
-/// server.respond_to(IngestApi::Log, ScriptedResponse::status(502)); // once, then accept
+/// server.respond_to(Api::Log, ScriptedResponse::status(502)); // once, then accept
 /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
 /// client.send(Log::new("hello")).await?;
 ///
@@ -395,7 +343,7 @@ impl TestIngestServer {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
-    /// assert_eq!(server.url(newrelic_telemetry::test_util::IngestApi::Log),
+    /// assert_eq!(server.url(newrelic_telemetry::Api::Log),
     ///            format!("http://{}/log/v1", server.addr()));
     /// # Ok(()) }
     /// ```
@@ -411,11 +359,11 @@ impl TestIngestServer {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
-    /// use newrelic_telemetry::test_util::IngestApi;
-    /// assert!(server.url(IngestApi::Trace).ends_with("/trace/v1"));
+    /// use newrelic_telemetry::Api;
+    /// assert!(server.url(Api::Trace).ends_with("/trace/v1"));
     /// # Ok(()) }
     /// ```
-    pub fn url(&self, api: IngestApi) -> String {
+    pub fn url(&self, api: Api) -> String {
         format!("http://{}{}", self.addr, api.path())
     }
 
@@ -431,7 +379,7 @@ impl TestIngestServer {
     /// # Ok(()) }
     /// ```
     pub fn metric_url(&self) -> String {
-        self.url(IngestApi::Metric)
+        self.url(Api::Metric)
     }
 
     /// The Event API's URL.
@@ -446,7 +394,7 @@ impl TestIngestServer {
     /// # Ok(()) }
     /// ```
     pub fn event_url(&self) -> String {
-        self.url(IngestApi::Event)
+        self.url(Api::Event)
     }
 
     /// The Log API's URL.
@@ -461,7 +409,7 @@ impl TestIngestServer {
     /// # Ok(()) }
     /// ```
     pub fn log_url(&self) -> String {
-        self.url(IngestApi::Log)
+        self.url(Api::Log)
     }
 
     /// The Trace API's URL.
@@ -476,7 +424,7 @@ impl TestIngestServer {
     /// # Ok(()) }
     /// ```
     pub fn trace_url(&self) -> String {
-        self.url(IngestApi::Trace)
+        self.url(Api::Trace)
     }
 
     /// A [`TelemetryBuilder`](crate::TelemetryBuilder) with all four APIs
@@ -533,20 +481,21 @@ impl TestIngestServer {
     /// Answers the next request to `api` as `response`.
     ///
     /// ```
-    /// use newrelic_telemetry::test_util::{IngestApi, ScriptedResponse, TestIngestServer};
+    /// use newrelic_telemetry::Api;
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
     /// use newrelic_telemetry::{Event, EventClient, Log, LogClient};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
-    /// server.respond_to(IngestApi::Log, ScriptedResponse::status(403));
+    /// server.respond_to(Api::Log, ScriptedResponse::status(403));
     /// let events = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
     /// let logs = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
     /// assert!(events.send(Event::new("Order")).await.is_ok()); // not scripted for events
     /// assert!(logs.send(Log::new("hi")).await.is_err());
     /// # Ok(()) }
     /// ```
-    pub fn respond_to(&self, api: IngestApi, response: ScriptedResponse) {
+    pub fn respond_to(&self, api: Api, response: ScriptedResponse) {
         self.shared.lock().scripts.push_back((Some(api), response));
     }
 
@@ -637,7 +586,7 @@ impl TestIngestServer {
     /// # Ok(()) }
     /// ```
     pub fn metrics(&self) -> Vec<Json> {
-        self.blocks(IngestApi::Metric, "metrics")
+        self.blocks(Api::Metric, "metrics")
     }
 
     /// Events from accepted requests.
@@ -654,7 +603,7 @@ impl TestIngestServer {
     /// # Ok(()) }
     /// ```
     pub fn events(&self) -> Vec<Json> {
-        self.accepted(IngestApi::Event)
+        self.accepted(Api::Event)
             .flat_map(|body| body.as_array().cloned().unwrap_or_default())
             .collect()
     }
@@ -673,7 +622,7 @@ impl TestIngestServer {
     /// # Ok(()) }
     /// ```
     pub fn logs(&self) -> Vec<Json> {
-        self.blocks(IngestApi::Log, "logs")
+        self.blocks(Api::Log, "logs")
     }
 
     /// Spans from accepted requests, with common attributes filled in.
@@ -692,7 +641,7 @@ impl TestIngestServer {
     /// # Ok(()) }
     /// ```
     pub fn spans(&self) -> Vec<Json> {
-        self.blocks(IngestApi::Trace, "spans")
+        self.blocks(Api::Trace, "spans")
     }
 
     /// Waits until `condition` holds for the requests received, or `timeout`
@@ -752,14 +701,14 @@ impl TestIngestServer {
         self.wait_until(timeout, |r| r.len() >= n).await
     }
 
-    fn accepted(&self, api: IngestApi) -> impl Iterator<Item = Json> {
+    fn accepted(&self, api: Api) -> impl Iterator<Item = Json> {
         self.requests()
             .into_iter()
             .filter(move |r| r.api == Some(api) && r.accepted())
             .map(|r| r.body)
     }
 
-    fn blocks(&self, api: IngestApi, key: &str) -> Vec<Json> {
+    fn blocks(&self, api: Api, key: &str) -> Vec<Json> {
         let mut out = Vec::new();
         for body in self.accepted(api) {
             for block in body.as_array().into_iter().flatten() {
@@ -861,7 +810,7 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, CloseConnection> {
     let received_at = tokio::time::Instant::now();
-    let api = IngestApi::from_path(request.uri().path());
+    let api = Api::from_path(request.uri().path());
     let (parts, body) = request.into_parts();
     let raw = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -912,7 +861,7 @@ async fn handle(
         (None, None) => 404,
         (None, Some(_)) if max_body.is_some_and(|max| raw.len() > max) => 413,
         (None, Some(_)) if decoded.is_none() || parts.method != hyper::Method::POST => 400,
-        (None, Some(IngestApi::Event)) => 200,
+        (None, Some(Api::Event)) => 200,
         (None, Some(_)) => 202,
     };
     shared.lock().requests[index].status = status;
@@ -922,7 +871,7 @@ async fn handle(
         return Err(CloseConnection);
     }
     let body = match (status, api) {
-        (200..=299, Some(IngestApi::Event)) => {
+        (200..=299, Some(Api::Event)) => {
             format!(r#"{{"success":true,"uuid":"{}"}}"#, uuid::Uuid::new_v4())
         }
         (200..=299, _) => format!(r#"{{"requestId":"{}"}}"#, uuid::Uuid::new_v4()),

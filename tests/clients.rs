@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use newrelic_telemetry::test_util::{IngestApi, ReceivedRequest, TestIngestServer};
+use newrelic_telemetry::test_util::{ReceivedRequest, TestIngestServer};
 use newrelic_telemetry::{
-    Common, CountMetric, DropReason, Event, EventClient, Log, LogClient, Metric, MetricClient,
+    Api, Common, CountMetric, DropReason, Event, EventClient, Log, LogClient, Metric, MetricClient,
     RecordError, Span, SpanClient, attributes,
 };
 use uuid::Uuid;
@@ -54,7 +54,7 @@ async fn metric_client_posts_the_contract() {
     assert_eq!(requests.len(), 1);
     let r = &requests[0];
     assert_eq!(r.path, "/metric/v1");
-    assert_eq!(r.api, Some(IngestApi::Metric));
+    assert_eq!(r.api, Some(Api::Metric));
     assert_contract_headers(r);
     assert_eq!(r.header("api-key"), Some("secret-ingest-key"));
     assert_eq!(r.header("x-license-key"), None);

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use newrelic_telemetry::test_util::{ReceivedRequest, ScriptedResponse, TestIngestServer};
 use newrelic_telemetry::{
-    AttemptFailure, Common, DropReason, Event, EventBatch, EventClient, Harvester, PayloadReport,
-    RetryPolicy,
+    Api, AttemptFailure, Common, DropReason, Event, EventBatch, EventClient, Harvester,
+    PayloadReport, RetryPolicy,
 };
 
 /// 64 hex characters that gzip cannot squeeze, so sizes are predictable.
@@ -215,7 +215,7 @@ async fn rejections_are_dropped_at_once_counted_and_reported() {
         assert_eq!(client.stats().items_dropped_rejected, 5);
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 1);
-        assert_eq!((seen[0].items(), seen[0].api()), (5, "event"));
+        assert_eq!((seen[0].items(), seen[0].api()), (5, Api::Event));
     }
 }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use newrelic_telemetry::test_util::TestIngestServer;
-use newrelic_telemetry::{Event, EventBatch, EventClient, Harvester, MetricBatch, MetricClient};
+use newrelic_telemetry::{
+    Api, Event, EventBatch, EventClient, Harvester, MetricBatch, MetricClient,
+};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -155,8 +157,8 @@ async fn one_token_stops_several_harvesters() {
     events.record(Event::new("E")).await.unwrap();
     token.cancel();
     let (r1, r2) = tokio::join!(h1.join(), h2.join());
-    assert_eq!((r1.api, r1.delivery.items_sent), ("metric", 1));
-    assert_eq!((r2.api, r2.delivery.items_sent), ("event", 1));
+    assert_eq!((r1.api, r1.delivery.items_sent), (Api::Metric, 1));
+    assert_eq!((r2.api, r2.delivery.items_sent), (Api::Event, 1));
 }
 
 #[tokio::test]

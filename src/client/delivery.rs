@@ -227,14 +227,14 @@ impl<K: Kind> Sender<K> {
             Encoded::TooLarge { bytes } => (1, bytes, DropReason::TooLarge { bytes }),
             Encoded::Failed { items, message } => (items, 0, DropReason::Encoding { message }),
         };
-        let report = PayloadReport::dropped(K::API.name, None, items, bytes, 0, reason);
+        let report = PayloadReport::dropped(K::API, None, items, bytes, 0, reason);
         self.report_drop(&report);
         Err(report)
     }
 
     /// Reports `items` dropped for `reason` before they became a payload.
     pub(crate) fn drop_unencoded(&self, items: usize, reason: DropReason) -> PayloadReport {
-        let report = PayloadReport::dropped(K::API.name, None, items, 0, 0, reason);
+        let report = PayloadReport::dropped(K::API, None, items, 0, 0, reason);
         self.report_drop(&report);
         report
     }
@@ -289,7 +289,7 @@ impl<K: Kind> Sender<K> {
                     self.size_limit.too_large(bytes);
                     self.counters.split();
                     tracing::debug!(
-                        api = K::API.name,
+                        api = K::API.name(),
                         items = n,
                         "413 from the API; splitting the payload in two"
                     );
@@ -310,7 +310,7 @@ impl<K: Kind> Sender<K> {
                 Attempted::Dropped(reason) => PayloadOutcome::Dropped(reason),
             };
             let report = PayloadReport {
-                api: K::API.name,
+                api: K::API,
                 request_id: Some(request_id),
                 items: n,
                 bytes,
@@ -366,9 +366,9 @@ impl<K: Kind> Sender<K> {
             self.counters.retried();
             let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             if attempts == 1 {
-                tracing::warn!(api = K::API.name, items = payload.len(), request_id = %payload.request_id, error = %failure, wait_ms, "send failed; will retry");
+                tracing::warn!(api = K::API.name(), items = payload.len(), request_id = %payload.request_id, error = %failure, wait_ms, "send failed; will retry");
             } else {
-                tracing::debug!(api = K::API.name, items = payload.len(), request_id = %payload.request_id, attempt = attempts, error = %failure, wait_ms, "send failed again; will retry");
+                tracing::debug!(api = K::API.name(), items = payload.len(), request_id = %payload.request_id, attempt = attempts, error = %failure, wait_ms, "send failed again; will retry");
             }
             tokio::time::sleep(wait).await;
         }
@@ -408,14 +408,14 @@ impl<K: Kind> Sender<K> {
                 }
                 Ok(None) => break,
                 Err(e) if status.is_success() => {
-                    tracing::debug!(api = K::API.name, error = %e, "accepted, but the answer's body broke off");
+                    tracing::debug!(api = K::API.name(), error = %e, "accepted, but the answer's body broke off");
                     break;
                 }
                 Err(e) => return Err(e),
             }
         }
         if !status.is_success() {
-            tracing::debug!(api = K::API.name, %status, body = %String::from_utf8_lossy(&body), "non-success answer");
+            tracing::debug!(api = K::API.name(), %status, body = %String::from_utf8_lossy(&body), "non-success answer");
         }
         Ok((status, retry_after))
     }
@@ -429,7 +429,7 @@ impl<K: Kind> Sender<K> {
         };
         self.counters.dropped(reason, report.items);
         tracing::error!(
-            api = K::API.name,
+            api = K::API.name(),
             items = report.items,
             request_id = ?report.request_id,
             reason = %reason,
@@ -438,7 +438,7 @@ impl<K: Kind> Sender<K> {
         if let Some(callback) = &self.on_drop {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(report))).is_err()
             {
-                tracing::error!(api = K::API.name, "the on_drop callback panicked");
+                tracing::error!(api = K::API.name(), "the on_drop callback panicked");
             }
         }
     }

@@ -286,7 +286,7 @@ where
             audit.extend_from_slice(&slice);
             tracing::debug!(
                 target: AUDIT_TARGET,
-                api = K::API.name,
+                api = K::API.name(),
                 items = starts.len(),
                 payload = %String::from_utf8_lossy(&audit),
                 "payload"

@@ -1,6 +1,7 @@
 //! The four ingest APIs as types: what each one carries and how its payload
 //! looks on the wire.
 
+use crate::api::Api;
 use crate::common::Common;
 use crate::event::{Event, EventWithCommon};
 use crate::log::Log;
@@ -67,8 +68,8 @@ pub trait Kind: private::Sealed + Send + Sync + 'static {
     /// The items this API takes.
     type Item: Validate + Send + Sync + 'static;
 
-    #[doc(hidden)]
-    const API: private::Api;
+    /// The API this kind posts to.
+    const API: Api;
     #[doc(hidden)]
     const DATA_FORMAT_HEADERS: bool = false;
     /// Writes what comes before the first item: `[{"common":...,"<key>":[`,
@@ -85,15 +86,6 @@ pub trait Kind: private::Sealed + Send + Sync + 'static {
 
 pub(crate) mod private {
     pub trait Sealed {}
-
-    /// Facts about one ingest API.
-    #[derive(Debug)]
-    pub struct Api {
-        /// Short name for logs: `metric`, `event`, `log`, `trace`.
-        pub name: &'static str,
-        pub us: &'static str,
-        pub eu: &'static str,
-    }
 }
 
 /// Opens `[{"common": {...}, "<key>": [` (the common block only if it has
@@ -114,11 +106,7 @@ impl private::Sealed for Metrics {}
 
 impl Kind for Metrics {
     type Item = Metric;
-    const API: private::Api = private::Api {
-        name: "metric",
-        us: "https://metric-api.newrelic.com/metric/v1",
-        eu: "https://metric-api.eu.newrelic.com/metric/v1",
-    };
+    const API: Api = Api::Metric;
     fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         write_block_open("metrics", common, out)
     }
@@ -131,11 +119,7 @@ impl private::Sealed for Events {}
 
 impl Kind for Events {
     type Item = Event;
-    const API: private::Api = private::Api {
-        name: "event",
-        us: "https://insights-collector.newrelic.com/v1/accounts/events",
-        eu: "https://insights-collector.eu01.nr-data.net/v1/accounts/events",
-    };
+    const API: Api = Api::Event;
     const CLOSE: &'static [u8] = b"]";
     fn write_open(_common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.push(b'[');
@@ -151,11 +135,7 @@ impl private::Sealed for Logs {}
 
 impl Kind for Logs {
     type Item = Log;
-    const API: private::Api = private::Api {
-        name: "log",
-        us: "https://log-api.newrelic.com/log/v1",
-        eu: "https://log-api.eu.newrelic.com/log/v1",
-    };
+    const API: Api = Api::Log;
     fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         write_block_open("logs", common, out)
     }
@@ -168,11 +148,7 @@ impl private::Sealed for Spans {}
 
 impl Kind for Spans {
     type Item = Span;
-    const API: private::Api = private::Api {
-        name: "trace",
-        us: "https://trace-api.newrelic.com/trace/v1",
-        eu: "https://trace-api.eu.newrelic.com/trace/v1",
-    };
+    const API: Api = Api::Trace;
     const DATA_FORMAT_HEADERS: bool = true;
     fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         write_block_open("spans", common, out)

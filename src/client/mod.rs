@@ -33,6 +33,7 @@ pub use kind::{Events, Kind, Logs, Metrics, Spans};
 pub use report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport, SendReport};
 pub use retry::RetryPolicy;
 
+use crate::api::Region;
 use crate::common::Common;
 use crate::error::BuildError;
 use crate::validate::Validate;
@@ -122,42 +123,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SDK_USER_AGENT: &str = concat!("NewRelic-Rust-TelemetrySDK/", env!("CARGO_PKG_VERSION"));
 
-/// Which New Relic data center to send to.
-///
-/// ```
-/// use newrelic_telemetry::{EventClient, Region};
-///
-/// assert_eq!(Region::default(), Region::US);
-/// let client = EventClient::builder("key").region(Region::EU).build().unwrap();
-/// assert_eq!(client.endpoint(), "https://insights-collector.eu01.nr-data.net/v1/accounts/events");
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Region {
-    /// The US data center (the default).
-    #[default]
-    US,
-    /// The EU data center.
-    EU,
-}
-
-impl Region {
-    /// The region a key belongs to: EU keys start with `eu01xx`.
-    ///
-    /// ```
-    /// use newrelic_telemetry::Region;
-    /// assert_eq!(Region::from_api_key("eu01xxabc"), Region::EU);
-    /// assert_eq!(Region::from_api_key("NRAK-abc"), Region::US);
-    /// ```
-    pub fn from_api_key(key: &str) -> Region {
-        if key.starts_with("eu01xx") {
-            Region::EU
-        } else {
-            Region::US
-        }
-    }
-}
-
 /// Which header carries the key.
 ///
 /// ```
@@ -217,7 +182,7 @@ impl<K: Kind> Clone for Client<K> {
 impl<K: Kind> fmt::Debug for Client<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("api", &K::API.name)
+            .field("api", &K::API)
             .field("endpoint", &self.sender.url.as_str())
             .field("api_key", &"<redacted>")
             .field("timeout", &self.sender.timeout)
@@ -287,7 +252,7 @@ impl<K: Kind> Client<K> {
         });
         if let Some(error) = invalid {
             let report = PayloadReport::dropped(
-                K::API.name,
+                K::API,
                 None,
                 invalid_count,
                 0,
@@ -762,13 +727,10 @@ impl<K: Kind> ClientBuilder<K> {
         let mut key = HeaderValue::from_str(&c.api_key).map_err(|_| BuildError::InvalidApiKey)?;
         key.set_sensitive(true);
 
-        let url_text = c.endpoint.clone().unwrap_or_else(|| {
-            match c.region {
-                Region::US => K::API.us,
-                Region::EU => K::API.eu,
-            }
-            .to_owned()
-        });
+        let url_text = c
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| K::API.endpoint(c.region).to_owned());
         let url = parse_endpoint(&url_text).map_err(|reason| BuildError::InvalidEndpoint {
             url: url_text.clone(),
             reason,

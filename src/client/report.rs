@@ -5,6 +5,7 @@ use std::fmt;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
+use crate::api::Api;
 use crate::error::RecordError;
 
 /// Why items were dropped instead of delivered.
@@ -163,7 +164,7 @@ pub enum PayloadOutcome {
 /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
 /// let report = client.send(Event::new("Purchase")).await?;
 /// let payload = &report.payloads()[0];
-/// assert_eq!(payload.api(), "event");
+/// assert_eq!(payload.api(), newrelic_telemetry::Api::Event);
 /// assert_eq!((payload.items(), payload.attempts()), (1, 1));
 /// assert!(payload.is_accepted() && payload.drop_reason().is_none());
 /// assert!(payload.bytes() > 0);
@@ -173,7 +174,7 @@ pub enum PayloadOutcome {
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct PayloadReport {
-    pub(crate) api: &'static str,
+    pub(crate) api: Api,
     pub(crate) request_id: Option<Uuid>,
     pub(crate) items: usize,
     pub(crate) bytes: usize,
@@ -183,7 +184,7 @@ pub struct PayloadReport {
 
 impl PayloadReport {
     pub(crate) fn dropped(
-        api: &'static str,
+        api: Api,
         request_id: Option<Uuid>,
         items: usize,
         bytes: usize,
@@ -211,10 +212,10 @@ impl PayloadReport {
     /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
     /// let report = client.send(Event::new("Order")).await?;
     /// let payload = &report.payloads()[0];
-    /// assert_eq!(payload.api(), "event");
+    /// assert_eq!(payload.api(), newrelic_telemetry::Api::Event);
     /// # Ok(()) }
     /// ```
-    pub fn api(&self) -> &'static str {
+    pub fn api(&self) -> Api {
         self.api
     }
 

@@ -9,9 +9,10 @@ use super::env::{Config, FromCode, Source};
 use super::handle::Telemetry;
 use super::per_api::{AllApis, ConfigureClients};
 use super::pipelines;
+use crate::api::Region;
 use crate::attributes::{Attributes, Value};
 use crate::budget::DEFAULT_MEMORY_BUDGET;
-use crate::client::{ClientBuilder, Region};
+use crate::client::ClientBuilder;
 use crate::error::ConfigError;
 use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
 

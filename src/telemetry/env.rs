@@ -34,7 +34,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::per_api::PerApi;
-use crate::client::{Region, parse_endpoint};
+use crate::api::Region;
+use crate::client::parse_endpoint;
 use crate::error::ConfigError;
 use crate::harvester::DEFAULT_HARVEST_INTERVAL;
 
