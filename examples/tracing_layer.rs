@@ -81,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sent {} spans and {} logs; the layer dropped {}",
         spans_report.delivery.items_sent,
         logs_report.delivery.items_sent,
-        layer_stats.stats().dropped_channel_full
+        layer_stats.stats().items_dropped_channel_full
     );
 
     if let Some(server) = server {

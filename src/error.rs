@@ -19,7 +19,7 @@ use std::fmt;
 /// assert_eq!(batch.record_count("", 1.0, ()).await, Err(RecordError::EmptyName));
 /// let err = batch.record_gauge("cpu", f64::NAN, ()).await.unwrap_err();
 /// assert_eq!(err, RecordError::NonFiniteValue { name: "cpu".into() });
-/// assert_eq!(batch.record_stats().rejected_invalid, 2);
+/// assert_eq!(batch.record_stats().items_dropped_invalid, 2);
 /// # }
 /// ```
 #[derive(Clone, Debug, PartialEq)]

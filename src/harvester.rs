@@ -396,7 +396,7 @@ impl Harvester {
     /// logs.record(Log::new("kept")).await?;
     /// logs.record(Log::new("bad").with_attribute("", 1)).await.unwrap_err();
     /// let stats = harvester.pipeline_stats();
-    /// assert_eq!((stats.memory.held_items, stats.record.rejected_invalid), (1, 1));
+    /// assert_eq!((stats.memory.held_items, stats.record.items_dropped_invalid), (1, 1));
     /// # Ok(()) }
     /// ```
     pub fn pipeline_stats(&self) -> PipelineStats {

@@ -18,6 +18,7 @@ mod batch;
 mod budget;
 mod client;
 mod common;
+mod counters;
 mod error;
 mod event;
 mod harvester;

@@ -276,7 +276,7 @@ async fn bad_metric_input_is_refused_and_nothing_recorded_is_lost() {
             .unwrap_err(),
         RecordError::InvalidSummary
     );
-    assert_eq!(batch.record_stats().rejected_invalid, 8);
+    assert_eq!(batch.record_stats().items_dropped_invalid, 8);
 
     // Over-long string values are truncated to 4096 characters, and counted.
     let long = "x".repeat(5000);
@@ -314,7 +314,7 @@ async fn series_limit_drops_new_series_only() {
         RecordError::SeriesLimitReached { limit: 2 }
     );
     batch.record_count("a", 1.0, ()).await.unwrap();
-    assert_eq!(batch.record_stats().dropped_series_limit, 1);
+    assert_eq!(batch.record_stats().series_dropped_limit, 1);
     let (metrics, _) = batch.flush().await;
     assert_eq!(metrics.len(), 2);
     batch.record_count("c", 1.0, ()).await.unwrap();
@@ -342,7 +342,10 @@ async fn item_batches_validate_and_cap() {
         RecordError::BufferFull { capacity: 2 }
     );
     let stats = events.record_stats();
-    assert_eq!((stats.rejected_invalid, stats.dropped_buffer_full), (3, 1));
+    assert_eq!(
+        (stats.items_dropped_invalid, stats.items_dropped_buffer_full),
+        (3, 1)
+    );
     let (items, _) = events.flush().await;
     let types: Vec<_> = items.iter().map(Event::event_type).collect();
     assert_eq!(
@@ -405,7 +408,7 @@ async fn an_aggregate_never_overflows_to_infinity() {
     batch.record_summary("s", f64::MAX, ()).await.unwrap();
     assert!(batch.record_summary("s", f64::MAX, ()).await.is_err());
     batch.record_summary("s", 1.0, ()).await.unwrap();
-    assert_eq!(batch.record_stats().rejected_invalid, 2);
+    assert_eq!(batch.record_stats().items_dropped_invalid, 2);
 
     let (metrics, common) = batch.flush().await;
     let json = serde_json::to_string(&metrics).unwrap();
@@ -434,7 +437,7 @@ async fn a_closed_metric_batch_refuses_and_counts_but_keeps_what_it_holds() {
         batch.record_gauge("new", 1.0, ()).await.unwrap_err(),
         RecordError::Closed
     );
-    assert_eq!(batch.record_stats().dropped_closed, 2);
+    assert_eq!(batch.record_stats().items_dropped_closed, 2);
     let (metrics, _) = batch.flush().await;
     assert_eq!(metrics.len(), 1);
     assert_eq!(count_value(&metrics[0]), 1.0);

@@ -195,7 +195,7 @@ async fn harvest_now_and_early_harvest_when_a_batch_fills() {
     assert!(server.wait_for_requests(2, WAIT).await);
     let report = harvester.shutdown().await;
     assert_eq!(report.delivery.items_sent, 6);
-    assert_eq!(report.record.dropped_buffer_full, 0);
+    assert_eq!(report.record.items_dropped_buffer_full, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -250,7 +250,7 @@ async fn recording_after_shutdown_is_refused_and_counted_not_lost() {
         events.record(Event::new("After")).await.unwrap_err(),
         newrelic_telemetry::RecordError::Closed
     );
-    assert_eq!(events.record_stats().dropped_closed, 1);
+    assert_eq!(events.record_stats().items_dropped_closed, 1);
 }
 
 #[tokio::test]

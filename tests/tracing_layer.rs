@@ -183,7 +183,10 @@ async fn nested_spans_share_a_trace_and_link_to_their_parents() {
 
     let stats = p.finish(stop, worker).await;
     assert_eq!(stats.spans_recorded, 5, "{stats:?}");
-    assert_eq!(stats.dropped_channel_full + stats.refused_by_batch, 0);
+    assert_eq!(
+        stats.items_dropped_channel_full + stats.items_dropped_by_batch,
+        0
+    );
     let spans = p.server.spans();
     assert_eq!(
         names(&spans),
@@ -588,7 +591,7 @@ async fn a_full_channel_drops_new_items_and_counts_them() {
         }
         info_span!("one span too many").in_scope(|| {});
     });
-    assert_eq!(handle.stats().dropped_channel_full, 4);
+    assert_eq!(handle.stats().items_dropped_channel_full, 4);
     assert_eq!(handle.stats().logs_recorded, 0);
 
     // The layer went with its subscriber: the worker drains and ends alone.
@@ -597,7 +600,7 @@ async fn a_full_channel_drops_new_items_and_counts_them() {
         .expect("the worker ends when the layer is dropped");
     assert_eq!(stats.logs_recorded, 2);
     assert_eq!(stats.spans_recorded, 0);
-    assert_eq!(stats.dropped_channel_full, 4);
+    assert_eq!(stats.items_dropped_channel_full, 4);
     assert_eq!(stats, handle.stats());
 
     p.span_harvester.shutdown().await;
@@ -627,7 +630,7 @@ async fn a_cancelled_worker_drains_then_later_items_are_counted_as_lost() {
     assert_eq!(stats.logs_recorded, 1, "what was queued is recorded");
 
     info!("after stop");
-    assert_eq!(handle.stats().dropped_worker_gone, 1);
+    assert_eq!(handle.stats().items_dropped_worker_gone, 1);
 
     p.span_harvester.shutdown().await;
     p.log_harvester.shutdown().await;
@@ -645,8 +648,8 @@ async fn a_full_batch_refuses_without_blocking_the_worker() {
     let stats = tokio::time::timeout(WAIT, worker.run(CancellationToken::new()))
         .await
         .expect("the worker ends");
-    assert_eq!((stats.logs_recorded, stats.refused_by_batch), (1, 1));
-    assert_eq!(logs.record_stats().dropped_buffer_full, 1);
+    assert_eq!((stats.logs_recorded, stats.items_dropped_by_batch), (1, 1));
+    assert_eq!(logs.record_stats().items_dropped_buffer_full, 1);
 }
 
 #[tokio::test]

@@ -92,7 +92,7 @@ struct Buffer<T> {
 /// Use it through its aliases [`EventBatch`], [`LogBatch`] and [`SpanBatch`].
 /// Items are validated when recorded (see [`RecordError`]); when the batch holds
 /// its capacity, it asks its harvester for an early harvest and drops new items
-/// (counted in [`RecordStats::dropped_buffer_full`]) until then: the items
+/// (counted in [`RecordStats::items_dropped_buffer_full`]) until then: the items
 /// already buffered are never the ones lost.
 ///
 /// ```
@@ -200,7 +200,7 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     /// assert!(kept > 60 && kept < 70); // 2 MiB of 30 kB messages
     /// assert!(matches!(logs.record(big()).await, Err(RecordError::MemoryBudgetFull { .. })));
     /// assert!(logs.memory().held_bytes <= 2 * 1024 * 1024);
-    /// assert_eq!(logs.record_stats().dropped_over_budget, 2);
+    /// assert_eq!(logs.record_stats().items_dropped_over_budget, 2);
     /// # }
     /// ```
     pub fn memory_budget(mut self, bytes: usize) -> Self {
@@ -434,7 +434,7 @@ impl<T: BatchItem> ItemBatch<T> {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = LogBatch::new();
     /// logs.record(Log::new("ok").with_attribute("", 1)).await.unwrap_err(); // empty key
-    /// assert_eq!(logs.record_stats().rejected_invalid, 1);
+    /// assert_eq!(logs.record_stats().items_dropped_invalid, 1);
     /// # }
     /// ```
     pub fn record_stats(&self) -> RecordStats {

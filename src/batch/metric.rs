@@ -1069,7 +1069,7 @@ impl MetricBatch {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
     /// batch.record_count("hits", 1.0, [("value", "x")]).await.unwrap_err(); // reserved key
-    /// assert_eq!(batch.record_stats().rejected_invalid, 1);
+    /// assert_eq!(batch.record_stats().items_dropped_invalid, 1);
     /// # }
     /// ```
     pub fn record_stats(&self) -> RecordStats {

@@ -10,7 +10,6 @@ mod metric;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use items::{
     BatchItem, DEFAULT_CAPACITY, EventBatch, ItemBatch, ItemBatchBuilder, LogBatch, SpanBatch,
@@ -21,84 +20,62 @@ use crate::budget::{HeldBytes, MemoryBudget, MemoryStats};
 use crate::common::Common;
 use crate::error::RecordError;
 
-/// What a batch refused or changed since it was created.
-///
-/// Successful recordings are not counted, to keep the hot path free of shared
-/// writes.
-///
-/// ```
-/// use newrelic_telemetry::{Event, EventBatch, RecordError};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let events = EventBatch::new();
-/// assert!(events.record(Event::new("not a valid type!")).await.is_err());
-/// events.close().await;
-/// assert_eq!(events.record(Event::new("Order")).await, Err(RecordError::Closed));
-///
-/// let stats = events.record_stats();
-/// assert_eq!((stats.rejected_invalid, stats.dropped_closed), (1, 1));
-/// # }
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RecordStats {
-    /// Items refused because they broke a rule of the API (NaN values, empty or
-    /// invalid names, attribute limits, reserved keys).
-    pub rejected_invalid: u64,
-    /// String attribute values cut to the API's length limit.
-    pub values_truncated: u64,
-    /// Items dropped because the batch was at its capacity.
-    pub dropped_buffer_full: u64,
-    /// New metric series dropped because the batch was at its series limit.
-    pub dropped_series_limit: u64,
-    /// Items refused because the batch was closed (its harvester had shut down).
-    pub dropped_closed: u64,
-    /// Items (for a metric batch, new series) refused because the pipeline
-    /// held its memory budget.
-    pub dropped_over_budget: u64,
-}
-
-/// The atomic counters behind [`RecordStats`]; written only on rare paths.
-#[derive(Debug, Default)]
-pub(crate) struct RecordCounters {
-    rejected_invalid: AtomicU64,
-    values_truncated: AtomicU64,
-    dropped_buffer_full: AtomicU64,
-    dropped_series_limit: AtomicU64,
-    dropped_closed: AtomicU64,
-    dropped_over_budget: AtomicU64,
+crate::counters::counters! {
+    /// What a batch refused or changed since it was created.
+    ///
+    /// Successful recordings are not counted, to keep the hot path free of shared
+    /// writes.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Event, EventBatch, RecordError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let events = EventBatch::new();
+    /// assert!(events.record(Event::new("not a valid type!")).await.is_err());
+    /// events.close().await;
+    /// assert_eq!(events.record(Event::new("Order")).await, Err(RecordError::Closed));
+    ///
+    /// let stats = events.record_stats();
+    /// assert_eq!((stats.items_dropped_invalid, stats.items_dropped_closed), (1, 1));
+    /// # }
+    /// ```
+    pub struct RecordStats / RecordCounters {
+        /// Items refused because they broke a rule of the API (NaN values,
+        /// empty or invalid names, attribute limits, reserved keys, timestamps).
+        items_dropped_invalid,
+        /// Text values cut to their documented bound.
+        values_truncated,
+        /// Items dropped because the batch was at its capacity.
+        items_dropped_buffer_full,
+        /// New metric series dropped because the batch was at its series limit.
+        series_dropped_limit,
+        /// Items refused because the batch was closed (its harvester had shut
+        /// down).
+        items_dropped_closed,
+        /// Items (for a metric batch, new series) refused because the pipeline
+        /// held its memory budget.
+        items_dropped_over_budget,
+    }
 }
 
 impl RecordCounters {
     /// Counts a refusal and hands the error back.
     pub(crate) fn refused(&self, error: RecordError) -> RecordError {
         let counter = match error {
-            RecordError::BufferFull { .. } => &self.dropped_buffer_full,
-            RecordError::SeriesLimitReached { .. } => &self.dropped_series_limit,
-            RecordError::Closed => &self.dropped_closed,
-            RecordError::MemoryBudgetFull { .. } => &self.dropped_over_budget,
-            _ => &self.rejected_invalid,
+            RecordError::BufferFull { .. } => &self.items_dropped_buffer_full,
+            RecordError::SeriesLimitReached { .. } => &self.series_dropped_limit,
+            RecordError::Closed => &self.items_dropped_closed,
+            RecordError::MemoryBudgetFull { .. } => &self.items_dropped_over_budget,
+            _ => &self.items_dropped_invalid,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        Self::add(counter, 1);
         tracing::debug!(%error, "recording refused");
         error
     }
 
+    /// Counts `n` text values cut to their bound.
     pub(crate) fn truncated(&self, n: u64) {
-        if n > 0 {
-            self.values_truncated.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn snapshot(&self) -> RecordStats {
-        RecordStats {
-            rejected_invalid: self.rejected_invalid.load(Ordering::Relaxed),
-            values_truncated: self.values_truncated.load(Ordering::Relaxed),
-            dropped_buffer_full: self.dropped_buffer_full.load(Ordering::Relaxed),
-            dropped_series_limit: self.dropped_series_limit.load(Ordering::Relaxed),
-            dropped_closed: self.dropped_closed.load(Ordering::Relaxed),
-            dropped_over_budget: self.dropped_over_budget.load(Ordering::Relaxed),
-        }
+        Self::add(&self.values_truncated, n);
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::layer::NewRelicLayer;
-use super::stats::Counters;
+use super::stats::LayerCounters;
 use super::worker::{self, LayerWorker};
 use crate::batch::{LogBatch, SpanBatch};
 
@@ -230,7 +230,7 @@ impl NewRelicLayerBuilder {
     /// How many spans and logs may wait for the worker (default
     /// [`DEFAULT_CHANNEL_CAPACITY`], at least 1). When that many wait, new ones
     /// are dropped and counted in
-    /// [`LayerStats::dropped_channel_full`](crate::tracing_layer::LayerStats::dropped_channel_full).
+    /// [`LayerStats::items_dropped_channel_full`](crate::tracing_layer::LayerStats::items_dropped_channel_full).
     ///
     /// ```
     /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
@@ -252,7 +252,7 @@ impl NewRelicLayerBuilder {
     /// let stop = CancellationToken::new();
     /// stop.cancel(); // the worker records what is queued, then ends
     /// let stats = worker.run(stop).await;
-    /// assert_eq!((stats.logs_recorded, stats.dropped_channel_full), (2, 1));
+    /// assert_eq!((stats.logs_recorded, stats.items_dropped_channel_full), (2, 1));
     /// # }
     /// ```
     #[must_use = "builder methods return the changed builder"]
@@ -349,7 +349,7 @@ impl NewRelicLayerBuilder {
     /// ```
     #[must_use = "the layer exports nothing until it is added to a subscriber and its worker runs"]
     pub fn build(self) -> (NewRelicLayer, LayerWorker) {
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(LayerCounters::default());
         let export_spans = self.spans.is_some();
         let export_logs = self.logs.is_some();
         let (sender, worker) =

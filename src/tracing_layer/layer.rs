@@ -13,7 +13,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::keys::Keys;
 use super::span_store::{self, SpanData};
-use super::stats::{Counters, LayerHandle};
+use super::stats::{LayerCounters, LayerHandle};
 use super::visitor::FieldVisitor;
 use super::worker::{Item, ItemSender};
 use crate::attributes::{Attributes, Value};
@@ -102,7 +102,7 @@ pub struct NewRelicLayer {
     service_name: Option<Arc<str>>,
     excluded: Box<[Cow<'static, str>]>,
     keys: Keys,
-    counters: Arc<Counters>,
+    counters: Arc<LayerCounters>,
 }
 
 impl fmt::Debug for NewRelicLayer {
@@ -123,7 +123,7 @@ impl NewRelicLayer {
     /// `export_spans`, events as logs if `export_logs`.
     pub(super) fn new(
         sender: ItemSender,
-        counters: Arc<Counters>,
+        counters: Arc<LayerCounters>,
         export_spans: bool,
         export_logs: bool,
         span_events: bool,

@@ -60,13 +60,13 @@
 //! **When the channel is full** (the worker is not keeping up, or was never
 //! started), the span or log being exported is dropped — the caller is never
 //! blocked and nothing already queued is lost — and counted in
-//! [`LayerStats::dropped_channel_full`]. The worker logs a warning (at most one
+//! [`LayerStats::items_dropped_channel_full`]. The worker logs a warning (at most one
 //! every ten seconds, under the target `newrelic_telemetry::tracing_layer`, which
 //! this layer itself never exports) when it sees the count grow. Once the worker
 //! has ended, what the layer exports is dropped and counted in
-//! [`LayerStats::dropped_worker_gone`]. When a *batch* is full, the worker does
+//! [`LayerStats::items_dropped_worker_gone`]. When a *batch* is full, the worker does
 //! not wait either: the batch refuses the item (counted in
-//! [`LayerStats::refused_by_batch`] and in the batch's
+//! [`LayerStats::items_dropped_by_batch`] and in the batch's
 //! [`record_stats`](crate::ItemBatch::record_stats)) and asks its harvester for
 //! an early harvest. The channel holds [`DEFAULT_CHANNEL_CAPACITY`] items unless
 //! told otherwise ([`NewRelicLayerBuilder::channel_capacity`]).
@@ -146,7 +146,7 @@
 //! worker.await?;
 //! span_harvester.shutdown().await;
 //! log_harvester.shutdown().await;
-//! println!("dropped by the layer: {}", stats.stats().dropped_channel_full);
+//! println!("dropped by the layer: {}", stats.stats().items_dropped_channel_full);
 //! # Ok(()) }
 //! ```
 //!

@@ -16,7 +16,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::stats::{Counters, LayerHandle, LayerStats};
+use super::stats::{LayerCounters, LayerHandle, LayerStats};
 use crate::batch::{LogBatch, SpanBatch};
 use crate::log::Log;
 use crate::span::Span;
@@ -39,7 +39,7 @@ pub(super) fn channel(
     capacity: usize,
     spans: Option<Arc<SpanBatch>>,
     logs: Option<Arc<LogBatch>>,
-    counters: Arc<Counters>,
+    counters: Arc<LayerCounters>,
 ) -> (ItemSender, LayerWorker) {
     let (sender, receiver) = mpsc::channel(capacity);
     let sender = ItemSender {
@@ -58,7 +58,7 @@ pub(super) fn channel(
 /// The layer's end of the channel.
 pub(super) struct ItemSender {
     sender: mpsc::Sender<Item>,
-    counters: Arc<Counters>,
+    counters: Arc<LayerCounters>,
 }
 
 impl ItemSender {
@@ -69,12 +69,12 @@ impl ItemSender {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.counters
-                    .dropped_channel_full
+                    .items_dropped_channel_full
                     .fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Closed(_)) => {
                 self.counters
-                    .dropped_worker_gone
+                    .items_dropped_worker_gone
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -116,7 +116,7 @@ pub struct LayerWorker {
     receiver: mpsc::Receiver<Item>,
     spans: Option<Arc<SpanBatch>>,
     logs: Option<Arc<LogBatch>>,
-    counters: Arc<Counters>,
+    counters: Arc<LayerCounters>,
 }
 
 impl fmt::Debug for LayerWorker {
@@ -147,7 +147,7 @@ impl LayerWorker {
     /// Records what the layer exports into the batches until `token` is
     /// cancelled or the layer is dropped; then records what is still in the
     /// channel, and returns the counters. Later exports are dropped and
-    /// counted in [`LayerStats::dropped_worker_gone`].
+    /// counted in [`LayerStats::items_dropped_worker_gone`].
     ///
     /// Dropping the future instead (aborting its task, shutting its runtime
     /// down) ends it without that last drain.
@@ -243,7 +243,7 @@ impl LayerWorker {
             let counter = if recorded.is_ok() {
                 counter
             } else {
-                &self.counters.refused_by_batch
+                &self.counters.items_dropped_by_batch
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -258,8 +258,8 @@ struct DropWarnings {
 }
 
 impl DropWarnings {
-    fn check(&mut self, counters: &Counters, last_chance: bool) {
-        let dropped = counters.dropped_channel_full.load(Ordering::Relaxed);
+    fn check(&mut self, counters: &LayerCounters, last_chance: bool) {
+        let dropped = counters.items_dropped_channel_full.load(Ordering::Relaxed);
         if dropped == self.reported {
             return;
         }
