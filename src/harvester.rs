@@ -33,29 +33,14 @@ use crate::client::{Client, DropReason, Kind, Payload, PayloadReport, Sender};
 /// cut to it, so that no deadline overflows.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The harvest period unless told otherwise (the contract's default).
-///
-/// ```
-/// use newrelic_telemetry::DEFAULT_HARVEST_INTERVAL;
-/// use std::time::Duration;
-///
-/// assert_eq!(DEFAULT_HARVEST_INTERVAL, Duration::from_secs(5));
-/// ```
+/// How often a harvester flushes its batch unless told otherwise: 5 s, the
+/// ingest contract's default. See [`HarvesterBuilder::harvest_interval`].
 pub const DEFAULT_HARVEST_INTERVAL: Duration = Duration::from_secs(5);
-/// How long shutdown may take unless told otherwise.
-///
-/// ```
-/// use newrelic_telemetry::DEFAULT_SHUTDOWN_TIMEOUT;
-/// use std::time::Duration;
-///
-/// assert_eq!(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs(10));
-/// ```
+/// How long a shutdown may take unless told otherwise: 10 s, from the stop
+/// to the last send. See [`HarvesterBuilder::shutdown_timeout`].
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Items that may wait in the send queue unless told otherwise.
-///
-/// ```
-/// assert_eq!(newrelic_telemetry::DEFAULT_MAX_QUEUED_ITEMS, 200_000);
-/// ```
+/// Items that may wait in a harvester's send queue unless told otherwise:
+/// 200,000. See [`HarvesterBuilder::max_queued_items`].
 pub const DEFAULT_MAX_QUEUED_ITEMS: usize = 200_000;
 
 /// How long shutdown may run past its deadline: the time to notice the

@@ -15,11 +15,8 @@ use crate::log::Log;
 use crate::span::Span;
 use crate::validate::Validate;
 
-/// Items a batch holds at most by default; see [`ItemBatchBuilder::capacity`].
-///
-/// ```
-/// assert_eq!(newrelic_telemetry::DEFAULT_CAPACITY, 50_000);
-/// ```
+/// Items an event, log or span batch holds at most by default: 50,000. See
+/// [`ItemBatchBuilder::capacity`].
 pub const DEFAULT_CAPACITY: usize = 50_000;
 
 /// A batch of [`Event`]s. Its common attributes are merged into every event

@@ -102,23 +102,11 @@ pub type LogClient = Client<Logs>;
 /// ```
 pub type SpanClient = Client<Spans>;
 
-/// The request timeout a client sets unless told otherwise.
-///
-/// ```
-/// use newrelic_telemetry::DEFAULT_TIMEOUT;
-/// use std::time::Duration;
-///
-/// assert_eq!(DEFAULT_TIMEOUT, Duration::from_secs(15));
-/// ```
+/// How long one request may take unless told otherwise: 15 s. See
+/// [`ClientBuilder::timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
-/// The connect timeout of the HTTP client the SDK builds for itself.
-///
-/// ```
-/// use newrelic_telemetry::DEFAULT_CONNECT_TIMEOUT;
-/// use std::time::Duration;
-///
-/// assert_eq!(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs(5));
-/// ```
+/// How long connecting may take, in the HTTP client the SDK builds for itself:
+/// 5 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SDK_USER_AGENT: &str = concat!("NewRelic-Rust-TelemetrySDK/", env!("CARGO_PKG_VERSION"));
@@ -345,6 +333,7 @@ impl<K: Kind> Client<K> {
 ///     .unwrap();
 /// assert_eq!(client.endpoint(), "https://log-api.eu.newrelic.com/log/v1");
 /// ```
+#[must_use = "a builder does nothing until `build()` is called"]
 pub struct ClientBuilder<K> {
     config: ClientConfig,
     kind: PhantomData<fn() -> K>,

@@ -1,6 +1,7 @@
 //! [`TelemetryBuilder`]: the settings made in code, which win over the
 //! environment, and `build()`, which resolves them and starts the pipelines.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -383,8 +384,9 @@ impl TelemetryBuilder {
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
-    pub fn service_name(mut self, name: impl Into<Value>) -> Self {
-        self.common_attributes.insert("service.name", name);
+    pub fn service_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.common_attributes
+            .insert("service.name", Value::String(name.into()));
         self
     }
 
