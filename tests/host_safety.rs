@@ -719,3 +719,49 @@ async fn shutdown_during_a_harvest_meets_its_deadline_on_current_thread() {
 async fn shutdown_during_a_harvest_meets_its_deadline_on_multi_thread() {
     shutdown_during_a_harvest_meets_its_deadline("multi_thread").await;
 }
+
+/// Recording while a harvest encodes: the encoder gives back each item's
+/// bytes as it writes the item, but counts the compressed bytes only when it
+/// flushes a slice; a recording in between takes the room given back, and the
+/// compressed bytes then land on top of a full budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "src bug: PayloadEncoder (src/client/encode.rs) releases items' bytes before it counts their compressed bytes, so concurrent recordings pass the budget"]
+async fn recording_while_a_harvest_encodes_stays_within_the_budget() {
+    const BUDGET: usize = 2 * 1024 * 1024;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let closed = format!("http://{}/log/v1", listener.local_addr().unwrap());
+    drop(listener);
+    let logs = Arc::new(LogBatch::builder().memory_budget(BUDGET).build());
+    let client = LogClient::builder("k").endpoint(closed).build().unwrap();
+    let harvester = Harvester::builder(logs.clone(), client)
+        .harvest_interval(Duration::from_secs(3600))
+        .shutdown_timeout(Duration::from_millis(200))
+        .spawn();
+    let pads = pads();
+    let (mut recorded, mut refused, mut seq) = (0u64, 0u64, 0i64);
+    let end = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < end && harvester.memory().peak_bytes <= BUDGET {
+        match logs.record(big_log(seq, &pads)).await {
+            Ok(()) => recorded += 1,
+            Err(RecordError::MemoryBudgetFull { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+        seq += 1;
+        tokio::task::yield_now().await;
+    }
+    let report = harvester.shutdown().await;
+    let d = report.delivery;
+    println!(
+        "recorded {recorded}, refused {refused}; {:?}; {d:?}",
+        report.memory
+    );
+    assert!(refused > 0);
+    assert_eq!(d.items_sent + d.items_dropped(), recorded, "{d:?}");
+    assert!(
+        report.memory.peak_bytes <= BUDGET,
+        "peak {} bytes, budget {BUDGET}",
+        report.memory.peak_bytes
+    );
+}
