@@ -304,10 +304,11 @@ fn print_outage_table(run: Duration, rows: &[(Down, OutageRun)]) {
         run.as_secs_f64()
     );
     println!(
-        "  {:14} {:>9} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6} {:>10} {:>8} {:>8} {:>6}",
+        "  {:14} {:>9} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6} {:>10} {:>8} {:>8} {:>6}",
         "endpoint",
         "budget",
         "SDK peak",
+        "peak-budget",
         "RSS start",
         "RSS peak",
         "RSS growth",
@@ -321,10 +322,11 @@ fn print_outage_table(run: Duration, rows: &[(Down, OutageRun)]) {
     );
     for (down, r) in rows {
         println!(
-            "  {:14} {:>6.1} MiB {:>5.1} MiB {:>6.1} MiB {:>6.1} MiB {:>6.1} MiB {:>8} {:>8} {:>6} {:>10} {:>8} {:>8} {:>6}",
+            "  {:14} {:>5.1} MiB {:>6.2} MiB {:>+8.1} KiB {:>6.1} MiB {:>6.1} MiB {:>6.1} MiB {:>8} {:>8} {:>6} {:>10} {:>8} {:>8} {:>6}",
             down.name(),
             mb(r.budget),
             mb(r.sdk_peak),
+            (r.sdk_peak as f64 - r.budget as f64) / 1024.0,
             mb(r.rss_start),
             mb(r.rss_peak),
             mb(r.rss_peak.saturating_sub(r.rss_start)),
