@@ -266,7 +266,7 @@ fn outage(budget: usize, down: Down, run: Duration) -> OutageRun {
             "every recorded item is sent or counted dropped: {d:?}"
         );
         assert_eq!(report.memory.held_items, 0, "{:?}", report.memory);
-        assert_eq!(report.record.dropped_over_budget, out.refused);
+        assert_eq!(report.record.items_dropped_over_budget, out.refused);
         out
     })
 }

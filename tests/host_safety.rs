@@ -248,7 +248,7 @@ async fn memory_stays_within_the_budget_during_an_outage() {
     );
 
     assert!(refused > 0 && recorded_after_refusal > 0);
-    assert_eq!(report.record.dropped_over_budget, refused);
+    assert_eq!(report.record.items_dropped_over_budget, refused);
     assert!(
         during.items_dropped_queue_full > 0,
         "the queue overflowed during the outage: {during:?}"
@@ -417,7 +417,7 @@ async fn every_field_is_bounded_on_the_wire_through_the_batches() {
         ),
         "{refused:?}"
     );
-    assert_eq!(telemetry.metrics().record_stats().rejected_invalid, 1);
+    assert_eq!(telemetry.metrics().record_stats().items_dropped_invalid, 1);
     // A metric recorded and flushed in the same millisecond as its interval
     // began (tokio's clock is paused): interval.ms must still be positive.
     telemetry
@@ -451,15 +451,15 @@ async fn every_field_is_bounded_on_the_wire_through_the_batches() {
         .record(Event::new("Fine").with_timestamp(after_epoch(1_700_000_000_000)))
         .await
         .unwrap();
-    assert_eq!(telemetry.events().record_stats().rejected_invalid, 2);
+    assert_eq!(telemetry.events().record_stats().items_dropped_invalid, 2);
 
     let report = telemetry.shutdown().await;
     assert_eq!(report.items_sent(), 4, "{report:?}");
     assert_eq!(report.items_dropped(), 0, "{report:?}");
     assert_eq!(report.spans.record.values_truncated, 1);
     assert_eq!(report.logs.record.values_truncated, 1);
-    assert_eq!(report.metrics.record.rejected_invalid, 1);
-    assert_eq!(report.events.record.rejected_invalid, 2);
+    assert_eq!(report.metrics.record.items_dropped_invalid, 1);
+    assert_eq!(report.events.record.items_dropped_invalid, 2);
 
     let spans = server.spans();
     let name = &spans[0]["attributes"]["name"];
@@ -588,7 +588,7 @@ async fn every_field_is_bounded_on_the_wire_through_the_clients() {
         server
             .requests()
             .iter()
-            .all(|r| r.api != Some(newrelic_telemetry::test_util::IngestApi::Metric))
+            .all(|r| r.api != Some(newrelic_telemetry::Api::Metric))
     );
 }
 
@@ -640,7 +640,7 @@ async fn a_413_split_while_the_pipeline_is_full_stays_within_the_budget() {
     }
     let full = harvester.memory();
     assert!(full.held_bytes > BUDGET - 2 * per_log, "{full:?}");
-    assert_eq!(logs.record_stats().dropped_over_budget, 0);
+    assert_eq!(logs.record_stats().items_dropped_over_budget, 0);
 
     // The 413 arrives and the payload in flight is split.
     tokio::time::sleep(Duration::from_secs(11)).await;
