@@ -462,7 +462,7 @@ fn main() {
     // tiny run of each part then, in process.
     if !args.iter().any(|a| a == "--bench") {
         let run = Duration::from_millis(300);
-        let row = outage(2 * MIB, Down::ClosedPort, run);
+        let row = outage(4 * MIB, Down::ClosedPort, run);
         print_outage_table(run, &[(Down::ClosedPort, row)]);
         shutdown_table(30, 1);
         println!("outage: smoke run only; `cargo bench --bench outage` for the figures");

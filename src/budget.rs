@@ -2,11 +2,14 @@
 //! the moment an item is recorded until its payload is accepted or dropped.
 //!
 //! A batch reserves room for each item it takes (an aggregating batch, for
-//! each new series) and refuses an item that does not fit. At a harvest the
-//! batch hands what it held to its harvester, which encodes it into
-//! compressed payloads (releasing the items' bytes as it goes) and queues
-//! them; the queue may fill half the budget, and past that its oldest payload
-//! is dropped so that new data keeps flowing during an outage. Bytes are
+//! each new series) and refuses an item that would take the pipeline past its
+//! record limit: the budget less [`WORK_RESERVE`], kept for the work of
+//! sending (a payload being compressed, a payload split after a 413), which
+//! is never refused. At a harvest the batch hands what it held to its
+//! harvester, which encodes it into compressed payloads (handing the items'
+//! bytes over to the compressed ones as it goes) and queues them; the queue
+//! may fill half the record limit, and past that its oldest payload is
+//! dropped so that new data keeps flowing during an outage. Bytes are
 //! measured from what is held in memory (strings, attribute tables, series
 //! bookkeeping, compressed bodies), never from compressed sizes alone.
 //!
@@ -21,9 +24,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// [`Telemetry`](crate::Telemetry).
 pub const DEFAULT_MEMORY_BUDGET: usize = 16 * 1024 * 1024;
 
-/// The smallest budget a pipeline takes: room for one full payload and the
-/// item it came from.
-pub(crate) const MIN_MEMORY_BUDGET: usize = 2 * 1024 * 1024;
+/// What recording leaves free for the work of sending: a payload being
+/// compressed and a payload split in two after a 413 (two payloads at the
+/// APIs' limit of 10^6 bytes).
+pub(crate) const WORK_RESERVE: usize = 2_000_000;
+
+/// The smallest budget a pipeline takes: the work reserve and as much again
+/// for recording.
+pub(crate) const MIN_MEMORY_BUDGET: usize = 4 * 1024 * 1024;
 
 /// What a pipeline holds in memory right now, against its budget.
 ///
@@ -46,6 +54,10 @@ pub(crate) const MIN_MEMORY_BUDGET: usize = 2 * 1024 * 1024;
 pub struct MemoryStats {
     /// The pipeline's budget in bytes.
     pub budget_bytes: usize,
+    /// Past this many bytes held, new items are refused: the rest of the
+    /// budget (2 MB) is kept for the work of sending (a payload being
+    /// compressed, a payload split after a 413).
+    pub record_limit_bytes: usize,
     /// Bytes held now: items waiting in the batch, items being encoded, and
     /// compressed payloads waiting to be sent or being sent.
     pub held_bytes: usize,
@@ -83,12 +95,14 @@ impl MemoryBudget {
         self.limit
     }
 
-    /// Takes room for one new item of `bytes`, unless that would pass the
-    /// budget: then nothing changes and `false` is returned.
+    /// Takes room for one new item of `bytes`, unless that would take the
+    /// pipeline within [`WORK_RESERVE`] of its budget: then nothing changes
+    /// and `false` is returned.
     pub(crate) fn try_reserve_item(&self, bytes: usize) -> bool {
+        let recording_limit = self.limit - WORK_RESERVE;
         let mut held = self.bytes.load(Ordering::Relaxed);
         loop {
-            let Some(next) = held.checked_add(bytes).filter(|&n| n <= self.limit) else {
+            let Some(next) = held.checked_add(bytes).filter(|&n| n <= recording_limit) else {
                 return false;
             };
             match self
@@ -148,6 +162,7 @@ impl MemoryBudget {
     pub(crate) fn snapshot(&self) -> MemoryStats {
         MemoryStats {
             budget_bytes: self.limit,
+            record_limit_bytes: self.limit - WORK_RESERVE,
             held_bytes: self.held_bytes(),
             held_items: self.held_items(),
             peak_bytes: self.peak.load(Ordering::Relaxed),
@@ -193,6 +208,41 @@ impl HeldBytes {
         self.bytes = bytes;
     }
 
+    /// Gives back `release` of these bytes and sets `into` to hold
+    /// `into_total`, as one change to the budget: the bytes of items handed
+    /// over to the compressed bytes that now hold them are never counted
+    /// twice, nor left uncounted, by a recording that looks in between.
+    pub(crate) fn hand_over(&mut self, release: usize, into: &mut HeldBytes, into_total: usize) {
+        let release = release.min(self.bytes);
+        self.bytes -= release;
+        let grow = into_total.saturating_sub(into.bytes);
+        let shrink = into.bytes.saturating_sub(into_total);
+        into.bytes = into_total;
+        let same = match (&self.budget, &into.budget) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            if let Some(budget) = &self.budget {
+                let (up, down) = (grow, release + shrink);
+                if up > down {
+                    budget.add_bytes(up - down);
+                } else {
+                    budget.release_bytes(down - up);
+                }
+            }
+        } else {
+            if let Some(budget) = &into.budget {
+                budget.add_bytes(grow);
+                budget.release_bytes(shrink);
+            }
+            if let Some(budget) = &self.budget {
+                budget.release_bytes(release);
+            }
+        }
+    }
+
     /// A new, empty holder against the same budget.
     pub(crate) fn sibling(&self) -> Self {
         HeldBytes::empty(self.budget.clone())
@@ -226,15 +276,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reservations_stop_at_the_limit_and_come_back() {
+    fn reservations_stop_short_of_the_work_reserve_and_come_back() {
         let budget = MemoryBudget::new(MIN_MEMORY_BUDGET);
-        assert!(budget.try_reserve_item(MIN_MEMORY_BUDGET - 10));
+        let room = MIN_MEMORY_BUDGET - WORK_RESERVE;
+        assert!(budget.try_reserve_item(room - 10));
         assert!(!budget.try_reserve_item(11));
         assert!(budget.try_reserve_item(10));
         assert_eq!(budget.snapshot().held_items, 2);
         budget.unreserve_item(10);
-        assert_eq!(budget.held_bytes(), MIN_MEMORY_BUDGET - 10);
-        assert_eq!(budget.snapshot().peak_bytes, MIN_MEMORY_BUDGET);
+        assert_eq!(budget.held_bytes(), room - 10);
+        assert_eq!(budget.snapshot().peak_bytes, room);
+    }
+
+    #[test]
+    fn a_hand_over_is_one_change() {
+        let budget = MemoryBudget::new(0);
+        let mut raw = HeldBytes::adopt(Some(budget.clone()), 0);
+        budget.add_bytes(1000);
+        raw.bytes = 1000;
+        let mut packed = raw.sibling();
+        raw.hand_over(600, &mut packed, 100);
+        assert_eq!(
+            (raw.bytes(), packed.bytes(), budget.held_bytes()),
+            (400, 100, 500)
+        );
+        assert_eq!(budget.snapshot().peak_bytes, 1000, "never counted twice");
+        raw.hand_over(400, &mut packed, 150);
+        assert_eq!(budget.held_bytes(), 150);
     }
 
     #[test]

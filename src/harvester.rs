@@ -4,10 +4,11 @@
 //! One loop, driven by `tokio::time::interval`, does everything: it flushes the
 //! batch on every tick (or early, when the batch fills up), encodes the flush
 //! into payloads and queues them, and keeps one payload in flight at a time.
-//! A slow or failing endpoint therefore never delays a harvest, and what the
+//! Encoding goes a payload at a time between the loop's other work. A slow
+//! or failing endpoint therefore never delays a harvest, and what the
 //! pipeline holds stays within its memory budget: the queue of payloads
-//! waiting to be sent may fill half of it, past which its oldest payload is
-//! dropped. Cancelling the harvester's token stops the timer; from that moment
+//! waiting to be sent may fill half of the record limit, past which its
+//! oldest payload is dropped. Cancelling the harvester's token stops the timer; from that moment
 //! one deadline covers the last flush, its encoding and every send, and what
 //! is not sent by then is counted as dropped.
 
@@ -27,7 +28,9 @@ use crate::api::Api;
 use crate::batch::{Batch, RecordStats, Taken};
 use crate::budget::{MemoryBudget, MemoryStats};
 use crate::client::DeliveryStats;
-use crate::client::{Client, DropReason, Kind, Payload, PayloadReport, Sender};
+use crate::client::{
+    Client, DropReason, Encoded, Kind, Payload, PayloadEncoder, PayloadReport, Sender,
+};
 
 /// The longest harvest interval or shutdown timeout taken; longer ones are
 /// cut to it, so that no deadline overflows.
@@ -45,7 +48,7 @@ pub const DEFAULT_MAX_QUEUED_ITEMS: usize = 200_000;
 
 /// How long shutdown may run past its deadline: the time to notice the
 /// deadline at the next yield and count what is left (an encoding slice, a
-/// dropped request). Measured in the `stress` benchmark.
+/// dropped request). Measured by the `outage` benchmark.
 pub const SHUTDOWN_SLACK: Duration = Duration::from_millis(100);
 
 /// How a harvester ended (or how it stands, if it was still running when the
@@ -576,7 +579,7 @@ impl<K: Kind, B: Batch<Item = K::Item>> HarvesterBuilder<K, B> {
     }
 
     /// The most items that may wait in the send queue (default 200,000).
-    /// Past it, or past half the pipeline's memory budget (see
+    /// Past it, or past half the pipeline's record limit (see
     /// [`LogBatch::builder`](crate::ItemBatchBuilder::memory_budget)), the
     /// oldest waiting payload is dropped and counted in
     /// [`DeliveryStats::items_dropped_queue_full`].
@@ -646,10 +649,12 @@ impl<K: Kind, B: Batch<Item = K::Item>> HarvesterBuilder<K, B> {
                 items: 0,
                 bytes: 0,
                 max_items: self.max_queued_items,
-                max_bytes: budget.limit() / 2,
+                max_bytes: budget.snapshot().record_limit_bytes / 2,
             },
             budget,
             harvests: 0,
+            encoding: None,
+            harvest_pending: false,
         };
         Harvester {
             api: K::API,
@@ -733,6 +738,21 @@ struct Task<K: Kind, B> {
     queue: Queue,
     budget: Arc<MemoryBudget>,
     harvests: u64,
+    /// The harvest being encoded, a payload at a time, between the loop's
+    /// other work; a harvest asked for meanwhile waits for it to end.
+    encoding: Option<Encoder<K>>,
+    harvest_pending: bool,
+}
+
+/// Encodes a harvest's items into payloads.
+type Encoder<K> = PayloadEncoder<K, std::vec::IntoIter<<K as Kind>::Item>>;
+
+/// The next payload of the harvest being encoded; never ready if there is none.
+async fn next_encoded<K: Kind>(encoding: &mut Option<Encoder<K>>) -> Option<Encoded> {
+    match encoding {
+        Some(encoder) => encoder.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
@@ -763,6 +783,9 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
                     self.budget.resolve_items(items_in(&reports));
                     in_flight = None;
                 }
+                encoded = next_encoded(&mut self.encoding), if self.encoding.is_some() => {
+                    self.encoded(encoded, sender).await;
+                }
                 _ = ticker.tick() => self.harvest(sender).await,
                 () = self.batch.harvest_requested() => self.harvest(sender).await,
                 () = self.harvest_now.notified() => self.harvest(sender).await,
@@ -778,7 +801,10 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         // how many of its items are accounted for.
         let mut current = in_flight.as_ref().map(|f| (f.items, f.bytes, f.request_id));
         let drained = tokio::time::timeout_at(deadline, async {
+            // The harvest being encoded, then the last one.
+            self.finish_encoding(sender).await;
             self.harvest(sender).await;
+            self.finish_encoding(sender).await;
             if let Some(f) = in_flight.as_mut() {
                 let reports = f.delivery.as_mut().await;
                 self.budget.resolve_items(items_in(&reports));
@@ -798,6 +824,9 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         if !drained {
             self.count_abandoned(sender, current, resolved.load(Ordering::Relaxed));
         }
+        // What was left unencoded is counted; its memory goes now, before the
+        // report says what is held.
+        self.encoding = None;
 
         HarvestReport {
             api: K::API,
@@ -856,9 +885,14 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         );
     }
 
-    /// Flushes the batch, encodes what it held and queues the payloads. An
-    /// empty flush sends nothing.
+    /// Takes what the batch holds and starts encoding it (the loop encodes
+    /// it a payload at a time). An empty flush sends nothing; a harvest asked
+    /// for while one is being encoded follows it.
     async fn harvest(&mut self, sender: &Sender<K>) {
+        if self.encoding.is_some() {
+            self.harvest_pending = true;
+            return;
+        }
         self.harvests += 1;
         let Taken {
             items,
@@ -870,22 +904,42 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         }
         tracing::trace!(api = K::API.name(), items = items.len(), "harvested");
         let n = items.len();
-        let mut encoder = match sender.encoder(items.into_iter(), common, held) {
-            Ok(encoder) => encoder,
+        match sender.encoder(items.into_iter(), common, held) {
+            Ok(encoder) => self.encoding = Some(encoder),
             Err(e) => {
                 let reason = DropReason::Encoding {
                     message: e.to_string(),
                 };
                 sender.drop_unencoded(n, reason);
                 self.budget.resolve_items(n);
+            }
+        }
+    }
+
+    /// Queues a payload of the harvest being encoded, or counts what could
+    /// not become one; at the harvest's end, starts one asked for meanwhile.
+    async fn encoded(&mut self, encoded: Option<Encoded>, sender: &Sender<K>) {
+        match encoded.map(|encoded| sender.payload_or_drop(encoded)) {
+            Some(Ok(payload)) => self.queue.push(payload, sender, &self.budget),
+            Some(Err(report)) => self.budget.resolve_items(report.items()),
+            None => {
+                self.encoding = None;
+                if std::mem::take(&mut self.harvest_pending) {
+                    self.harvest(sender).await;
+                }
+            }
+        }
+    }
+
+    /// Encodes the rest of the harvest being encoded, if any.
+    async fn finish_encoding(&mut self, sender: &Sender<K>) {
+        while self.encoding.is_some() {
+            let encoded = next_encoded(&mut self.encoding).await;
+            if encoded.is_none() {
+                self.encoding = None;
                 return;
             }
-        };
-        while let Some(encoded) = encoder.next().await {
-            match sender.payload_or_drop(encoded) {
-                Ok(payload) => self.queue.push(payload, sender, &self.budget),
-                Err(report) => self.budget.resolve_items(report.items()),
-            }
+            self.encoded(encoded, sender).await;
         }
     }
 }

@@ -577,17 +577,19 @@ impl MetricBatchBuilder {
 
     /// The most bytes the pipeline may hold in memory (default
     /// [`DEFAULT_MEMORY_BUDGET`](crate::DEFAULT_MEMORY_BUDGET), 16 MiB; at
-    /// least 2 MiB): series waiting here, metrics being encoded, and
-    /// compressed payloads waiting to be sent. A new series that would pass it
-    /// is refused with [`RecordError::MemoryBudgetFull`] (counted); series
-    /// already held keep aggregating. The send queue may fill half of it, and
-    /// past that the harvester drops its oldest payload.
+    /// least 4 MiB): series waiting here, metrics being encoded, and
+    /// compressed payloads waiting to be sent. A new series that would take
+    /// the pipeline past its record limit (the budget less 2 MB kept for the
+    /// work of sending) is refused with [`RecordError::MemoryBudgetFull`]
+    /// (counted); series already held keep aggregating. The send queue may
+    /// fill half of the record limit, and past that the harvester drops its
+    /// oldest payload.
     ///
     /// ```
     /// use newrelic_telemetry::{MetricBatch, RecordError};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let batch = MetricBatch::builder().memory_budget(2 * 1024 * 1024).build();
+    /// let batch = MetricBatch::builder().memory_budget(4 * 1024 * 1024).build();
     /// let mut series = 0;
     /// while batch.record_count("hits", 1.0, [("user", series)]).await.is_ok() {
     ///     series += 1;
@@ -596,7 +598,7 @@ impl MetricBatchBuilder {
     /// let err = batch.record_count("hits", 1.0, [("user", series)]).await.unwrap_err();
     /// assert!(matches!(err, RecordError::MemoryBudgetFull { .. }));
     /// batch.record_count("hits", 1.0, [("user", 0)]).await.unwrap(); // an existing series still counts
-    /// assert!(batch.memory().held_bytes <= 2 * 1024 * 1024);
+    /// assert!(batch.memory().held_bytes <= batch.memory().record_limit_bytes);
     /// # }
     /// ```
     pub fn memory_budget(mut self, bytes: usize) -> Self {

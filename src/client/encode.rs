@@ -2,20 +2,28 @@
 //! force, in slices that yield to the runtime.
 //!
 //! The JSON is never held whole: items are written into a small staging
-//! buffer and compressed as they go, with a sync flush now and then so that
+//! slice and compressed as they go, with a sync flush after each slice so that
 //! the compressed size is known exactly. A payload is cut when the next slice
 //! could take it past the limit (a slice never compresses to more than its own
 //! size and a few bytes), so payloads are sized before they are sent, not
 //! after. Each payload remembers where its items start in its JSON, so that a
 //! 413 can split it in two without the items: queued payloads hold only their
 //! compressed bodies.
+//!
+//! Compression runs synchronously between yields, and everything a payload in
+//! progress needs lives in the encoder, so a caller may stop awaiting at any
+//! yield (a shutdown deadline) and go on later, or drop the encoder, without
+//! losing track of an item.
 
 use std::borrow::Borrow;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
 use std::iter::Peekable;
 
-use async_compression::tokio::write::GzipEncoder;
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
 use uuid::Uuid;
 
 use super::kind::Kind;
@@ -25,7 +33,8 @@ use crate::common::Common;
 /// Target for audit log records (every payload at DEBUG, when enabled).
 pub(crate) const AUDIT_TARGET: &str = "newrelic_telemetry::audit";
 
-/// Uncompressed JSON gathered before it is compressed and the size measured.
+/// Uncompressed JSON gathered before it is compressed and the size measured;
+/// also the most compressed or decompressed between two yields.
 const SLICE_BYTES: usize = 128 * 1024;
 
 /// Room kept free under the limit for the end of the stream (the closing
@@ -36,8 +45,15 @@ const END_MARGIN: usize = 1024;
 const FULL_WITHIN: usize = 16 * 1024;
 
 /// The most uncompressed JSON one payload holds, whatever its compressed size:
-/// it bounds the memory a 413 split needs and keeps item offsets in a `u32`.
+/// it keeps item offsets in a `u32` and a payload's decompression bounded.
 const MAX_PAYLOAD_JSON: usize = 64 * 1024 * 1024;
+
+/// Bytes a payload holds per item for its item offsets.
+const OFFSET_BYTES: usize = std::mem::size_of::<u32>();
+
+fn gz_encoder(capacity: usize) -> GzEncoder<Vec<u8>> {
+    GzEncoder::new(Vec::with_capacity(capacity), Compression::default())
+}
 
 /// Items encoded and ready to post, with the request id all their attempts
 /// share. It holds only the compressed body and where each item starts.
@@ -65,33 +81,81 @@ impl Payload {
 
     /// Splits the payload into two of half the items each, with new request
     /// ids (the contract's answer to a 413). Needs at least two items.
+    ///
+    /// The body is decompressed a slice at a time and each byte routed to the
+    /// half it belongs to (the opening and closing bytes to both), so the
+    /// JSON is never held whole.
     pub(crate) async fn split(self) -> std::io::Result<[Payload; 2]> {
-        let json = gunzip(&self.body).await?;
-        let at = self.starts.len() / 2;
-        let halves = [(0, at), (at, self.starts.len())];
-        let open = &json[..self.starts[0] as usize];
-        let close = &json[self.close_at as usize..];
+        let n = self.starts.len();
+        let at = n / 2;
+        if at == 0 {
+            return Err(std::io::Error::other(
+                "a payload of one item cannot be split",
+            ));
+        }
+        let first_start = self.starts[0] as usize;
+        let second_start = self.starts[at] as usize;
+        // The comma between the halves belongs to neither.
+        let first_end = second_start - 1;
+        let close_at = self.close_at as usize;
+        let shift = (second_start - first_start) as u32;
+        let mut halves = [
+            gz_encoder(self.body.len() / 2),
+            gz_encoder(self.body.len() / 2),
+        ];
+        let mut decoder = GzDecoder::new(&self.body[..]);
+        let mut buf = vec![0; SLICE_BYTES];
+        let mut pos = 0;
+        loop {
+            let read = decoder.read(&mut buf)?;
+            if read == 0 {
+                break;
+            }
+            let chunk = &buf[..read];
+            // Route each byte range of the chunk by where it lies in the JSON.
+            let routes = [
+                (0, first_start, [true, true]),
+                (first_start, first_end, [true, false]),
+                (second_start, close_at, [false, true]),
+                (close_at, usize::MAX, [true, true]),
+            ];
+            for (from, to, to_half) in routes {
+                let lo = from.max(pos);
+                let hi = to.min(pos + read);
+                if lo >= hi {
+                    continue;
+                }
+                for (half, wanted) in halves.iter_mut().zip(to_half) {
+                    if wanted {
+                        half.write_all(&chunk[lo - pos..hi - pos])?;
+                    }
+                }
+            }
+            pos += read;
+            if pos > MAX_PAYLOAD_JSON + SLICE_BYTES {
+                return Err(std::io::Error::other(
+                    "payload larger than any this crate makes",
+                ));
+            }
+            tokio::task::yield_now().await;
+        }
+        let [first, second] = halves;
+        let starts_first = self.starts[..at].to_vec().into_boxed_slice();
+        let starts_second = self.starts[at..]
+            .iter()
+            .map(|&s| s - shift)
+            .collect::<Box<[u32]>>();
+        let close_first = first_end as u32;
+        let close_second = self.close_at - shift;
         let mut parts = Vec::with_capacity(2);
-        for (first, end) in halves {
-            let from = self.starts[first] as usize;
-            let to = match self.starts.get(end) {
-                // Up to the comma before the next item.
-                Some(&next) => next as usize - 1,
-                None => self.close_at as usize,
-            };
-            let shift = from - open.len();
-            let starts = self.starts[first..end]
-                .iter()
-                .map(|&s| s - shift as u32)
-                .collect();
-            let mut part = Vec::with_capacity(open.len() + (to - from) + close.len());
-            part.extend_from_slice(open);
-            part.extend_from_slice(&json[from..to]);
-            let close_at = part.len() as u32;
-            part.extend_from_slice(close);
-            let body = gzip(&part).await?;
+        for (encoder, starts, close_at) in [
+            (first, starts_first, close_first),
+            (second, starts_second, close_second),
+        ] {
+            let mut body = encoder.finish()?;
+            body.shrink_to_fit();
             let mut held = self.held.sibling();
-            held.set(body.len() + (end - first) * 4);
+            held.set(body.capacity() + starts.len() * OFFSET_BYTES);
             parts.push(Payload {
                 body: Bytes::from(body),
                 request_id: Uuid::new_v4(),
@@ -128,8 +192,39 @@ pub(crate) enum Encoded {
     },
 }
 
-/// Turns items into payloads one at a time, releasing the items' bytes from
-/// the budget as they are encoded.
+/// The payload being built.
+struct Run {
+    gz: GzEncoder<Vec<u8>>,
+    /// The compressed bytes (and item offsets) so far.
+    held: HeldBytes,
+    starts: Vec<u32>,
+    /// JSON bytes compressed so far.
+    written: usize,
+    /// JSON staged for the next compression.
+    slice: Vec<u8>,
+    /// Items in `slice`, whose raw bytes are still counted with the items.
+    staged: usize,
+    /// The whole JSON, when audit logging is on.
+    audit: Option<Vec<u8>>,
+}
+
+impl Run {
+    fn compressed(&self) -> usize {
+        self.gz.get_ref().len()
+    }
+}
+
+/// What one step of a run came to.
+enum Step {
+    /// A slice was compressed; more may follow.
+    Compressed,
+    /// The payload is complete (full, or no items are left).
+    Complete,
+}
+
+/// Turns items into payloads one at a time, handing the items' bytes over to
+/// the compressed bytes as they are encoded. Dropping [`next`](Self::next)'s
+/// future at a yield loses nothing: the next call goes on where it stopped.
 pub(crate) struct PayloadEncoder<K: Kind, I: Iterator>
 where
     I::Item: Borrow<K::Item>,
@@ -137,15 +232,16 @@ where
     items: Peekable<I>,
     remaining: usize,
     /// Items that failed to serialise, reported before the next payload.
-    failures: std::collections::VecDeque<String>,
+    failures: VecDeque<String>,
     common: Common,
     open: Vec<u8>,
-    /// The items' bytes, given back a share at a time.
+    /// The raw items' bytes, handed over a share at a time.
     held: HeldBytes,
     per_item: usize,
     limit: usize,
     max: usize,
     audit: bool,
+    run: Option<Run>,
     kind: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -155,7 +251,7 @@ where
 {
     /// An encoder of `items` sharing `common` into payloads of at most
     /// `limit` compressed bytes; a single item over `max` is never sent.
-    /// `held` counts the items' bytes and is released as they are encoded.
+    /// `held` counts the items' bytes and is handed over as they are encoded.
     pub(crate) fn new(
         items: I,
         common: Common,
@@ -171,13 +267,14 @@ where
             per_item: held.bytes() / remaining.max(1),
             items: items.peekable(),
             remaining,
-            failures: std::collections::VecDeque::new(),
+            failures: VecDeque::new(),
             common,
             open,
             held,
             limit,
             max,
             audit,
+            run: None,
             kind: std::marker::PhantomData,
         })
     }
@@ -187,103 +284,151 @@ impl<K: Kind, I: Iterator> PayloadEncoder<K, I>
 where
     I::Item: Borrow<K::Item>,
 {
-    /// One item is done with: it left the encoder's hands.
-    fn consumed(&mut self) {
-        self.items.next();
-        self.remaining -= 1;
-        let left = if self.remaining == 0 {
-            0
-        } else {
-            self.held.bytes().saturating_sub(self.per_item)
-        };
-        self.held.set(left);
-    }
-
     /// Encodes the next run of items; `None` when there are none left.
     pub(crate) async fn next(&mut self) -> Option<Encoded> {
         loop {
             if let Some(message) = self.failures.pop_front() {
                 return Some(Encoded::Failed { items: 1, message });
             }
-            self.items.peek()?;
-            let before = self.remaining;
-            match self.encode_run().await {
-                Ok(Some(encoded)) => return Some(encoded),
-                // Every item of the run failed: report them.
-                Ok(None) => continue,
-                // The compressor failed (it writes to memory, so it cannot in
-                // practice): the items taken into this run are lost, counted.
-                Err(e) => {
-                    return Some(Encoded::Failed {
-                        items: before - self.remaining - self.failures.len(),
-                        message: e.to_string(),
-                    });
-                }
+            if self.run.is_none() {
+                self.items.peek()?;
+                self.run = Some(self.start_run());
+            }
+            match self.step() {
+                Ok(Step::Compressed) => tokio::task::yield_now().await,
+                Ok(Step::Complete) => match self.finish() {
+                    Ok(Some(encoded)) => return Some(encoded),
+                    // Every item of the run failed: report them.
+                    Ok(None) => {}
+                    Err(e) => return Some(self.lost_run(&e)),
+                },
+                Err(e) => return Some(self.lost_run(&e)),
             }
         }
     }
 
-    async fn encode_run(&mut self) -> std::io::Result<Option<Encoded>> {
-        let mut gz = GzipEncoder::new(Vec::new());
-        gz.write_all(&self.open).await?;
-        let mut audit = self.audit.then(|| self.open.clone());
-        let mut held = self.held.sibling();
-        let mut starts: Vec<u32> = Vec::new();
-        // JSON written to the encoder so far, and staged beside it.
-        let mut written = self.open.len();
-        let mut slice: Vec<u8> = Vec::with_capacity(SLICE_BYTES.min(1024 * self.remaining + 64));
-        let mut compressed = 0;
-        loop {
-            let room = self.limit.saturating_sub(compressed + END_MARGIN);
-            let Some(item) = self.items.peek() else {
-                break;
-            };
-            let mark = slice.len();
-            if !starts.is_empty() {
-                slice.push(b',');
+    /// The compressor failed (it writes to memory, so it cannot in
+    /// practice): the items taken into the run are lost, and counted.
+    fn lost_run(&mut self, e: &std::io::Error) -> Encoded {
+        let items = self.run.take().map_or(0, |run| run.starts.len());
+        Encoded::Failed {
+            items,
+            message: e.to_string(),
+        }
+    }
+
+    fn start_run(&self) -> Run {
+        let mut slice = Vec::with_capacity(SLICE_BYTES.min(1024 * self.remaining + 64));
+        slice.extend_from_slice(&self.open);
+        Run {
+            gz: gz_encoder(4096),
+            held: self.held.sibling(),
+            starts: Vec::new(),
+            written: 0,
+            slice,
+            staged: 0,
+            audit: self.audit.then(Vec::new),
+        }
+    }
+
+    /// Stages items until a slice is ready to compress (then compresses it),
+    /// or until the payload is full or the items run out.
+    fn step(&mut self) -> std::io::Result<Step> {
+        let Some(run) = self.run.as_mut() else {
+            return Ok(Step::Complete);
+        };
+        let room = self.limit.saturating_sub(run.compressed() + END_MARGIN);
+        while let Some(item) = self.items.peek() {
+            let mark = run.slice.len();
+            if !run.starts.is_empty() {
+                run.slice.push(b',');
             }
-            let start = written + slice.len();
-            K::write_item(item.borrow(), &self.common, &mut slice)
-                .map_err(std::io::Error::other)?;
-            let over = slice.len() > room || written + slice.len() > MAX_PAYLOAD_JSON;
-            if over && !starts.is_empty() {
+            let start = run.written + run.slice.len();
+            if let Err(e) = K::write_item(item.borrow(), &self.common, &mut run.slice) {
+                run.slice.truncate(mark);
+                self.failures.push_back(e.to_string());
+                self.items.next();
+                self.remaining -= 1;
+                // Its raw bytes go with it.
+                let left = self.held.bytes().saturating_sub(self.per_item);
+                self.held.set(if self.remaining == 0 { 0 } else { left });
+                continue;
+            }
+            let over = run.slice.len() > room || run.written + run.slice.len() > MAX_PAYLOAD_JSON;
+            if over && !run.starts.is_empty() {
                 // The item goes into the next payload.
-                slice.truncate(mark);
-                break;
+                run.slice.truncate(mark);
+                return Ok(Step::Complete);
             }
-            starts.push(start as u32);
-            self.consumed();
+            run.starts.push(start as u32);
+            run.staged += 1;
+            self.items.next();
+            self.remaining -= 1;
             if over {
                 // A single item larger than the room: it goes alone.
-                break;
+                return Ok(Step::Complete);
             }
-            let room_left = room - slice.len();
-            if slice.len() >= SLICE_BYTES || slice.len() > room_left {
-                written += slice.len();
-                gz.write_all(&slice).await?;
-                if let Some(audit) = &mut audit {
-                    audit.extend_from_slice(&slice);
-                }
-                slice.clear();
-                gz.flush().await?;
-                compressed = gz.get_ref().len();
-                held.set(compressed + starts.len() * 4);
-                if self.limit.saturating_sub(compressed + END_MARGIN) < FULL_WITHIN {
-                    break;
-                }
-                tokio::task::yield_now().await;
+            if run.slice.len() >= SLICE_BYTES || run.slice.len() > room - run.slice.len() {
+                Self::compress_slice(run, &mut self.held, self.per_item, self.remaining)?;
+                let room = self.limit.saturating_sub(run.compressed() + END_MARGIN);
+                return Ok(if room < FULL_WITHIN {
+                    Step::Complete
+                } else {
+                    Step::Compressed
+                });
             }
         }
-        if starts.is_empty() {
+        Ok(Step::Complete)
+    }
+
+    /// Compresses the staged slice and hands its items' raw bytes over to the
+    /// compressed bytes, in one change to the budget.
+    fn compress_slice(
+        run: &mut Run,
+        raw: &mut HeldBytes,
+        per_item: usize,
+        remaining: usize,
+    ) -> std::io::Result<()> {
+        run.gz.write_all(&run.slice)?;
+        run.gz.flush()?;
+        run.written += run.slice.len();
+        if let Some(audit) = &mut run.audit {
+            audit.extend_from_slice(&run.slice);
+        }
+        run.slice.clear();
+        let released = if remaining == 0 {
+            raw.bytes()
+        } else {
+            (per_item * run.staged).min(raw.bytes())
+        };
+        run.staged = 0;
+        let compressed = run.gz.get_ref().capacity() + run.starts.len() * OFFSET_BYTES;
+        raw.hand_over(released, &mut run.held, compressed);
+        Ok(())
+    }
+
+    /// Ends the run's stream and makes its payload; `None` for a run whose
+    /// every item failed.
+    fn finish(&mut self) -> std::io::Result<Option<Encoded>> {
+        let Some(mut run) = self.run.take() else {
+            return Ok(None);
+        };
+        if run.starts.is_empty() {
             return Ok(None);
         }
-        let close_at = written + slice.len();
-        slice.extend_from_slice(K::CLOSE);
-        gz.write_all(&slice).await?;
-        gz.shutdown().await?;
-        let body = gz.into_inner();
-        if let Some(mut audit) = audit {
-            audit.extend_from_slice(&slice);
+        let close_at = run.written + run.slice.len();
+        run.slice.extend_from_slice(K::CLOSE);
+        Self::compress_slice(&mut run, &mut self.held, self.per_item, self.remaining)?;
+        let Run {
+            gz,
+            mut held,
+            starts,
+            audit,
+            ..
+        } = run;
+        let mut body = gz.finish()?;
+        body.shrink_to_fit();
+        if let Some(audit) = audit {
             tracing::debug!(
                 target: AUDIT_TARGET,
                 api = K::API.name(),
@@ -295,7 +440,7 @@ where
         if starts.len() == 1 && body.len() > self.max {
             return Ok(Some(Encoded::TooLarge { bytes: body.len() }));
         }
-        held.set(body.len() + starts.len() * 4);
+        held.set(body.capacity() + starts.len() * OFFSET_BYTES);
         Ok(Some(Encoded::Payload(Payload {
             body: Bytes::from(body),
             request_id: Uuid::new_v4(),
@@ -303,40 +448,6 @@ where
             close_at: close_at as u32,
             held,
         })))
-    }
-}
-
-/// Gzips `json`, yielding between slices.
-async fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = GzipEncoder::new(Vec::with_capacity(json.len() / 8 + 64));
-    let mut slices = json.chunks(SLICE_BYTES).peekable();
-    while let Some(slice) = slices.next() {
-        encoder.write_all(slice).await?;
-        if slices.peek().is_some() {
-            tokio::task::yield_now().await;
-        }
-    }
-    encoder.shutdown().await?;
-    Ok(encoder.into_inner())
-}
-
-/// Gunzips a body this crate made, yielding between slices.
-async fn gunzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(body);
-    let mut json = Vec::with_capacity(body.len() * 4);
-    let mut buf = vec![0; SLICE_BYTES];
-    loop {
-        let n = decoder.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(json);
-        }
-        json.extend_from_slice(&buf[..n]);
-        if json.len() > MAX_PAYLOAD_JSON + SLICE_BYTES {
-            return Err(std::io::Error::other(
-                "payload larger than any this crate makes",
-            ));
-        }
-        tokio::task::yield_now().await;
     }
 }
 
@@ -368,10 +479,10 @@ pub async fn encode_payload<K: Kind>(
         false,
     )
     .map_err(std::io::Error::other)?;
-    let mut body = Vec::new();
+    let mut body = None;
     while let Some(encoded) = encoder.next().await {
         match encoded {
-            Encoded::Payload(payload) if body.is_empty() => body = payload.body.to_vec(),
+            Encoded::Payload(payload) if body.is_none() => body = Some(payload.body.to_vec()),
             Encoded::Payload(_) => {
                 return Err(std::io::Error::other(
                     "more JSON than one payload holds (64 MiB)",
@@ -381,10 +492,15 @@ pub async fn encode_payload<K: Kind>(
             Encoded::Failed { message, .. } => return Err(std::io::Error::other(message)),
         }
     }
-    if body.is_empty() {
-        body = gzip(&[&encoder.open[..], K::CLOSE].concat()).await?;
+    match body {
+        Some(body) => Ok(body),
+        None => {
+            let mut gz = gz_encoder(64);
+            gz.write_all(&encoder.open)?;
+            gz.write_all(K::CLOSE)?;
+            gz.finish()
+        }
     }
-    Ok(body)
 }
 
 #[cfg(test)]

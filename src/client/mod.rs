@@ -27,8 +27,8 @@ use reqwest::header::{
 
 pub use delivery::MAX_PAYLOAD_BYTES;
 pub(crate) use delivery::{Prepared, Sender};
-pub(crate) use encode::Payload;
 pub use encode::encode_payload;
+pub(crate) use encode::{Encoded, Payload, PayloadEncoder};
 pub use kind::{Events, Kind, Logs, Metrics, Spans};
 pub use report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport, SendReport};
 pub use retry::RetryPolicy;

@@ -298,7 +298,7 @@ impl TelemetryBuilder {
 
     /// The most bytes each of the four pipelines may hold in memory (default
     /// [`DEFAULT_MEMORY_BUDGET`], 16 MiB, so 64 MiB for all four; at least
-    /// 2 MiB each): what waits in its batch, what is being encoded, and the
+    /// 4 MiB each): what waits in its batch, what is being encoded, and the
     /// compressed payloads waiting to be sent. Past it a new item is refused
     /// ([`RecordError::MemoryBudgetFull`](crate::RecordError::MemoryBudgetFull),
     /// counted) and the oldest queued payloads make room for newer data.
