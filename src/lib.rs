@@ -51,10 +51,10 @@ pub use batch::{
 };
 pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
 pub use client::{
-    AttemptFailure, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DeliveryStats,
-    DropReason, EventClient, Events, KeyHeader, Kind, LogClient, Logs, MAX_PAYLOAD_BYTES,
-    MetricClient, Metrics, PayloadOutcome, PayloadReport, RetryPolicy, SendError, SendReport,
-    SpanClient, Spans, encode_payload,
+    AttemptFailure, Client, ClientBuilder, ConnectionError, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT, DeliveryStats, DropReason, EventClient, Events, KeyHeader, Kind, LogClient,
+    Logs, MAX_PAYLOAD_BYTES, MetricClient, Metrics, PayloadOutcome, PayloadReport, RetryPolicy,
+    SendError, SendReport, SpanClient, Spans, encode_payload,
 };
 pub use common::Common;
 pub use error::{BuildError, ConfigError, RecordError};

@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
 use super::encode::{Encoded, Payload, PayloadEncoder};
 use super::kind::Kind;
-use super::report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport};
+use super::report::{AttemptFailure, ConnectionError, DropReason, PayloadOutcome, PayloadReport};
 use super::retry::RetryPolicy;
 use super::stats::DeliveryCounters;
 use crate::budget::HeldBytes;
@@ -77,20 +77,8 @@ fn classify(result: Result<(StatusCode, Option<Duration>), reqwest::Error>) -> A
         Ok((StatusCode::TOO_MANY_REQUESTS, retry_after)) => Answer::RetryAfter(retry_after),
         Ok((status, _)) => Answer::Retry(AttemptFailure::Status(status)),
         Err(e) if e.is_timeout() => Answer::Retry(AttemptFailure::Timeout),
-        Err(e) => Answer::Retry(AttemptFailure::Connection(error_chain(&e))),
+        Err(e) => Answer::Retry(AttemptFailure::Connection(ConnectionError::new(e))),
     }
-}
-
-/// An error and its sources on one line (reqwest's own message is terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.

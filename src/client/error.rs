@@ -260,12 +260,26 @@ impl fmt::Display for SendError {
 /// in the [`DropReason`](DropReason).
 impl std::error::Error for SendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.report
-            .payloads()
-            .iter()
-            .find_map(|payload| match payload.drop_reason() {
-                Some(DropReason::Invalid(rule)) => Some(rule as &(dyn std::error::Error + 'static)),
+        let reasons = || {
+            self.report
+                .payloads()
+                .iter()
+                .filter_map(|p| p.drop_reason())
+        };
+        // The rule an item broke, or else the connection error that used up
+        // the retries.
+        reasons()
+            .find_map(|reason| match reason {
+                DropReason::Invalid(rule) => Some(rule as &(dyn std::error::Error + 'static)),
                 _ => None,
+            })
+            .or_else(|| {
+                reasons().find_map(|reason| match reason {
+                    DropReason::RetriesExhausted {
+                        last: AttemptFailure::Connection(e),
+                    } => Some(e as &(dyn std::error::Error + 'static)),
+                    _ => None,
+                })
             })
     }
 }

@@ -30,7 +30,9 @@ pub(crate) use delivery::{Prepared, Sender};
 pub use encode::encode_payload;
 pub(crate) use encode::{Encoded, Payload, PayloadEncoder};
 pub use kind::{Events, Kind, Logs, Metrics, Spans};
-pub use report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport, SendReport};
+pub use report::{
+    AttemptFailure, ConnectionError, DropReason, PayloadOutcome, PayloadReport, SendReport,
+};
 pub use retry::RetryPolicy;
 
 use crate::api::Region;

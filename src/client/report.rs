@@ -110,7 +110,74 @@ pub enum AttemptFailure {
     /// The request took longer than the client's timeout.
     Timeout,
     /// The connection could not be made or broke off.
-    Connection(String),
+    Connection(ConnectionError),
+}
+
+/// A connection that could not be made or broke off: its message (with the
+/// causes, on one line) and, as its [`source`](std::error::Error::source),
+/// the HTTP client's error.
+///
+/// ```
+/// use newrelic_telemetry::{AttemptFailure, DropReason, EventClient, Event, RetryPolicy};
+/// use std::error::Error;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = EventClient::builder("key")
+///     .endpoint("http://127.0.0.1:9/v1/accounts/events") // nothing listens there
+///     .retry_policy(RetryPolicy::none())
+///     .build()?;
+/// let err = client.send(Event::new("Ping")).await.unwrap_err();
+/// match err.report().first_drop_reason() {
+///     Some(DropReason::RetriesExhausted { last: AttemptFailure::Connection(e) }) => {
+///         assert!(e.source().is_some()); // the HTTP client's own error
+///     }
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// assert!(err.is_connect());
+/// // The send's error leads to it too, and through it to the HTTP client's.
+/// let cause = err.source().and_then(|e| e.downcast_ref::<newrelic_telemetry::ConnectionError>());
+/// assert!(cause.is_some_and(|e| e.source().is_some()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectionError {
+    message: String,
+    source: std::sync::Arc<reqwest::Error>,
+}
+
+impl ConnectionError {
+    pub(crate) fn new(error: reqwest::Error) -> Self {
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(c) = cause {
+            message.push_str(": ");
+            message.push_str(&c.to_string());
+            cause = c.source();
+        }
+        ConnectionError {
+            message,
+            source: std::sync::Arc::new(error),
+        }
+    }
+}
+
+impl PartialEq for ConnectionError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConnectionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
 }
 
 impl fmt::Display for AttemptFailure {
