@@ -33,7 +33,7 @@ pub use kind::{Events, Kind, Logs, Metrics, Spans};
 pub use report::{AttemptFailure, DropReason, PayloadOutcome, PayloadReport, SendReport};
 pub use retry::RetryPolicy;
 
-use crate::api::Region;
+use crate::api::{Api, Region};
 use crate::common::Common;
 use crate::error::BuildError;
 use crate::validate::Validate;
@@ -397,14 +397,19 @@ pub(crate) fn sdk_http_client(
     builder.build().map_err(BuildError::HttpClient)
 }
 
-/// An endpoint URL, checked to be absolute `http(s)` with a host.
-pub(crate) fn parse_endpoint(url: &str) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| e.to_string())?;
-    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() {
-        Ok(parsed)
-    } else {
-        Err("expected an http:// or https:// URL with a host".into())
+/// An endpoint URL for `api`, checked to be absolute `http(s)` with a host.
+/// A URL with no path (`http://127.0.0.1:4318`, or just `/`) means "this
+/// host": the API's own path is appended. An explicit path is kept. Code and
+/// the environment both go through here.
+pub(crate) fn parse_endpoint(url: &str, api: Api) -> Result<reqwest::Url, String> {
+    let mut parsed = reqwest::Url::parse(url.trim()).map_err(|e| e.to_string())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err("expected an http:// or https:// URL with a host".into());
     }
+    if parsed.path() == "/" {
+        parsed.set_path(api.path());
+    }
+    Ok(parsed)
 }
 
 impl<K> ClientBuilder<K> {
@@ -502,13 +507,21 @@ impl<K> ClientBuilder<K> {
     }
 
     /// Posts to this URL instead of the region's endpoint (plain `http://` is
-    /// allowed, for local servers and alternative back ends).
+    /// allowed, for local servers and alternative back ends). A URL with no
+    /// path means "this host": the API's own path is appended. A path given
+    /// is kept as it is.
     ///
     /// ```
-    /// use newrelic_telemetry::MetricClient;
+    /// use newrelic_telemetry::{LogClient, MetricClient};
     ///
     /// let client = MetricClient::builder("key").endpoint("http://localhost:8080/metric/v1").build().unwrap();
     /// assert_eq!(client.endpoint(), "http://localhost:8080/metric/v1");
+    /// // A host and port only: the Log API's path is appended.
+    /// let client = LogClient::builder("key").endpoint("http://127.0.0.1:4318").build().unwrap();
+    /// assert_eq!(client.endpoint(), "http://127.0.0.1:4318/log/v1");
+    /// // Any other path is kept (a proxy that forwards it, say).
+    /// let client = LogClient::builder("key").endpoint("https://proxy.internal/nr-logs").build().unwrap();
+    /// assert_eq!(client.endpoint(), "https://proxy.internal/nr-logs");
     /// ```
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.config.endpoint = Some(url.into());
@@ -720,7 +733,7 @@ impl<K: Kind> ClientBuilder<K> {
             .endpoint
             .clone()
             .unwrap_or_else(|| K::API.endpoint(c.region).to_owned());
-        let url = parse_endpoint(&url_text).map_err(|reason| BuildError::InvalidEndpoint {
+        let url = parse_endpoint(&url_text, K::API).map_err(|reason| BuildError::InvalidEndpoint {
             url: url_text.clone(),
             reason,
         })?;

@@ -24,8 +24,8 @@ use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
 /// | setting | code | environment | default |
 /// |---|---|---|---|
 /// | key | [`api_key`](Self::api_key) | `NEW_RELIC_API_KEY`, then `NEW_RELIC_LICENSE_KEY` | none: an error |
-/// | region | [`region`](Self::region) | `NEW_RELIC_REGION` (`US`, `EU`) | EU for `eu01xx` keys, else US |
-/// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ... | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_TRACE_API_URL` | the region's |
+/// | region | [`region`](Self::region) | `NEW_RELIC_REGION` (`US`, `EU`, `FEDRAMP`) | EU for `eu01xx` keys, else US |
+/// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ... | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_TRACE_API_URL` (no path: the API's path is appended) | the region's |
 /// | harvest interval | [`harvest_interval`](Self::harvest_interval) | `NEW_RELIC_HARVEST_INTERVAL` (seconds) | 5 s |
 /// | proxy | [`client`](Self::client)`(\|c\| c.proxy(..))` | `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY` (reqwest's handling) | none |
 ///

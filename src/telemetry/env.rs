@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::per_api::PerApi;
-use crate::api::Region;
+use crate::api::{Api, Region};
 use crate::client::parse_endpoint;
 use crate::error::ConfigError;
 use crate::harvester::DEFAULT_HARVEST_INTERVAL;
@@ -65,9 +65,9 @@ pub const API_KEY: &str = "NEW_RELIC_API_KEY";
 /// ```
 pub const LICENSE_KEY: &str = "NEW_RELIC_LICENSE_KEY";
 
-/// `NEW_RELIC_REGION`: `US` or `EU` (case-insensitive), the data center whose
-/// endpoints the four APIs use. Unset, keys starting `eu01xx` pick EU and
-/// others US; a region set in code wins.
+/// `NEW_RELIC_REGION`: `US`, `EU` or `FEDRAMP` (also `GOV`; case-insensitive),
+/// the data center whose endpoints the four APIs use. Unset, keys starting
+/// `eu01xx` pick EU and others US; a region set in code wins.
 ///
 /// ```
 /// use newrelic_telemetry::{Telemetry, env};
@@ -83,19 +83,40 @@ pub const LICENSE_KEY: &str = "NEW_RELIC_LICENSE_KEY";
 /// ```
 pub const REGION: &str = "NEW_RELIC_REGION";
 
-/// `NEW_RELIC_METRIC_API_URL`: a full `http://` or `https://` URL the Metric
-/// API's payloads go to instead of the region's endpoint.
+/// `NEW_RELIC_METRIC_API_URL`: an `http://` or `https://` URL the Metric
+/// API's payloads go to instead of the region's endpoint. A URL with no path
+/// (`http://127.0.0.1:4318`) means "this host": the API's path
+/// (`/metric/v1`) is appended; a URL with a path is used as it is. The same
+/// holds for the other three variables, and for URLs set in code.
+///
+/// ```
+/// use newrelic_telemetry::{Telemetry, env};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), newrelic_telemetry::ConfigError> {
+/// let telemetry = Telemetry::builder()
+///     .environment([
+///         (env::API_KEY, "key"),
+///         (env::METRIC_API_URL, "http://127.0.0.1:4318"),
+///         (env::LOG_API_URL, "http://127.0.0.1:4318/custom/logs"),
+///     ])
+///     .build()?;
+/// assert_eq!(telemetry.endpoints().metric, "http://127.0.0.1:4318/metric/v1");
+/// assert_eq!(telemetry.endpoints().log, "http://127.0.0.1:4318/custom/logs");
+/// # telemetry.cancellation_token().cancel();
+/// # Ok(()) }
+/// ```
 pub const METRIC_API_URL: &str = "NEW_RELIC_METRIC_API_URL";
 
-/// `NEW_RELIC_EVENT_API_URL`: a full URL for the Event API, as
+/// `NEW_RELIC_EVENT_API_URL`: a URL for the Event API, as
 /// [`METRIC_API_URL`] is for the Metric API.
 pub const EVENT_API_URL: &str = "NEW_RELIC_EVENT_API_URL";
 
-/// `NEW_RELIC_LOG_API_URL`: a full URL for the Log API, as [`METRIC_API_URL`]
+/// `NEW_RELIC_LOG_API_URL`: a URL for the Log API, as [`METRIC_API_URL`]
 /// is for the Metric API.
 pub const LOG_API_URL: &str = "NEW_RELIC_LOG_API_URL";
 
-/// `NEW_RELIC_TRACE_API_URL`: a full URL for the Trace API, as
+/// `NEW_RELIC_TRACE_API_URL`: a URL for the Trace API, as
 /// [`METRIC_API_URL`] is for the Metric API.
 pub const TRACE_API_URL: &str = "NEW_RELIC_TRACE_API_URL";
 
@@ -130,6 +151,14 @@ const URL_VARIABLES: PerApi<&str> = PerApi {
     event: EVENT_API_URL,
     log: LOG_API_URL,
     trace: TRACE_API_URL,
+};
+
+/// Each API, in `PerApi` form.
+const API: PerApi<Api> = PerApi {
+    metric: Api::Metric,
+    event: Api::Event,
+    log: Api::Log,
+    trace: Api::Trace,
 };
 
 /// Where configuration values that code did not set come from.
@@ -230,7 +259,8 @@ fn region(code: Option<Region>, source: &Source, api_key: &str) -> Result<Region
     match text.to_ascii_uppercase().as_str() {
         "US" => Ok(Region::US),
         "EU" => Ok(Region::EU),
-        _ => Err(invalid(REGION, &text, "US or EU")),
+        "FEDRAMP" | "GOV" => Ok(Region::FedRamp),
+        _ => Err(invalid(REGION, &text, "US, EU or FEDRAMP")),
     }
 }
 
@@ -257,10 +287,12 @@ fn endpoints(
     source: &Source,
 ) -> Result<PerApi<Option<String>>, ConfigError> {
     code.clone()
-        .zip(URL_VARIABLES)
-        .try_map(|(code, variable)| match (code, source.get(variable)) {
+        .zip(URL_VARIABLES.zip(API))
+        .try_map(|(code, (variable, api))| match (code, source.get(variable)) {
             (Some(url), _) => Ok(Some(url)),
-            (None, Some(url)) => match parse_endpoint(&url) {
+            // The client parses it again, with the same function: a URL with
+            // no path gets the API's path there, whether from code or here.
+            (None, Some(url)) => match parse_endpoint(&url, api) {
                 Ok(_) => Ok(Some(url)),
                 Err(_) => Err(invalid(
                     variable,
