@@ -64,7 +64,9 @@ pub use harvester::{
     Harvester, HarvesterBuilder, PipelineStats, SHUTDOWN_SLACK,
 };
 pub use log::Log;
-pub use metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
+pub use metric::{
+    CountMetric, GaugeMetric, Metric, MetricKind, MetricValue, Summary, SummaryMetric,
+};
 pub use span::{Span, SpanEvent};
 pub use telemetry::{
     AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, TelemetryStats, env,

@@ -733,10 +733,11 @@ impl<K: Kind> ClientBuilder<K> {
             .endpoint
             .clone()
             .unwrap_or_else(|| K::API.endpoint(c.region).to_owned());
-        let url = parse_endpoint(&url_text, K::API).map_err(|reason| BuildError::InvalidEndpoint {
-            url: url_text.clone(),
-            reason,
-        })?;
+        let url =
+            parse_endpoint(&url_text, K::API).map_err(|reason| BuildError::InvalidEndpoint {
+                url: url_text.clone(),
+                reason,
+            })?;
 
         let mut headers = HeaderMap::new();
         let key_header = match c.key_header {

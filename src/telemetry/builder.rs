@@ -364,8 +364,8 @@ impl TelemetryBuilder {
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
-    pub fn common_attributes(mut self, attributes: Attributes) -> Self {
-        self.common_attributes.absorb(attributes);
+    pub fn common_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
+        self.common_attributes.absorb(attributes.into());
         self
     }
 

@@ -288,20 +288,22 @@ fn endpoints(
 ) -> Result<PerApi<Option<String>>, ConfigError> {
     code.clone()
         .zip(URL_VARIABLES.zip(API))
-        .try_map(|(code, (variable, api))| match (code, source.get(variable)) {
-            (Some(url), _) => Ok(Some(url)),
-            // The client parses it again, with the same function: a URL with
-            // no path gets the API's path there, whether from code or here.
-            (None, Some(url)) => match parse_endpoint(&url, api) {
-                Ok(_) => Ok(Some(url)),
-                Err(_) => Err(invalid(
-                    variable,
-                    &url,
-                    "an absolute http:// or https:// URL",
-                )),
+        .try_map(
+            |(code, (variable, api))| match (code, source.get(variable)) {
+                (Some(url), _) => Ok(Some(url)),
+                // The client parses it again, with the same function: a URL with
+                // no path gets the API's path there, whether from code or here.
+                (None, Some(url)) => match parse_endpoint(&url, api) {
+                    Ok(_) => Ok(Some(url)),
+                    Err(_) => Err(invalid(
+                        variable,
+                        &url,
+                        "an absolute http:// or https:// URL",
+                    )),
+                },
+                (None, None) => Ok(None),
             },
-            (None, None) => Ok(None),
-        })
+        )
 }
 
 fn invalid(name: &'static str, value: &str, expected: &'static str) -> ConfigError {
