@@ -220,6 +220,10 @@ impl<K: Kind> Client<K> {
         mut items: Vec<K::Item>,
         common: Common,
     ) -> Result<SendReport, SendError> {
+        if self.sender.disabled {
+            self.sender.discard(items.len());
+            return Ok(SendReport::new(Vec::new()));
+        }
         let common = match common.attributes() {
             Some(attributes) => {
                 let cleaned = K::Item::sanitize_common(attributes.clone());
@@ -354,6 +358,7 @@ struct ClientConfig {
     max_payload_bytes: usize,
     audit: bool,
     on_drop: Option<delivery::DropCallback>,
+    disabled: bool,
 }
 
 impl<K> Clone for ClientBuilder<K> {
@@ -428,6 +433,7 @@ impl<K> ClientBuilder<K> {
                 max_payload_bytes: MAX_PAYLOAD_BYTES,
                 audit: false,
                 on_drop: None,
+                disabled: false,
             },
             kind: PhantomData,
         }
@@ -446,6 +452,13 @@ impl<K> ClientBuilder<K> {
 
     pub(crate) fn with_api_key(mut self, key: String) -> Self {
         self.config.api_key = key;
+        self
+    }
+
+    /// A client that sends nothing: what it is given is counted in
+    /// [`DeliveryStats::items_discarded`] (a disabled `Telemetry`).
+    pub(crate) fn disabled(mut self, disabled: bool) -> Self {
+        self.config.disabled = disabled;
         self
     }
 
@@ -757,17 +770,19 @@ impl<K: Kind> ClientBuilder<K> {
             Some(http) => http,
             None => sdk_http_client(c.proxy)?,
         };
+        let mut sender = Sender::new(
+            http,
+            url,
+            headers,
+            c.timeout,
+            c.retry,
+            c.max_payload_bytes,
+            c.audit,
+            c.on_drop,
+        );
+        sender.disabled = c.disabled;
         Ok(Client {
-            sender: Arc::new(Sender::new(
-                http,
-                url,
-                headers,
-                c.timeout,
-                c.retry,
-                c.max_payload_bytes,
-                c.audit,
-                c.on_drop,
-            )),
+            sender: Arc::new(sender),
         })
     }
 }

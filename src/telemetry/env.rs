@@ -42,8 +42,9 @@ use crate::harvester::DEFAULT_HARVEST_INTERVAL;
 /// `NEW_RELIC_API_KEY`: the API key (an ingest license key or an insert key).
 /// A key set in code wins; without either, [`LICENSE_KEY`] is read, and with
 /// no key at all building fails with
-/// [`ConfigError::MissingApiKey`](crate::ConfigError::MissingApiKey). The
-/// value is never shown in errors or `Debug` output.
+/// [`ConfigError::MissingApiKey`](crate::ConfigError::MissingApiKey), unless
+/// telemetry is disabled ([`ENABLED`]). The value is never shown in errors or
+/// `Debug` output.
 pub const API_KEY: &str = "NEW_RELIC_API_KEY";
 
 /// `NEW_RELIC_LICENSE_KEY`: read when [`API_KEY`] is not set.
@@ -145,6 +146,32 @@ pub const TRACE_API_URL: &str = "NEW_RELIC_TRACE_API_URL";
 /// ```
 pub const HARVEST_INTERVAL: &str = "NEW_RELIC_HARVEST_INTERVAL";
 
+/// `NEW_RELIC_ENABLED`: `false` (or `0`, `no`, `off`; case-insensitive)
+/// turns telemetry off: recording still validates and counts, harvests let
+/// the items go (counted in
+/// [`DeliveryStats::items_discarded`](crate::DeliveryStats::items_discarded)),
+/// no request is made, and no key is needed. `true`, `1`, `yes`, `on` or unset:
+/// on. A value set in code with
+/// [`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled) wins.
+///
+/// ```
+/// use newrelic_telemetry::{Telemetry, env};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // No key anywhere: fine, since nothing will be sent.
+/// let telemetry = Telemetry::builder().environment([(env::ENABLED, "false")]).build()?;
+/// assert!(!telemetry.is_enabled());
+/// telemetry.metrics().record_count("requests", 1, ()).await?;
+/// let report = telemetry.shutdown().await;
+/// assert_eq!((report.items_sent(), report.items_discarded()), (0, 1));
+/// # Ok(()) }
+/// ```
+pub const ENABLED: &str = "NEW_RELIC_ENABLED";
+
+/// A key that is never sent, for a disabled `Telemetry` given none.
+const DISABLED_KEY: &str = "telemetry-disabled";
+
 /// The variable naming each API's URL.
 const URL_VARIABLES: PerApi<&str> = PerApi {
     metric: METRIC_API_URL,
@@ -194,6 +221,7 @@ impl Source {
 /// The settings made in code; `None` means "read the environment".
 #[derive(Clone, Debug, Default)]
 pub(super) struct FromCode {
+    pub(super) enabled: Option<bool>,
     pub(super) api_key: Option<String>,
     pub(super) region: Option<Region>,
     pub(super) harvest_interval: Option<Duration>,
@@ -202,6 +230,8 @@ pub(super) struct FromCode {
 
 /// The settings with code and environment merged, each value checked.
 pub(super) struct Config {
+    /// Whether anything is sent (a disabled `Telemetry` records and counts).
+    pub(super) enabled: bool,
     pub(super) api_key: String,
     pub(super) region: Region,
     pub(super) harvest_interval: Duration,
@@ -211,19 +241,40 @@ pub(super) struct Config {
 
 impl Config {
     /// Each setting from `code` if set there, else from `source`, else its
-    /// default. Fails on the first malformed variable, in the order key,
-    /// region, harvest interval, endpoints.
+    /// default. Fails on the first malformed variable, in the order enabled,
+    /// key, region, harvest interval, endpoints. Disabled, a missing key is
+    /// no error (one that is never sent stands in).
     pub(super) fn resolve(code: &FromCode, source: &Source) -> Result<Config, ConfigError> {
-        let api_key = api_key(code.api_key.as_deref(), source)?;
+        let enabled = enabled(code.enabled, source)?;
+        let api_key = match api_key(code.api_key.as_deref(), source) {
+            Err(ConfigError::MissingApiKey) if !enabled => DISABLED_KEY.to_owned(),
+            other => other?,
+        };
         let region = region(code.region, source, &api_key)?;
         let harvest_interval = harvest_interval(code.harvest_interval, source)?;
         let endpoints = endpoints(&code.endpoints, source)?;
         Ok(Config {
+            enabled,
             api_key,
             region,
             harvest_interval,
             endpoints,
         })
+    }
+}
+
+/// The switch from code, else [`ENABLED`], else on.
+fn enabled(code: Option<bool>, source: &Source) -> Result<bool, ConfigError> {
+    if let Some(enabled) = code {
+        return Ok(enabled);
+    }
+    let Some(text) = source.get(ENABLED) else {
+        return Ok(true);
+    };
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(ENABLED, &text, "true or false")),
     }
 }
 

@@ -168,5 +168,6 @@ mod worker; // the channel and the LayerWorker that drains it into the batches
 
 pub use builder::{DEFAULT_CHANNEL_CAPACITY, DEFAULT_EXCLUDED_TARGETS, NewRelicLayerBuilder};
 pub use layer::{MAX_SPAN_EVENTS, NewRelicLayer};
+pub(crate) use stats::LayerCounters;
 pub use stats::{LayerHandle, LayerStats};
 pub use worker::LayerWorker;
