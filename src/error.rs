@@ -231,6 +231,9 @@ pub enum BuildError {
     },
     /// The HTTP client could not be built.
     HttpClient(reqwest::Error),
+    /// TLS could not be set up for the HTTP client (feature `rustls`: the
+    /// platform's certificate verifier could not be created).
+    Tls(String),
 }
 
 impl fmt::Display for BuildError {
@@ -247,6 +250,7 @@ impl fmt::Display for BuildError {
                 write!(f, "invalid User-Agent product token {token:?}")
             }
             BuildError::HttpClient(e) => write!(f, "could not build the HTTP client: {e}"),
+            BuildError::Tls(e) => write!(f, "could not set up TLS: {e}"),
         }
     }
 }

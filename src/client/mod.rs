@@ -399,7 +399,36 @@ pub(crate) fn sdk_http_client(
     if let Some(proxy) = proxy {
         builder = builder.proxy(proxy);
     }
-    builder.build().map_err(BuildError::HttpClient)
+    with_tls(builder)?.build().map_err(BuildError::HttpClient)
+}
+
+/// The TLS backend of the features enabled: `native-tls` if on, else rustls
+/// with the `ring` provider (without either, only `http://` endpoints work).
+#[allow(clippy::unnecessary_wraps)]
+fn with_tls(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, BuildError> {
+    #[cfg(feature = "native-tls")]
+    return Ok(builder.tls_backend_native());
+    #[cfg(all(feature = "rustls", not(feature = "native-tls")))]
+    return Ok(builder.tls_backend_preconfigured(rustls_config()?));
+    #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+    Ok(builder)
+}
+
+/// rustls with the `ring` crypto provider (chosen here, not installed for
+/// the whole process) and the platform's certificate verifier; HTTP/2 or
+/// HTTP/1.1 by ALPN, as reqwest would set it up itself.
+#[cfg(feature = "rustls")]
+#[cfg_attr(feature = "native-tls", allow(dead_code))]
+fn rustls_config() -> Result<rustls::ClientConfig, BuildError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_platform_verifier())
+        .map_err(|e| BuildError::Tls(e.to_string()))?
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// An endpoint URL for `api`, checked to be absolute `http(s)` with a host.
@@ -575,6 +604,12 @@ impl<K> ClientBuilder<K> {
     /// settings). Configure it not to follow redirects
     /// (`reqwest::redirect::Policy::none()`), as the SDK's own client does:
     /// reqwest would carry the key header to another host.
+    ///
+    /// With this crate's default `rustls` feature, reqwest is built without
+    /// a crypto provider of its own (the SDK hands its client one): give
+    /// yours one, by depending on reqwest with its default features or with
+    /// `tls_backend_preconfigured`, or `reqwest::Client::builder().build()`
+    /// panics.
     ///
     /// ```
     /// use newrelic_telemetry::LogClient;
@@ -858,6 +893,27 @@ mod tests {
             MetricClient::builder("k").endpoint("not a url").build(),
             Err(BuildError::InvalidEndpoint { .. })
         ));
+    }
+
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn the_rustls_configuration_is_one_reqwest_accepts() {
+        let config = rustls_config().unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        // An unrecognised configuration would fail here ("unknown TLS
+        // backend"), e.g. with two semver-incompatible rustls versions.
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build();
+        assert!(http.is_ok(), "{http:?}");
+    }
+
+    #[test]
+    fn the_sdk_http_client_builds_with_the_features_enabled() {
+        assert!(sdk_http_client(None).is_ok());
     }
 
     #[test]
