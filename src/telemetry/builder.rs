@@ -489,7 +489,8 @@ impl TelemetryBuilder {
     /// batches and clients, and spawns the four harvesters.
     ///
     /// Fails with a [`ConfigError`] naming the variable when one is malformed,
-    /// when there is no key, or outside a Tokio runtime.
+    /// when there is no key (unless telemetry is [disabled](Self::enabled)),
+    /// or outside a Tokio runtime.
     ///
     /// ```
     /// use newrelic_telemetry::{ConfigError, Telemetry};
