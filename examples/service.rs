@@ -1,168 +1,315 @@
-//! A long-running service: telemetry set up in `main`, request handlers that
-//! record on every request, and a shutdown on SIGTERM or Ctrl-C that loses
-//! nothing.
+//! A web service with telemetry: an axum server on 127.0.0.1 that counts
+//! every request and times it by route, method and status, records an event
+//! per order, exports its `tracing` spans and logs through
+//! `Telemetry::tracing_layer()`, and on SIGTERM (or Ctrl-C) stops accepting,
+//! finishes the requests in flight, then flushes the telemetry and prints
+//! the report.
 //!
 //! ```sh
-//! cargo run --example service                 # until Ctrl-C / SIGTERM
-//! cargo run --example service -- --run-for 3  # or for 3 seconds
+//! PORT=8080 cargo run --example service    # PORT unset or 0: any free port
+//! curl localhost:8080/                     # in another terminal
+//! curl -X POST localhost:8080/orders
+//! kill -TERM <pid>                         # or Ctrl-C
 //! ```
 //!
-//! With no `NEW_RELIC_API_KEY` it sends to a local ingest endpoint and prints
-//! a summary of what arrived.
+//! With no `NEW_RELIC_API_KEY` it sends to a local ingest endpoint on
+//! 127.0.0.1, as the quickstart does, and prints a summary of what arrived.
+//! `NEW_RELIC_ENABLED=false` runs it with telemetry off.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use newrelic_telemetry::test_util::TestIngestServer;
-use newrelic_telemetry::{Event, Log, Span, Telemetry};
-use tokio_util::sync::CancellationToken;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use newrelic_telemetry::local::LocalEndpoint;
+use newrelic_telemetry::{Event, Telemetry, TelemetryReport, attrs, shutdown_signal};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    let local = local_endpoint_unless_keyed().await?;
+    let builder = Telemetry::builder().service_name("orders");
+    let telemetry = match &local {
+        Some(local) => local.configure(builder),
+        None => builder,
+    }
+    .build()?;
+    install_tracing(&telemetry);
+
+    let listener = TcpListener::bind(("127.0.0.1", port()?)).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    let report = run(listener, telemetry, shutdown_signal()).await?;
+
+    println!(
+        "telemetry: {} items sent, {} dropped, {} refused",
+        report.items_sent(),
+        report.items_dropped(),
+        report.items_refused()
+    );
+    if let Some(local) = local {
+        print_received(&local);
+    }
+    Ok(())
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight
+/// and shuts the telemetry down (its tracing layer first, then the batches).
+async fn run(
+    listener: TcpListener,
+    telemetry: Telemetry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<TelemetryReport> {
+    axum::serve(listener, app(telemetry.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(telemetry.shutdown().await)
+}
+
+/// The routes, and a middleware that records every request.
+fn app(telemetry: Telemetry) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok\n" }))
+        .route("/orders", post(place_order))
+        .layer(middleware::from_fn_with_state(
+            telemetry.clone(),
+            record_request,
+        ))
+        .with_state(telemetry)
+}
+
+/// Runs the request in a span, then counts it and records its latency by
+/// route (the route's pattern, not the raw path), method and status.
+async fn record_request(
+    State(telemetry): State<Telemetry>,
+    route: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!("request", http.method = %method, http.route = route);
+    let response = next.run(request).instrument(span).await;
+
+    let attributes = attrs![
+        "http.route" => route,
+        "http.method" => method.as_str(),
+        "http.status_code" => response.status().as_u16(),
+    ];
+    let metrics = telemetry.metrics();
+    // Recording never fails a request: refusals are counted by the batch.
+    let _ = metrics
+        .record_count("http.server.requests", 1, &attributes)
+        .await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _ = metrics
+        .record_summary("http.server.duration.ms", elapsed_ms, &attributes)
+        .await;
+    response
+}
+
+/// `POST /orders`: an event and a log line per order.
+async fn place_order(State(telemetry): State<Telemetry>) -> (StatusCode, String) {
+    static NEXT_ORDER: AtomicU64 = AtomicU64::new(1);
+    let order_id = NEXT_ORDER.fetch_add(1, Ordering::Relaxed);
+    let _ = telemetry
+        .events()
+        .record(Event::new("OrderPlaced").with_attribute("order.id", order_id))
+        .await;
+    tracing::info!(order.id = order_id, "order placed");
+    // The order's work (a payment provider, say).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (StatusCode::CREATED, format!("order {order_id}\n"))
+}
+
+/// Logs to the terminal, and exports spans and logs at INFO and above.
+fn install_tracing(telemetry: &Telemetry) {
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::INFO))
+        .with(telemetry.tracing_layer().with_filter(LevelFilter::INFO))
+        .try_init();
+}
+
+/// `PORT`, or 0 (any free port).
+fn port() -> Result<u16, Box<dyn std::error::Error>> {
+    match std::env::var("PORT") {
+        Ok(port) if !port.trim().is_empty() => Ok(port.trim().parse()?),
+        _ => Ok(0),
+    }
+}
+
+/// A local ingest endpoint when no key is set and telemetry is on.
+async fn local_endpoint_unless_keyed() -> std::io::Result<Option<LocalEndpoint>> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("NEW_RELIC_ENABLED").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off"
         )
-        .init();
-    let run_for = run_for_argument()?;
-
-    let has_key = ["NEW_RELIC_API_KEY", "NEW_RELIC_LICENSE_KEY"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|k| !k.trim().is_empty()));
-    let local = if has_key {
-        None
-    } else {
-        Some(TestIngestServer::start().await?)
-    };
-    let telemetry = Arc::new(
-        match &local {
-            Some(server) => server.telemetry_builder(),
-            None => Telemetry::builder(),
-        }
-        .service_name("orders")
-        .harvest_interval(Duration::from_secs(1))
-        .build()?,
-    );
-
-    // The service's own token stops the request handlers first; telemetry is
-    // shut down after them, so their last records make it into the final flush.
-    let service = CancellationToken::new();
-    let handlers: Vec<_> = (0..4)
-        .map(|id| tokio::spawn(handle_requests(id, telemetry.clone(), service.clone())))
-        .collect();
-
-    wait_for_shutdown_signal(run_for).await?;
-    tracing::info!("shutting down");
-    service.cancel();
-    for handler in handlers {
-        handler.await?;
+    });
+    if set("NEW_RELIC_API_KEY") || set("NEW_RELIC_LICENSE_KEY") || disabled {
+        return Ok(None);
     }
-    let report = telemetry.shutdown().await;
-    tracing::info!(
-        sent = report.items_sent(),
-        dropped = report.items_dropped(),
-        "telemetry flushed"
+    let local = LocalEndpoint::start().await?;
+    println!(
+        "No NEW_RELIC_API_KEY: sending to a local endpoint at http://{}",
+        local.addr()
     );
+    Ok(Some(local))
+}
 
-    if let Some(server) = local {
-        let orders: f64 = server
-            .metrics()
-            .iter()
-            .filter(|m| m["name"] == "orders.placed")
-            .filter_map(|m| m["value"].as_f64())
-            .sum();
-        println!(
-            "local endpoint received {} requests: {} orders counted, {} events, {} logs, {} spans",
-            server.requests().len(),
-            orders,
-            server.events().len(),
-            server.logs().len(),
-            server.spans().len()
+/// What the local endpoint received, summed.
+fn print_received(local: &LocalEndpoint) {
+    let received = Received::from(local);
+    println!(
+        "local endpoint: {} requests counted, {} order events, {} logs, {} spans",
+        received.requests_counted, received.orders, received.logs, received.spans
+    );
+}
+
+/// What a local endpoint received, in the service's terms.
+#[derive(Debug, Default, PartialEq)]
+struct Received {
+    /// The sum of the `http.server.requests` counts.
+    requests_counted: u64,
+    /// `OrderPlaced` events.
+    orders: usize,
+    /// Log records.
+    logs: usize,
+    /// Spans.
+    spans: usize,
+}
+
+impl From<&LocalEndpoint> for Received {
+    fn from(local: &LocalEndpoint) -> Self {
+        let mut received = Received::default();
+        for request in local.requests() {
+            let Some(blocks) = request.body.as_array() else {
+                continue;
+            };
+            for block in blocks {
+                for metric in block["metrics"].as_array().into_iter().flatten() {
+                    if metric["name"] == "http.server.requests" {
+                        received.requests_counted += metric["value"].as_f64().unwrap_or(0.0) as u64;
+                    }
+                }
+                received.logs += block["logs"].as_array().map_or(0, Vec::len);
+                received.spans += block["spans"].as_array().map_or(0, Vec::len);
+                if block["eventType"] == "OrderPlaced" {
+                    received.orders += 1;
+                }
+            }
+        }
+        received
+    }
+}
+
+/// Runs the service in this test binary (its only test), sends it requests
+/// over loopback, then sends this process a real SIGTERM.
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// Every wait in this test is bounded by this.
+    const BOUND: Duration = Duration::from_secs(30);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_every_request_and_flushes_on_sigterm() {
+        let local = LocalEndpoint::start().await.unwrap();
+        let telemetry = local
+            .configure(Telemetry::builder().service_name("orders"))
+            // Nothing is harvested before shutdown: the final flush carries it all.
+            .harvest_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        install_tracing(&telemetry);
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        // Installed before the service starts: the SIGTERM below is caught.
+        let service = tokio::spawn(run(listener, telemetry.clone(), shutdown_signal()));
+
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        const GETS: usize = 20;
+        const ORDERS: usize = 10;
+        let requests = (0..GETS + ORDERS).map(|i| {
+            let http = http.clone();
+            let base = base.clone();
+            async move {
+                let request = if i < GETS {
+                    http.get(format!("{base}/"))
+                } else {
+                    http.post(format!("{base}/orders"))
+                };
+                request.send().await.map(|r| r.status())
+            }
+        });
+        let statuses = tokio::time::timeout(BOUND, futures::future::join_all(requests))
+            .await
+            .unwrap();
+        for status in &statuses {
+            assert!(status.as_ref().is_ok_and(|s| s.is_success()), "{status:?}");
+        }
+
+        // One more order, in flight when SIGTERM arrives: its event is
+        // recorded as the handler starts, and it must still complete.
+        let in_flight = tokio::spawn({
+            let http = http.clone();
+            let base = base.clone();
+            async move {
+                http.post(format!("{base}/orders"))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            }
+        });
+        tokio::time::timeout(BOUND, async {
+            while telemetry.stats().events.memory.held_items < ORDERS + 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let kill = tokio::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(kill.success());
+
+        let status = tokio::time::timeout(BOUND, in_flight)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            status.unwrap(),
+            StatusCode::CREATED,
+            "the request in flight was drained"
         );
-    }
-    Ok(())
-}
+        let report = tokio::time::timeout(BOUND, service)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
 
-/// A stand-in for request handlers: each "request" records a count, a
-/// summary, a span, and now and then an event and a log.
-async fn handle_requests(worker: u32, telemetry: Arc<Telemetry>, stop: CancellationToken) {
-    let mut served = 0u64;
-    while !stop.is_cancelled() {
-        let span = Span::new("POST /orders").with_service_name("orders");
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(Duration::from_millis(20 + u64::from(worker) * 5)) => {}
-        }
-        served += 1;
-        let plan = if served % 3 == 0 { "pro" } else { "free" };
-        // Recording errors are counted by the batch; a handler never fails
-        // because of telemetry.
-        let _ = telemetry
-            .metrics()
-            .record_count("orders.placed", 1.0, [("plan", plan)])
-            .await;
-        let _ = telemetry
-            .metrics()
-            .record_summary(
-                "orders.latency.ms",
-                20.0 + f64::from(worker) * 5.0,
-                [("plan", plan)],
-            )
-            .await;
-        let _ = telemetry.spans().record(span.finish()).await;
-        if served % 10 == 0 {
-            let _ = telemetry
-                .events()
-                .record(
-                    Event::new("OrderBatch")
-                        .with_attribute("worker", worker)
-                        .with_attribute("served", served),
-                )
-                .await;
-            let _ = telemetry
-                .logs()
-                .record(
-                    Log::new(format!("worker {worker} served {served} orders")).with_level("INFO"),
-                )
-                .await;
-        }
+        let n = (GETS + ORDERS + 1) as u64;
+        assert_eq!(
+            Received::from(&local),
+            Received {
+                requests_counted: n,
+                orders: ORDERS + 1,
+                logs: ORDERS + 1,
+                spans: GETS + ORDERS + 1,
+            }
+        );
+        assert_eq!((report.items_dropped(), report.items_refused()), (0, 0));
+        assert!(!report.deadline_exceeded());
     }
-}
-
-fn run_for_argument() -> Result<Option<Duration>, Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--run-for") {
-        None => Ok(None),
-        Some(i) => {
-            let secs: f64 = args
-                .get(i + 1)
-                .ok_or("--run-for needs a number of seconds")?
-                .parse()?;
-            Ok(Some(Duration::from_secs_f64(secs)))
-        }
-    }
-}
-
-async fn wait_for_shutdown_signal(run_for: Option<Duration>) -> std::io::Result<()> {
-    let deadline = async {
-        match run_for {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-            () = deadline => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        () = deadline => {}
-    }
-    Ok(())
 }

@@ -95,6 +95,12 @@ impl Api {
             }
             (Region::EU, Api::Log) => "https://log-api.eu.newrelic.com/log/v1",
             (Region::EU, Api::Trace) => "https://trace-api.eu.newrelic.com/trace/v1",
+            (Region::FedRamp, Api::Metric) => "https://gov-metric-api.newrelic.com/metric/v1",
+            (Region::FedRamp, Api::Event) => {
+                "https://gov-insights-collector.newrelic.com/v1/accounts/events"
+            }
+            (Region::FedRamp, Api::Log) => "https://gov-log-api.newrelic.com/log/v1",
+            (Region::FedRamp, Api::Trace) => "https://gov-trace-api.newrelic.com/trace/v1",
         }
     }
 
@@ -152,6 +158,27 @@ pub enum Region {
     US,
     /// The EU data center.
     EU,
+    /// New Relic's FedRAMP endpoints, for accounts authorised to use them:
+    /// the `gov-` hosts (`gov-metric-api.newrelic.com`,
+    /// `gov-insights-collector.newrelic.com`, `gov-log-api.newrelic.com`, and
+    /// `gov-trace-api.newrelic.com` for the Trace API, which the ingest
+    /// contract does not list: override it with
+    /// [`TRACE_API_URL`](crate::env::TRACE_API_URL) if your account uses
+    /// another). Never picked from the key: set it in code or with
+    /// `NEW_RELIC_REGION=FEDRAMP`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Api, Region};
+    ///
+    /// let urls: Vec<_> = Api::ALL.iter().map(|api| api.endpoint(Region::FedRamp)).collect();
+    /// assert_eq!(urls, [
+    ///     "https://gov-metric-api.newrelic.com/metric/v1",
+    ///     "https://gov-insights-collector.newrelic.com/v1/accounts/events",
+    ///     "https://gov-log-api.newrelic.com/log/v1",
+    ///     "https://gov-trace-api.newrelic.com/trace/v1",
+    /// ]);
+    /// ```
+    FedRamp,
 }
 
 impl Region {

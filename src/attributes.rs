@@ -7,6 +7,7 @@
 //! `(key, value)` pairs, so that recording into an existing series borrows the
 //! caller's pairs and allocates nothing.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -205,6 +206,55 @@ impl From<ValueRef<'_>> for Value {
     }
 }
 
+/// Borrows any attribute value as a [`ValueRef`], so that one array can mix
+/// value types: once the first pair names the type, `.into()` does the rest,
+/// and nothing is allocated.
+///
+/// ```
+/// use newrelic_telemetry::{MetricBatch, ValueRef};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let batch = MetricBatch::new();
+/// let route = String::from("/orders");
+/// let status: u16 = 201;
+/// batch
+///     .record_count("http.requests", 1, [("route", ValueRef::from(&route)), ("status", status.into())])
+///     .await
+///     .unwrap();
+/// # }
+/// ```
+impl<'a, T: AsValueRef + ?Sized> From<&'a T> for ValueRef<'a> {
+    fn from(value: &'a T) -> Self {
+        value.as_value_ref()
+    }
+}
+
+/// Numbers and booleans by value, converted as [`AsValueRef`] does.
+macro_rules! value_ref_from_copy {
+    ($($t:ty => |$v:ident| $e:expr),* $(,)?) => {$(
+        impl From<$t> for ValueRef<'_> {
+            fn from($v: $t) -> Self { $e }
+        }
+    )*};
+}
+value_ref_from_copy!(
+    i8 => |v| ValueRef::Int(i64::from(v)),
+    i16 => |v| ValueRef::Int(i64::from(v)),
+    i32 => |v| ValueRef::Int(i64::from(v)),
+    i64 => |v| ValueRef::Int(v),
+    u8 => |v| ValueRef::Int(i64::from(v)),
+    u16 => |v| ValueRef::Int(i64::from(v)),
+    u32 => |v| ValueRef::Int(i64::from(v)),
+    u64 => |v| i64::try_from(v).map_or(ValueRef::Float(v as f64), ValueRef::Int),
+    usize => |v| i64::try_from(v).map_or(ValueRef::Float(v as f64), ValueRef::Int),
+    isize => |v| i64::try_from(v).map_or(ValueRef::Float(v as f64), ValueRef::Int),
+    i128 => |v| i64::try_from(v).map_or(ValueRef::Float(v as f64), ValueRef::Int),
+    u128 => |v| i64::try_from(v).map_or(ValueRef::Float(v as f64), ValueRef::Int),
+    f32 => |v| ValueRef::Float(f64::from(v)),
+    f64 => |v| ValueRef::Float(v),
+    bool => |v| ValueRef::Bool(v),
+);
+
 /// Anything that can be borrowed as an attribute value without allocating.
 ///
 /// Implemented for [`Value`], string types, integers, floats and booleans.
@@ -245,6 +295,16 @@ impl AsValueRef for String {
     }
 }
 impl AsValueRef for Arc<str> {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Str(self)
+    }
+}
+impl AsValueRef for Box<str> {
+    fn as_value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Str(self)
+    }
+}
+impl AsValueRef for std::borrow::Cow<'_, str> {
     fn as_value_ref(&self) -> ValueRef<'_> {
         ValueRef::Str(self)
     }
@@ -507,6 +567,32 @@ impl<K: Into<Arc<str>>, V: Into<Value>> From<Vec<(K, V)>> for Attributes {
     }
 }
 
+impl<K: Into<Arc<str>>, V: Into<Value>, S> From<HashMap<K, V, S>> for Attributes {
+    /// ```
+    /// use newrelic_telemetry::{Attributes, Value};
+    /// use std::collections::HashMap;
+    ///
+    /// let map = HashMap::from([("plan".to_string(), Value::from("pro")), ("seats".to_string(), 5.into())]);
+    /// assert_eq!(Attributes::from(map).get("seats"), Some(&Value::Int(5)));
+    /// ```
+    fn from(map: HashMap<K, V, S>) -> Self {
+        map.into_iter().collect()
+    }
+}
+
+impl<K: Into<Arc<str>>, V: Into<Value>> From<BTreeMap<K, V>> for Attributes {
+    /// ```
+    /// use newrelic_telemetry::{Attributes, Value};
+    /// use std::collections::BTreeMap;
+    ///
+    /// let map = BTreeMap::from([("region", "eu"), ("zone", "b")]);
+    /// assert_eq!(Attributes::from(map).get("zone"), Some(&Value::from("b")));
+    /// ```
+    fn from(map: BTreeMap<K, V>) -> Self {
+        map.into_iter().collect()
+    }
+}
+
 impl<'a> IntoIterator for &'a Attributes {
     type Item = (&'a str, &'a Value);
     type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a Value)> + 'a>;
@@ -538,18 +624,29 @@ macro_rules! attributes {
 /// What the recording calls accept as attributes: anything that can lend its
 /// `(key, value)` pairs without allocating.
 ///
-/// Implemented for [`Attributes`], for arrays, slices and vectors of pairs whose
-/// keys are strings and whose values implement [`AsValueRef`], for `()` (no
-/// attributes), and for references to all of these. Pairs may come in any order;
-/// a key given twice keeps its last value.
+/// Implemented for [`Attributes`]; for arrays, slices and vectors of pairs whose
+/// keys are strings and whose values implement [`AsValueRef`]; for `HashMap`s
+/// and `BTreeMap`s of the same; for tuples of up to 16 pairs whose values may
+/// each be of another type (what [`attrs!`](crate::attrs) builds); for `()`
+/// (no attributes); and for references to all of these. Pairs may come in any
+/// order; a key given twice keeps its last value.
 ///
 /// ```
-/// use newrelic_telemetry::{AsAttributes, Value};
+/// use newrelic_telemetry::{AsAttributes, Value, ValueRef, attrs};
+/// use std::collections::{BTreeMap, HashMap};
 ///
 /// fn count(attrs: impl AsAttributes) -> usize { attrs.attribute_count() }
 ///
 /// assert_eq!(count([("route", "/a"), ("method", "GET")]), 2);
+/// // Mixed value types: a tuple of pairs, `attrs!`, or `ValueRef`s.
+/// assert_eq!(count((("route", "/a"), ("status", 200))), 2);
+/// assert_eq!(count(attrs!["route" => "/a", "status" => 200, "ok" => true]), 3);
+/// assert_eq!(count([("route", ValueRef::from("/a")), ("status", 200.into())]), 2);
 /// assert_eq!(count(&[("status", Value::from(200)), ("ok", true.into())]), 2);
+/// // Maps with string keys.
+/// let map: HashMap<String, Value> = HashMap::from([("plan".into(), "pro".into())]);
+/// assert_eq!(count(&map), 1);
+/// assert_eq!(count(BTreeMap::from([("a", 1), ("b", 2)])), 2);
 /// assert_eq!(count(()), 0);
 /// ```
 pub trait AsAttributes {
@@ -604,6 +701,99 @@ impl<K: AsRef<str>, V: AsValueRef> AsAttributes for Vec<(K, V)> {
     fn for_each_attribute<'s>(&'s self, f: impl FnMut(&'s str, ValueRef<'s>)) {
         self.as_slice().for_each_attribute(f)
     }
+}
+
+impl<K: AsRef<str>, V: AsValueRef, S> AsAttributes for HashMap<K, V, S> {
+    fn attribute_count(&self) -> usize {
+        self.len()
+    }
+    fn for_each_attribute<'s>(&'s self, mut f: impl FnMut(&'s str, ValueRef<'s>)) {
+        for (k, v) in self {
+            f(k.as_ref(), v.as_value_ref());
+        }
+    }
+}
+
+impl<K: AsRef<str>, V: AsValueRef> AsAttributes for BTreeMap<K, V> {
+    fn attribute_count(&self) -> usize {
+        self.len()
+    }
+    fn for_each_attribute<'s>(&'s self, mut f: impl FnMut(&'s str, ValueRef<'s>)) {
+        for (k, v) in self {
+            f(k.as_ref(), v.as_value_ref());
+        }
+    }
+}
+
+/// Tuples of 1 to 16 `(key, value)` pairs, each value of its own type: what
+/// [`attrs!`](crate::attrs) builds.
+macro_rules! tuple_as_attributes {
+    ($( ($($k:ident $v:ident $i:tt),+) )+) => {$(
+        impl<$($k: AsRef<str>, $v: AsValueRef),+> AsAttributes for ($(($k, $v),)+) {
+            fn attribute_count(&self) -> usize {
+                [$($i),+].len()
+            }
+            fn for_each_attribute<'s>(&'s self, mut f: impl FnMut(&'s str, ValueRef<'s>)) {
+                $( f(self.$i.0.as_ref(), self.$i.1.as_value_ref()); )+
+            }
+        }
+    )+};
+}
+tuple_as_attributes! {
+    (K0 V0 0)
+    (K0 V0 0, K1 V1 1)
+    (K0 V0 0, K1 V1 1, K2 V2 2)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6, K7 V7 7)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6, K7 V7 7, K8 V8 8)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6, K7 V7 7, K8 V8 8,
+     K9 V9 9)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6, K7 V7 7, K8 V8 8,
+     K9 V9 9, K10 V10 10)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6, K7 V7 7, K8 V8 8,
+     K9 V9 9, K10 V10 10, K11 V11 11)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6, K7 V7 7, K8 V8 8,
+     K9 V9 9, K10 V10 10, K11 V11 11, K12 V12 12)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6, K7 V7 7, K8 V8 8,
+     K9 V9 9, K10 V10 10, K11 V11 11, K12 V12 12, K13 V13 13)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6, K7 V7 7, K8 V8 8,
+     K9 V9 9, K10 V10 10, K11 V11 11, K12 V12 12, K13 V13 13, K14 V14 14)
+    (K0 V0 0, K1 V1 1, K2 V2 2, K3 V3 3, K4 V4 4, K5 V5 5, K6 V6 6, K7 V7 7, K8 V8 8,
+     K9 V9 9, K10 V10 10, K11 V11 11, K12 V12 12, K13 V13 13, K14 V14 14, K15 V15 15)
+}
+
+/// Attributes of mixed value types for a recording call, without allocating:
+/// `attrs!["route" => route, "status" => status]` is the tuple
+/// `(("route", route), ("status", status))`, and each value may be a string
+/// (`&str`, `String`, `Arc<str>`, ...), an integer, a float, a boolean or a
+/// [`Value`]. Up to 16 pairs; for more, use an [`Attributes`] set.
+///
+/// ```
+/// use newrelic_telemetry::{MetricBatch, attrs};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let batch = MetricBatch::new();
+/// let route = String::from("/orders");
+/// let status: u16 = 201;
+/// batch.record_count("http.requests", 1, attrs!["route" => &route, "status" => status, "ok" => true])
+///     .await
+///     .unwrap();
+/// let (metrics, _) = batch.flush().await;
+/// let attributes = metrics[0].attributes();
+/// assert_eq!(attributes.get("status"), Some(&201.into())); // an integer on the wire
+/// assert_eq!(attributes.get("route"), Some(&"/orders".into()));
+/// # }
+/// ```
+///
+/// (The [`attributes!`](crate::attributes) macro builds an owned
+/// [`Attributes`] set instead, for common attributes and items.)
+#[macro_export]
+macro_rules! attrs {
+    () => { () };
+    ($($key:expr => $value:expr),+ $(,)?) => { ( $( ($key, $value), )+ ) };
 }
 
 impl<T: AsAttributes + ?Sized> AsAttributes for &T {

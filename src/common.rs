@@ -52,7 +52,8 @@ impl Common {
     /// // An empty set leaves the block without attributes.
     /// assert!(Common::new().with_attributes(Attributes::new()).is_empty());
     /// ```
-    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+    pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
+        let attributes = attributes.into();
         self.attributes = (!attributes.is_empty()).then(|| Arc::new(attributes));
         self
     }

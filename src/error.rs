@@ -231,6 +231,9 @@ pub enum BuildError {
     },
     /// The HTTP client could not be built.
     HttpClient(reqwest::Error),
+    /// TLS could not be set up for the HTTP client (feature `rustls`: the
+    /// platform's certificate verifier could not be created).
+    Tls(String),
 }
 
 impl fmt::Display for BuildError {
@@ -247,6 +250,7 @@ impl fmt::Display for BuildError {
                 write!(f, "invalid User-Agent product token {token:?}")
             }
             BuildError::HttpClient(e) => write!(f, "could not build the HTTP client: {e}"),
+            BuildError::Tls(e) => write!(f, "could not set up TLS: {e}"),
         }
     }
 }
@@ -282,7 +286,10 @@ impl std::error::Error for BuildError {
 #[non_exhaustive]
 pub enum ConfigError {
     /// No API key was given in code, `NEW_RELIC_API_KEY` or
-    /// `NEW_RELIC_LICENSE_KEY`.
+    /// `NEW_RELIC_LICENSE_KEY`, and telemetry is enabled (a disabled
+    /// [`Telemetry`](crate::Telemetry), with `NEW_RELIC_ENABLED=false` or
+    /// [`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled), needs
+    /// no key). The message names the variables and the switch.
     MissingApiKey,
     /// A variable is set to a value that cannot be used.
     InvalidVariable {
@@ -303,7 +310,9 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::MissingApiKey => f.write_str(
-                "no API key: set NEW_RELIC_API_KEY (or NEW_RELIC_LICENSE_KEY) or pass one in code",
+                "no API key: set NEW_RELIC_API_KEY (or NEW_RELIC_LICENSE_KEY) or pass one in code; \
+                 to run without sending anything, set NEW_RELIC_ENABLED=false or call \
+                 TelemetryBuilder::enabled(false)",
             ),
             ConfigError::InvalidVariable {
                 name,

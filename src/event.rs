@@ -63,19 +63,26 @@ impl Event {
         self
     }
 
-    /// Adds every pair of `attributes` (replacing keys already present).
+    /// Adds every pair of `attributes` (replacing keys already present): an
+    /// [`Attributes`] set, an array or vector of pairs, or a `HashMap` or
+    /// `BTreeMap` with string keys.
     ///
     /// ```
-    /// use newrelic_telemetry::{Event, attributes};
+    /// use newrelic_telemetry::{Event, Value, attributes};
+    /// use std::collections::HashMap;
     ///
     /// let event = Event::new("Purchase")
     ///     .with_attribute("currency", "USD")
     ///     .with_attributes(attributes! { "currency" => "EUR", "amount" => 10.0 });
     /// assert_eq!(event.attributes().len(), 2);
     /// assert_eq!(event.attributes().get("currency"), Some(&"EUR".into()));
+    ///
+    /// let fields: HashMap<String, Value> = HashMap::from([("items".into(), 3.into())]);
+    /// let event = Event::new("Purchase").with_attributes(fields);
+    /// assert_eq!(event.attributes().get("items"), Some(&Value::Int(3)));
     /// ```
-    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
-        self.attributes.absorb(attributes);
+    pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
+        self.attributes.absorb(attributes.into());
         self
     }
 

@@ -904,6 +904,13 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         }
         tracing::trace!(api = K::API.name(), items = items.len(), "harvested");
         let n = items.len();
+        if sender.disabled {
+            // Telemetry is off: let the items go, counted, with no request.
+            sender.discard(n);
+            drop((items, held));
+            self.budget.resolve_items(n);
+            return;
+        }
         match sender.encoder(items.into_iter(), common, held) {
             Ok(encoder) => self.encoding = Some(encoder),
             Err(e) => {

@@ -28,6 +28,7 @@ mod id;
 pub mod local;
 mod log;
 mod metric;
+mod signal;
 mod span;
 mod telemetry;
 #[cfg(feature = "test-util")]
@@ -64,7 +65,10 @@ pub use harvester::{
     Harvester, HarvesterBuilder, PipelineStats, SHUTDOWN_SLACK,
 };
 pub use log::Log;
-pub use metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
+pub use metric::{
+    CountMetric, GaugeMetric, Metric, MetricKind, MetricValue, Summary, SummaryMetric,
+};
+pub use signal::shutdown_signal;
 pub use span::{Span, SpanEvent};
 pub use telemetry::{
     AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, TelemetryStats, env,

@@ -95,8 +95,8 @@ impl Log {
     /// let log = Log::new("request").with_attributes(attributes! { "route" => "/pay", "ms" => 12 });
     /// assert_eq!(log.attributes().len(), 2);
     /// ```
-    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
-        self.attributes.absorb(attributes);
+    pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
+        self.attributes.absorb(attributes.into());
         self
     }
 

@@ -44,6 +44,51 @@ impl MetricKind {
     }
 }
 
+/// A number a metric can record: any integer or float. Recording calls take
+/// `impl MetricValue`, so `record_count("jobs", 1, ..)` and
+/// `record_gauge("queue.depth", queue.len(), ..)` compile as written. Values
+/// travel as 64-bit floats (the Metric API's numbers): integers beyond 2^53
+/// lose their lowest digits.
+///
+/// ```
+/// use newrelic_telemetry::{MetricBatch, MetricValue};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let batch = MetricBatch::new();
+/// let queue: Vec<u32> = vec![1, 2, 3];
+/// batch.record_count("jobs", 1, ()).await.unwrap();
+/// batch.record_count("jobs", 2_u64, ()).await.unwrap();
+/// batch.record_gauge("queue.depth", queue.len(), ()).await.unwrap();
+/// batch.record_summary("latency.ms", 12.5_f32, ()).await.unwrap();
+/// let (metrics, _) = batch.flush().await;
+/// assert_eq!(metrics.len(), 3);
+/// assert_eq!(7_u8.to_f64(), 7.0);
+/// # }
+/// ```
+pub trait MetricValue: Copy + sealed::Sealed {
+    /// The value as the Metric API carries it.
+    fn to_f64(self) -> f64;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! metric_value {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl MetricValue for $t {
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+        }
+    )*};
+}
+metric_value!(
+    f64, f32, i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize
+);
+
 /// Count, sum, minimum and maximum of a set of observations.
 ///
 /// ```
@@ -216,8 +261,8 @@ macro_rules! head_accessors {
         }
 
         /// Replaces the metric's attributes.
-        pub fn with_attributes(mut self, attributes: Attributes) -> Self {
-            self.head.attributes = Arc::new(attributes);
+        pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
+            self.head.attributes = Arc::new(attributes.into());
             self
         }
 

@@ -190,8 +190,8 @@ impl Span {
     /// let span = Span::new("db").with_attributes(attributes! { "db.system" => "postgres", "rows" => 3 });
     /// assert_eq!(span.attributes().len(), 2);
     /// ```
-    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
-        self.attributes.absorb(attributes);
+    pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
+        self.attributes.absorb(attributes.into());
         self
     }
 

@@ -183,3 +183,76 @@ fn recording_into_existing_series_allocates_nothing() {
     let (metrics, _) = rt.block_on(batch.flush());
     assert_eq!(metrics.len(), series);
 }
+
+#[test]
+fn mixed_maps_integers_and_owned_names_allocate_nothing() {
+    use newrelic_telemetry::{ValueRef, attrs};
+    use std::collections::{BTreeMap, HashMap};
+
+    const ROUNDS: usize = 50;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let batch = MetricBatch::builder().max_series(10_000).build();
+    let name = String::from("http.requests");
+    let route = String::from("/orders");
+    let status: u16 = 201;
+    let map: HashMap<String, Value> = HashMap::from([
+        ("route".to_owned(), Value::from("/orders")),
+        ("status".to_owned(), Value::from(201)),
+    ]);
+    let tree: BTreeMap<&str, Value> = BTreeMap::from([
+        ("route", Value::from("/cart")),
+        ("status", Value::from(200)),
+    ]);
+
+    // Each form is recorded once per round: a tuple of pairs, `attrs!`, an
+    // array of `ValueRef`s, a HashMap and a BTreeMap, with integer values and
+    // a `String` name. The first pass creates the series (and allocates).
+    let record_all = || async {
+        for _ in 0..2 {
+            batch
+                .record_count(&name, 1, (("route", route.as_str()), ("status", status)))
+                .await
+                .unwrap();
+            batch
+                .record_count(&name, 1_u64, attrs!["route" => &route, "status" => status])
+                .await
+                .unwrap();
+            batch
+                .record_gauge(
+                    &name,
+                    route.len(),
+                    [("route", ValueRef::from(&route)), ("status", status.into())],
+                )
+                .await
+                .unwrap();
+            batch.record_summary(&name, 3_i32, &map).await.unwrap();
+            batch.record_count(&name, 1, &tree).await.unwrap();
+        }
+    };
+    rt.block_on(record_all());
+    let series = batch.series_count();
+    // The tuple, `attrs!` and the HashMap name the same count series.
+    assert_eq!(series, 4);
+
+    let allocations = rt.block_on(async {
+        // Uncounted passes, past Tokio's cooperative budget (128 calls), so
+        // that the scheduler's one-time allocation at the first yield in a
+        // `block_on` happens here (see above).
+        for _ in 0..30 {
+            record_all().await;
+        }
+        let start = start_counting();
+        for _ in 0..ROUNDS {
+            record_all().await;
+        }
+        stop_counting(start)
+    });
+    assert_eq!(batch.series_count(), series, "no series was created");
+    assert_eq!(
+        allocations, 0,
+        "{allocations} heap allocations recording mixed forms into existing series"
+    );
+}

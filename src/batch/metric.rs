@@ -29,7 +29,9 @@ use crate::budget::{
 };
 use crate::common::Common;
 use crate::error::RecordError;
-use crate::metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
+use crate::metric::{
+    CountMetric, GaugeMetric, Metric, MetricKind, MetricValue, Summary, SummaryMetric,
+};
 use crate::time::{Clock, interval_millis};
 use crate::validate::{
     METRIC_LIMITS, check_metric, check_metric_name, metric_attributes, sanitize_common,
@@ -693,10 +695,11 @@ impl MetricBatch {
     /// ```
     pub async fn record_count(
         &self,
-        name: &str,
-        value: f64,
+        name: impl AsRef<str>,
+        value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> Result<(), RecordError> {
+        let (name, value) = (name.as_ref(), value.to_f64());
         cooperate().await;
         self.record_now(name, &attributes, Update::Add(value))
     }
@@ -712,10 +715,11 @@ impl MetricBatch {
     /// ```
     pub async fn record_gauge(
         &self,
-        name: &str,
-        value: f64,
+        name: impl AsRef<str>,
+        value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> Result<(), RecordError> {
+        let (name, value) = (name.as_ref(), value.to_f64());
         cooperate().await;
         self.record_now(
             name,
@@ -738,10 +742,11 @@ impl MetricBatch {
     /// ```
     pub async fn record_summary(
         &self,
-        name: &str,
-        value: f64,
+        name: impl AsRef<str>,
+        value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> Result<(), RecordError> {
+        let (name, value) = (name.as_ref(), value.to_f64());
         cooperate().await;
         self.record_now(name, &attributes, Update::Observe(value))
     }

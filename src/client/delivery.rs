@@ -153,6 +153,8 @@ pub(crate) struct Sender<K: Kind> {
     pub(crate) audit: bool,
     pub(crate) counters: Arc<DeliveryCounters>,
     pub(crate) on_drop: Option<DropCallback>,
+    /// Telemetry is disabled: items are counted as discarded, never sent.
+    pub(crate) disabled: bool,
     pub(crate) kind: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -178,8 +180,15 @@ impl<K: Kind> Sender<K> {
             audit,
             counters: Arc::default(),
             on_drop,
+            disabled: false,
             kind: std::marker::PhantomData,
         }
+    }
+
+    /// Counts `items` as discarded by a disabled client (no request, no
+    /// error log: nothing was lost that was meant to be sent).
+    pub(crate) fn discard(&self, items: usize) {
+        DeliveryCounters::add(&self.counters.items_discarded, items as u64);
     }
 
     /// An encoder of `items` sharing `common` into payloads under the size

@@ -254,7 +254,7 @@ impl fmt::Display for SendError {
     }
 }
 
-/// The source is the first API rule an item broke (a [`RecordError`]), when
+/// The source is the first API rule an item broke (a [`RecordError`](crate::RecordError)), when
 /// items were dropped as invalid. Other drops carry no underlying error: a
 /// status or a timeout is the whole story, and a connection error's text is
 /// in the [`DropReason`](DropReason).

@@ -35,7 +35,7 @@ pub use report::{
 };
 pub use retry::RetryPolicy;
 
-use crate::api::Region;
+use crate::api::{Api, Region};
 use crate::common::Common;
 use crate::error::BuildError;
 use crate::validate::Validate;
@@ -222,6 +222,10 @@ impl<K: Kind> Client<K> {
         mut items: Vec<K::Item>,
         common: Common,
     ) -> Result<SendReport, SendError> {
+        if self.sender.disabled {
+            self.sender.discard(items.len());
+            return Ok(SendReport::new(Vec::new()));
+        }
         let common = match common.attributes() {
             Some(attributes) => {
                 let cleaned = K::Item::sanitize_common(attributes.clone());
@@ -356,6 +360,7 @@ struct ClientConfig {
     max_payload_bytes: usize,
     audit: bool,
     on_drop: Option<delivery::DropCallback>,
+    disabled: bool,
 }
 
 impl<K> Clone for ClientBuilder<K> {
@@ -396,17 +401,51 @@ pub(crate) fn sdk_http_client(
     if let Some(proxy) = proxy {
         builder = builder.proxy(proxy);
     }
-    builder.build().map_err(BuildError::HttpClient)
+    with_tls(builder)?.build().map_err(BuildError::HttpClient)
 }
 
-/// An endpoint URL, checked to be absolute `http(s)` with a host.
-pub(crate) fn parse_endpoint(url: &str) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| e.to_string())?;
-    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() {
-        Ok(parsed)
-    } else {
-        Err("expected an http:// or https:// URL with a host".into())
+/// The TLS backend of the features enabled: `native-tls` if on, else rustls
+/// with the `ring` provider (without either, only `http://` endpoints work).
+#[allow(clippy::unnecessary_wraps)]
+fn with_tls(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, BuildError> {
+    #[cfg(feature = "native-tls")]
+    return Ok(builder.tls_backend_native());
+    #[cfg(all(feature = "rustls", not(feature = "native-tls")))]
+    return Ok(builder.tls_backend_preconfigured(rustls_config()?));
+    #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+    Ok(builder)
+}
+
+/// rustls with the `ring` crypto provider (chosen here, not installed for
+/// the whole process) and the platform's certificate verifier; HTTP/2 or
+/// HTTP/1.1 by ALPN, as reqwest would set it up itself.
+#[cfg(feature = "rustls")]
+#[cfg_attr(feature = "native-tls", allow(dead_code))]
+fn rustls_config() -> Result<rustls::ClientConfig, BuildError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_platform_verifier())
+        .map_err(|e| BuildError::Tls(e.to_string()))?
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// An endpoint URL for `api`, checked to be absolute `http(s)` with a host.
+/// A URL with no path (`http://127.0.0.1:4318`, or just `/`) means "this
+/// host": the API's own path is appended. An explicit path is kept. Code and
+/// the environment both go through here.
+pub(crate) fn parse_endpoint(url: &str, api: Api) -> Result<reqwest::Url, String> {
+    let mut parsed = reqwest::Url::parse(url.trim()).map_err(|e| e.to_string())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err("expected an http:// or https:// URL with a host".into());
     }
+    if parsed.path() == "/" {
+        parsed.set_path(api.path());
+    }
+    Ok(parsed)
 }
 
 impl<K> ClientBuilder<K> {
@@ -425,6 +464,7 @@ impl<K> ClientBuilder<K> {
                 max_payload_bytes: MAX_PAYLOAD_BYTES,
                 audit: false,
                 on_drop: None,
+                disabled: false,
             },
             kind: PhantomData,
         }
@@ -443,6 +483,13 @@ impl<K> ClientBuilder<K> {
 
     pub(crate) fn with_api_key(mut self, key: String) -> Self {
         self.config.api_key = key;
+        self
+    }
+
+    /// A client that sends nothing: what it is given is counted in
+    /// [`DeliveryStats::items_discarded`] (a disabled `Telemetry`).
+    pub(crate) fn disabled(mut self, disabled: bool) -> Self {
+        self.config.disabled = disabled;
         self
     }
 
@@ -504,13 +551,21 @@ impl<K> ClientBuilder<K> {
     }
 
     /// Posts to this URL instead of the region's endpoint (plain `http://` is
-    /// allowed, for local servers and alternative back ends).
+    /// allowed, for local servers and alternative back ends). A URL with no
+    /// path means "this host": the API's own path is appended. A path given
+    /// is kept as it is.
     ///
     /// ```
-    /// use newrelic_telemetry::MetricClient;
+    /// use newrelic_telemetry::{LogClient, MetricClient};
     ///
     /// let client = MetricClient::builder("key").endpoint("http://localhost:8080/metric/v1").build().unwrap();
     /// assert_eq!(client.endpoint(), "http://localhost:8080/metric/v1");
+    /// // A host and port only: the Log API's path is appended.
+    /// let client = LogClient::builder("key").endpoint("http://127.0.0.1:4318").build().unwrap();
+    /// assert_eq!(client.endpoint(), "http://127.0.0.1:4318/log/v1");
+    /// // Any other path is kept (a proxy that forwards it, say).
+    /// let client = LogClient::builder("key").endpoint("https://proxy.internal/nr-logs").build().unwrap();
+    /// assert_eq!(client.endpoint(), "https://proxy.internal/nr-logs");
     /// ```
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.config.endpoint = Some(url.into());
@@ -551,6 +606,12 @@ impl<K> ClientBuilder<K> {
     /// settings). Configure it not to follow redirects
     /// (`reqwest::redirect::Policy::none()`), as the SDK's own client does:
     /// reqwest would carry the key header to another host.
+    ///
+    /// With this crate's default `rustls` feature, reqwest is built without
+    /// a crypto provider of its own (the SDK hands its client one): give
+    /// yours one, by depending on reqwest with its default features or with
+    /// `tls_backend_preconfigured`, or `reqwest::Client::builder().build()`
+    /// panics.
     ///
     /// ```
     /// use newrelic_telemetry::LogClient;
@@ -722,10 +783,11 @@ impl<K: Kind> ClientBuilder<K> {
             .endpoint
             .clone()
             .unwrap_or_else(|| K::API.endpoint(c.region).to_owned());
-        let url = parse_endpoint(&url_text).map_err(|reason| BuildError::InvalidEndpoint {
-            url: url_text.clone(),
-            reason,
-        })?;
+        let url =
+            parse_endpoint(&url_text, K::API).map_err(|reason| BuildError::InvalidEndpoint {
+                url: url_text.clone(),
+                reason,
+            })?;
 
         let mut headers = HeaderMap::new();
         let key_header = match c.key_header {
@@ -745,17 +807,19 @@ impl<K: Kind> ClientBuilder<K> {
             Some(http) => http,
             None => sdk_http_client(c.proxy)?,
         };
+        let mut sender = Sender::new(
+            http,
+            url,
+            headers,
+            c.timeout,
+            c.retry,
+            c.max_payload_bytes,
+            c.audit,
+            c.on_drop,
+        );
+        sender.disabled = c.disabled;
         Ok(Client {
-            sender: Arc::new(Sender::new(
-                http,
-                url,
-                headers,
-                c.timeout,
-                c.retry,
-                c.max_payload_bytes,
-                c.audit,
-                c.on_drop,
-            )),
+            sender: Arc::new(sender),
         })
     }
 }
@@ -831,6 +895,27 @@ mod tests {
             MetricClient::builder("k").endpoint("not a url").build(),
             Err(BuildError::InvalidEndpoint { .. })
         ));
+    }
+
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn the_rustls_configuration_is_one_reqwest_accepts() {
+        let config = rustls_config().unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        // An unrecognised configuration would fail here ("unknown TLS
+        // backend"), e.g. with two semver-incompatible rustls versions.
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build();
+        assert!(http.is_ok(), "{http:?}");
+    }
+
+    #[test]
+    fn the_sdk_http_client_builds_with_the_features_enabled() {
+        assert!(sdk_http_client(None).is_ok());
     }
 
     #[test]

@@ -51,6 +51,11 @@ crate::counters::counters! {
         items_dropped_shutdown,
         /// Items dropped because they could not be encoded.
         items_dropped_encoding,
+        /// Items not sent because telemetry is disabled
+        /// ([`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled)):
+        /// recorded, validated and counted, then let go without any request.
+        /// Not a loss, so not part of [`items_dropped`](Self::items_dropped).
+        items_discarded,
     }
 }
 

@@ -23,9 +23,10 @@ use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
 ///
 /// | setting | code | environment | default |
 /// |---|---|---|---|
-/// | key | [`api_key`](Self::api_key) | `NEW_RELIC_API_KEY`, then `NEW_RELIC_LICENSE_KEY` | none: an error |
-/// | region | [`region`](Self::region) | `NEW_RELIC_REGION` (`US`, `EU`) | EU for `eu01xx` keys, else US |
-/// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ... | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_TRACE_API_URL` | the region's |
+/// | on or off | [`enabled`](Self::enabled) | `NEW_RELIC_ENABLED` (`true`, `false`) | on |
+/// | key | [`api_key`](Self::api_key) | `NEW_RELIC_API_KEY`, then `NEW_RELIC_LICENSE_KEY` | none: an error (unless off) |
+/// | region | [`region`](Self::region) | `NEW_RELIC_REGION` (`US`, `EU`, `FEDRAMP`) | EU for `eu01xx` keys, else US |
+/// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ... | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_TRACE_API_URL` (no path: the API's path is appended) | the region's |
 /// | harvest interval | [`harvest_interval`](Self::harvest_interval) | `NEW_RELIC_HARVEST_INTERVAL` (seconds) | 5 s |
 /// | proxy | [`client`](Self::client)`(\|c\| c.proxy(..))` | `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY` (reqwest's handling) | none |
 ///
@@ -58,6 +59,8 @@ pub struct TelemetryBuilder {
     memory_budget: usize,
     token: Option<CancellationToken>,
     common_attributes: Attributes,
+    /// Also given to the tracing layers the `Telemetry` makes.
+    service_name: Option<Arc<str>>,
     /// Applied in order to the four clients' shared settings, once the key
     /// and region are known.
     configure_clients: Vec<ConfigureClients>,
@@ -68,6 +71,7 @@ impl std::fmt::Debug for TelemetryBuilder {
         let code = &self.code;
         f.debug_struct("TelemetryBuilder")
             .field("environment", &self.source.names())
+            .field("enabled", &code.enabled)
             .field("api_key", &code.api_key.as_ref().map(|_| "<redacted>"))
             .field("region", &code.region)
             .field("endpoints", &code.endpoints)
@@ -89,6 +93,7 @@ impl Default for TelemetryBuilder {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             token: None,
             common_attributes: Attributes::new(),
+            service_name: None,
             configure_clients: Vec::new(),
         }
     }
@@ -120,6 +125,38 @@ impl TelemetryBuilder {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
         );
+        self
+    }
+
+    /// Whether anything is sent (default: on, unless `NEW_RELIC_ENABLED` says
+    /// `false`; this setting wins over the variable). Disabled, a `Telemetry`
+    /// needs no key and makes no request: recording validates and counts as
+    /// usual, the tracing layer exports into the batches, and each harvest
+    /// lets the items go, counted in
+    /// [`DeliveryStats::items_discarded`](crate::DeliveryStats::items_discarded).
+    /// For development machines and tests, instead of carrying an
+    /// `Option<Telemetry>` around.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let no_env: [(&str, &str); 0] = [];
+    /// let telemetry = Telemetry::builder().environment(no_env).enabled(false).build()?; // no key
+    /// telemetry.metrics().record_count("requests", 1, [("route", "/")]).await?;
+    /// // Still validated: a bad recording is an error, and counted.
+    /// assert!(telemetry.metrics().record_gauge("load", f64::NAN, ()).await.is_err());
+    ///
+    /// let report = telemetry.shutdown().await;
+    /// assert_eq!(report.items_sent(), 0);
+    /// assert_eq!(report.items_discarded(), 1);
+    /// assert_eq!(report.items_refused(), 1);
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.code.enabled = Some(enabled);
         self
     }
 
@@ -364,8 +401,8 @@ impl TelemetryBuilder {
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
-    pub fn common_attributes(mut self, attributes: Attributes) -> Self {
-        self.common_attributes.absorb(attributes);
+    pub fn common_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
+        self.common_attributes.absorb(attributes.into());
         self
     }
 
@@ -385,8 +422,10 @@ impl TelemetryBuilder {
     /// ```
     #[must_use = "builder methods return the changed builder"]
     pub fn service_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        let name = name.into();
         self.common_attributes
-            .insert("service.name", Value::String(name.into()));
+            .insert("service.name", Value::String(name.clone()));
+        self.service_name = Some(name);
         self
     }
 
@@ -450,7 +489,8 @@ impl TelemetryBuilder {
     /// batches and clients, and spawns the four harvesters.
     ///
     /// Fails with a [`ConfigError`] naming the variable when one is malformed,
-    /// when there is no key, or outside a Tokio runtime.
+    /// when there is no key (unless telemetry is [disabled](Self::enabled)),
+    /// or outside a Tokio runtime.
     ///
     /// ```
     /// use newrelic_telemetry::{ConfigError, Telemetry};
@@ -468,10 +508,13 @@ impl TelemetryBuilder {
         pipelines::start(
             config,
             self.configure_clients,
-            self.common_attributes,
-            self.shutdown_timeout,
-            self.memory_budget,
-            self.token.as_ref(),
+            pipelines::Settings {
+                common_attributes: self.common_attributes,
+                service_name: self.service_name,
+                shutdown_timeout: self.shutdown_timeout,
+                memory_budget: self.memory_budget,
+                parent: self.token,
+            },
         )
     }
 }

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::per_api::PerApi;
-use crate::api::Region;
+use crate::api::{Api, Region};
 use crate::client::parse_endpoint;
 use crate::error::ConfigError;
 use crate::harvester::DEFAULT_HARVEST_INTERVAL;
@@ -42,8 +42,9 @@ use crate::harvester::DEFAULT_HARVEST_INTERVAL;
 /// `NEW_RELIC_API_KEY`: the API key (an ingest license key or an insert key).
 /// A key set in code wins; without either, [`LICENSE_KEY`] is read, and with
 /// no key at all building fails with
-/// [`ConfigError::MissingApiKey`](crate::ConfigError::MissingApiKey). The
-/// value is never shown in errors or `Debug` output.
+/// [`ConfigError::MissingApiKey`](crate::ConfigError::MissingApiKey), unless
+/// telemetry is disabled ([`ENABLED`]). The value is never shown in errors or
+/// `Debug` output.
 pub const API_KEY: &str = "NEW_RELIC_API_KEY";
 
 /// `NEW_RELIC_LICENSE_KEY`: read when [`API_KEY`] is not set.
@@ -65,9 +66,9 @@ pub const API_KEY: &str = "NEW_RELIC_API_KEY";
 /// ```
 pub const LICENSE_KEY: &str = "NEW_RELIC_LICENSE_KEY";
 
-/// `NEW_RELIC_REGION`: `US` or `EU` (case-insensitive), the data center whose
-/// endpoints the four APIs use. Unset, keys starting `eu01xx` pick EU and
-/// others US; a region set in code wins.
+/// `NEW_RELIC_REGION`: `US`, `EU` or `FEDRAMP` (also `GOV`; case-insensitive),
+/// the data center whose endpoints the four APIs use. Unset, keys starting
+/// `eu01xx` pick EU and others US; a region set in code wins.
 ///
 /// ```
 /// use newrelic_telemetry::{Telemetry, env};
@@ -83,19 +84,40 @@ pub const LICENSE_KEY: &str = "NEW_RELIC_LICENSE_KEY";
 /// ```
 pub const REGION: &str = "NEW_RELIC_REGION";
 
-/// `NEW_RELIC_METRIC_API_URL`: a full `http://` or `https://` URL the Metric
-/// API's payloads go to instead of the region's endpoint.
+/// `NEW_RELIC_METRIC_API_URL`: an `http://` or `https://` URL the Metric
+/// API's payloads go to instead of the region's endpoint. A URL with no path
+/// (`http://127.0.0.1:4318`) means "this host": the API's path
+/// (`/metric/v1`) is appended; a URL with a path is used as it is. The same
+/// holds for the other three variables, and for URLs set in code.
+///
+/// ```
+/// use newrelic_telemetry::{Telemetry, env};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), newrelic_telemetry::ConfigError> {
+/// let telemetry = Telemetry::builder()
+///     .environment([
+///         (env::API_KEY, "key"),
+///         (env::METRIC_API_URL, "http://127.0.0.1:4318"),
+///         (env::LOG_API_URL, "http://127.0.0.1:4318/custom/logs"),
+///     ])
+///     .build()?;
+/// assert_eq!(telemetry.endpoints().metric, "http://127.0.0.1:4318/metric/v1");
+/// assert_eq!(telemetry.endpoints().log, "http://127.0.0.1:4318/custom/logs");
+/// # telemetry.cancellation_token().cancel();
+/// # Ok(()) }
+/// ```
 pub const METRIC_API_URL: &str = "NEW_RELIC_METRIC_API_URL";
 
-/// `NEW_RELIC_EVENT_API_URL`: a full URL for the Event API, as
+/// `NEW_RELIC_EVENT_API_URL`: a URL for the Event API, as
 /// [`METRIC_API_URL`] is for the Metric API.
 pub const EVENT_API_URL: &str = "NEW_RELIC_EVENT_API_URL";
 
-/// `NEW_RELIC_LOG_API_URL`: a full URL for the Log API, as [`METRIC_API_URL`]
+/// `NEW_RELIC_LOG_API_URL`: a URL for the Log API, as [`METRIC_API_URL`]
 /// is for the Metric API.
 pub const LOG_API_URL: &str = "NEW_RELIC_LOG_API_URL";
 
-/// `NEW_RELIC_TRACE_API_URL`: a full URL for the Trace API, as
+/// `NEW_RELIC_TRACE_API_URL`: a URL for the Trace API, as
 /// [`METRIC_API_URL`] is for the Metric API.
 pub const TRACE_API_URL: &str = "NEW_RELIC_TRACE_API_URL";
 
@@ -124,12 +146,46 @@ pub const TRACE_API_URL: &str = "NEW_RELIC_TRACE_API_URL";
 /// ```
 pub const HARVEST_INTERVAL: &str = "NEW_RELIC_HARVEST_INTERVAL";
 
+/// `NEW_RELIC_ENABLED`: `false` (or `0`, `no`, `off`; case-insensitive)
+/// turns telemetry off: recording still validates and counts, harvests let
+/// the items go (counted in
+/// [`DeliveryStats::items_discarded`](crate::DeliveryStats::items_discarded)),
+/// no request is made, and no key is needed. `true`, `1`, `yes`, `on` or unset:
+/// on. A value set in code with
+/// [`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled) wins.
+///
+/// ```
+/// use newrelic_telemetry::{Telemetry, env};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // No key anywhere: fine, since nothing will be sent.
+/// let telemetry = Telemetry::builder().environment([(env::ENABLED, "false")]).build()?;
+/// assert!(!telemetry.is_enabled());
+/// telemetry.metrics().record_count("requests", 1, ()).await?;
+/// let report = telemetry.shutdown().await;
+/// assert_eq!((report.items_sent(), report.items_discarded()), (0, 1));
+/// # Ok(()) }
+/// ```
+pub const ENABLED: &str = "NEW_RELIC_ENABLED";
+
+/// A key that is never sent, for a disabled `Telemetry` given none.
+const DISABLED_KEY: &str = "telemetry-disabled";
+
 /// The variable naming each API's URL.
 const URL_VARIABLES: PerApi<&str> = PerApi {
     metric: METRIC_API_URL,
     event: EVENT_API_URL,
     log: LOG_API_URL,
     trace: TRACE_API_URL,
+};
+
+/// Each API, in `PerApi` form.
+const API: PerApi<Api> = PerApi {
+    metric: Api::Metric,
+    event: Api::Event,
+    log: Api::Log,
+    trace: Api::Trace,
 };
 
 /// Where configuration values that code did not set come from.
@@ -165,6 +221,7 @@ impl Source {
 /// The settings made in code; `None` means "read the environment".
 #[derive(Clone, Debug, Default)]
 pub(super) struct FromCode {
+    pub(super) enabled: Option<bool>,
     pub(super) api_key: Option<String>,
     pub(super) region: Option<Region>,
     pub(super) harvest_interval: Option<Duration>,
@@ -173,6 +230,8 @@ pub(super) struct FromCode {
 
 /// The settings with code and environment merged, each value checked.
 pub(super) struct Config {
+    /// Whether anything is sent (a disabled `Telemetry` records and counts).
+    pub(super) enabled: bool,
     pub(super) api_key: String,
     pub(super) region: Region,
     pub(super) harvest_interval: Duration,
@@ -182,19 +241,40 @@ pub(super) struct Config {
 
 impl Config {
     /// Each setting from `code` if set there, else from `source`, else its
-    /// default. Fails on the first malformed variable, in the order key,
-    /// region, harvest interval, endpoints.
+    /// default. Fails on the first malformed variable, in the order enabled,
+    /// key, region, harvest interval, endpoints. Disabled, a missing key is
+    /// no error (one that is never sent stands in).
     pub(super) fn resolve(code: &FromCode, source: &Source) -> Result<Config, ConfigError> {
-        let api_key = api_key(code.api_key.as_deref(), source)?;
+        let enabled = enabled(code.enabled, source)?;
+        let api_key = match api_key(code.api_key.as_deref(), source) {
+            Err(ConfigError::MissingApiKey) if !enabled => DISABLED_KEY.to_owned(),
+            other => other?,
+        };
         let region = region(code.region, source, &api_key)?;
         let harvest_interval = harvest_interval(code.harvest_interval, source)?;
         let endpoints = endpoints(&code.endpoints, source)?;
         Ok(Config {
+            enabled,
             api_key,
             region,
             harvest_interval,
             endpoints,
         })
+    }
+}
+
+/// The switch from code, else [`ENABLED`], else on.
+fn enabled(code: Option<bool>, source: &Source) -> Result<bool, ConfigError> {
+    if let Some(enabled) = code {
+        return Ok(enabled);
+    }
+    let Some(text) = source.get(ENABLED) else {
+        return Ok(true);
+    };
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(ENABLED, &text, "true or false")),
     }
 }
 
@@ -230,7 +310,8 @@ fn region(code: Option<Region>, source: &Source, api_key: &str) -> Result<Region
     match text.to_ascii_uppercase().as_str() {
         "US" => Ok(Region::US),
         "EU" => Ok(Region::EU),
-        _ => Err(invalid(REGION, &text, "US or EU")),
+        "FEDRAMP" | "GOV" => Ok(Region::FedRamp),
+        _ => Err(invalid(REGION, &text, "US, EU or FEDRAMP")),
     }
 }
 
@@ -257,19 +338,23 @@ fn endpoints(
     source: &Source,
 ) -> Result<PerApi<Option<String>>, ConfigError> {
     code.clone()
-        .zip(URL_VARIABLES)
-        .try_map(|(code, variable)| match (code, source.get(variable)) {
-            (Some(url), _) => Ok(Some(url)),
-            (None, Some(url)) => match parse_endpoint(&url) {
-                Ok(_) => Ok(Some(url)),
-                Err(_) => Err(invalid(
-                    variable,
-                    &url,
-                    "an absolute http:// or https:// URL",
-                )),
+        .zip(URL_VARIABLES.zip(API))
+        .try_map(
+            |(code, (variable, api))| match (code, source.get(variable)) {
+                (Some(url), _) => Ok(Some(url)),
+                // The client parses it again, with the same function: a URL with
+                // no path gets the API's path there, whether from code or here.
+                (None, Some(url)) => match parse_endpoint(&url, api) {
+                    Ok(_) => Ok(Some(url)),
+                    Err(_) => Err(invalid(
+                        variable,
+                        &url,
+                        "an absolute http:// or https:// URL",
+                    )),
+                },
+                (None, None) => Ok(None),
             },
-            (None, None) => Ok(None),
-        })
+        )
 }
 
 fn invalid(name: &'static str, value: &str, expected: &'static str) -> ConfigError {

@@ -2,42 +2,99 @@
 //! their harvesters, where they send ([`Endpoints`]) and how they ended
 //! ([`TelemetryReport`]).
 
+use std::fmt;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::lifecycle::Lifecycle;
 use super::per_api::PerApi;
-use crate::batch::{EventBatch, LogBatch, MetricBatch, SpanBatch};
+use crate::batch::{EventBatch, LogBatch, MetricBatch, RecordStats, SpanBatch};
 use crate::harvester::{HarvestReport, Harvester, PipelineStats};
+#[cfg(feature = "tracing-layer")]
+use crate::tracing_layer::{LayerStats, NewRelicLayer, NewRelicLayerBuilder};
 
 /// The four pipelines of a service, set up and shut down together.
 ///
+/// A cheap handle: clones share the same pipelines (hand one to each request
+/// handler or task; no `Arc` needed). The pipelines stop when
+/// [`shutdown`](Self::shutdown) is called on any clone, when the token given
+/// to the builder is cancelled, or, without anyone waiting for the last
+/// send, when the last clone is dropped.
+///
 /// ```no_run
-/// use newrelic_telemetry::{Event, Telemetry};
+/// use newrelic_telemetry::{Event, Telemetry, attrs};
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // Key, region, endpoints and harvest interval from NEW_RELIC_* variables.
 /// let telemetry = Telemetry::builder().service_name("checkout").build()?;
 ///
-/// telemetry.metrics().record_count("orders", 1.0, [("plan", "pro")]).await?;
+/// let handler = telemetry.clone(); // for a request handler
+/// tokio::spawn(async move {
+///     let status: u16 = 200;
+///     let _ = handler.metrics().record_count("orders", 1, attrs!["plan" => "pro", "status" => status]).await;
+/// });
 /// telemetry.events().record(Event::new("Order").with_attribute("total", 42.0)).await?;
 ///
-/// // On SIGTERM: stop all four harvesters, send what is buffered, report.
+/// // On SIGTERM: drain the tracing layer, stop the four harvesters, send
+/// // what is buffered, report.
+/// newrelic_telemetry::shutdown_signal().await;
 /// let report = telemetry.shutdown().await;
 /// println!("sent {} items, dropped {}", report.items_sent(), report.items_dropped());
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Clone)]
 pub struct Telemetry {
-    // Assembled by `pipelines::start`.
+    inner: Arc<Inner>,
+}
+
+/// What `pipelines::start` assembles.
+pub(super) struct Parts {
+    pub(super) enabled: bool,
     pub(super) endpoints: Endpoints,
     pub(super) metrics: Arc<MetricBatch>,
     pub(super) events: Arc<EventBatch>,
     pub(super) logs: Arc<LogBatch>,
     pub(super) spans: Arc<SpanBatch>,
     pub(super) harvesters: PerApi<Harvester>,
-    /// Stops the harvesters; a child of the token given to the builder.
-    pub(super) token: CancellationToken,
+    /// The public stop token (a child of the builder's): cancelling it runs
+    /// the ordered stop, through the watcher task.
+    pub(super) stop: CancellationToken,
+    pub(super) lifecycle: Arc<Lifecycle>,
+    /// Where the tracing layers' workers run (the runtime `build()` ran on).
+    #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+    pub(super) runtime: tokio::runtime::Handle,
+    #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+    pub(super) service_name: Option<Arc<str>>,
+}
+
+/// Shared by the clones of a `Telemetry`.
+struct Inner(Parts);
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Never block here: the harvesters flush in the background.
+        self.0.lifecycle.abandon();
+    }
+}
+
+impl Telemetry {
+    pub(super) fn from_parts(parts: Parts) -> Telemetry {
+        Telemetry {
+            inner: Arc::new(Inner(parts)),
+        }
+    }
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.inner.0;
+        f.debug_struct("Telemetry")
+            .field("enabled", &p.enabled)
+            .field("endpoints", &p.endpoints)
+            .field("stopped", &p.lifecycle.harvesters.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a [`Telemetry`] sends each kind of data.
@@ -97,6 +154,13 @@ pub struct TelemetryReport {
     pub logs: HarvestReport,
     /// The span harvester's report.
     pub spans: HarvestReport,
+    /// What the tracing layers made by
+    /// [`Telemetry::tracing_layer`] counted (all zeros without one): spans
+    /// and logs dropped before they reached a batch are in
+    /// [`items_refused`](Self::items_refused).
+    #[cfg(feature = "tracing-layer")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
+    pub layer: LayerStats,
 }
 
 /// A live snapshot of the four pipelines of a [`Telemetry`].
@@ -131,6 +195,26 @@ pub struct TelemetryStats {
     pub logs: PipelineStats,
     /// The span pipeline.
     pub spans: PipelineStats,
+    /// What the tracing layers made by [`Telemetry::tracing_layer`] counted.
+    #[cfg(feature = "tracing-layer")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
+    pub layer: LayerStats,
+}
+
+/// Items a batch refused, for any reason (new series, for metrics).
+fn refused(record: &RecordStats) -> u64 {
+    record.items_dropped_invalid
+        + record.items_dropped_buffer_full
+        + record.series_dropped_limit
+        + record.items_dropped_closed
+        + record.items_dropped_over_budget
+}
+
+/// Spans and logs the tracing layers dropped before they reached a batch (a
+/// batch's refusals are counted by the batch).
+#[cfg(feature = "tracing-layer")]
+fn dropped_by_layers(layer: &LayerStats) -> u64 {
+    layer.items_dropped_channel_full + layer.items_dropped_worker_gone
 }
 
 impl TelemetryStats {
@@ -156,6 +240,55 @@ impl TelemetryStats {
     /// Items dropped so far by the four pipelines' clients, for any reason.
     pub fn items_dropped(&self) -> u64 {
         self.all().iter().map(|p| p.delivery.items_dropped()).sum()
+    }
+
+    /// Items let go unsent so far because telemetry is disabled.
+    pub fn items_discarded(&self) -> u64 {
+        self.all().iter().map(|p| p.delivery.items_discarded).sum()
+    }
+
+    /// Items the batches took so far: held now, sent, dropped or discarded.
+    /// For metrics an item is a series in one harvest interval (recordings
+    /// into a series already held add to it and are not counted one by one:
+    /// that would put a shared write on the recording path).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().build()?;
+    /// for _ in 0..3 {
+    ///     telemetry.metrics().record_count("orders", 1, ()).await?; // one series
+    /// }
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("placed")).await?;
+    /// assert_eq!(telemetry.stats().items_accepted(), 2);
+    /// telemetry.shutdown().await;
+    /// assert_eq!(telemetry.stats().items_accepted(), 2); // now sent rather than held
+    /// # Ok(()) }
+    /// ```
+    pub fn items_accepted(&self) -> u64 {
+        self.all()
+            .iter()
+            .map(|p| {
+                p.memory.held_items as u64
+                    + p.delivery.items_sent
+                    + p.delivery.items_dropped()
+                    + p.delivery.items_discarded
+            })
+            .sum()
+    }
+
+    /// Items refused so far before they reached a batch's buffer: by the
+    /// batches (invalid, full, over budget, closed) and, with the
+    /// `tracing-layer` feature, by the tracing layers (channel full, worker
+    /// ended).
+    pub fn items_refused(&self) -> u64 {
+        let batches: u64 = self.all().iter().map(|p| refused(&p.record)).sum();
+        #[cfg(feature = "tracing-layer")]
+        let batches = batches + dropped_by_layers(&self.layer);
+        batches
     }
 }
 
@@ -220,6 +353,56 @@ impl TelemetryReport {
     pub fn deadline_exceeded(&self) -> bool {
         self.all().iter().any(|r| r.deadline_exceeded)
     }
+
+    /// Items refused before they reached a batch's buffer: by the batches
+    /// (invalid, full, over budget, or recorded after the batch closed at
+    /// shutdown) and by the tracing layers of [`Telemetry::tracing_layer`]
+    /// (channel full, or exported after their worker ended). Counted when
+    /// the report is taken: a later call to
+    /// [`shutdown`](Telemetry::shutdown) includes refusals since.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::Log;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().build()?;
+    /// telemetry.logs().record(Log::new("sent")).await?;
+    /// telemetry.shutdown().await;
+    ///
+    /// assert!(telemetry.logs().record(Log::new("too late")).await.is_err());
+    /// let report = telemetry.shutdown().await; // harmless, and up to date
+    /// assert_eq!((report.items_sent(), report.items_refused()), (1, 1));
+    /// assert_eq!(report.logs.record.items_dropped_closed, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn items_refused(&self) -> u64 {
+        let batches: u64 = self.all().iter().map(|r| refused(&r.record)).sum();
+        #[cfg(feature = "tracing-layer")]
+        let batches = batches + dropped_by_layers(&self.layer);
+        batches
+    }
+
+    /// Items let go unsent because telemetry is disabled
+    /// ([`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled)).
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let no_env: [(&str, &str); 0] = [];
+    /// let telemetry = Telemetry::builder().environment(no_env).enabled(false).build()?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("kept local")).await?;
+    /// let report = telemetry.shutdown().await;
+    /// assert_eq!((report.items_discarded(), report.items_sent(), report.items_dropped()), (1, 0, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn items_discarded(&self) -> u64 {
+        self.all().iter().map(|r| r.delivery.items_discarded).sum()
+    }
 }
 
 impl Telemetry {
@@ -237,7 +420,7 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
+        &self.inner.0.endpoints
     }
 
     /// The metric batch.
@@ -255,7 +438,7 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub fn metrics(&self) -> &Arc<MetricBatch> {
-        &self.metrics
+        &self.inner.0.metrics
     }
 
     /// The event batch.
@@ -274,7 +457,7 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub fn events(&self) -> &Arc<EventBatch> {
-        &self.events
+        &self.inner.0.events
     }
 
     /// The log batch.
@@ -293,7 +476,7 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub fn logs(&self) -> &Arc<LogBatch> {
-        &self.logs
+        &self.inner.0.logs
     }
 
     /// The span batch.
@@ -312,11 +495,13 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub fn spans(&self) -> &Arc<SpanBatch> {
-        &self.spans
+        &self.inner.0.spans
     }
 
-    /// The token that stops all four harvesters (a child of the one given to
-    /// the builder, if any).
+    /// The token that stops the telemetry (a child of the one given to the
+    /// builder, if any): cancelling it drains the tracing layers, then stops
+    /// the four harvesters, as [`shutdown`](Self::shutdown) does; await
+    /// [`join`](Self::join) for the report.
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -331,7 +516,7 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub fn cancellation_token(&self) -> &CancellationToken {
-        &self.token
+        &self.inner.0.stop
     }
 
     /// What each pipeline refused, sent, dropped and holds in memory, now.
@@ -349,12 +534,14 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub fn stats(&self) -> TelemetryStats {
-        let h = &self.harvesters;
+        let h = &self.inner.0.harvesters;
         TelemetryStats {
             metrics: h.metric.pipeline_stats(),
             events: h.event.pipeline_stats(),
             logs: h.log.pipeline_stats(),
             spans: h.trace.pipeline_stats(),
+            #[cfg(feature = "tracing-layer")]
+            layer: self.inner.0.lifecycle.layers.stats(),
         }
     }
 
@@ -374,14 +561,22 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub fn harvest_now(&self) {
-        for harvester in self.harvesters.iter() {
+        for harvester in self.inner.0.harvesters.iter() {
             harvester.harvest_now();
         }
     }
 
-    /// Stops the harvesters and waits for them to send what is buffered (each
-    /// within its shutdown deadline, all four at once). Calling it again
-    /// returns the same report.
+    /// Stops everything in order and waits for the last send: first the
+    /// tracing layers made by [`tracing_layer`](Self::tracing_layer) record
+    /// what their channels hold, then the four harvesters close their
+    /// batches, flush them and send (each within its shutdown deadline, all
+    /// four at once).
+    ///
+    /// Any clone may call it, several at once or again later: each call
+    /// waits for the same stop and returns the same report, brought up to
+    /// date with what was refused since (a recording after shutdown is
+    /// refused with [`RecordError::Closed`](crate::RecordError::Closed) and
+    /// counted in [`TelemetryReport::items_refused`], never lost silently).
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -391,18 +586,21 @@ impl Telemetry {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
     /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await?;
-    /// let report = telemetry.shutdown().await;
+    /// let clone = telemetry.clone();
+    /// let (report, again) = tokio::join!(telemetry.shutdown(), clone.shutdown());
     /// assert_eq!(report.events.delivery.items_sent, 1);
-    /// assert_eq!(telemetry.shutdown().await, report); // calling it again is harmless
+    /// assert_eq!(again, report); // calling it again, from any clone, is harmless
     /// # Ok(()) }
     /// ```
     pub async fn shutdown(&self) -> TelemetryReport {
-        self.token.cancel();
+        let parts = &self.inner.0;
+        parts.stop.cancel();
+        parts.lifecycle.stop().await;
         self.join().await
     }
 
-    /// Waits for the harvesters to end without stopping them (for when the
-    /// token given to the builder is cancelled elsewhere).
+    /// Waits for the telemetry to stop without stopping it (for when the
+    /// token given to the builder is cancelled elsewhere), and reports.
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -420,18 +618,126 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub async fn join(&self) -> TelemetryReport {
-        let h = &self.harvesters;
-        let (metrics, events, logs, spans) = tokio::join!(
+        let parts = &self.inner.0;
+        let h = &parts.harvesters;
+        let (mut metrics, mut events, mut logs, mut spans) = tokio::join!(
             h.metric.join(),
             h.event.join(),
             h.log.join(),
             h.trace.join()
         );
+        // Refusals go on after the end (a recording into a closed batch):
+        // count them up to now.
+        metrics.record = parts.metrics.record_stats();
+        events.record = parts.events.record_stats();
+        logs.record = parts.logs.record_stats();
+        spans.record = parts.spans.record_stats();
         TelemetryReport {
             metrics,
             events,
             logs,
             spans,
+            #[cfg(feature = "tracing-layer")]
+            layer: parts.lifecycle.layers.stats(),
         }
+    }
+
+    /// Whether anything is sent: `false` when the builder or
+    /// `NEW_RELIC_ENABLED` turned telemetry off.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().build()?;
+    /// assert!(telemetry.is_enabled());
+    /// let off = server.telemetry_builder().enabled(false).build()?;
+    /// assert!(!off.is_enabled());
+    /// # telemetry.shutdown().await;
+    /// # off.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn is_enabled(&self) -> bool {
+        self.inner.0.enabled
+    }
+}
+
+#[cfg(feature = "tracing-layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
+impl Telemetry {
+    /// A `tracing` layer that exports closed spans into this telemetry's
+    /// span batch and events into its log batch, with its service name (see
+    /// [`tracing_layer`](crate::tracing_layer) for what it exports and how).
+    /// Its worker runs on the runtime the telemetry was built on and belongs
+    /// to the telemetry: [`shutdown`](Self::shutdown) drains it before the
+    /// batches are closed, so a log emitted just before shutdown is sent, and
+    /// one emitted after is counted in [`TelemetryReport::items_refused`].
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use tracing_subscriber::filter::LevelFilter;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().service_name("checkout").build()?;
+    /// let subscriber = tracing_subscriber::registry()
+    ///     .with(telemetry.tracing_layer().with_filter(LevelFilter::INFO));
+    /// // In a service: `.init()`, once, in `main`.
+    /// let _guard = tracing::subscriber::set_default(subscriber);
+    ///
+    /// tracing::info_span!("charge", order.id = 1234).in_scope(|| tracing::info!("card charged"));
+    ///
+    /// let report = telemetry.shutdown().await; // the layer first, then the batches
+    /// assert_eq!((report.layer.spans_recorded, report.layer.logs_recorded), (1, 1));
+    /// assert_eq!(server.logs()[0]["message"], "card charged");
+    /// assert_eq!(server.spans()[0]["attributes"]["service.name"], "checkout");
+    /// # Ok(()) }
+    /// ```
+    pub fn tracing_layer(&self) -> NewRelicLayer {
+        self.tracing_layer_with(|layer| layer)
+    }
+
+    /// [`tracing_layer`](Self::tracing_layer), with changes to the layer's
+    /// settings (channel capacity, span events, excluded targets). Its span
+    /// and log batches and its service name are this telemetry's.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().build()?;
+    /// let layer = telemetry.tracing_layer_with(|layer| layer.span_events(true).exclude_target("noisy"));
+    /// let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    ///
+    /// tracing::info_span!("job").in_scope(|| {
+    ///     tracing::info!("step done");
+    ///     tracing::info!(target: "noisy", "not exported");
+    /// });
+    /// let report = telemetry.shutdown().await;
+    /// assert_eq!(report.layer.logs_recorded, 1);
+    /// assert_eq!(server.spans()[0]["events"][0]["name"], "step done");
+    /// # Ok(()) }
+    /// ```
+    pub fn tracing_layer_with(
+        &self,
+        configure: impl FnOnce(NewRelicLayerBuilder) -> NewRelicLayerBuilder,
+    ) -> NewRelicLayer {
+        let parts = &self.inner.0;
+        let mut builder = configure(NewRelicLayer::builder());
+        builder = builder.spans(parts.spans.clone()).logs(parts.logs.clone());
+        if let Some(name) = &parts.service_name {
+            builder = builder.service_name(name.clone());
+        }
+        let layers = &parts.lifecycle.layers;
+        let (layer, worker) = builder.build_counting_into(layers.counters.clone());
+        layers.push(parts.runtime.spawn(worker.run(layers.token.clone())));
+        layer
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::env::Config;
-use super::handle::{Endpoints, Telemetry};
+use super::handle::{Endpoints, Parts, Telemetry};
+use super::lifecycle::Lifecycle;
 use super::per_api::{AllApis, ConfigureClients, PerApi};
 use crate::attributes::Attributes;
 use crate::batch::{Batch, EventBatch, LogBatch, MetricBatch, SpanBatch};
@@ -16,35 +17,64 @@ use crate::client::{Client, ClientBuilder, Events, Kind, Logs, Metrics, Spans, s
 use crate::error::ConfigError;
 use crate::harvester::Harvester;
 
-/// Builds the clients and batches and spawns the harvesters, all stopped by a
-/// child of `parent` (or by a token of their own).
+/// The builder's settings that are not read from the environment.
+pub(super) struct Settings {
+    pub(super) common_attributes: Attributes,
+    pub(super) service_name: Option<Arc<str>>,
+    pub(super) shutdown_timeout: Duration,
+    pub(super) memory_budget: usize,
+    /// The service's token, if any: cancelling it stops the telemetry.
+    pub(super) parent: Option<CancellationToken>,
+}
+
+/// Builds the clients and batches, spawns the harvesters on a token of their
+/// own, and a watcher that stops everything in order when the public stop
+/// token (a child of the builder's, if any) is cancelled.
 pub(super) fn start(
     config: Config,
     configure_clients: Vec<ConfigureClients>,
-    common_attributes: Attributes,
-    shutdown_timeout: Duration,
-    memory_budget: usize,
-    parent: Option<&CancellationToken>,
+    settings: Settings,
 ) -> Result<Telemetry, ConfigError> {
-    let settings = with_shared_http_client(client_settings(&config, configure_clients))?;
-    let clients = Clients::new(&settings, config.endpoints)?;
+    let client_settings = client_settings(&config, configure_clients).disabled(!config.enabled);
+    let client_settings = with_shared_http_client(client_settings)?;
+    let clients = Clients::new(&client_settings, config.endpoints)?;
     let endpoints = clients.endpoints();
-    let batches = Batches::new(common_attributes, memory_budget);
-    let token = parent.map_or_else(CancellationToken::new, CancellationToken::child_token);
+    let batches = Batches::new(settings.common_attributes, settings.memory_budget);
+    let lifecycle = Arc::new(Lifecycle::new());
     let timing = Timing {
         interval: config.harvest_interval,
-        shutdown_timeout,
+        shutdown_timeout: settings.shutdown_timeout,
     };
-    let harvesters = spawn_harvesters(&batches, clients, timing, &token);
-    Ok(Telemetry {
+    let harvesters = spawn_harvesters(&batches, clients, timing, &lifecycle.harvesters);
+    let stop = settings
+        .parent
+        .as_ref()
+        .map_or_else(CancellationToken::new, CancellationToken::child_token);
+    let runtime = tokio::runtime::Handle::current();
+    runtime.spawn(watch(stop.clone(), lifecycle.clone()));
+    Ok(Telemetry::from_parts(Parts {
+        enabled: config.enabled,
         endpoints,
         metrics: batches.metrics,
         events: batches.events,
         logs: batches.logs,
         spans: batches.spans,
         harvesters,
-        token,
-    })
+        stop,
+        lifecycle,
+        runtime,
+        service_name: settings.service_name,
+    }))
+}
+
+/// Runs the ordered stop when `stop` is cancelled (by the service's token,
+/// or by `Telemetry::cancellation_token()`); ends quietly when the
+/// harvesters were stopped another way.
+async fn watch(stop: CancellationToken, lifecycle: Arc<Lifecycle>) {
+    tokio::select! {
+        () = stop.cancelled() => lifecycle.stop().await,
+        () = lifecycle.harvesters.cancelled() => {}
+    }
 }
 
 /// The settings the four clients share: the key and region, then what code

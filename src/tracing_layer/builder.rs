@@ -349,7 +349,15 @@ impl NewRelicLayerBuilder {
     /// ```
     #[must_use = "the layer exports nothing until it is added to a subscriber and its worker runs"]
     pub fn build(self) -> (NewRelicLayer, LayerWorker) {
-        let counters = Arc::new(LayerCounters::default());
+        self.build_counting_into(Arc::new(LayerCounters::default()))
+    }
+
+    /// Builds a layer that counts into `counters` (which several layers of
+    /// one `Telemetry` share).
+    pub(crate) fn build_counting_into(
+        self,
+        counters: Arc<LayerCounters>,
+    ) -> (NewRelicLayer, LayerWorker) {
         let export_spans = self.spans.is_some();
         let export_logs = self.logs.is_some();
         let (sender, worker) =

@@ -93,6 +93,15 @@
 //! see. A span the filter rejects is skipped: its children hang from the
 //! nearest exported ancestor, and events inside it carry that ancestor's ids.
 //!
+//! # With a `Telemetry`
+//!
+//! [`Telemetry::tracing_layer`](crate::Telemetry::tracing_layer) builds the
+//! layer for you, wired to the telemetry's span and log batches and service
+//! name, and runs its worker; `Telemetry::shutdown` drains that worker before
+//! closing the batches, and counts what the layer drops in the
+//! [`TelemetryReport`](crate::TelemetryReport). The rest of this page is for
+//! assembling the parts by hand.
+//!
 //! # Shutting down
 //!
 //! The worker ends when its [`CancellationToken`] is cancelled, or when the
@@ -168,5 +177,6 @@ mod worker; // the channel and the LayerWorker that drains it into the batches
 
 pub use builder::{DEFAULT_CHANNEL_CAPACITY, DEFAULT_EXCLUDED_TARGETS, NewRelicLayerBuilder};
 pub use layer::{MAX_SPAN_EVENTS, NewRelicLayer};
+pub(crate) use stats::LayerCounters;
 pub use stats::{LayerHandle, LayerStats};
 pub use worker::LayerWorker;
