@@ -1,4 +1,5 @@
-//! Random identifiers for spans and traces, and jitter for retries.
+//! Random identifiers for spans (16 hex) and traces (32 hex, W3C), and
+//! jitter for retries.
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
@@ -29,9 +30,20 @@ pub(crate) fn random_u64() -> u64 {
     })
 }
 
-/// 16 lowercase hex characters, the id format New Relic's SDKs generate.
+/// 16 lowercase hex characters, the id format New Relic's SDKs generate
+/// and W3C Trace Context's span id (never all zeros).
 pub(crate) fn random_hex_id() -> String {
     format!("{:016x}", random_u64())
+}
+
+/// A random W3C trace id: 128 bits, never zero (each half is non-zero).
+pub(crate) fn random_trace_id() -> u128 {
+    (u128::from(random_u64()) << 64) | u128::from(random_u64())
+}
+
+/// A trace id as 32 lowercase hex characters, its W3C form.
+pub(crate) fn trace_id_hex(id: u128) -> String {
+    format!("{id:032x}")
 }
 
 /// A uniformly distributed float in `[0, 1)`.
@@ -50,6 +62,16 @@ mod tests {
         assert_eq!(a.len(), 16);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn trace_ids_are_32_hex_and_never_zero() {
+        let a = trace_id_hex(random_trace_id());
+        let b = trace_id_hex(random_trace_id());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
+        assert_ne!(a, b);
+        assert_ne!(random_trace_id() as u64, 0);
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod test_util;
 #[allow(dead_code, unreachable_pub)]
 mod test_util;
 mod time;
+pub mod trace_context;
 #[cfg(feature = "tracing-layer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
 pub mod tracing_layer;
@@ -73,3 +74,4 @@ pub use span::{Span, SpanEvent};
 pub use telemetry::{
     AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, TelemetryStats, env,
 };
+pub use trace_context::{MAX_TRACESTATE_ENTRIES, TraceContext};

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::attributes::{Attributes, Value};
-use crate::id::random_hex_id;
+use crate::id::{random_hex_id, random_trace_id, trace_id_hex};
 use crate::log::set_error_fields;
 use crate::time::{millis_since_epoch, now_ms};
 
@@ -16,8 +16,11 @@ const INTRINSICS: [&str; 4] = ["name", "duration.ms", "parent.id", "service.name
 
 /// One unit of work in a distributed trace.
 ///
-/// A new span gets a random 16-hex-character id and trace id, starts now, and
-/// [`finish`](Span::finish) sets its duration from that start.
+/// A new span gets a random 16-hex-character id and a random
+/// 32-hex-character trace id (the W3C Trace Context forms, so a trace can
+/// cross services that speak it), starts now, and [`finish`](Span::finish)
+/// sets its duration from that start. To continue a trace started by
+/// another service, see [`TraceContext::child_span`](crate::TraceContext::child_span).
 ///
 /// ```
 /// use newrelic_telemetry::Span;
@@ -51,12 +54,12 @@ impl Span {
     /// let span = Span::new("GET /orders");
     /// assert_eq!(span.name(), "GET /orders");
     /// assert_eq!(span.parent_id(), None);
-    /// assert_ne!(span.id(), span.trace_id());
+    /// assert_eq!((span.id().len(), span.trace_id().len()), (16, 32)); // W3C sizes
     /// ```
     pub fn new(name: impl Into<String>) -> Self {
         Span {
             id: random_hex_id(),
-            trace_id: random_hex_id(),
+            trace_id: trace_id_hex(random_trace_id()),
             timestamp_ms: now_ms(),
             name: name.into(),
             duration: None,

@@ -129,9 +129,19 @@ fn close(v: &Json, expected: f64) -> bool {
         .is_some_and(|x| (x - expected).abs() <= expected.abs() * 1e-12)
 }
 
+/// A W3C span id: 16 lowercase hex digits.
 fn is_hex_id(v: &Json) -> bool {
+    is_hex(v, 16)
+}
+
+/// A W3C trace id: 32 lowercase hex digits.
+fn is_trace_id(v: &Json) -> bool {
+    is_hex(v, 32)
+}
+
+fn is_hex(v: &Json, len: usize) -> bool {
     v.as_str()
-        .is_some_and(|s| s.len() == 16 && s.chars().all(|c| c.is_ascii_hexdigit()))
+        .is_some_and(|s| s.len() == len && s.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')))
 }
 
 fn is_excluded(target: &str) -> bool {
@@ -205,7 +215,7 @@ async fn nested_spans_share_a_trace_and_link_to_their_parents() {
     let explicit = span(&spans, "explicit child");
     let unrelated = span(&spans, "unrelated");
     for s in &spans {
-        assert!(is_hex_id(&s["id"]) && is_hex_id(&s["trace.id"]), "{s}");
+        assert!(is_hex_id(&s["id"]) && is_trace_id(&s["trace.id"]), "{s}");
         assert_eq!(s["attributes"]["service.name"], "svc");
         assert_eq!(s["attributes"]["code.namespace"], "tracing_layer");
         assert!(
@@ -703,7 +713,7 @@ async fn span_events_and_two_layers_in_one_subscriber() {
     // a span and a trace.
     let logs = p.server.logs();
     let step = &log(&logs, "step one")["attributes"];
-    assert!(is_hex_id(&step["span.id"]) && is_hex_id(&step["trace.id"]));
+    assert!(is_hex_id(&step["span.id"]) && is_trace_id(&step["trace.id"]));
     assert_eq!(
         step["span.id"],
         log(&logs, "step two")["attributes"]["span.id"]

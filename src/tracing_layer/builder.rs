@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use super::layer::NewRelicLayer;
+use super::layer::{NewRelicLayer, Settings};
 use super::stats::LayerCounters;
 use super::worker::{self, LayerWorker};
 use crate::batch::{LogBatch, SpanBatch};
@@ -87,6 +87,7 @@ pub struct NewRelicLayerBuilder {
     service_name: Option<Arc<str>>,
     capacity: usize,
     span_events: bool,
+    sample_ratio: f64,
     excluded: Vec<Cow<'static, str>>,
 }
 
@@ -98,6 +99,7 @@ impl fmt::Debug for NewRelicLayerBuilder {
             .field("service_name", &self.service_name)
             .field("capacity", &self.capacity)
             .field("span_events", &self.span_events)
+            .field("sample_ratio", &self.sample_ratio)
             .field("excluded", &self.excluded)
             .finish()
     }
@@ -127,6 +129,7 @@ impl NewRelicLayer {
             service_name: None,
             capacity: DEFAULT_CHANNEL_CAPACITY,
             span_events: false,
+            sample_ratio: 1.0,
             excluded: DEFAULT_EXCLUDED_TARGETS
                 .iter()
                 .map(|t| Cow::Borrowed(*t))
@@ -295,6 +298,51 @@ impl NewRelicLayerBuilder {
         self
     }
 
+    /// The share of new traces exported, from 0.0 (none) to 1.0 (all, the
+    /// default); values outside are clamped, NaN counts as 1.0.
+    ///
+    /// The decision is made once per trace, from its trace id (its rightmost
+    /// 56 bits, the random part of a W3C trace id, compared with a threshold
+    /// as in OpenTelemetry's consistent probability sampling), so every
+    /// service with the same ratio decides the same way for a trace without
+    /// talking to the others. A trace continued from another service
+    /// (`traceparent`) follows that service's decision instead, whatever the
+    /// ratio, and passes it on in the flags of outgoing `traceparent`s. An
+    /// unsampled span is not exported and costs next to nothing; it is
+    /// counted in [`LayerStats::spans_unsampled`](crate::tracing_layer::LayerStats::spans_unsampled).
+    /// Logs are not sampled: they are exported with their `trace.id` either way.
+    ///
+    /// ```
+    /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
+    /// use newrelic_telemetry::SpanBatch;
+    /// use std::sync::Arc;
+    /// use tokio_util::sync::CancellationToken;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let spans = Arc::new(SpanBatch::new());
+    /// let (layer, worker) = NewRelicLayer::builder().spans(spans.clone()).sample_ratio(0.0).build();
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     tracing::info_span!("request").in_scope(|| tracing::info_span!("query").in_scope(|| {}));
+    /// });
+    ///
+    /// let stop = CancellationToken::new();
+    /// stop.cancel();
+    /// let stats = worker.run(stop).await;
+    /// assert_eq!((stats.spans_recorded, stats.spans_unsampled), (0, 2));
+    /// assert_eq!(spans.len().await, 0);
+    /// # }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn sample_ratio(mut self, ratio: f64) -> Self {
+        self.sample_ratio = if ratio.is_nan() {
+            1.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
+        self
+    }
+
     /// Never exports spans or events whose target is `target` or one of its
     /// modules (`target::...`), on top of [`DEFAULT_EXCLUDED_TARGETS`].
     ///
@@ -362,15 +410,15 @@ impl NewRelicLayerBuilder {
         let export_logs = self.logs.is_some();
         let (sender, worker) =
             worker::channel(self.capacity, self.spans, self.logs, counters.clone());
-        let layer = NewRelicLayer::new(
-            sender,
-            counters,
+        let settings = Settings {
             export_spans,
             export_logs,
-            self.span_events,
-            self.service_name,
-            self.excluded,
-        );
+            span_events: self.span_events,
+            sample_ratio: self.sample_ratio,
+            service_name: self.service_name,
+            excluded: self.excluded,
+        };
+        let layer = NewRelicLayer::new(sender, counters, settings);
         (layer, worker)
     }
 }

@@ -16,6 +16,7 @@ pub(super) struct Keys {
     pub(super) span_id: Arc<str>,
     pub(super) service_name: Arc<str>,
     pub(super) code_namespace: Arc<str>,
+    pub(super) span_kind: Arc<str>,
     pub(super) error: Arc<str>,
     pub(super) error_message: Arc<str>,
     /// `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`.
@@ -31,6 +32,7 @@ impl Keys {
             span_id: Arc::from("span.id"),
             service_name: Arc::from("service.name"),
             code_namespace: Arc::from("code.namespace"),
+            span_kind: Arc::from("span.kind"),
             error: Arc::from("error"),
             error_message: Arc::from("error.message"),
             levels: [

@@ -11,14 +11,17 @@ use tracing::{Level, Subscriber, span};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::context::{self, RootContext};
 use super::keys::Keys;
 use super::span_store::{self, SpanData};
 use super::stats::{LayerCounters, LayerHandle};
 use super::visitor::FieldVisitor;
 use super::worker::{Item, ItemSender};
 use crate::attributes::{Attributes, Value};
+use crate::id::{random_trace_id, trace_id_hex};
 use crate::log::Log;
 use crate::span::{Span, SpanEvent};
+use crate::trace_context::sampled_by_ratio;
 
 /// The most span events one span carries; later ones are counted in
 /// [`LayerStats::span_events_dropped`](crate::tracing_layer::LayerStats::span_events_dropped).
@@ -99,6 +102,7 @@ pub struct NewRelicLayer {
     export_spans: bool,
     export_logs: bool,
     span_events: bool,
+    sample_ratio: f64,
     service_name: Option<Arc<str>>,
     excluded: Box<[Cow<'static, str>]>,
     keys: Keys,
@@ -111,11 +115,22 @@ impl fmt::Debug for NewRelicLayer {
             .field("export_spans", &self.export_spans)
             .field("export_logs", &self.export_logs)
             .field("span_events", &self.span_events)
+            .field("sample_ratio", &self.sample_ratio)
             .field("service_name", &self.service_name)
             .field("excluded", &self.excluded)
             .field("stats", &self.counters.snapshot())
             .finish_non_exhaustive()
     }
+}
+
+/// What the builder decided for a layer.
+pub(super) struct Settings {
+    pub(super) export_spans: bool,
+    pub(super) export_logs: bool,
+    pub(super) span_events: bool,
+    pub(super) sample_ratio: f64,
+    pub(super) service_name: Option<Arc<str>>,
+    pub(super) excluded: Vec<Cow<'static, str>>,
 }
 
 impl NewRelicLayer {
@@ -124,20 +139,17 @@ impl NewRelicLayer {
     pub(super) fn new(
         sender: ItemSender,
         counters: Arc<LayerCounters>,
-        export_spans: bool,
-        export_logs: bool,
-        span_events: bool,
-        service_name: Option<Arc<str>>,
-        excluded: Vec<Cow<'static, str>>,
+        settings: Settings,
     ) -> Self {
         NewRelicLayer {
             id: span_store::next_layer_id(),
             sender,
-            export_spans,
-            export_logs,
-            span_events: span_events && export_spans,
-            service_name,
-            excluded: excluded.into_boxed_slice(),
+            export_spans: settings.export_spans,
+            export_logs: settings.export_logs,
+            span_events: settings.span_events && settings.export_spans,
+            sample_ratio: settings.sample_ratio,
+            service_name: settings.service_name,
+            excluded: settings.excluded.into_boxed_slice(),
             keys: Keys::new(),
             counters,
         }
@@ -169,8 +181,8 @@ impl NewRelicLayer {
     }
 
     /// Flags the span as failed by an `ERROR` event with `message` inside it.
-    fn flag_error(&self, data: &mut SpanData, message: &str) {
-        let attributes = data.span.attributes_mut();
+    fn flag_error(&self, span: &mut Span, message: &str) {
+        let attributes = span.attributes_mut();
         attributes.insert(self.keys.error.clone(), true);
         if !attributes.contains_key(&self.keys.error_message) {
             attributes.insert(self.keys.error_message.clone(), message);
@@ -181,12 +193,12 @@ impl NewRelicLayer {
     /// [`MAX_SPAN_EVENTS`]; counts the ones past it.
     fn add_span_event(
         &self,
-        data: &mut SpanData,
+        span: &mut Span,
         metadata: &tracing::Metadata<'_>,
         message: &str,
         fields: &Attributes,
     ) {
-        if data.span.events().len() >= MAX_SPAN_EVENTS {
+        if span.events().len() >= MAX_SPAN_EVENTS {
             self.counters
                 .span_events_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -204,7 +216,66 @@ impl NewRelicLayer {
         }
         attributes.insert(self.keys.level.clone(), self.keys.level(metadata.level()));
         attributes.insert(self.keys.target.clone(), metadata.target());
-        data.span.add_event(span_event);
+        span.add_event(span_event);
+    }
+
+    /// A new span's data, built only when it is sampled (or may still be):
+    /// its name, service name, target and fields.
+    fn build_span(
+        &self,
+        attrs: &span::Attributes<'_>,
+        span: Span,
+        sampled: bool,
+        trace_state: Option<Arc<str>>,
+    ) -> SpanData {
+        let mut nr = span;
+        if let Some(service) = &self.service_name {
+            nr = nr.with_service_name(service.clone());
+        }
+        if self.export_spans {
+            let attributes = nr.attributes_mut();
+            attributes.insert(self.keys.code_namespace.clone(), attrs.metadata().target());
+            let mut visitor = FieldVisitor::for_span(attributes, &self.keys);
+            attrs.record(&mut visitor);
+            if let Some(name) = visitor.into_span_name() {
+                *nr.name_mut() = name;
+            }
+        }
+        SpanData::new(nr, sampled, trace_state)
+    }
+
+    /// The data of a root span (one with no tracked parent): a new trace,
+    /// or the remote parent given by `with_remote_parent`.
+    fn root_data(&self, attrs: &span::Attributes<'_>) -> SpanData {
+        let name = attrs.metadata().name();
+        let (nr, sampled, trace_state, decided) = match context::root_context() {
+            Some(RootContext::Remote(remote)) => (
+                remote.child_span(name),
+                remote.is_sampled(),
+                remote.trace_state().map(Arc::from),
+                true,
+            ),
+            root => {
+                let trace_id = random_trace_id();
+                let sampled = sampled_by_ratio(trace_id, self.sample_ratio);
+                let nr = Span::new(name).with_trace_id(trace_id_hex(trace_id));
+                // Outside `with_remote_parent`, `set_parent` may still change
+                // the decision: build the span either way.
+                (nr, sampled, None, root.is_some())
+            }
+        };
+        if decided && !sampled {
+            // Ids only: children and outgoing requests carry the trace on,
+            // unsampled.
+            return SpanData {
+                trace_id: Arc::from(nr.trace_id()),
+                span_id: Arc::from(nr.id()),
+                span: None,
+                sampled: false,
+                trace_state,
+            };
+        }
+        self.build_span(attrs, nr, sampled, trace_state)
     }
 }
 
@@ -226,21 +297,28 @@ where
         let parent = span
             .parent()
             .and_then(|p| span_store::nearest_exported(p, self.id))
-            .and_then(|p| span_store::ids(&p, self.id));
+            .and_then(|p| span_store::with_data(&p, self.id, |d| d.inherited()));
 
-        let mut nr = Span::new(metadata.name());
-        if let Some((trace_id, parent_id)) = parent {
-            nr = nr.with_trace_id(&*trace_id).with_parent_id(&*parent_id);
-        }
-        if let Some(service) = &self.service_name {
-            nr = nr.with_service_name(service.clone());
-        }
-        if self.export_spans {
-            let attributes = nr.attributes_mut();
-            attributes.insert(self.keys.code_namespace.clone(), metadata.target());
-            attrs.record(&mut FieldVisitor::for_span(attributes, &self.keys));
-        }
-        span_store::insert(&span, self.id, SpanData::new(nr));
+        let data = match parent {
+            None => self.root_data(attrs),
+            Some(parent) if !parent.sampled => {
+                // Inside an unsampled trace: nothing to keep, nothing to
+                // build. Children and events find the unsampled ancestor.
+                if self.export_spans {
+                    self.counters
+                        .spans_unsampled
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            Some(parent) => {
+                let nr = Span::new(metadata.name())
+                    .with_trace_id(&*parent.trace_id)
+                    .with_parent_id(&*parent.parent_id);
+                self.build_span(attrs, nr, true, parent.trace_state)
+            }
+        };
+        span_store::insert(&span, self.id, data);
     }
 
     fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
@@ -251,10 +329,13 @@ where
             return;
         };
         span_store::with_data(&span, self.id, |data| {
-            values.record(&mut FieldVisitor::for_span(
-                data.span.attributes_mut(),
-                &self.keys,
-            ));
+            if let Some(nr) = &mut data.span {
+                let mut visitor = FieldVisitor::for_span(nr.attributes_mut(), &self.keys);
+                values.record(&mut visitor);
+                if let Some(name) = visitor.into_span_name() {
+                    *nr.name_mut() = name;
+                }
+            }
         });
     }
 
@@ -262,6 +343,13 @@ where
         if !(self.export_spans || self.export_logs) {
             return;
         }
+        // An event bridged from the `log` crate (`tracing-log`) has its
+        // level's generic metadata: its real target comes from its fields.
+        #[cfg(feature = "log")]
+        let normalized = tracing_log::NormalizeEvent::normalized_metadata(event);
+        #[cfg(feature = "log")]
+        let metadata = normalized.as_ref().unwrap_or(event.metadata());
+        #[cfg(not(feature = "log"))]
         let metadata = event.metadata();
         if self.is_excluded(metadata.target()) {
             return;
@@ -276,16 +364,22 @@ where
 
         let mut fields = Attributes::with_capacity(metadata.fields().len() + 6);
         let mut visitor = FieldVisitor::for_event(&mut fields, &self.keys);
+        #[cfg(feature = "log")]
+        if normalized.is_some() {
+            visitor = visitor.skipping_log_fields();
+        }
         event.record(&mut visitor);
         let message = visitor.into_message().unwrap_or_default();
 
         let ids = in_span.and_then(|span| {
             span_store::with_data(&span, self.id, |data| {
-                if self.export_spans && is_error {
-                    self.flag_error(data, &message);
-                }
-                if self.span_events {
-                    self.add_span_event(data, metadata, &message, &fields);
+                if let Some(nr) = &mut data.span {
+                    if self.export_spans && is_error {
+                        self.flag_error(nr, &message);
+                    }
+                    if self.span_events {
+                        self.add_span_event(nr, metadata, &message, &fields);
+                    }
                 }
                 data.ids()
             })
@@ -318,7 +412,14 @@ where
             return;
         };
         if let Some(data) = span_store::remove(&span, self.id) {
-            self.sender.send(Item::Span(data.span.finish()));
+            match data.span {
+                Some(nr) if data.sampled => self.sender.send(Item::Span(nr.finish())),
+                _ => {
+                    self.counters
+                        .spans_unsampled
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 }

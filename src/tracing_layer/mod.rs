@@ -168,6 +168,7 @@
 
 // One file per part; none of them uses anything from this file.
 mod builder; // NewRelicLayerBuilder and the defaults it starts from
+mod context; // remote parents (with_remote_parent, SpanExt) and a span's trace context
 mod keys; // the attribute keys the layer writes, allocated once
 mod layer; // NewRelicLayer: the `tracing` callbacks
 mod span_store; // what a layer keeps per open span, in the span's extensions
@@ -176,6 +177,7 @@ mod visitor; // tracing fields to typed attributes
 mod worker; // the channel and the LayerWorker that drains it into the batches
 
 pub use builder::{DEFAULT_CHANNEL_CAPACITY, DEFAULT_EXCLUDED_TARGETS, NewRelicLayerBuilder};
+pub use context::{SpanExt, current_trace_context, with_remote_parent};
 pub use layer::{MAX_SPAN_EVENTS, NewRelicLayer};
 pub(crate) use stats::LayerCounters;
 pub use stats::{LayerHandle, LayerStats};

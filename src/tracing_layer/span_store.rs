@@ -1,7 +1,7 @@
 //! What a layer keeps per exported span: its [`SpanData`] (the New Relic span
-//! being built and its ids), stored in the span's extensions in the
-//! subscriber's registry, keyed by layer so that several layers can share one
-//! subscriber.
+//! being built, its ids and its sampling decision), stored in the span's
+//! extensions in the subscriber's registry, keyed by layer so that several
+//! layers can share one subscriber.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,7 @@ use tracing::Subscriber;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use crate::span::Span;
+use crate::trace_context::TraceContext;
 
 /// Gives every layer its own key in span extensions, so that several layers
 /// (for several accounts, say) can share a subscriber.
@@ -58,30 +59,83 @@ impl Exported {
         let data = found.map(|i| self.more.swap_remove(i).1);
         (data, Some(self))
     }
+
+    /// Every layer's data.
+    fn all_mut(&mut self) -> impl Iterator<Item = &mut SpanData> {
+        std::iter::once(&mut self.first.1).chain(self.more.iter_mut().map(|(_, d)| d))
+    }
 }
 
-/// What a layer keeps for one exported span.
+/// What a layer keeps for one span it tracks.
 pub(super) struct SpanData {
-    /// The New Relic span being built (its attributes are the span's fields).
-    pub(super) span: Span,
+    /// The New Relic span being built (its attributes are the span's
+    /// fields); `None` for a span decided unsampled when it was created,
+    /// which keeps only its ids.
+    pub(super) span: Option<Span>,
     /// The ids as shared strings, cloned cheaply into logs and child spans.
     pub(super) trace_id: Arc<str>,
     pub(super) span_id: Arc<str>,
+    /// Whether the span (and its trace here) is exported.
+    pub(super) sampled: bool,
+    /// The `tracestate` received with the trace, passed on unchanged.
+    pub(super) trace_state: Option<Arc<str>>,
+}
+
+/// What a child inherits from its parent's [`SpanData`].
+pub(super) struct Inherited {
+    pub(super) trace_id: Arc<str>,
+    pub(super) parent_id: Arc<str>,
+    pub(super) sampled: bool,
+    pub(super) trace_state: Option<Arc<str>>,
 }
 
 impl SpanData {
-    /// The data for `span`, its ids shared.
-    pub(super) fn new(span: Span) -> Self {
+    /// The data for a sampled `span`, its ids shared.
+    pub(super) fn new(span: Span, sampled: bool, trace_state: Option<Arc<str>>) -> Self {
         SpanData {
             trace_id: Arc::from(span.trace_id()),
             span_id: Arc::from(span.id()),
-            span,
+            span: Some(span),
+            sampled,
+            trace_state,
         }
     }
 
     /// The trace id and span id, cheaply cloned.
     pub(super) fn ids(&self) -> (Arc<str>, Arc<str>) {
         (self.trace_id.clone(), self.span_id.clone())
+    }
+
+    /// What a child span inherits.
+    pub(super) fn inherited(&self) -> Inherited {
+        Inherited {
+            trace_id: self.trace_id.clone(),
+            parent_id: self.span_id.clone(),
+            sampled: self.sampled,
+            trace_state: self.trace_state.clone(),
+        }
+    }
+
+    /// The span's context, as outgoing requests carry it.
+    pub(super) fn context(&self) -> Option<TraceContext> {
+        TraceContext::new(&self.trace_id, &self.span_id, self.sampled)
+            .map(|c| c.with_trace_state(self.trace_state.as_deref()))
+    }
+
+    /// Continues `remote`: the span moves into its trace, under its span,
+    /// and takes its sampling decision (unless the span was decided
+    /// unsampled when it was created, which is final).
+    pub(super) fn continue_remote(&mut self, remote: &TraceContext) {
+        let trace_id: Arc<str> = Arc::from(remote.trace_id());
+        self.trace_state = remote.trace_state().map(Arc::from);
+        if let Some(span) = self.span.take() {
+            self.span = Some(
+                span.with_trace_id(&*trace_id)
+                    .with_parent_id(remote.span_id()),
+            );
+            self.sampled = remote.is_sampled();
+        }
+        self.trace_id = trace_id;
     }
 }
 
@@ -98,17 +152,6 @@ where
             more: Vec::new(),
         }),
     }
-}
-
-/// The trace id and span id layer `layer` gave `span`, if it exports it.
-pub(super) fn ids<S>(span: &SpanRef<'_, S>, layer: u64) -> Option<(Arc<str>, Arc<str>)>
-where
-    S: Subscriber + for<'l> LookupSpan<'l>,
-{
-    span.extensions()
-        .get::<Exported>()
-        .and_then(|e| e.get(layer))
-        .map(SpanData::ids)
 }
 
 /// Calls `f` with layer `layer`'s data for `span`, if it exports the span.
@@ -142,6 +185,33 @@ where
         extensions.insert(rest);
     }
     data
+}
+
+/// Continues `remote` in every layer's data for `span`; whether any layer
+/// tracks the span.
+pub(super) fn continue_remote<S>(span: &SpanRef<'_, S>, remote: &TraceContext) -> bool
+where
+    S: Subscriber + for<'l> LookupSpan<'l>,
+{
+    let mut extensions = span.extensions_mut();
+    let Some(exported) = extensions.get_mut::<Exported>() else {
+        return false;
+    };
+    exported.all_mut().for_each(|d| d.continue_remote(remote));
+    true
+}
+
+/// The context of the nearest span, from `span` up, that a layer tracks (the
+/// first layer's, when several share the subscriber).
+pub(super) fn context<S>(span: SpanRef<'_, S>) -> Option<TraceContext>
+where
+    S: Subscriber + for<'l> LookupSpan<'l>,
+{
+    span.scope().find_map(|s| {
+        s.extensions()
+            .get::<Exported>()
+            .and_then(|e| e.first.1.context())
+    })
 }
 
 /// The nearest span, from `span` up, that layer `layer` exports.

@@ -47,6 +47,11 @@ crate::counters::counters! {
         /// long-lived span would otherwise grow without bound, and end up too
         /// large to send).
         span_events_dropped,
+        /// Spans not exported because their trace is not sampled (the
+        /// incoming `traceparent` said so, or the layer's
+        /// [`sample_ratio`](crate::tracing_layer::NewRelicLayerBuilder::sample_ratio)
+        /// left the trace out).
+        spans_unsampled,
     }
 }
 

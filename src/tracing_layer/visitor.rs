@@ -1,6 +1,7 @@
 //! How a `tracing` field set becomes attributes: [`FieldVisitor`] keeps value
-//! types, captures an event's `message`, and turns a span's `error` field into
-//! New Relic's error attributes.
+//! types, captures an event's `message`, turns a span's `error` field into
+//! New Relic's error attributes, and reads `otel.name` (the span's name) and
+//! `otel.kind` (`span.kind`) as `tracing-opentelemetry` does.
 
 use std::fmt::{self, Write as _};
 
@@ -18,8 +19,15 @@ pub(super) struct FieldVisitor<'a> {
     /// Whether the `message` field is the log's message (events) or an
     /// ordinary attribute (spans).
     capture_message: bool,
-    /// Whether a field named `error` flags the span (spans only).
+    /// Whether a field named `error` flags the span, and `otel.name` and
+    /// `otel.kind` are read (spans only).
     error_field: bool,
+    /// The `otel.name` field: the span's name.
+    span_name: Option<String>,
+    /// Whether fields named `log.*` are skipped (the `log` crate's target,
+    /// module, file and line on an event bridged from `log`, which the layer
+    /// reads from its normalized metadata instead).
+    skip_log_fields: bool,
 }
 
 impl<'a> FieldVisitor<'a> {
@@ -30,6 +38,8 @@ impl<'a> FieldVisitor<'a> {
             message: None,
             capture_message: false,
             error_field: true,
+            span_name: None,
+            skip_log_fields: false,
         }
     }
 
@@ -40,7 +50,21 @@ impl<'a> FieldVisitor<'a> {
             message: None,
             capture_message: true,
             error_field: false,
+            span_name: None,
+            skip_log_fields: false,
         }
+    }
+
+    /// Skips the `log.*` fields of an event bridged from the `log` crate.
+    #[cfg_attr(not(feature = "log"), allow(dead_code))]
+    pub(super) fn skipping_log_fields(mut self) -> Self {
+        self.skip_log_fields = true;
+        self
+    }
+
+    /// The span's `otel.name` field, if it had one.
+    pub(super) fn into_span_name(self) -> Option<String> {
+        self.span_name
     }
 
     /// The event's `message` field, if it had one.
@@ -50,7 +74,18 @@ impl<'a> FieldVisitor<'a> {
 
     fn put(&mut self, field: &Field, value: Value) {
         let name = field.name();
-        if self.capture_message && name == "message" {
+        if self.skip_log_fields && name.starts_with("log.") {
+            return;
+        }
+        if self.error_field && name == "otel.name" {
+            self.span_name = Some(match value {
+                Value::String(s) => String::from(&*s),
+                other => other.to_string(),
+            });
+        } else if self.error_field && name == "otel.kind" {
+            let kind = value.to_string().to_ascii_lowercase();
+            self.attributes.insert(self.keys.span_kind.clone(), kind);
+        } else if self.capture_message && name == "message" {
             self.message = Some(match value {
                 Value::String(s) => String::from(&*s),
                 other => other.to_string(),
