@@ -28,6 +28,9 @@ mod id;
 pub mod local;
 mod log;
 mod metric;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod middleware;
 mod signal;
 mod span;
 mod telemetry;
