@@ -5,7 +5,8 @@
 //!
 //! * every **span**, when it closes, becomes a New Relic [`Span`]: a random
 //!   16-hex-character id, the trace id of its nearest exported ancestor (a root
-//!   span starts a new trace), `parent.id`, the tracing span's name, its
+//!   span starts a new trace, or continues a remote one: see
+//!   [below](#remote-parents-and-sampling)), `parent.id`, the tracing span's name, its
 //!   duration from creation to close, the configured `service.name`, its target
 //!   as `code.namespace`, and its fields as attributes;
 //! * every **event** becomes a [`Log`]: the `message` field as the message, its
@@ -92,6 +93,66 @@
 //! it decides what New Relic receives without changing what the other layers
 //! see. A span the filter rejects is skipped: its children hang from the
 //! nearest exported ancestor, and events inside it carry that ancestor's ids.
+//!
+//! # Remote parents and sampling
+//!
+//! A root span continues a trace started by another service when it is
+//! created inside [`with_remote_parent`] (what the HTTP middleware of the
+//! `tower` feature does with each request's `traceparent`), or after
+//! [`SpanExt::set_parent`]: its trace id is the remote one (32 hex digits),
+//! its `parent.id` the remote span, and it takes the remote sampling
+//! decision. A new trace gets a random 32-hex-digit trace id and is sampled
+//! at the layer's [`sample_ratio`](NewRelicLayerBuilder::sample_ratio)
+//! (1.0 by default). The spans of an unsampled trace are not exported, are
+//! counted in [`LayerStats::spans_unsampled`], and cost next to nothing; its
+//! logs are still exported, with their `trace.id`. [`SpanExt::trace_context`]
+//! and [`current_trace_context`] give the context to send with an outgoing
+//! request, the sampling decision in its flags.
+//!
+//! # Names and kinds
+//!
+//! A `tracing` span's name is fixed where it is written; a field named
+//! `otel.name` renames the exported span (as with `tracing-opentelemetry`),
+//! and `otel.kind` (`"server"`, `"client"`, ...) becomes its `span.kind`.
+//!
+//! # The `log` facade
+//!
+//! With the `log` feature, records of the [`log`](https://docs.rs/log) crate
+//! (`log::info!` in your dependencies) are exported as New Relic logs with
+//! their level and target: install [`LogTracer`] once in `main` (it turns
+//! each record into a `tracing` event), and the layer reads the record's own
+//! target and level (not `tracing-log`'s generic ones) and leaves out its
+//! `log.*` bookkeeping fields. Records of excluded targets (`reqwest`,
+//! `hyper`, ...) are never exported, like their `tracing` events.
+//! `tracing-subscriber`'s `init()` installs the `LogTracer` already when its
+//! `tracing-log` feature (a default one) is on.
+//!
+//! ```
+//! use newrelic_telemetry::tracing_layer::{LogTracer, NewRelicLayer};
+//! use newrelic_telemetry::LogBatch;
+//! use std::sync::Arc;
+//! use tokio_util::sync::CancellationToken;
+//! use tracing_subscriber::prelude::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Once per process; INFO keeps `log::debug!` calls of dependencies cheap.
+//! LogTracer::builder().with_max_level(log::LevelFilter::Info).init()?;
+//! let logs = Arc::new(LogBatch::new());
+//! let (layer, worker) = NewRelicLayer::builder().logs(logs.clone()).build();
+//! tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+//!     log::warn!(target: "payments::gateway", "card declined");
+//! });
+//!
+//! let stop = CancellationToken::new();
+//! stop.cancel();
+//! worker.run(stop).await;
+//! let (items, _) = logs.flush().await;
+//! assert_eq!(items[0].message(), "card declined");
+//! assert_eq!(items[0].attributes().get("level"), Some(&"WARN".into()));
+//! assert_eq!(items[0].attributes().get("target"), Some(&"payments::gateway".into()));
+//! # Ok(()) }
+//! ```
 //!
 //! # With a `Telemetry`
 //!
@@ -181,4 +242,9 @@ pub use context::{SpanExt, current_trace_context, with_remote_parent};
 pub use layer::{MAX_SPAN_EVENTS, NewRelicLayer};
 pub(crate) use stats::LayerCounters;
 pub use stats::{LayerHandle, LayerStats};
+/// `tracing-log`'s bridge from the `log` facade (feature `log`): see
+/// [the `log` facade](self#the-log-facade).
+#[cfg(feature = "log")]
+#[cfg_attr(docsrs, doc(cfg(feature = "log")))]
+pub use tracing_log::LogTracer;
 pub use worker::LayerWorker;
