@@ -18,7 +18,7 @@ use super::stats::{LayerCounters, LayerHandle};
 use super::visitor::FieldVisitor;
 use super::worker::{Item, ItemSender};
 use crate::attributes::{Attributes, Value};
-use crate::id::{random_trace_id, trace_id_hex};
+use crate::id::{random_hex_id, random_trace_id, trace_id_hex};
 use crate::log::Log;
 use crate::span::{Span, SpanEvent};
 use crate::trace_context::sampled_by_ratio;
@@ -247,33 +247,44 @@ impl NewRelicLayer {
     /// The data of a root span (one with no tracked parent): a new trace,
     /// or the remote parent given by `with_remote_parent`.
     fn root_data(&self, attrs: &span::Attributes<'_>) -> SpanData {
-        let name = attrs.metadata().name();
-        let (nr, sampled, trace_state, decided) = match context::root_context() {
+        let root = context::root_context();
+        // (trace id, remote parent, sampled, trace state, decided for good)
+        let (trace_id, parent, sampled, trace_state, decided) = match &root {
             Some(RootContext::Remote(remote)) => (
-                remote.child_span(name),
+                Arc::from(remote.trace_id()),
+                Some(remote.span_id()),
                 remote.is_sampled(),
                 remote.trace_state().map(Arc::from),
                 true,
             ),
-            root => {
-                let trace_id = random_trace_id();
-                let sampled = sampled_by_ratio(trace_id, self.sample_ratio);
-                let nr = Span::new(name).with_trace_id(trace_id_hex(trace_id));
-                // Outside `with_remote_parent`, `set_parent` may still change
-                // the decision: build the span either way.
-                (nr, sampled, None, root.is_some())
+            // Outside `with_remote_parent`, `set_parent` may still change
+            // the decision: the span is built either way.
+            _ => {
+                let id = random_trace_id();
+                let sampled = sampled_by_ratio(id, self.sample_ratio);
+                (
+                    Arc::from(trace_id_hex(id)),
+                    None,
+                    sampled,
+                    None,
+                    root.is_some(),
+                )
             }
         };
         if decided && !sampled {
-            // Ids only: children and outgoing requests carry the trace on,
-            // unsampled.
+            // Ids only, nothing built: children and outgoing requests carry
+            // the trace on, unsampled.
             return SpanData {
-                trace_id: Arc::from(nr.trace_id()),
-                span_id: Arc::from(nr.id()),
+                trace_id,
+                span_id: Arc::from(random_hex_id()),
                 span: None,
                 sampled: false,
                 trace_state,
             };
+        }
+        let mut nr = Span::new(attrs.metadata().name()).with_trace_id(&*trace_id);
+        if let Some(parent) = parent {
+            nr = nr.with_parent_id(parent);
         }
         self.build_span(attrs, nr, sampled, trace_state)
     }
