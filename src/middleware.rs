@@ -28,7 +28,7 @@
 //! `_OTHER`: a client cannot make new series by inventing methods.
 //!
 //! The span is created inside
-//! [`with_remote_parent`](crate::tracing_layer::with_remote_parent), so the
+//! [`with_remote_parent`], so the
 //! sampling decision is made when it is created: an unsampled request
 //! costs a span with no attributes and two metric updates.
 //!
