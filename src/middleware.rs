@@ -108,7 +108,7 @@ type RouteFn = dyn Fn(&http::request::Parts) -> Option<Cow<'static, str>> + Send
 /// What every clone of a layer and its services share.
 struct Config {
     metrics: Arc<MetricBatch>,
-    route: Option<Box<RouteFn>>,
+    route: Option<Arc<RouteFn>>,
     status_classes: bool,
 }
 
@@ -208,7 +208,7 @@ impl HttpServerLayer {
         self,
         route: impl Fn(&http::request::Parts) -> Option<Cow<'static, str>> + Send + Sync + 'static,
     ) -> Self {
-        self.change(|c| c.route = Some(Box::new(route)))
+        self.change(|c| c.route = Some(Arc::new(route)))
     }
 
     /// Records the status class (`http.response.status_class`: `1xx` to
@@ -231,7 +231,7 @@ impl HttpServerLayer {
             Ok(config) => config,
             Err(shared) => Config {
                 metrics: shared.metrics.clone(),
-                route: None,
+                route: shared.route.clone(),
                 status_classes: shared.status_classes,
             },
         };
