@@ -574,3 +574,37 @@ async fn server_errors_are_flagged() {
             .is_none()
     );
 }
+
+fn own_routes(layer: HttpServerLayer) -> HttpServerLayer {
+    layer.route_with(|head| {
+        head.uri
+            .path()
+            .starts_with("/users/")
+            .then(|| "/people/{id}".into())
+    })
+}
+
+#[tokio::test]
+async fn a_route_function_names_the_routes() {
+    let service = Service::start("users", 1.0, users, own_routes).await;
+    for id in [4, 5] {
+        get_with(&service.base, &format!("/users/{id}"), &[]).await;
+    }
+    get_with(&service.base, "/teapot", &[]).await;
+    let received = service.stop().await;
+
+    let requests = metric(&received.metrics, "http.server.requests");
+    let people: Vec<_> = requests
+        .iter()
+        .filter(|m| m["attributes"]["http.route"] == "/people/{id}")
+        .collect();
+    assert_eq!(people.len(), 1, "{requests:?}");
+    assert_eq!(people[0]["value"], 2.0);
+    // What the function does not name has no route, even if axum matched it.
+    let teapot = requests
+        .iter()
+        .find(|m| m["attributes"]["http.response.status_code"] == 418)
+        .expect("the teapot series");
+    assert!(teapot["attributes"].get("http.route").is_none());
+    assert_eq!(by_name(&received.spans, "GET /people/{id}").len(), 2);
+}
