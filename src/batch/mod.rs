@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use items::{
     BatchItem, DEFAULT_CAPACITY, EventBatch, ItemBatch, ItemBatchBuilder, LogBatch, SpanBatch,
 };
-pub use metric::{DEFAULT_MAX_SERIES, MetricBatch, MetricBatchBuilder};
+pub use metric::{
+    Counter, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES, Gauge, MetricBatch, MetricBatchBuilder,
+    SummaryHandle,
+};
 
 use crate::budget::{HeldBytes, MemoryBudget, MemoryStats};
 use crate::common::Common;
@@ -82,6 +85,17 @@ impl RecordCounters {
         counter.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%error, "recording refused");
         error
+    }
+
+    /// Counts an invalid value ignored where there is no caller to hand an
+    /// error to (a handle), without building the error.
+    pub(crate) fn count_invalid(&self) {
+        self.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a write ignored because the batch is closed (a handle's).
+    pub(crate) fn count_closed(&self) {
+        self.dropped_closed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn truncated(&self, n: u64) {
