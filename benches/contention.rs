@@ -7,6 +7,11 @@
 //! in the same run. For contrast the same is measured on one `HashMap` behind
 //! one `tokio::sync::Mutex` (the convoy the sharded batch avoids).
 //!
+//! Bound handles (`Counter::add`): 1 task against 2 tasks on different series
+//! (each task its own half of the 1,000 series; the 1-task run walks one
+//! half), and 2 tasks on one series (clones of one handle), whose throughput
+//! is reported.
+//!
 //! Criterion drives one sample at a time; `stress` (harness = false) runs the
 //! same comparison for a fixed time and prints latency percentiles too.
 
@@ -17,7 +22,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use newrelic_telemetry::MetricBatch;
+use newrelic_telemetry::{Counter, MetricBatch};
 use support::{Goal, Samples, Workload, attrs, report};
 use tokio::runtime::Runtime;
 
@@ -46,6 +51,50 @@ async fn run_batch(batch: Arc<MetricBatch>, w: Arc<Workload>, tasks: u64, iters:
         })
         .collect();
     for h in handles {
+        h.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// Which handles the recording tasks use.
+#[derive(Clone, Copy)]
+enum Series {
+    /// Task `t` walks its own half of the series.
+    OwnHalf,
+    /// Every task adds to the first series.
+    Same,
+}
+
+async fn run_handles(
+    handles: Arc<Vec<Counter>>,
+    tasks: u64,
+    iters: u64,
+    series: Series,
+) -> Duration {
+    let start = Instant::now();
+    let joins: Vec<_> = (0..tasks)
+        .map(|t| {
+            let handles = handles.clone();
+            let ops = iters / tasks + u64::from(t < iters % tasks);
+            tokio::spawn(async move {
+                let half = handles.len() / 2;
+                let mine: &[Counter] = match series {
+                    Series::OwnHalf => &handles[t as usize * half..(t as usize + 1) * half],
+                    Series::Same => &handles[..1],
+                };
+                let n = mine.len();
+                let mut i = 0;
+                for _ in 0..ops {
+                    mine[i].add(1.0);
+                    i += 1;
+                    if i == n {
+                        i = 0;
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in joins {
         h.await.unwrap();
     }
     start.elapsed()
@@ -99,6 +148,15 @@ fn main() {
         keys.iter().map(|&k| (k, 0.0)).collect::<HashMap<_, _, _>>(),
     ));
 
+    let handles: Arc<Vec<Counter>> = Arc::new(rt.block_on(async {
+        let mut v = Vec::new();
+        for i in 0..w.len() {
+            let (name, host) = w.series(i);
+            v.push(batch.counter(name, attrs(host)).await.unwrap());
+        }
+        v
+    }));
+
     let mut group = c.benchmark_group("contention");
     let mut samples = Vec::new();
     for tasks in [1u64, 2] {
@@ -131,9 +189,43 @@ fn main() {
             })
         });
     }
+    for (tasks, series, label) in [
+        (1u64, Series::OwnHalf, "handles, 1 task"),
+        (2, Series::OwnHalf, "handles, 2 tasks, different series"),
+        (2, Series::Same, "handles, 2 tasks, one series"),
+    ] {
+        let s = Samples::default();
+        samples.push(s.clone());
+        let handles = handles.clone();
+        group.bench_function(label, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (handles, s) = (handles.clone(), s.clone());
+                async move {
+                    let d = run_handles(handles, tasks, iters, series).await;
+                    s.push(iters, d);
+                    d
+                }
+            })
+        });
+    }
     group.finish();
 
     let ns: Vec<f64> = samples.iter().map(|s| s.median_ns(20)).collect();
+    report(
+        "target: Counter::add from 2 tasks on different series, 2-worker runtime",
+        "op (total throughput)",
+        ("handles, 1 task", ns[4]),
+        ("handles, 2 tasks, different series", ns[5]),
+        Goal::ThroughputAtLeast(1.8),
+    );
+    println!(
+        "  handles: 1 task {:.1} M ops/s, 2 tasks on different series {:.1} M ops/s, \
+         2 tasks on one series {:.1} M ops/s ({:.0}% of 1 task)",
+        1e3 / ns[4],
+        1e3 / ns[5],
+        1e3 / ns[6],
+        ns[4] / ns[6] * 100.0
+    );
     report(
         "target 2: record_count from 2 tasks on a 2-worker runtime, one shared batch",
         "op (total throughput)",

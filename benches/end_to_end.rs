@@ -10,6 +10,11 @@
 //! thread; the time until it has counted the payload is reported too. The
 //! bench waits for the count before filling the batch again, so the sink's
 //! work never overlaps a timed section.
+//!
+//! Second, `MetricClient::send_batch` of the 10,000 metrics a flush returns
+//! (the batch filled and flushed untimed), against the plain-POST floor: the
+//! same metrics' JSON from pre-built structs, gzip(6), and one POST with
+//! `reqwest` over a kept-alive connection to the same sink, until its answer.
 
 mod support;
 
@@ -43,11 +48,11 @@ fn main() {
     let counters = sink.counters.clone();
 
     // The floor's payload, from a real flush of the same workload.
-    let floor = rt.block_on(async {
+    let floor: &'static _ = Box::leak(Box::new(rt.block_on(async {
         case.fill().await;
         let (items, common) = case.batch.flush().await;
         MetricCase::floor(&items, &common)
-    });
+    })));
 
     let (s_floor, s_client, s_counted) =
         (Samples::default(), Samples::default(), Samples::default());
@@ -95,6 +100,62 @@ fn main() {
             }
         })
     });
+    let (s_post, s_send) = (Samples::default(), Samples::default());
+    let plain = reqwest::Client::new();
+    let sender = MetricClient::builder("bench-license-key")
+        .endpoint(sink.metric_url())
+        .build()
+        .unwrap();
+    let url = sink.metric_url();
+    let (s, c2, plain, url) = (s_post.clone(), counters.clone(), plain.clone(), url.clone());
+    group.bench_function("floor: plain POST of serde_json + gzip(6)", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (s, counters, plain, url) = (s.clone(), c2.clone(), plain.clone(), url.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let target = counters.items.load(Ordering::Relaxed) + ITEMS as u64;
+                    let start = Instant::now();
+                    let body = floor.encode();
+                    let response = plain
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("content-encoding", "gzip")
+                        .header("api-key", "bench-license-key")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status().as_u16(), 202);
+                    total += start.elapsed();
+                    wait_for(&counters, target).await;
+                }
+                s.push(iters, total);
+                total
+            }
+        })
+    });
+    let (s, c3, sender) = (s_send.clone(), counters.clone(), sender.clone());
+    group.bench_function("measured: send_batch(flushed metrics)", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (s, counters, sender) = (s.clone(), c3.clone(), sender.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    case.fill().await;
+                    let (items, common) = case.batch.flush().await;
+                    let target = counters.items.load(Ordering::Relaxed) + ITEMS as u64;
+                    let start = Instant::now();
+                    let report = sender.send_batch(items, common).await.unwrap();
+                    total += start.elapsed();
+                    assert_eq!(report.items_sent(), ITEMS);
+                    wait_for(&counters, target).await;
+                }
+                s.push(iters, total);
+                total
+            }
+        })
+    });
     group.finish();
     rt.block_on(async {
         let report = harvester.shutdown().await;
@@ -133,5 +194,27 @@ fn main() {
         counters.items.load(Ordering::Relaxed),
         counters.json_bytes.load(Ordering::Relaxed) / 1_000_000
     );
+    report(
+        &format!("target: send_batch of {ITEMS} batch-made metrics to a sink on 127.0.0.1"),
+        "item",
+        (
+            "plain POST: serde_json + gzip(6) + reqwest",
+            s_post.median_ns(20) / items,
+        ),
+        ("MetricClient::send_batch", s_send.median_ns(20) / items),
+        Goal::ThroughputAtLeast(0.9),
+    );
     c.final_summary();
+}
+
+/// Waits (untimed) until the sink has counted `target` items.
+async fn wait_for(counters: &support::sink::Counters, target: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counters.items.load(Ordering::Relaxed) < target {
+        assert!(
+            Instant::now() < deadline,
+            "the sink did not get the payload"
+        );
+        tokio::time::sleep(Duration::from_micros(100)).await;
+    }
 }

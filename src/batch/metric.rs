@@ -584,13 +584,13 @@ impl MetricBatch {
     /// batch.record_count("cache.hits", 1.0, [("cache", "users")]).await.unwrap();
     /// # }
     /// ```
-    pub async fn record_count(
+    pub fn record_count(
         &self,
         name: &str,
         value: f64,
         attributes: impl AsAttributes,
-    ) -> Result<(), RecordError> {
-        self.record(name, &attributes, Update::Add(value)).await
+    ) -> impl Future<Output = Result<(), RecordError>> {
+        self.record(name, attributes, Update::Add(value))
     }
 
     /// Sets the gauge `name` with `attributes` to `value`, timestamped now.
@@ -602,17 +602,17 @@ impl MetricBatch {
     /// batch.record_gauge("memory.used", 512.0, [("unit", "MiB")]).await.unwrap();
     /// # }
     /// ```
-    pub async fn record_gauge(
+    pub fn record_gauge(
         &self,
         name: &str,
         value: f64,
         attributes: impl AsAttributes,
-    ) -> Result<(), RecordError> {
+    ) -> impl Future<Output = Result<(), RecordError>> {
         let update = Update::Set {
             value,
             timestamp_ms: None,
         };
-        self.record(name, &attributes, update).await
+        self.record(name, attributes, update)
     }
 
     /// Adds one observation of `value` to the summary `name` with `attributes`.
@@ -624,13 +624,13 @@ impl MetricBatch {
     /// batch.record_summary("db.query.ms", 3.2, [("table", "orders")]).await.unwrap();
     /// # }
     /// ```
-    pub async fn record_summary(
+    pub fn record_summary(
         &self,
         name: &str,
         value: f64,
         attributes: impl AsAttributes,
-    ) -> Result<(), RecordError> {
-        self.record(name, &attributes, Update::Observe(value)).await
+    ) -> impl Future<Output = Result<(), RecordError>> {
+        self.record(name, attributes, Update::Observe(value))
     }
 
     /// Aggregates a pre-built metric: a count adds its value, a gauge sets its
@@ -773,9 +773,10 @@ impl MetricBatch {
     async fn record(
         &self,
         name: &str,
-        attrs: &(impl AsAttributes + ?Sized),
+        attrs: impl AsAttributes,
         update: Update,
     ) -> Result<(), RecordError> {
+        let attrs = &attrs;
         if !update.is_valid() {
             return Err(self.invalid(name, update));
         }
