@@ -214,7 +214,7 @@ enum Flush {
     /// until the sink has the last payload.
     Harvest,
     /// `flush()` and `encode_payload` on a runtime task.
-    EncodeAfterFlush,
+    ThenEncode,
 }
 
 async fn flush_run(tasks: usize, mode: Flush, window: Duration) -> (Vec<u32>, Duration, usize) {
@@ -266,7 +266,7 @@ async fn flush_run(tasks: usize, mode: Flush, window: Duration) -> (Vec<u32>, Du
             let received = counters.last_received.lock().unwrap().unwrap();
             received.saturating_duration_since(t0)
         }
-        Flush::EncodeAfterFlush => {
+        Flush::ThenEncode => {
             let (b, f) = (batch.clone(), flushed.clone());
             // A spawned task, as the harvester is.
             tokio::spawn(async move {
@@ -306,7 +306,7 @@ async fn flush_latency() {
         let (during, window, flushed) = flush_run(tasks, Flush::Harvest, Duration::ZERO).await;
         let (without, _, _) = flush_run(tasks, Flush::None, window).await;
         let (flush_encode, window2, _) =
-            flush_run(tasks, Flush::EncodeAfterFlush, Duration::ZERO).await;
+            flush_run(tasks, Flush::ThenEncode, Duration::ZERO).await;
         println!(
             "  {tasks} recording task(s); the harvest of {flushed} metrics took {:.1} ms (until the sink had the last payload):",
             window.as_secs_f64() * 1e3
