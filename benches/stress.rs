@@ -204,20 +204,20 @@ fn rounds(v: &[f64]) -> String {
 
 /// Records from `tasks` recorders into the 1,000 hot series of a batch that
 /// holds `FLUSH_SERIES` series; 100 ms in, harvests or flushes it (or, with
-/// [`Flush::None`], waits for `window`). Returns the latencies of calls that
+/// [`During::Nothing`], waits for `window`). Returns the latencies of calls that
 /// started inside the window, the window, and how many metrics it moved.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Flush {
+enum During {
     /// No flush: the same window, for comparison.
-    None,
+    Nothing,
     /// A harvester's harvest: flush, encode and POST to a sink on 127.0.0.1,
     /// until the sink has the last payload.
     Harvest,
     /// `flush()` and `encode_payload` on a runtime task.
-    ThenEncode,
+    FlushThenEncode,
 }
 
-async fn flush_run(tasks: usize, mode: Flush, window: Duration) -> (Vec<u32>, Duration, usize) {
+async fn flush_run(tasks: usize, mode: During, window: Duration) -> (Vec<u32>, Duration, usize) {
     const FLUSH_SERIES: usize = 100_000;
     let w = Arc::new(Workload::new(100, FLUSH_SERIES / 100));
     let batch = Arc::new(builder().max_series(4 * FLUSH_SERIES).build());
@@ -252,11 +252,11 @@ async fn flush_run(tasks: usize, mode: Flush, window: Duration) -> (Vec<u32>, Du
     let from = t0.elapsed();
     let flushed = Arc::new(AtomicU64::new(0));
     let until = match mode {
-        Flush::None => {
+        During::Nothing => {
             tokio::time::sleep(window).await;
             from + window
         }
-        Flush::Harvest => {
+        During::Harvest => {
             harvester.harvest_now();
             let counters = sink.counters.clone();
             while counters.items.load(Ordering::Relaxed) < FLUSH_SERIES as u64 {
@@ -266,7 +266,7 @@ async fn flush_run(tasks: usize, mode: Flush, window: Duration) -> (Vec<u32>, Du
             let received = counters.last_received.lock().unwrap().unwrap();
             received.saturating_duration_since(t0)
         }
-        Flush::ThenEncode => {
+        During::FlushThenEncode => {
             let (b, f) = (batch.clone(), flushed.clone());
             // A spawned task, as the harvester is.
             tokio::spawn(async move {
@@ -303,10 +303,10 @@ async fn flush_latency() {
     println!();
     println!("=== target 3: recording latency while 100,000 series are harvested ===");
     for tasks in [1, 2] {
-        let (during, window, flushed) = flush_run(tasks, Flush::Harvest, Duration::ZERO).await;
-        let (without, _, _) = flush_run(tasks, Flush::None, window).await;
+        let (during, window, flushed) = flush_run(tasks, During::Harvest, Duration::ZERO).await;
+        let (without, _, _) = flush_run(tasks, During::Nothing, window).await;
         let (flush_encode, window2, _) =
-            flush_run(tasks, Flush::ThenEncode, Duration::ZERO).await;
+            flush_run(tasks, During::FlushThenEncode, Duration::ZERO).await;
         println!(
             "  {tasks} recording task(s); the harvest of {flushed} metrics took {:.1} ms (until the sink had the last payload):",
             window.as_secs_f64() * 1e3
