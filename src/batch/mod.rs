@@ -1,9 +1,12 @@
 //! Batches: where recorded data waits for the next harvest.
 //!
-//! [`MetricBatch`] aggregates metrics into series; [`EventBatch`], [`LogBatch`]
-//! and [`SpanBatch`] buffer items up to a capacity. All of them are safe to share
-//! across tasks as `Arc<...>`, and [`flush`](MetricBatch::flush) takes their
-//! contents out in O(1) under their locks.
+//! [`MetricBatch`] aggregates metrics into series (recorded by name and
+//! attributes, or through bound [`Counter`], [`Gauge`] and [`SummaryHandle`]
+//! handles); [`EventBatch`], [`LogBatch`] and [`SpanBatch`] buffer items up to
+//! a capacity. All of them keep their state behind `tokio::sync::Mutex`es and
+//! are safe to share across tasks as `Arc<...>`. An item batch's flush swaps
+//! its buffer out in O(1) under its lock; a metric batch's flush reads and
+//! resets its series with its locks released.
 
 mod items;
 mod metric;
