@@ -452,3 +452,46 @@ async fn a_harvester_sends_handle_writes_and_ends_holding_no_items() {
     assert!(batch.memory().held_bytes > 0);
     drop(requests);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn series_let_go_of_out_of_order_leave_the_rest_findable() {
+    let batch = MetricBatch::builder().shards(2).build();
+    let mut bound = Vec::new();
+    for i in 0..2000i64 {
+        batch.record_count("m", 1.0, [("i", i)]).await.unwrap();
+        if i % 3 == 0 {
+            bound.push((i, batch.counter("m", [("i", i)]).await.unwrap()));
+        }
+    }
+    assert_eq!(batch.flush().await.0.len(), 2000);
+    assert_eq!(batch.series_count(), bound.len());
+    for (i, c) in &bound {
+        c.add(*i as f64);
+        // The string form finds the same series after the others moved.
+        batch.record_count("m", 1.0, [("i", *i)]).await.unwrap();
+    }
+    assert_eq!(batch.series_count(), bound.len(), "nothing was created twice");
+    let (metrics, _) = batch.flush().await;
+    assert_eq!(metrics.len(), bound.len());
+    for m in &metrics {
+        let Metric::Count(c) = m else {
+            panic!("unexpected {m:?}")
+        };
+        let i = match c.attributes().get("i") {
+            Some(newrelic_telemetry::Value::Int(i)) => *i,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(c.value(), i as f64 + 1.0);
+    }
+    // Half the handles go; the next flush lets go of their series only.
+    bound.truncate(bound.len() / 2);
+    batch.flush().await;
+    assert_eq!(batch.series_count(), bound.len());
+    for (i, c) in &bound {
+        c.add(1.0);
+        batch.record_count("m", 1.0, [("i", *i)]).await.unwrap();
+    }
+    let (metrics, _) = batch.flush().await;
+    assert_eq!(metrics.len(), bound.len());
+    assert!(metrics.iter().all(|m| matches!(m, Metric::Count(c) if c.value() == 2.0)));
+}

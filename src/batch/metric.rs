@@ -63,8 +63,12 @@ pub const DEFAULT_MAX_SERIES: usize = 100_000;
 pub const DEFAULT_IDLE_HARVESTS: u8 = 2;
 
 /// Series per segment of a shard (a power of two).
-const SEGMENT_SHIFT: u32 = 10;
+const SEGMENT_SHIFT: u32 = 8;
 const SEGMENT: usize = 1 << SEGMENT_SHIFT;
+
+/// A fixed run of a shard's series, filled from the front; shared with a
+/// flush walking a snapshot (a shard that changes it meanwhile copies it).
+type Segment = [Option<Series>; SEGMENT];
 
 /// A flush yields to the runtime after draining this many series.
 const FLUSH_YIELD_SERIES: usize = 4096;
@@ -181,7 +185,7 @@ enum Release {
 /// them, and interners.
 struct Shard {
     index: HashTable<u32>,
-    segments: Vec<Arc<Vec<Series>>>,
+    segments: Vec<Arc<Segment>>,
     len: usize,
     strings: HashTable<Arc<str>>,
     sets: HashTable<(u64, Arc<Attributes>)>,
@@ -230,9 +234,9 @@ impl Shard {
     }
 
     #[inline(always)]
-    fn at(segments: &[Arc<Vec<Series>>], position: u32) -> &Series {
+    fn at(segments: &[Arc<Segment>], position: u32) -> Option<&Series> {
         let p = position as usize;
-        &segments[p >> SEGMENT_SHIFT][p & (SEGMENT - 1)]
+        segments[p >> SEGMENT_SHIFT][p & (SEGMENT - 1)].as_ref()
     }
 
     /// The series, found from borrowed parts.
@@ -246,8 +250,10 @@ impl Shard {
     ) -> Option<&Series> {
         let segments = &self.segments;
         self.index
-            .find(hash, |&p| Shard::at(segments, p).is(kind, name, attrs))
-            .map(|&p| Shard::at(segments, p))
+            .find(hash, |&p| {
+                Shard::at(segments, p).is_some_and(|s| s.is(kind, name, attrs))
+            })
+            .and_then(|&p| Shard::at(segments, p))
     }
 
     /// Appends a series (`hash` is its hash; the caller checked that its
@@ -255,16 +261,17 @@ impl Shard {
     fn push(&mut self, seeds: Seeds, hash: u64, series: Series) {
         let position = self.len as u32;
         if self.len % SEGMENT == 0 {
-            self.segments.push(Arc::new(Vec::with_capacity(SEGMENT)));
+            self.segments.push(Arc::new(std::array::from_fn(|_| None)));
         }
         if let Some(last) = self.segments.last_mut() {
             // A flush walking a snapshot shares the segment: copy it then.
-            Arc::make_mut(last).push(series);
+            Arc::make_mut(last)[self.len % SEGMENT] = Some(series);
         }
         self.len += 1;
         let segments = &self.segments;
-        self.index
-            .insert_unique(hash, position, |&p| Shard::at(segments, p).hash(seeds));
+        self.index.insert_unique(hash, position, |&p| {
+            Shard::at(segments, p).map_or(0, |s| s.hash(seeds))
+        });
     }
 
     /// Removes `series` if it is still here, unbound and quiet; returns
@@ -277,35 +284,32 @@ impl Shard {
         }
         let segments = &self.segments;
         let Ok(entry) = self.index.find_entry(series.hash(seeds), |&p| {
-            Shard::at(segments, p).ptr_eq(series)
+            Shard::at(segments, p).is_some_and(|s| s.ptr_eq(series))
         }) else {
             return false;
         };
         let (position, _) = entry.remove();
-        let last = self.len - 1;
-        if position as usize != last {
+        let (p, last) = (position as usize, self.len - 1);
+        if p != last {
             // The last series moves into the hole: its index entry follows.
-            let moved = Shard::at(segments, last as u32);
-            if let Some(slot) = self
-                .index
-                .find_mut(moved.hash(seeds), |&p| p as usize == last)
-            {
-                *slot = position;
+            if let Some(moved) = Shard::at(segments, last as u32) {
+                if let Some(slot) = self
+                    .index
+                    .find_mut(moved.hash(seeds), |&q| q as usize == last)
+                {
+                    *slot = position;
+                }
             }
         }
         let Some(tail) = self.segments.last_mut().map(Arc::make_mut) else {
             return false;
         };
-        let Some(moved) = tail.pop() else {
-            return false;
-        };
-        if tail.is_empty() {
+        let moved = tail[last & (SEGMENT - 1)].take();
+        if last & (SEGMENT - 1) == 0 {
             self.segments.pop();
         }
-        if position as usize != last {
-            let p = position as usize;
-            let segment = Arc::make_mut(&mut self.segments[p >> SEGMENT_SHIFT]);
-            segment[p & (SEGMENT - 1)] = moved;
+        if p != last {
+            Arc::make_mut(&mut self.segments[p >> SEGMENT_SHIFT])[p & (SEGMENT - 1)] = moved;
         }
         self.len -= 1;
         true
@@ -1023,7 +1027,12 @@ impl MetricBatch {
         for shard in self.shards.iter() {
             let segments = shard.0.lock().await.segments.clone();
             let mut leaving = Vec::new();
-            for series in segments.iter().flat_map(|s| s.iter()) {
+            let mut walked = 0;
+            for series in segments
+                .iter()
+                .flat_map(|s| s.iter().map_while(Option::as_ref))
+            {
+                walked += 1;
                 let emitted = match series.drain(&mut metrics, &mut items) {
                     Drained::Done(emitted) => emitted,
                     Drained::Pending(flipped) => {
@@ -1040,7 +1049,7 @@ impl MetricBatch {
                     leaving.push(series.clone());
                 }
             }
-            since_yield += segments.iter().map(|s| s.len()).sum::<usize>();
+            since_yield += walked;
             drop(segments);
             handed_bytes += self.remove(shard, leaving, release).await;
             if since_yield >= FLUSH_YIELD_SERIES {
