@@ -470,7 +470,11 @@ async fn series_let_go_of_out_of_order_leave_the_rest_findable() {
         // The string form finds the same series after the others moved.
         batch.record_count("m", 1.0, [("i", *i)]).await.unwrap();
     }
-    assert_eq!(batch.series_count(), bound.len(), "nothing was created twice");
+    assert_eq!(
+        batch.series_count(),
+        bound.len(),
+        "nothing was created twice"
+    );
     let (metrics, _) = batch.flush().await;
     assert_eq!(metrics.len(), bound.len());
     for m in &metrics {
@@ -493,5 +497,9 @@ async fn series_let_go_of_out_of_order_leave_the_rest_findable() {
     }
     let (metrics, _) = batch.flush().await;
     assert_eq!(metrics.len(), bound.len());
-    assert!(metrics.iter().all(|m| matches!(m, Metric::Count(c) if c.value() == 2.0)));
+    assert!(
+        metrics
+            .iter()
+            .all(|m| matches!(m, Metric::Count(c) if c.value() == 2.0))
+    );
 }

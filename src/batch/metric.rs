@@ -32,7 +32,7 @@ use tokio::sync::{Mutex, Notify};
 
 pub use handle::{Counter, Gauge, SummaryHandle};
 use key::{HashBuilder, Seeds};
-use series::{Drained, ItemDelta, Series, Shared, WallClock};
+use series::{CellRef, Drained, ItemDelta, Series, Shared, WallClock};
 
 use super::{Batch, RecordCounters, RecordStats, Taken};
 use crate::attributes::{AsAttributes, Attributes, Value};
@@ -703,8 +703,9 @@ impl MetricBatch {
         name: &str,
         attributes: impl AsAttributes,
     ) -> Result<Counter, RecordError> {
-        match self.bind(MetricKind::Count, name, &attributes).await? {
-            Series::Count(cell) => Ok(Counter::new(cell, self.shared.clone())),
+        let series = self.bind(MetricKind::Count, name, &attributes).await?;
+        match series.cell.clone() {
+            CellRef::Count(cell) => Ok(Counter::new(series, cell, self.shared.clone())),
             _ => unreachable!("series are found by their type"),
         }
     }
@@ -730,8 +731,9 @@ impl MetricBatch {
         name: &str,
         attributes: impl AsAttributes,
     ) -> Result<Gauge, RecordError> {
-        match self.bind(MetricKind::Gauge, name, &attributes).await? {
-            Series::Gauge(cell) => Ok(Gauge::new(cell, self.shared.clone())),
+        let series = self.bind(MetricKind::Gauge, name, &attributes).await?;
+        match series.cell.clone() {
+            CellRef::Gauge(cell) => Ok(Gauge::new(series, cell, self.shared.clone())),
             _ => unreachable!("series are found by their type"),
         }
     }
@@ -759,8 +761,9 @@ impl MetricBatch {
         name: &str,
         attributes: impl AsAttributes,
     ) -> Result<SummaryHandle, RecordError> {
-        match self.bind(MetricKind::Summary, name, &attributes).await? {
-            Series::Summary(cell) => Ok(SummaryHandle::new(cell, self.shared.clone())),
+        let series = self.bind(MetricKind::Summary, name, &attributes).await?;
+        match series.cell.clone() {
+            CellRef::Summary(cell) => Ok(SummaryHandle::new(series, cell, self.shared.clone())),
             _ => unreachable!("series are found by their type"),
         }
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::series::{Cell, CountState, GaugeState, Shared, SummaryState};
+use super::series::{Cell, CountState, GaugeState, Series, Shared, SummaryState};
 use crate::attributes::Attributes;
 use crate::metric::Summary;
 
@@ -13,12 +13,12 @@ macro_rules! handle_common {
         impl $handle {
             /// The series' name.
             pub fn name(&self) -> &str {
-                &self.cell.name
+                &self.name
             }
 
             /// The series' attributes, as validated when the handle was made.
             pub fn attributes(&self) -> &Attributes {
-                &self.cell.attributes
+                &self.attributes
             }
 
             /// Whether a value can be recorded now: the series is finite so
@@ -40,8 +40,8 @@ macro_rules! handle_common {
         impl std::fmt::Debug for $handle {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($handle))
-                    .field("name", &&*self.cell.name)
-                    .field("attributes", &self.cell.attributes)
+                    .field("name", &&*self.name)
+                    .field("attributes", &self.attributes)
                     .finish_non_exhaustive()
             }
         }
@@ -82,13 +82,20 @@ macro_rules! handle_common {
 pub struct Counter {
     cell: Arc<Cell<CountState>>,
     shared: Arc<Shared>,
+    name: Arc<str>,
+    attributes: Arc<Attributes>,
 }
 
 handle_common!(Counter);
 
 impl Counter {
-    pub(super) fn new(cell: Arc<Cell<CountState>>, shared: Arc<Shared>) -> Self {
-        Counter { cell, shared }
+    pub(super) fn new(series: Series, cell: Arc<Cell<CountState>>, shared: Arc<Shared>) -> Self {
+        Counter {
+            cell,
+            shared,
+            name: series.name,
+            attributes: series.attributes,
+        }
     }
 
     /// Adds `value` to the count. A value that is not finite, or that would
@@ -151,13 +158,20 @@ impl Counter {
 pub struct Gauge {
     cell: Arc<Cell<GaugeState>>,
     shared: Arc<Shared>,
+    name: Arc<str>,
+    attributes: Arc<Attributes>,
 }
 
 handle_common!(Gauge);
 
 impl Gauge {
-    pub(super) fn new(cell: Arc<Cell<GaugeState>>, shared: Arc<Shared>) -> Self {
-        Gauge { cell, shared }
+    pub(super) fn new(series: Series, cell: Arc<Cell<GaugeState>>, shared: Arc<Shared>) -> Self {
+        Gauge {
+            cell,
+            shared,
+            name: series.name,
+            attributes: series.attributes,
+        }
     }
 
     /// Sets the gauge to `value`, timestamped now. A value that is not
@@ -215,13 +229,20 @@ impl Gauge {
 pub struct SummaryHandle {
     cell: Arc<Cell<SummaryState>>,
     shared: Arc<Shared>,
+    name: Arc<str>,
+    attributes: Arc<Attributes>,
 }
 
 handle_common!(SummaryHandle);
 
 impl SummaryHandle {
-    pub(super) fn new(cell: Arc<Cell<SummaryState>>, shared: Arc<Shared>) -> Self {
-        SummaryHandle { cell, shared }
+    pub(super) fn new(series: Series, cell: Arc<Cell<SummaryState>>, shared: Arc<Shared>) -> Self {
+        SummaryHandle {
+            cell,
+            shared,
+            name: series.name,
+            attributes: series.attributes,
+        }
     }
 
     /// Adds one observation of `value`. A value that is not finite, or that

@@ -79,10 +79,8 @@ impl WallClock {
     }
 }
 
-/// One series: its identity and its state.
+/// The state of one series, shared with the handles bound to it.
 pub(super) struct Cell<S> {
-    pub(super) name: Arc<str>,
-    pub(super) attributes: Arc<Attributes>,
     /// Written to since the last flush (counted as an item of the budget).
     touched: AtomicBool,
     /// Flushes in a row that found nothing new; written by flushes only.
@@ -91,10 +89,8 @@ pub(super) struct Cell<S> {
 }
 
 impl<S> Cell<S> {
-    fn new(name: Arc<str>, attributes: Arc<Attributes>, state: S) -> Self {
+    fn new(state: S) -> Self {
         Cell {
-            name,
-            attributes,
             touched: AtomicBool::new(false),
             idle: AtomicU8::new(0),
             state,
@@ -347,9 +343,19 @@ fn max_f64(cell: &AtomicU64, x: f64) {
     }
 }
 
-/// A series of one of the three types.
+/// A series: its identity (kept beside the reference to its state, so that
+/// finding a series reads its name and set without a hop through the state)
+/// and its state, of one of the three types.
 #[derive(Clone)]
-pub(super) enum Series {
+pub(super) struct Series {
+    pub(super) name: Arc<str>,
+    pub(super) attributes: Arc<Attributes>,
+    pub(super) cell: CellRef,
+}
+
+/// A series' state, of one of the three types.
+#[derive(Clone)]
+pub(super) enum CellRef {
     Count(Arc<Cell<CountState>>),
     Gauge(Arc<Cell<GaugeState>>),
     Summary(Arc<Cell<SummaryState>>),
@@ -365,10 +371,10 @@ pub(super) enum Drained {
 
 macro_rules! each {
     ($series:expr, $cell:ident => $body:expr) => {
-        match $series {
-            Series::Count($cell) => $body,
-            Series::Gauge($cell) => $body,
-            Series::Summary($cell) => $body,
+        match &$series.cell {
+            CellRef::Count($cell) => $body,
+            CellRef::Gauge($cell) => $body,
+            CellRef::Summary($cell) => $body,
         }
     };
 }
@@ -381,16 +387,15 @@ const fn cell_bytes<S>() -> usize {
 
 impl Series {
     pub(super) fn new(kind: MetricKind, name: Arc<str>, attributes: Arc<Attributes>) -> Series {
-        match kind {
-            MetricKind::Count => {
-                Series::Count(Arc::new(Cell::new(name, attributes, CountState::new())))
-            }
-            MetricKind::Gauge => {
-                Series::Gauge(Arc::new(Cell::new(name, attributes, GaugeState::new())))
-            }
-            MetricKind::Summary => {
-                Series::Summary(Arc::new(Cell::new(name, attributes, SummaryState::new())))
-            }
+        let cell = match kind {
+            MetricKind::Count => CellRef::Count(Arc::new(Cell::new(CountState::new()))),
+            MetricKind::Gauge => CellRef::Gauge(Arc::new(Cell::new(GaugeState::new()))),
+            MetricKind::Summary => CellRef::Summary(Arc::new(Cell::new(SummaryState::new()))),
+        };
+        Series {
+            name,
+            attributes,
+            cell,
         }
     }
 
@@ -410,19 +415,11 @@ impl Series {
     }
 
     pub(super) fn kind(&self) -> MetricKind {
-        match self {
-            Series::Count(_) => MetricKind::Count,
-            Series::Gauge(_) => MetricKind::Gauge,
-            Series::Summary(_) => MetricKind::Summary,
+        match self.cell {
+            CellRef::Count(_) => MetricKind::Count,
+            CellRef::Gauge(_) => MetricKind::Gauge,
+            CellRef::Summary(_) => MetricKind::Summary,
         }
-    }
-
-    pub(super) fn name(&self) -> &Arc<str> {
-        each!(self, c => &c.name)
-    }
-
-    pub(super) fn attributes(&self) -> &Arc<Attributes> {
-        each!(self, c => &c.attributes)
     }
 
     /// References to the series: the shard's, handles', and any a flush holds.
@@ -431,17 +428,17 @@ impl Series {
     }
 
     pub(super) fn ptr_eq(&self, other: &Series) -> bool {
-        match (self, other) {
-            (Series::Count(a), Series::Count(b)) => Arc::ptr_eq(a, b),
-            (Series::Gauge(a), Series::Gauge(b)) => Arc::ptr_eq(a, b),
-            (Series::Summary(a), Series::Summary(b)) => Arc::ptr_eq(a, b),
+        match (&self.cell, &other.cell) {
+            (CellRef::Count(a), CellRef::Count(b)) => Arc::ptr_eq(a, b),
+            (CellRef::Gauge(a), CellRef::Gauge(b)) => Arc::ptr_eq(a, b),
+            (CellRef::Summary(a), CellRef::Summary(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
 
     /// The series' hash (as computed from a caller's pairs when recording).
     pub(super) fn hash(&self, seeds: Seeds) -> u64 {
-        seeds.series(self.kind(), self.name(), seeds.set(&**self.attributes()))
+        seeds.series(self.kind(), &self.name, seeds.set(&*self.attributes))
     }
 
     /// Whether this is the series `kind`, `name`, `attrs` (in any order).
@@ -452,19 +449,17 @@ impl Series {
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
     ) -> bool {
-        self.kind() == kind
-            && str_eq(self.name(), name)
-            && same_attributes(self.attributes(), attrs)
+        self.kind() == kind && str_eq(&self.name, name) && same_attributes(&self.attributes, attrs)
     }
 
     /// Applies a (valid) update of this series' type; `false` if the
     /// aggregate would stop being finite, in which case nothing changed.
     #[inline(always)]
     pub(super) fn apply(&self, update: Update, shared: &Shared) -> bool {
-        let ok = match (self, update) {
-            (Series::Count(c), Update::Add(x)) => c.state.add(x),
+        let ok = match (&self.cell, update) {
+            (CellRef::Count(c), Update::Add(x)) => c.state.add(x),
             (
-                Series::Gauge(c),
+                CellRef::Gauge(c),
                 Update::Set {
                     value,
                     timestamp_ms,
@@ -474,8 +469,8 @@ impl Series {
                     .set(value, timestamp_ms.unwrap_or_else(|| shared.clock.now_ms()));
                 true
             }
-            (Series::Summary(c), Update::Observe(x)) => c.state.merge(&Summary::from_value(x)),
-            (Series::Summary(c), Update::Merge(s)) => c.state.merge(&s),
+            (CellRef::Summary(c), Update::Observe(x)) => c.state.merge(&Summary::from_value(x)),
+            (CellRef::Summary(c), Update::Merge(s)) => c.state.merge(&s),
             _ => false,
         };
         if ok {
@@ -486,10 +481,10 @@ impl Series {
 
     /// Nothing recorded since the last drain (all writers excluded).
     pub(super) fn is_quiet(&self) -> bool {
-        match self {
-            Series::Count(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
-            Series::Gauge(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
-            Series::Summary(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
+        match &self.cell {
+            CellRef::Count(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
+            CellRef::Gauge(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
+            CellRef::Summary(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
         }
     }
 
@@ -498,8 +493,8 @@ impl Series {
     /// until here, where it becomes a metric (or, if a racing write left
     /// nothing to send, stops counting).
     pub(super) fn drain(&self, out: &mut Vec<Metric>, items: &mut ItemDelta) -> Drained {
-        match self {
-            Series::Count(c) => {
+        match &self.cell {
+            CellRef::Count(c) => {
                 let touched = c.take_touched();
                 let value = c.state.take();
                 // A sum of exactly +0.0 that nobody touched is nothing new.
@@ -507,8 +502,8 @@ impl Series {
                 if emit {
                     out.push(
                         CountMetric::in_common_interval(
-                            c.name.clone(),
-                            c.attributes.clone(),
+                            self.name.clone(),
+                            self.attributes.clone(),
                             value,
                         )
                         .into(),
@@ -517,18 +512,19 @@ impl Series {
                 items.settle(touched, emit);
                 Drained::Done(emit)
             }
-            Series::Gauge(c) => {
+            CellRef::Gauge(c) => {
                 let touched = c.take_touched();
                 let taken = c.state.take();
                 if let Some((value, at)) = taken {
                     out.push(
-                        GaugeMetric::at(c.name.clone(), c.attributes.clone(), value, at).into(),
+                        GaugeMetric::at(self.name.clone(), self.attributes.clone(), value, at)
+                            .into(),
                     );
                 }
                 items.settle(touched, taken.is_some());
                 Drained::Done(taken.is_some())
             }
-            Series::Summary(c) => match c.state.flip() {
+            CellRef::Summary(c) => match c.state.flip() {
                 None => {
                     let touched = c.take_touched();
                     items.settle(touched, false);
@@ -549,8 +545,8 @@ impl Series {
 
     /// Whether a pending summary slot can be read now.
     pub(super) fn ready(&self, flipped: &Flipped) -> bool {
-        match self {
-            Series::Summary(c) => c.state.ready(flipped),
+        match &self.cell {
+            CellRef::Summary(c) => c.state.ready(flipped),
             _ => true,
         }
     }
@@ -562,14 +558,15 @@ impl Series {
         out: &mut Vec<Metric>,
         items: &mut ItemDelta,
     ) -> bool {
-        let Series::Summary(c) = self else {
+        let CellRef::Summary(c) = &self.cell else {
             return false;
         };
         let touched = c.take_touched();
         let taken = c.state.take(flipped);
         if let Some(s) = taken {
             out.push(
-                SummaryMetric::in_common_interval(c.name.clone(), c.attributes.clone(), s).into(),
+                SummaryMetric::in_common_interval(self.name.clone(), self.attributes.clone(), s)
+                    .into(),
             );
         }
         items.settle(touched, taken.is_some());
