@@ -280,13 +280,102 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
     group.finish();
     assert_eq!(batch.series_count(), n, "every call hit an existing series");
 
-    let samples = 20;
+    // The verdicts come from rounds that run every path in turn on chunks of
+    // the same calls, so that a change in the machine's load between
+    // criterion's groups cannot tilt a ratio: the median of each path's
+    // rounds is reported.
     let name = format!("{op:?}").to_lowercase();
-    let (std_ns, tokio_ns) = (s_std.median_ns(samples), s_tokio.median_ns(samples));
-    let (batch_ns, handle_ns, otel_ns) = (
-        s_batch.median_ns(samples),
-        s_handle.median_ns(samples),
-        s_otel.median_ns(samples),
+    // `cargo test --benches` runs this once as a smoke test: one short round.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let (rounds_n, chunk) = if measuring { (31, 200_000) } else { (1, 2_000) };
+    let mut rounds: [Vec<f64>; 5] = Default::default();
+    for round in 0..rounds_n {
+        for k in 0..5 {
+            // Rotate which path runs first.
+            let path = (k + round) % 5;
+            let start = Instant::now();
+            match path {
+                0 => {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let mut guard = std_floor.lock().unwrap();
+                        let slot = guard.get_mut(black_box(&keys[i])).unwrap();
+                        update(slot, op, j as f64, clock);
+                        i = next(i, n);
+                    }
+                }
+                1 => rt.block_on(async {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let mut guard = tokio_floor.lock().await;
+                        let slot = guard.get_mut(black_box(&keys[i])).unwrap();
+                        update(slot, op, j as f64, clock);
+                        i = next(i, n);
+                    }
+                }),
+                2 => rt.block_on(async {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let (name, host) = table[black_box(i)];
+                        let v = j as f64;
+                        match op {
+                            Op::Count => batch.record_count(name, v, attrs(host)).await,
+                            Op::Gauge => batch.record_gauge(name, v, attrs(host)).await,
+                            Op::Summary => batch.record_summary(name, v, attrs(host)).await,
+                        }
+                        .unwrap();
+                        i = next(i, n);
+                    }
+                }),
+                3 => {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let v = j as f64;
+                        match &handles[black_box(i)] {
+                            Handle::Count(c) => c.add(v),
+                            Handle::Gauge(g) => g.set(v),
+                            Handle::Summary(h) => h.record(v),
+                        }
+                        i = next(i, n);
+                    }
+                }
+                _ => {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let v = j as f64;
+                        let (name, set) = otel.series[black_box(i)];
+                        let kvs = &otel.sets[set];
+                        match &otel.instruments[name] {
+                            Instrument::Counter(c) => c.add(v, kvs),
+                            Instrument::Gauge(g) => g.record(v, kvs),
+                            Instrument::Histogram(h) => h.record(v, kvs),
+                        }
+                        i = next(i, n);
+                    }
+                }
+            }
+            rounds[path].push(start.elapsed().as_nanos() as f64 / chunk as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [std_r, tokio_r, batch_r, handle_r, otel_r] = &mut rounds;
+    let (std_ns, tokio_ns, batch_ns, handle_ns, otel_ns) = (
+        median(std_r),
+        median(tokio_r),
+        median(batch_r),
+        median(handle_r),
+        median(otel_r),
+    );
+    println!(
+        "  criterion medians (ns/op): std floor {:.1}, tokio floor {:.1}, string path {:.1}, handle {:.1}, peer {:.1}",
+        s_std.median_ns(20),
+        s_tokio.median_ns(20),
+        s_batch.median_ns(20),
+        s_handle.median_ns(20),
+        s_otel.median_ns(20)
     );
     let (handle_label, otel_label) = match op {
         Op::Count => (
@@ -303,7 +392,7 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
         ),
     };
     report(
-        &format!("target 1: {handle_label}, 1 task (1,000 series)"),
+        &format!("target 1: {handle_label}, 1 task (1,000 series; {rounds_n} interleaved rounds)"),
         "op",
         ("std::Mutex<HashMap<u64,_>>, pre-hashed key", std_ns),
         (handle_label, handle_ns),
@@ -313,7 +402,9 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
     // 1x for gauges and summaries.
     let limit = if matches!(op, Op::Count) { 0.8 } else { 1.0 };
     report(
-        &format!("target 1: record_{name}(name, v, 3 string pairs).await against the peer"),
+        &format!(
+            "target 1: record_{name}(name, v, 3 string pairs).await against the peer ({rounds_n} interleaved rounds)"
+        ),
         "op",
         (otel_label, otel_ns),
         (&format!("MetricBatch::record_{name}"), batch_ns),
@@ -324,6 +415,12 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
          string path = {:.2}x the tokio floor",
         batch_ns / tokio_ns
     );
+}
+
+/// The next index of a walk over `n` series.
+#[inline(always)]
+fn next(i: usize, n: usize) -> usize {
+    if i + 1 == n { 0 } else { i + 1 }
 }
 
 /// A bound handle of one of the three types.
