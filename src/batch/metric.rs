@@ -1029,7 +1029,7 @@ impl MetricBatch {
         let mut since_yield = 0;
         for shard in self.shards.iter() {
             let segments = shard.0.lock().await.segments.clone();
-            let mut leaving = Vec::new();
+            let mut leaving = 0;
             let mut walked = 0;
             for series in segments
                 .iter()
@@ -1047,14 +1047,34 @@ impl MetricBatch {
                     }
                 };
                 let idle = series.note_idle(emitted);
-                let unbound = series.strong_count() == 1;
-                if unbound && (release == Release::All || idle >= self.idle_harvests) {
-                    leaving.push(series.clone());
+                if series.strong_count() == 1
+                    && (release == Release::All || idle >= self.idle_harvests)
+                {
+                    leaving += 1;
                 }
             }
             since_yield += walked;
-            drop(segments);
-            handed_bytes += self.remove(shard, leaving, release).await;
+            if leaving > 0 && leaving == walked {
+                // Every series goes (a flush() with no handles, the last
+                // harvest): take the whole shard out, unless it changed.
+                drop(segments);
+                if let Some(bytes) = self.remove_all(shard, walked).await {
+                    handed_bytes += bytes;
+                    continue;
+                }
+                let segments = shard.0.lock().await.segments.clone();
+                let leaving = self.leaving(&segments, release);
+                drop(segments);
+                handed_bytes += self.remove(shard, leaving, release).await;
+            } else {
+                let leaving = if leaving == 0 {
+                    Vec::new()
+                } else {
+                    self.leaving(&segments, release)
+                };
+                drop(segments);
+                handed_bytes += self.remove(shard, leaving, release).await;
+            }
             if since_yield >= FLUSH_YIELD_SERIES {
                 since_yield = 0;
                 // Reading a large shard takes a while; let the worker's other
@@ -1076,6 +1096,48 @@ impl MetricBatch {
             common,
             held,
         }
+    }
+
+    /// The series of a shard snapshot that no handle holds and that may go.
+    fn leaving(&self, segments: &[Arc<Segment>], release: Release) -> Vec<Series> {
+        segments
+            .iter()
+            .flat_map(|s| s.iter().map_while(Option::as_ref))
+            .filter(|s| {
+                s.strong_count() == 1 && (release == Release::All || s.idle() >= self.idle_harvests)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Empties the shard if it still holds exactly the `walked` series a flush
+    /// walked, all of them unbound and quiet; the series are dropped with the
+    /// lock released. Returns the bytes of interned strings and sets handed
+    /// over with the metrics, or `None` if the shard changed.
+    async fn remove_all(&self, shard: &ShardLock, walked: usize) -> Option<usize> {
+        let budget = &self.shared.budget;
+        let mut guard = shard.0.lock().await;
+        if guard.len != walked {
+            return None;
+        }
+        let mut series_bytes = 0;
+        for series in guard
+            .segments
+            .iter()
+            .flat_map(|s| s.iter().map_while(Option::as_ref))
+        {
+            if series.strong_count() != 1 || !series.is_quiet() {
+                return None;
+            }
+            series_bytes += series.held_bytes();
+        }
+        let old = std::mem::replace(&mut *guard, Shard::new());
+        drop(guard);
+        self.series.fetch_sub(walked, Ordering::Relaxed);
+        budget.release_bytes(series_bytes);
+        let handed = old.held_bytes - series_bytes;
+        drop(old);
+        Some(handed)
     }
 
     /// Removes `leaving` from the shard (those still unbound and quiet), a

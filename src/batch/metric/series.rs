@@ -583,6 +583,11 @@ impl Series {
         })
     }
 
+    /// Flushes in a row that found nothing new in the series.
+    pub(super) fn idle(&self) -> u8 {
+        each!(self, c => c.idle.load(Ordering::Relaxed))
+    }
+
     /// Marks a new series written to; its item was counted with its room.
     pub(super) fn mark_new(&self) {
         each!(self, c => c.touched.store(true, Ordering::Relaxed));
