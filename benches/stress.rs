@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use newrelic_telemetry::{Harvester, MetricBatch, MetricClient, Metrics, encode_payload};
+use newrelic_telemetry::{Counter, Harvester, MetricBatch, MetricClient, Metrics, encode_payload};
 use support::sink::Sink;
 use support::{Workload, attrs};
 
@@ -28,7 +28,9 @@ const ROUNDS: usize = 3;
 const THROUGHPUT_RUN: Duration = Duration::from_millis(1000);
 const LATENCY_RUN: Duration = Duration::from_millis(400);
 
-/// One recorder: records into the first `hot` series of `w` until `stop`.
+/// One recorder: records into the first `hot` series of `w` until `stop`,
+/// with `record_count`, or through `handles` (bound to those series; the
+/// recorder then yields every 256 calls, as a task doing other work would).
 /// With `timed`, keeps (start offset from `t0`, latency) of every call, in ns.
 async fn recorder(
     batch: Arc<MetricBatch>,
@@ -37,6 +39,7 @@ async fn recorder(
     hot: usize,
     stop: Arc<AtomicBool>,
     timed: Option<Instant>,
+    handles: Option<Arc<Vec<Counter>>>,
 ) -> (u64, Vec<(u64, u32)>) {
     let mut lat = Vec::with_capacity(if timed.is_some() { 4 << 20 } else { 0 });
     let mut ops = 0u64;
@@ -53,7 +56,10 @@ async fn recorder(
             match timed {
                 Some(t0) => {
                     let start = Instant::now();
-                    batch.record_count(name, 1.0, attrs(host)).await.unwrap();
+                    match &handles {
+                        Some(h) => h[i].add(1.0),
+                        None => batch.record_count(name, 1.0, attrs(host)).await.unwrap(),
+                    }
                     let end = Instant::now();
                     if lat.len() < lat.capacity() {
                         lat.push((
@@ -70,6 +76,9 @@ async fn recorder(
             }
         }
         ops += 256;
+        if handles.is_some() {
+            tokio::task::yield_now().await;
+        }
         if stop.load(Ordering::Relaxed) {
             return (ops, lat);
         }
@@ -95,6 +104,7 @@ async fn run(
                 hot,
                 stop.clone(),
                 timed.then_some(t0),
+                None,
             ))
         })
         .collect();
@@ -217,7 +227,12 @@ enum During {
     FlushThenEncode,
 }
 
-async fn flush_run(tasks: usize, mode: During, window: Duration) -> (Vec<u32>, Duration, usize) {
+async fn flush_run(
+    tasks: usize,
+    mode: During,
+    window: Duration,
+    bound: bool,
+) -> (Vec<u32>, Duration, usize) {
     const FLUSH_SERIES: usize = 100_000;
     let w = Arc::new(Workload::new(100, FLUSH_SERIES / 100));
     let batch = Arc::new(builder().max_series(4 * FLUSH_SERIES).build());
@@ -234,6 +249,15 @@ async fn flush_run(tasks: usize, mode: During, window: Duration) -> (Vec<u32>, D
         .harvest_interval(Duration::from_secs(3600))
         .spawn();
     let hot = 1_000;
+    let handles = if bound {
+        let mut v = Vec::with_capacity(hot);
+        for &(name, host) in &w.table()[..hot] {
+            v.push(batch.counter(name, attrs(host)).await.unwrap());
+        }
+        Some(Arc::new(v))
+    } else {
+        None
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let handles: Vec<_> = (0..tasks)
@@ -245,6 +269,7 @@ async fn flush_run(tasks: usize, mode: During, window: Duration) -> (Vec<u32>, D
                 hot,
                 stop.clone(),
                 Some(t0),
+                handles.clone(),
             ))
         })
         .collect();
@@ -302,25 +327,33 @@ async fn flush_run(tasks: usize, mode: During, window: Duration) -> (Vec<u32>, D
 async fn flush_latency() {
     println!();
     println!("=== target 3: recording latency while 100,000 series are harvested ===");
-    for tasks in [1, 2] {
-        let (during, window, flushed) = flush_run(tasks, During::Harvest, Duration::ZERO).await;
-        let (without, _, _) = flush_run(tasks, During::Nothing, window).await;
-        let (flush_encode, window2, _) =
-            flush_run(tasks, During::FlushThenEncode, Duration::ZERO).await;
+    for (tasks, bound) in [(1, false), (2, false), (1, true), (2, true)] {
+        let (during, window, flushed) =
+            flush_run(tasks, During::Harvest, Duration::ZERO, bound).await;
+        let (without, _, _) = flush_run(tasks, During::Nothing, window, bound).await;
+        let how = if bound {
+            "Counter::add (bound handles)"
+        } else {
+            "record_count"
+        };
         println!(
-            "  {tasks} recording task(s); the harvest of {flushed} metrics took {:.1} ms (until the sink had the last payload):",
+            "  {tasks} task(s) recording with {how}; the harvest of {flushed} metrics took {:.1} ms (until the sink had the last payload):",
             window.as_secs_f64() * 1e3
         );
         let (during, without) = (percentiles(during), percentiles(without));
         show("during the harvest", &during);
         show("same window, no harvest", &without);
-        show(
-            &format!(
-                "during flush() + encode_payload ({:.1} ms)",
-                window2.as_secs_f64() * 1e3
-            ),
-            &percentiles(flush_encode),
-        );
+        if !bound {
+            let (flush_encode, window2, _) =
+                flush_run(tasks, During::FlushThenEncode, Duration::ZERO, bound).await;
+            show(
+                &format!(
+                    "during flush() + encode_payload ({:.1} ms)",
+                    window2.as_secs_f64() * 1e3
+                ),
+                &percentiles(flush_encode),
+            );
+        }
         let ratio = f64::from(during.p99) / f64::from(without.p99);
         println!(
             "  p99 during the harvest / without = {ratio:.2} (target <= 2.00): {}",
