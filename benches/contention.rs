@@ -20,6 +20,7 @@ mod support;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use newrelic_telemetry::{Counter, MetricBatch};
@@ -91,6 +92,47 @@ async fn run_handles(
                         i = 0;
                     }
                 }
+            })
+        })
+        .collect();
+    for h in joins {
+        h.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// The scaling floor: each task adds to 500 `f64`s of its own (in atomics,
+/// by compare-and-swap, as a handle does), allocated by the task itself.
+async fn run_private(tasks: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    let joins: Vec<_> = (0..tasks)
+        .map(|t| {
+            let ops = iters / tasks + u64::from(t < iters % tasks);
+            tokio::spawn(async move {
+                let mine: Vec<AtomicU64> = (0..500).map(|_| AtomicU64::new(0)).collect();
+                let n = mine.len();
+                let mut i = 0;
+                for _ in 0..ops {
+                    let cell = &mine[i];
+                    let mut current = cell.load(Ordering::Relaxed);
+                    loop {
+                        let next = (f64::from_bits(current) + 1.0).to_bits();
+                        match cell.compare_exchange_weak(
+                            current,
+                            next,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        ) {
+                            Ok(_) => break,
+                            Err(now) => current = now,
+                        }
+                    }
+                    i += 1;
+                    if i == n {
+                        i = 0;
+                    }
+                }
+                std::hint::black_box(&mine);
             })
         })
         .collect();
@@ -212,6 +254,20 @@ fn main() {
             })
         });
     }
+    for tasks in [1u64, 2] {
+        let s = Samples::default();
+        samples.push(s.clone());
+        group.bench_function(format!("floor: private atomics, {tasks} task(s)"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let s = s.clone();
+                async move {
+                    let d = run_private(tasks, iters).await;
+                    s.push(iters, d);
+                    d
+                }
+            })
+        });
+    }
     group.finish();
 
     let ns: Vec<f64> = samples.iter().map(|s| s.median_ns(20)).collect();
@@ -229,6 +285,12 @@ fn main() {
         1e3 / ns[5],
         1e3 / ns[6],
         ns[4] / ns[6] * 100.0
+    );
+    println!(
+        "  the machine's own scaling: private atomics per task, 1 task {:.1} M ops/s, 2 tasks {:.1} M ops/s ({:.2}x)",
+        1e3 / ns[7],
+        1e3 / ns[8],
+        ns[7] / ns[8]
     );
     report(
         "target 2: record_count from 2 tasks on a 2-worker runtime, one shared batch",
