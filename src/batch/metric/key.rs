@@ -45,11 +45,12 @@ impl Seeds {
         Seeds(std::array::from_fn(|i| random.hash_one(i as u64) | 1))
     }
 
+    /// The two words a string of up to 16 bytes is read as (which, with its
+    /// length, determine it); `None` for a longer one.
     #[inline(always)]
-    fn str(self, seed: u64, s: &str) -> u64 {
-        let b = s.as_bytes();
+    fn words(b: &[u8]) -> Option<(u64, u64)> {
         let n = b.len();
-        let (lo, hi) = match n {
+        Some(match n {
             0 => (0, 0),
             1..=3 => (
                 u64::from(b[0]) << 16 | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]),
@@ -57,9 +58,17 @@ impl Seeds {
             ),
             4..=7 => (u64::from(word4(b, 0)), u64::from(word4(b, n - 4))),
             8..=16 => (word8(b, 0), word8(b, n - 8)),
-            _ => return self.long_str(seed, b),
-        };
-        fold(lo ^ seed, hi ^ self.0[5] ^ (n as u64).rotate_left(32))
+            _ => return None,
+        })
+    }
+
+    #[inline(always)]
+    fn str(self, seed: u64, s: &str) -> u64 {
+        let b = s.as_bytes();
+        match Seeds::words(b) {
+            Some((lo, hi)) => fold(lo ^ seed, hi ^ self.0[5] ^ (b.len() as u64).rotate_left(32)),
+            None => self.long_str(seed, b),
+        }
     }
 
     #[inline(never)]
@@ -77,20 +86,22 @@ impl Seeds {
         acc
     }
 
-    #[inline(always)]
-    fn value(self, v: ValueRef<'_>) -> u64 {
-        let s = self.0[1];
-        match v {
-            ValueRef::Str(x) => self.str(s, x),
-            ValueRef::Int(i) => fold(i as u64 ^ s, MUL ^ 1),
-            ValueRef::Float(f) => fold(f.to_bits() ^ s, MUL ^ 2),
-            ValueRef::Bool(b) => fold(u64::from(b) ^ s, MUL ^ 3),
-        }
-    }
-
+    /// A pair's hash: the key's hash, folded once with the value's words (a
+    /// short string's two words and length, a number's bits and its type);
+    /// a longer string value is hashed on its own first.
     #[inline(always)]
     fn pair(self, k: &str, v: ValueRef<'_>) -> u64 {
-        fold(self.str(self.0[0], k) ^ self.0[2], self.value(v) ^ MUL)
+        let key = self.str(self.0[0], k);
+        let (lo, hi) = match v {
+            ValueRef::Str(x) => match Seeds::words(x.as_bytes()) {
+                Some((lo, hi)) => (lo, hi ^ (x.len() as u64).rotate_left(32)),
+                None => (self.long_str(self.0[1], x.as_bytes()), MUL ^ 4),
+            },
+            ValueRef::Int(i) => (i as u64, MUL ^ 1),
+            ValueRef::Float(f) => (f.to_bits(), MUL ^ 2),
+            ValueRef::Bool(b) => (u64::from(b), MUL ^ 3),
+        };
+        fold(key ^ lo ^ self.0[2], hi ^ self.0[1])
     }
 
     /// The order-free hash of an attribute set: the wrapping sum of its
