@@ -271,26 +271,72 @@ fn main() {
     group.finish();
 
     let ns: Vec<f64> = samples.iter().map(|s| s.median_ns(20)).collect();
-    report(
-        "target: Counter::add from 2 tasks on different series, 2-worker runtime",
-        "op (total throughput)",
-        ("handles, 1 task", ns[4]),
-        ("handles, 2 tasks, different series", ns[5]),
-        Goal::ThroughputAtLeast(1.8),
+    println!();
+    println!(
+        "  criterion (ns/op, total throughput): handles 1 task {:.2}, 2 tasks different series {:.2}, \
+         2 tasks one series {:.2}; private atomics 1 task {:.2}, 2 tasks {:.2}",
+        ns[4], ns[5], ns[6], ns[7], ns[8]
+    );
+    // The verdict comes from rounds that run each case in turn, so that
+    // the ratio of two tasks to one is taken under the same load: a round's
+    // ratio is only as good as the machine's own scaling in that round,
+    // printed beside it.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let (rounds, ops) = if measuring {
+        (15, 20_000_000)
+    } else {
+        (1, 20_000)
+    };
+    let mut ratios: [Vec<f64>; 3] = Default::default();
+    let mut rates: [Vec<f64>; 5] = Default::default();
+    rt.block_on(async {
+        for _ in 0..rounds {
+            let one = run_handles(handles.clone(), 1, ops, Series::OwnHalf).await;
+            let two = run_handles(handles.clone(), 2, ops, Series::OwnHalf).await;
+            let same = run_handles(handles.clone(), 2, ops, Series::Same).await;
+            let p_one = run_private(1, ops).await;
+            let p_two = run_private(2, ops).await;
+            let rate = |d: Duration| ops as f64 / d.as_secs_f64() / 1e6;
+            for (i, d) in [one, two, same, p_one, p_two].into_iter().enumerate() {
+                rates[i].push(rate(d));
+            }
+            ratios[0].push(rate(two) / rate(one));
+            ratios[1].push(rate(same) / rate(one));
+            ratios[2].push(rate(p_two) / rate(p_one));
+        }
+    });
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [two_over_one, same_over_one, floor_scaling] = &mut ratios;
+    let (scaling, same, floor) = (
+        median(two_over_one),
+        median(same_over_one),
+        median(floor_scaling),
+    );
+    println!();
+    println!(
+        "=== target: Counter::add from 2 tasks on different series, 2-worker runtime ({rounds} interleaved rounds) ==="
     );
     println!(
-        "  handles: 1 task {:.1} M ops/s, 2 tasks on different series {:.1} M ops/s, \
-         2 tasks on one series {:.1} M ops/s ({:.0}% of 1 task)",
-        1e3 / ns[4],
-        1e3 / ns[5],
-        1e3 / ns[6],
-        ns[4] / ns[6] * 100.0
+        "  handles: 1 task {:.1} M ops/s, 2 tasks on different series {:.1} M ops/s, 2 tasks on one series {:.1} M ops/s (medians)",
+        median(&mut rates[0]),
+        median(&mut rates[1]),
+        median(&mut rates[2])
     );
     println!(
-        "  the machine's own scaling: private atomics per task, 1 task {:.1} M ops/s, 2 tasks {:.1} M ops/s ({:.2}x)",
-        1e3 / ns[7],
-        1e3 / ns[8],
-        ns[7] / ns[8]
+        "  2 tasks / 1 task, different series: {scaling:.2}x (target >= 1.80x): {}",
+        if scaling >= 1.8 { "MET" } else { "MISSED" }
+    );
+    println!("  2 tasks / 1 task, one series: {same:.2}x (reported)");
+    println!(
+        "  the machine's own scaling (private atomics per task): {floor:.2}x{}",
+        if floor < 1.6 {
+            " -- the machine did not give two cores to this run; the handles' ratio says little"
+        } else {
+            ""
+        }
     );
     report(
         "target 2: record_count from 2 tasks on a 2-worker runtime, one shared batch",
