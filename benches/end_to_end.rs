@@ -10,6 +10,11 @@
 //! thread; the time until it has counted the payload is reported too. The
 //! bench waits for the count before filling the batch again, so the sink's
 //! work never overlaps a timed section.
+//!
+//! Second, `MetricClient::send_batch` of the 10,000 metrics a flush returns
+//! (the batch filled and flushed untimed), against the plain-POST floor: the
+//! same metrics' JSON from pre-built structs, gzip(6), and one POST with
+//! `reqwest` over a kept-alive connection to the same sink, until its answer.
 
 mod support;
 
@@ -43,11 +48,11 @@ fn main() {
     let counters = sink.counters.clone();
 
     // The floor's payload, from a real flush of the same workload.
-    let floor = rt.block_on(async {
+    let floor: &'static _ = Box::leak(Box::new(rt.block_on(async {
         case.fill().await;
         let (items, common) = case.batch.flush().await;
         MetricCase::floor(&items, &common)
-    });
+    })));
 
     let (s_floor, s_client, s_counted) =
         (Samples::default(), Samples::default(), Samples::default());
@@ -95,7 +100,97 @@ fn main() {
             }
         })
     });
+    let (s_post, s_send) = (Samples::default(), Samples::default());
+    let plain = reqwest::Client::new();
+    let sender = MetricClient::builder("bench-license-key")
+        .endpoint(sink.metric_url())
+        .build()
+        .unwrap();
+    let url = sink.metric_url();
+    let (s, c2, plain, url) = (s_post.clone(), counters.clone(), plain.clone(), url.clone());
+    group.bench_function("floor: plain POST of serde_json + gzip(6)", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (s, counters, plain, url) = (s.clone(), c2.clone(), plain.clone(), url.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let target = counters.items.load(Ordering::Relaxed) + ITEMS as u64;
+                    let start = Instant::now();
+                    let body = floor.encode();
+                    let response = plain
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("content-encoding", "gzip")
+                        .header("api-key", "bench-license-key")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status().as_u16(), 202);
+                    total += start.elapsed();
+                    wait_for(&counters, target).await;
+                }
+                s.push(iters, total);
+                total
+            }
+        })
+    });
+    let (s, c3, sender) = (s_send.clone(), counters.clone(), sender.clone());
+    group.bench_function("measured: send_batch(flushed metrics)", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (s, counters, sender) = (s.clone(), c3.clone(), sender.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    case.fill().await;
+                    let (items, common) = case.batch.flush().await;
+                    let target = counters.items.load(Ordering::Relaxed) + ITEMS as u64;
+                    let start = Instant::now();
+                    let report = sender.send_batch(items, common).await.unwrap();
+                    total += start.elapsed();
+                    assert_eq!(report.items_sent(), ITEMS);
+                    wait_for(&counters, target).await;
+                }
+                s.push(iters, total);
+                total
+            }
+        })
+    });
     group.finish();
+    // The verdict comes from rounds that run the plain POST and send_batch
+    // in turn (alternating which goes first), so that a change in the
+    // machine's load between criterion's groups cannot tilt the ratio.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let rounds = if measuring { 41 } else { 1 };
+    let (mut posts, mut sends) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        for round in 0..rounds {
+            case.fill().await;
+            let (items, common) = case.batch.flush().await;
+            let mut batch = Some((items, common));
+            for k in 0..2 {
+                let target = counters.items.load(Ordering::Relaxed) + ITEMS as u64;
+                let start = Instant::now();
+                if (k + round) % 2 == 0 {
+                    let response = plain
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("content-encoding", "gzip")
+                        .header("api-key", "bench-license-key")
+                        .body(floor.encode())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status().as_u16(), 202);
+                    posts.push(start.elapsed().as_nanos() as f64 / ITEMS as f64);
+                } else if let Some((items, common)) = batch.take() {
+                    sender.send_batch(items, common).await.unwrap();
+                    sends.push(start.elapsed().as_nanos() as f64 / ITEMS as f64);
+                }
+                wait_for(&counters, target).await;
+            }
+        }
+    });
     rt.block_on(async {
         let report = harvester.shutdown().await;
         assert_eq!(report.delivery.items_dropped(), 0, "{report:?}");
@@ -133,5 +228,38 @@ fn main() {
         counters.items.load(Ordering::Relaxed),
         counters.json_bytes.load(Ordering::Relaxed) / 1_000_000
     );
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "  criterion medians (ns/item): plain POST {:.1}, send_batch {:.1}",
+        s_post.median_ns(20) / items,
+        s_send.median_ns(20) / items
+    );
+    report(
+        &format!(
+            "target: send_batch of {ITEMS} batch-made metrics to a sink on 127.0.0.1 ({rounds} interleaved rounds)"
+        ),
+        "item",
+        (
+            "plain POST: serde_json + gzip(6) + reqwest",
+            median(&mut posts),
+        ),
+        ("MetricClient::send_batch", median(&mut sends)),
+        Goal::ThroughputAtLeast(0.9),
+    );
     c.final_summary();
+}
+
+/// Waits (untimed) until the sink has counted `target` items.
+async fn wait_for(counters: &support::sink::Counters, target: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counters.items.load(Ordering::Relaxed) < target {
+        assert!(
+            Instant::now() < deadline,
+            "the sink did not get the payload"
+        );
+        tokio::time::sleep(Duration::from_micros(100)).await;
+    }
 }

@@ -5,9 +5,16 @@
 //! series, cycled with names varying fastest, on a current_thread runtime.
 //! Floor, measured in the same run: a `HashMap<u64, _>` whose keys (the
 //! series' hashes) are computed beforehand, behind an uncontended
-//! `std::sync::Mutex` (the lock the batch's shards use), updated exactly as the
-//! batch updates a series (a gauge also reads the clock). For reference the
-//! same floor behind a `tokio::sync::Mutex` is measured too.
+//! `std::sync::Mutex`, updated exactly as the batch updates a series (a gauge
+//! also reads the clock). For reference the same floor behind a
+//! `tokio::sync::Mutex` (the lock the batch's shards use) is measured too.
+//!
+//! Measured in the same run, on the same inputs: the string path
+//! (`record_count(name, v, attrs).await`), the bound handles (`Counter::add`,
+//! `Gauge::set`, `SummaryHandle::record`, one handle per series), and the
+//! peer, `opentelemetry_sdk`'s `Counter::add`, `Gauge::record` and
+//! `Histogram::record` (one instrument per name, the three `KeyValue`s of
+//! each series built beforehand, delta temporality, a manual reader).
 
 mod support;
 
@@ -17,7 +24,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use newrelic_telemetry::{MetricBatch, Summary};
+use newrelic_telemetry::{Counter, Gauge, MetricBatch, Summary, SummaryHandle};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider, Temporality};
 use support::{Goal, Samples, Workload, attrs, report};
 use tokio::runtime::Runtime;
 
@@ -118,8 +128,23 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
     });
     let clock = &*Box::leak(Box::new(Clock::start()));
     let table: &'static [(&'static str, &'static str)] = w.table().leak();
+    let handles: &'static [Handle] = rt
+        .block_on(async {
+            let mut v = Vec::with_capacity(n);
+            for &(name, host) in table {
+                v.push(match op {
+                    Op::Count => Handle::Count(batch.counter(name, attrs(host)).await.unwrap()),
+                    Op::Gauge => Handle::Gauge(batch.gauge(name, attrs(host)).await.unwrap()),
+                    Op::Summary => Handle::Summary(batch.summary(name, attrs(host)).await.unwrap()),
+                });
+            }
+            v
+        })
+        .leak();
+    let otel: &'static Otel = Box::leak(Box::new(Otel::new(w, op)));
 
     let (s_tokio, s_std, s_batch) = (Samples::default(), Samples::default(), Samples::default());
+    let (s_handle, s_otel) = (Samples::default(), Samples::default());
     let mut group = c.benchmark_group(format!("record/{op:?}").to_lowercase());
 
     let s = s_tokio.clone();
@@ -205,29 +230,270 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
             }
         })
     });
+    let s = s_handle.clone();
+    group.bench_function("measured: bound handle", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut i = 0;
+            for k in 0..iters {
+                let v = k as f64;
+                match &handles[black_box(i)] {
+                    Handle::Count(c) => c.add(v),
+                    Handle::Gauge(g) => g.set(v),
+                    Handle::Summary(h) => h.record(v),
+                }
+                i += 1;
+                if i == n {
+                    i = 0;
+                }
+            }
+            let d = start.elapsed();
+            s.push(iters, d);
+            d
+        })
+    });
+
+    let s = s_otel.clone();
+    group.bench_function("peer: opentelemetry_sdk", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut i = 0;
+            for k in 0..iters {
+                let v = k as f64;
+                let (name, set) = otel.series[black_box(i)];
+                let kvs = &otel.sets[set];
+                match &otel.instruments[name] {
+                    Instrument::Counter(c) => c.add(v, kvs),
+                    Instrument::Gauge(g) => g.record(v, kvs),
+                    Instrument::Histogram(h) => h.record(v, kvs),
+                }
+                i += 1;
+                if i == n {
+                    i = 0;
+                }
+            }
+            let d = start.elapsed();
+            s.push(iters, d);
+            d
+        })
+    });
     group.finish();
     assert_eq!(batch.series_count(), n, "every call hit an existing series");
 
-    let samples = 20;
+    // The verdicts come from rounds that run every path in turn on chunks of
+    // the same calls, so that a change in the machine's load between
+    // criterion's groups cannot tilt a ratio: the median of each path's
+    // rounds is reported.
     let name = format!("{op:?}").to_lowercase();
-    report(
-        &format!("target 1: record_{name} into an existing series (1,000 series)"),
-        "op",
-        (
-            "std::Mutex<HashMap<u64,_>>, pre-hashed key",
-            s_std.median_ns(samples),
-        ),
-        (
-            &format!("MetricBatch::record_{name}"),
-            s_batch.median_ns(samples),
-        ),
-        Goal::TimeAtMost(2.0),
+    // `cargo test --benches` runs this once as a smoke test: one short round.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let (rounds_n, chunk) = if measuring { (31, 200_000) } else { (1, 2_000) };
+    let mut rounds: [Vec<f64>; 5] = Default::default();
+    for round in 0..rounds_n {
+        for k in 0..5 {
+            // Rotate which path runs first.
+            let path = (k + round) % 5;
+            let start = Instant::now();
+            match path {
+                0 => {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let mut guard = std_floor.lock().unwrap();
+                        let slot = guard.get_mut(black_box(&keys[i])).unwrap();
+                        update(slot, op, j as f64, clock);
+                        i = next(i, n);
+                    }
+                }
+                1 => rt.block_on(async {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let mut guard = tokio_floor.lock().await;
+                        let slot = guard.get_mut(black_box(&keys[i])).unwrap();
+                        update(slot, op, j as f64, clock);
+                        i = next(i, n);
+                    }
+                }),
+                2 => rt.block_on(async {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let (name, host) = table[black_box(i)];
+                        let v = j as f64;
+                        match op {
+                            Op::Count => batch.record_count(name, v, attrs(host)).await,
+                            Op::Gauge => batch.record_gauge(name, v, attrs(host)).await,
+                            Op::Summary => batch.record_summary(name, v, attrs(host)).await,
+                        }
+                        .unwrap();
+                        i = next(i, n);
+                    }
+                }),
+                3 => {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let v = j as f64;
+                        match &handles[black_box(i)] {
+                            Handle::Count(c) => c.add(v),
+                            Handle::Gauge(g) => g.set(v),
+                            Handle::Summary(h) => h.record(v),
+                        }
+                        i = next(i, n);
+                    }
+                }
+                _ => {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let v = j as f64;
+                        let (name, set) = otel.series[black_box(i)];
+                        let kvs = &otel.sets[set];
+                        match &otel.instruments[name] {
+                            Instrument::Counter(c) => c.add(v, kvs),
+                            Instrument::Gauge(g) => g.record(v, kvs),
+                            Instrument::Histogram(h) => h.record(v, kvs),
+                        }
+                        i = next(i, n);
+                    }
+                }
+            }
+            rounds[path].push(start.elapsed().as_nanos() as f64 / chunk as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [std_r, tokio_r, batch_r, handle_r, otel_r] = &mut rounds;
+    let (std_ns, tokio_ns, batch_ns, handle_ns, otel_ns) = (
+        median(std_r),
+        median(tokio_r),
+        median(batch_r),
+        median(handle_r),
+        median(otel_r),
     );
     println!(
-        "  reference tokio::Mutex<HashMap<u64,_>>, pre-hashed key: {:.1} ns/op (batch = {:.2}x)",
-        s_tokio.median_ns(samples),
-        s_batch.median_ns(samples) / s_tokio.median_ns(samples)
+        "  criterion medians (ns/op): std floor {:.1}, tokio floor {:.1}, string path {:.1}, handle {:.1}, peer {:.1}",
+        s_std.median_ns(20),
+        s_tokio.median_ns(20),
+        s_batch.median_ns(20),
+        s_handle.median_ns(20),
+        s_otel.median_ns(20)
     );
+    let (handle_label, otel_label) = match op {
+        Op::Count => (
+            "Counter::add (bound handle)",
+            "opentelemetry_sdk Counter::add",
+        ),
+        Op::Gauge => (
+            "Gauge::set (bound handle)",
+            "opentelemetry_sdk Gauge::record",
+        ),
+        Op::Summary => (
+            "SummaryHandle::record (bound handle)",
+            "opentelemetry_sdk Histogram::record",
+        ),
+    };
+    report(
+        &format!("target 1: {handle_label}, 1 task (1,000 series; {rounds_n} interleaved rounds)"),
+        "op",
+        ("std::Mutex<HashMap<u64,_>>, pre-hashed key", std_ns),
+        (handle_label, handle_ns),
+        Goal::TimeAtMost(2.0),
+    );
+    // The string path against the peer: at most 0.8x for counts, at most
+    // 1x for gauges and summaries.
+    let limit = if matches!(op, Op::Count) { 0.8 } else { 1.0 };
+    report(
+        &format!(
+            "target 1: record_{name}(name, v, 3 string pairs).await against the peer ({rounds_n} interleaved rounds)"
+        ),
+        "op",
+        (otel_label, otel_ns),
+        (&format!("MetricBatch::record_{name}"), batch_ns),
+        Goal::TimeAtMost(limit),
+    );
+    println!(
+        "  floors: std::Mutex<HashMap<u64,_>> {std_ns:.1} ns, tokio::Mutex<HashMap<u64,_>> {tokio_ns:.1} ns (pre-hashed); \
+         string path = {:.2}x the tokio floor",
+        batch_ns / tokio_ns
+    );
+}
+
+/// The next index of a walk over `n` series.
+#[inline(always)]
+fn next(i: usize, n: usize) -> usize {
+    if i + 1 == n { 0 } else { i + 1 }
+}
+
+/// A bound handle of one of the three types.
+enum Handle {
+    Count(Counter),
+    Gauge(Gauge),
+    Summary(SummaryHandle),
+}
+
+enum Instrument {
+    Counter(opentelemetry::metrics::Counter<f64>),
+    Gauge(opentelemetry::metrics::Gauge<f64>),
+    Histogram(opentelemetry::metrics::Histogram<f64>),
+}
+
+/// The peer on the same workload: one instrument per name, each series'
+/// attributes as three `KeyValue`s built beforehand.
+struct Otel {
+    _provider: SdkMeterProvider,
+    instruments: Vec<Instrument>,
+    sets: Vec<[KeyValue; 3]>,
+    /// (instrument, attribute set) of every series, in the batch's order.
+    series: Vec<(usize, usize)>,
+}
+
+impl Otel {
+    fn new(w: &Workload, op: Op) -> Self {
+        let reader = ManualReader::builder()
+            .with_temporality(Temporality::Delta)
+            .build();
+        let provider = SdkMeterProvider::builder().with_reader(reader).build();
+        let meter = provider.meter("bench");
+        let instruments = w
+            .names
+            .iter()
+            .map(|name| match op {
+                Op::Count => Instrument::Counter(meter.f64_counter(name.clone()).build()),
+                Op::Gauge => Instrument::Gauge(meter.f64_gauge(name.clone()).build()),
+                Op::Summary => Instrument::Histogram(meter.f64_histogram(name.clone()).build()),
+            })
+            .collect();
+        let sets: Vec<[KeyValue; 3]> = w
+            .hosts
+            .iter()
+            .map(|host| {
+                [
+                    KeyValue::new("host", host.clone()),
+                    KeyValue::new("env", "prod"),
+                    KeyValue::new("region", "us-east-1"),
+                ]
+            })
+            .collect();
+        let names = w.names.len();
+        let series = (0..w.len())
+            .map(|i| (i % names, (i / names) % w.hosts.len()))
+            .collect();
+        let otel = Otel {
+            _provider: provider,
+            instruments,
+            sets,
+            series,
+        };
+        // Create every series once, as the batch's are.
+        for &(name, set) in &otel.series {
+            let kvs = &otel.sets[set];
+            match &otel.instruments[name] {
+                Instrument::Counter(c) => c.add(1.0, kvs),
+                Instrument::Gauge(g) => g.record(1.0, kvs),
+                Instrument::Histogram(h) => h.record(1.0, kvs),
+            }
+        }
+        otel
+    }
 }
 
 fn main() {

@@ -119,6 +119,37 @@ impl MemoryBudget {
         }
     }
 
+    /// Takes room for `bytes` that hold no item (a series bound to a handle
+    /// before anything is recorded into it), unless that would pass the
+    /// budget: then nothing changes and `false` is returned.
+    pub(crate) fn try_reserve_bytes(&self, bytes: usize) -> bool {
+        let mut held = self.bytes.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = held.checked_add(bytes).filter(|&n| n <= self.limit) else {
+                return false;
+            };
+            match self
+                .bytes
+                .compare_exchange_weak(held, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    self.peak.fetch_max(next, Ordering::Relaxed);
+                    return true;
+                }
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// Counts `n` items more, whatever the budget says: data recorded into
+    /// room already held (an aggregated series written to again after a
+    /// flush).
+    pub(crate) fn add_items(&self, n: usize) {
+        if n > 0 {
+            self.items.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Counts `bytes` more, whatever the budget says: for memory that holds
     /// data already recorded (a payload being compressed), which is never
     /// refused.

@@ -51,8 +51,9 @@ mod validate;
 pub use api::{Api, Region};
 pub use attributes::{AsAttributes, AsValueRef, Attributes, Value, ValueRef};
 pub use batch::{
-    Batch, BatchItem, DEFAULT_CAPACITY, DEFAULT_MAX_SERIES, EventBatch, ItemBatch,
-    ItemBatchBuilder, LogBatch, MetricBatch, MetricBatchBuilder, RecordStats, SpanBatch,
+    Batch, BatchItem, Counter, DEFAULT_CAPACITY, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES,
+    EventBatch, Gauge, ItemBatch, ItemBatchBuilder, LogBatch, MetricBatch, MetricBatchBuilder,
+    RecordStats, SpanBatch, SummaryHandle,
 };
 pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
 pub use client::{

@@ -191,11 +191,24 @@ impl Serialize for Summary {
     }
 }
 
+/// Whether a batch built the metric from a series it validated when it was
+/// recorded, with nothing changed since: a client sending it need not
+/// validate it again. Never part of a metric's equality.
+#[derive(Clone, Copy, Debug, Default)]
+struct Checked(bool);
+
+impl PartialEq for Checked {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// The fields every metric type has.
 #[derive(Clone, Debug, PartialEq)]
 struct Head {
     name: Arc<str>,
     attributes: Arc<Attributes>,
+    checked: Checked,
     /// Interval start for counts and summaries, time of the value for gauges.
     timestamp_ms: Option<u64>,
     interval_ms: Option<u64>,
@@ -206,13 +219,24 @@ impl Head {
         Head {
             name,
             attributes: Arc::default(),
+            checked: Checked(false),
             timestamp_ms: None,
             interval_ms: None,
         }
     }
 
+    /// Made by a batch from a validated series.
+    fn checked(name: Arc<str>, attributes: Arc<Attributes>) -> Self {
+        Head {
+            attributes,
+            checked: Checked(true),
+            ..Head::new(name)
+        }
+    }
+
     /// Moves the interval so that it ends at `end`.
     fn end_at(&mut self, end: SystemTime) {
+        self.checked = Checked(false);
         let interval = self.interval_ms.unwrap_or(0);
         self.timestamp_ms = Some(millis_since_epoch(end).saturating_sub(interval));
     }
@@ -263,6 +287,7 @@ macro_rules! head_accessors {
         /// Replaces the metric's attributes.
         pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
             self.head.attributes = Arc::new(attributes.into());
+            self.head.checked = Checked(false);
             self
         }
 
@@ -273,6 +298,7 @@ macro_rules! head_accessors {
             value: impl Into<crate::attributes::Value>,
         ) -> Self {
             Arc::make_mut(&mut self.head.attributes).insert(key, value);
+            self.head.checked = Checked(false);
             self
         }
 
@@ -326,10 +352,7 @@ impl CountMetric {
         value: f64,
     ) -> Self {
         CountMetric {
-            head: Head {
-                attributes,
-                ..Head::new(name)
-            },
+            head: Head::checked(name, attributes),
             value,
         }
     }
@@ -416,9 +439,8 @@ impl GaugeMetric {
     ) -> Self {
         GaugeMetric {
             head: Head {
-                attributes,
                 timestamp_ms: Some(timestamp_ms),
-                ..Head::new(name)
+                ..Head::checked(name, attributes)
             },
             value,
         }
@@ -436,6 +458,7 @@ impl GaugeMetric {
     /// ```
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.head.timestamp_ms = Some(millis_since_epoch(timestamp));
+        self.head.checked = Checked(false);
         self
     }
 
@@ -492,10 +515,7 @@ impl SummaryMetric {
         summary: Summary,
     ) -> Self {
         SummaryMetric {
-            head: Head {
-                attributes,
-                ..Head::new(name)
-            },
+            head: Head::checked(name, attributes),
             summary,
         }
     }
@@ -619,6 +639,13 @@ impl Metric {
             Metric::Summary(m) => &mut m.head,
         };
         head.attributes = Arc::new(attributes);
+        head.checked = Checked(false);
+    }
+
+    /// Whether a batch built this metric from a series it validated when it
+    /// was recorded, unchanged since.
+    pub(crate) fn checked_by_batch(&self) -> bool {
+        self.head().checked.0
     }
 
     pub(crate) fn shared_parts(&self) -> (&Arc<str>, &Arc<Attributes>) {

@@ -442,3 +442,41 @@ async fn a_closed_metric_batch_refuses_and_counts_but_keeps_what_it_holds() {
     assert_eq!(metrics.len(), 1);
     assert_eq!(count_value(&metrics[0]), 1.0);
 }
+
+#[tokio::test]
+async fn flushed_metrics_skip_validation_on_send_but_changed_ones_do_not() {
+    use newrelic_telemetry::MetricClient;
+    use newrelic_telemetry::test_util::TestIngestServer;
+
+    let server = TestIngestServer::start().await.unwrap();
+    let client = MetricClient::builder("k")
+        .endpoint(server.metric_url())
+        .build()
+        .unwrap();
+    let batch = MetricBatch::new();
+    batch.record_count("ok", 1.0, [("k", "v")]).await.unwrap();
+    batch.record_gauge("level", 2.0, ()).await.unwrap();
+    let (mut metrics, common) = batch.flush().await;
+    let Some(Metric::Count(count)) = metrics
+        .iter()
+        .find(|m| m.kind() == MetricKind::Count)
+        .cloned()
+    else {
+        panic!("no count in {metrics:?}");
+    };
+    // Changed after the flush: validated again, and refused (reserved key).
+    metrics.push(count.with_attribute("count", 1).into());
+    // Built by hand: validated as always.
+    metrics.push(GaugeMetric::new("", 1.0).into());
+
+    let error = client.send_batch(metrics, common).await.unwrap_err();
+    assert_eq!(error.report().items_sent(), 2);
+    assert_eq!(error.report().items_dropped(), 2);
+    let names: Vec<_> = server
+        .metrics()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"ok".to_owned()) && names.contains(&"level".to_owned()));
+}

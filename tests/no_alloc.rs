@@ -256,3 +256,59 @@ fn mixed_maps_integers_and_owned_names_allocate_nothing() {
         "{allocations} heap allocations recording mixed forms into existing series"
     );
 }
+
+#[test]
+fn handles_allocate_nothing() {
+    const SERIES: usize = 50;
+    const ROUNDS: usize = 200;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let batch = MetricBatch::builder().max_series(10_000).build();
+    let names: Vec<String> = (0..SERIES).map(|i| format!("handle.metric.{i}")).collect();
+    let (counters, gauges, summaries) = rt.block_on(async {
+        let mut handles = (Vec::new(), Vec::new(), Vec::new());
+        for name in &names {
+            let attrs = [("env", "prod"), ("region", "us-east-1")];
+            handles.0.push(batch.counter(name, attrs).await.unwrap());
+            handles.1.push(batch.gauge(name, attrs).await.unwrap());
+            handles.2.push(batch.summary(name, attrs).await.unwrap());
+        }
+        handles
+    });
+    // One write each first, then a flush, so that the counted writes are
+    // both the first of an interval (which counts an item) and later ones.
+    let write_all = |v: f64| {
+        for ((c, g), s) in counters.iter().zip(&gauges).zip(&summaries) {
+            c.add(v);
+            g.set(v);
+            s.record(v);
+        }
+    };
+    write_all(1.0);
+    let (first, _) = rt.block_on(batch.flush());
+    assert_eq!(first.len(), 3 * SERIES);
+
+    // Outside any runtime, as sync code would call them, and inside one.
+    let (outside, ()) = allocations_during(|| {
+        for round in 0..ROUNDS {
+            write_all(round as f64);
+        }
+    });
+    let inside = rt.block_on(async {
+        let start = start_counting();
+        for round in 0..ROUNDS {
+            write_all(-(round as f64));
+        }
+        // Bad values are counted without building an error.
+        counters[0].add(f64::NAN);
+        stop_counting(start)
+    });
+    assert_eq!(outside, 0, "{outside} allocations through handles");
+    assert_eq!(inside, 0, "{inside} allocations through handles");
+    assert_eq!(batch.record_stats().items_dropped_invalid, 1);
+    let (metrics, _) = rt.block_on(batch.flush());
+    assert_eq!(metrics.len(), 3 * SERIES);
+}

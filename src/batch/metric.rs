@@ -1,37 +1,47 @@
 //! The aggregating metric batch.
 //!
 //! Series live in shards picked by the series' hash, so tasks recording
-//! different series rarely meet on a lock. Each shard sits behind its own
-//! `std::sync::Mutex` on its own cache line: every critical section is short
-//! and never spans an `.await` (a lookup and an update on the hot path, an
-//! insertion of an already validated series, an O(1) swap at flush), so a
-//! blocking lock is both safe in async code and three times cheaper than an
-//! async one; the recording calls stay `async` and consume Tokio's cooperative
-//! budget, so a task that records in a tight loop still yields to others.
+//! different series rarely meet on a lock. Each shard is a
+//! `tokio::sync::Mutex` on its own cache line, held only for the map work: a
+//! lookup and an update on the hot path, an insertion of an already validated
+//! series, a copy of the shard's segment list at flush, a removal of series
+//! nobody uses any more.
 //!
 //! A series is found by a hash of (type, name, attribute set) computed from the
 //! caller's borrowed pairs, and confirmed by comparing those pairs with the
 //! stored ones, so recording into an existing series allocates nothing. Names,
 //! attribute strings and whole attribute sets are interned per shard, so series
 //! that share them share the memory.
+//!
+//! A series' value lives in atomics (see `series`), so handles bound to a
+//! series ([`Counter`], [`Gauge`], [`SummaryHandle`]) record with no lock at
+//! all, and a flush reads and resets each series without stopping anyone.
+//! Series persist across flushes: a flush sends the series written to since
+//! the previous one, and lets go of series that no handle holds once they have
+//! been idle for a few harvests.
 
-use std::hash::BuildHasher;
+mod handle;
+mod key;
+mod series;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hashbrown::HashTable;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
+
+pub use handle::{Counter, Gauge, SummaryHandle};
+use key::{HashBuilder, Seeds};
+use series::{CellRef, Drained, ItemDelta, Series, Shared, WallClock};
 
 use super::{Batch, RecordCounters, RecordStats, Taken};
-use crate::attributes::{AsAttributes, Attributes, Value, ValueRef};
+use crate::attributes::{AsAttributes, Attributes, Value};
 use crate::budget::{
     DEFAULT_MEMORY_BUDGET, HeapSize, HeldBytes, MemoryBudget, MemoryStats, arc_str_bytes,
 };
 use crate::common::Common;
 use crate::error::RecordError;
-use crate::metric::{
-    CountMetric, GaugeMetric, Metric, MetricKind, MetricValue, Summary, SummaryMetric,
-};
+use crate::metric::{Metric, MetricKind, MetricValue, Summary};
 use crate::time::{Clock, interval_millis};
 use crate::validate::{
     METRIC_LIMITS, check_metric, check_metric_name, metric_attributes, sanitize_common,
@@ -41,20 +51,42 @@ use crate::validate::{
 /// [`MetricBatchBuilder::max_series`].
 pub const DEFAULT_MAX_SERIES: usize = 100_000;
 
-type HashBuilder = foldhash::fast::RandomState;
+/// Harvests a series that no handle holds may go without an update before it
+/// leaves memory, by default; see [`MetricBatchBuilder::idle_harvests`].
+///
+/// ```
+/// assert_eq!(newrelic_telemetry::DEFAULT_IDLE_HARVESTS, 2);
+/// ```
+pub const DEFAULT_IDLE_HARVESTS: u8 = 2;
 
-/// A flush yields to the runtime after building each shard's metrics when the
-/// shard held at least this many series.
+/// Series per segment of a shard (a power of two).
+const SEGMENT_SHIFT: u32 = 8;
+const SEGMENT: usize = 1 << SEGMENT_SHIFT;
+
+/// A fixed run of a shard's series, filled from the front; shared with a
+/// flush walking a snapshot (a shard that changes it meanwhile copies it).
+type Segment = [Option<Series>; SEGMENT];
+
+/// A flush yields to the runtime after draining this many series.
 const FLUSH_YIELD_SERIES: usize = 4096;
+
+/// Series removed per lock hold when a flush lets go of idle series.
+const EVICT_CHUNK: usize = 256;
 
 /// A batch of metrics that aggregates as it records.
 ///
 /// A series is identified by its type, name and attribute set (in any order).
 /// Counts add up, gauges keep the last value and when it was set, and summaries
 /// merge each observation into count, sum, min and max. The batch tracks the
-/// interval it aggregated over; [`flush`](Self::flush) returns the series with a
-/// common block holding that interval's start (`timestamp`) and length
-/// (`interval.ms`), and starts the next interval.
+/// interval it aggregated over; [`flush`](Self::flush) returns the series
+/// written to in that interval with a common block holding the interval's start
+/// (`timestamp`) and length (`interval.ms`), and starts the next interval.
+///
+/// Record with a string call (`record_count(name, value, attributes).await`),
+/// which finds the series by hashing and comparing what it is given, or bind a
+/// series once ([`counter`](Self::counter), [`gauge`](Self::gauge),
+/// [`summary`](Self::summary)) and record through the handle, synchronously and
+/// with no lock.
 ///
 /// ```
 /// use newrelic_telemetry::MetricBatch;
@@ -67,27 +99,26 @@ const FLUSH_YIELD_SERIES: usize = 4096;
 /// batch.record_count("requests", 2.0, [("route", "/a")]).await?;
 /// batch.record_gauge("queue.depth", 7.0, ()).await?;
 /// batch.record_summary("latency.ms", 12.5, [("route", "/a")]).await?;
+/// let errors = batch.counter("errors", [("route", "/a")]).await?;
+/// errors.add(1.0);
 ///
 /// let (metrics, common) = batch.flush().await;
-/// assert_eq!(metrics.len(), 3);
+/// assert_eq!(metrics.len(), 4);
 /// assert!(common.interval_ms().is_some());
 /// # Ok(()) }
 /// ```
 pub struct MetricBatch {
     shards: Box<[ShardLock]>,
-    /// Interval anchor; a std mutex held only to swap it at flush.
-    interval: std::sync::Mutex<Clock>,
+    /// The interval clock; held for a whole flush, so flushes never overlap.
+    interval: Mutex<Clock>,
     hasher: HashBuilder,
     seeds: Seeds,
     common_attributes: Option<Arc<Attributes>>,
     max_series: usize,
+    idle_harvests: u8,
     series: AtomicUsize,
-    /// Set by [`MetricBatch::close`]; read under a shard lock, so that a
-    /// recording either lands before the final flush or is refused.
-    closed: AtomicBool,
-    counters: RecordCounters,
+    shared: Arc<Shared>,
     harvest: Notify,
-    budget: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for MetricBatch {
@@ -96,8 +127,9 @@ impl std::fmt::Debug for MetricBatch {
             .field("shards", &self.shards.len())
             .field("series", &self.series.load(Ordering::Relaxed))
             .field("max_series", &self.max_series)
+            .field("idle_harvests", &self.idle_harvests)
             .field("common_attributes", &self.common_attributes)
-            .field("memory", &self.budget.snapshot())
+            .field("memory", &self.shared.budget.snapshot())
             .finish_non_exhaustive()
     }
 }
@@ -129,289 +161,38 @@ impl Update {
             Update::Merge(s) => s.is_valid(),
         }
     }
-
-    fn into_value(self, clock: &Clock) -> SeriesValue {
-        match self {
-            Update::Add(v) => SeriesValue::Count(v),
-            Update::Set {
-                value,
-                timestamp_ms,
-            } => SeriesValue::Gauge {
-                value,
-                timestamp_ms: timestamp_ms.unwrap_or_else(|| clock.now_ms()),
-            },
-            Update::Observe(v) => SeriesValue::Summary(Summary::from_value(v)),
-            Update::Merge(s) => SeriesValue::Summary(s),
-        }
-    }
-}
-
-/// A series' aggregated value; its variant is the series' type.
-#[derive(Clone, Copy, Debug)]
-enum SeriesValue {
-    Count(f64),
-    Gauge { value: f64, timestamp_ms: u64 },
-    Summary(Summary),
-}
-
-impl SeriesValue {
-    /// Applies `update`, unless the aggregate would stop being finite (a sum
-    /// overflowing to infinity), in which case the series keeps its value and
-    /// `false` is returned: NaN and infinities never reach the wire.
-    fn apply(&mut self, update: Update, clock: &Clock) -> bool {
-        match (self, update) {
-            (SeriesValue::Count(v), Update::Add(x)) => finite_then(*v + x, |sum| *v = sum),
-            (SeriesValue::Summary(s), Update::Observe(x)) => {
-                finite_then(s.sum + x, |_| s.observe(x))
-            }
-            (SeriesValue::Summary(s), Update::Merge(m)) => {
-                finite_then(s.sum + m.sum, |_| s.merge(&m))
-            }
-            (slot, update) => {
-                *slot = update.into_value(clock);
-                true
-            }
-        }
-    }
-}
-
-/// Runs `commit` with `x` if it is finite; says whether it did.
-#[inline(always)]
-fn finite_then(x: f64, commit: impl FnOnce(f64)) -> bool {
-    let finite = x.is_finite();
-    if finite {
-        commit(x);
-    }
-    finite
-}
-
-/// What identifies a series, kept apart from its value: recording only reads
-/// these, so they stay shared in every core's cache while the values change.
-struct Series {
-    hash: u64,
-    name: Arc<str>,
-    attributes: Arc<Attributes>,
-    kind: MetricKind,
-}
-
-impl Series {
-    fn into_metric(self, value: SeriesValue) -> Metric {
-        match value {
-            SeriesValue::Count(v) => {
-                CountMetric::in_common_interval(self.name, self.attributes, v).into()
-            }
-            SeriesValue::Gauge {
-                value,
-                timestamp_ms,
-            } => GaugeMetric::at(self.name, self.attributes, value, timestamp_ms).into(),
-            SeriesValue::Summary(s) => {
-                SummaryMetric::in_common_interval(self.name, self.attributes, s).into()
-            }
-        }
-    }
-}
-
-/// The series hash: random per batch, computed from the caller's borrowed
-/// pairs on every recording, so it is built for short strings. A string of up
-/// to 16 bytes is read as at most two overlapping words which, with its length,
-/// determine it, then mixed with a folded multiply (as foldhash does); longer
-/// strings are folded 16 bytes at a time. A set's hash is the wrapping sum of
-/// its pairs' hashes, so the order of the pairs does not matter. Equality is
-/// always checked after a hash matches.
-#[derive(Clone, Copy)]
-struct Seeds([u64; 6]);
-
-const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-
-#[inline(always)]
-fn fold(a: u64, b: u64) -> u64 {
-    let p = u128::from(a) * u128::from(b);
-    (p as u64) ^ ((p >> 64) as u64)
-}
-
-#[inline(always)]
-fn word8(s: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]))
-}
-
-#[inline(always)]
-fn word4(s: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]))
-}
-
-impl Seeds {
-    fn new(random: &HashBuilder) -> Self {
-        // Odd multipliers keep the folded multiply from losing bits.
-        Seeds(std::array::from_fn(|i| random.hash_one(i as u64) | 1))
-    }
-
-    #[inline(always)]
-    fn str(self, seed: u64, s: &str) -> u64 {
-        let b = s.as_bytes();
-        let n = b.len();
-        let (lo, hi) = match n {
-            0 => (0, 0),
-            1..=3 => (
-                u64::from(b[0]) << 16 | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]),
-                0,
-            ),
-            4..=7 => (u64::from(word4(b, 0)), u64::from(word4(b, n - 4))),
-            8..=16 => (word8(b, 0), word8(b, n - 8)),
-            _ => return self.long_str(seed, b),
-        };
-        fold(lo ^ seed, hi ^ self.0[5] ^ (n as u64).rotate_left(32))
-    }
-
-    #[inline(never)]
-    fn long_str(self, seed: u64, b: &[u8]) -> u64 {
-        let n = b.len();
-        let mut acc = seed ^ (n as u64).wrapping_mul(MUL);
-        let mut chunks = b.chunks_exact(16);
-        for c in &mut chunks {
-            acc = fold(acc ^ word8(c, 0), word8(c, 8) ^ self.0[5]);
-        }
-        // The last 16 bytes (overlapping what the loop read) cover the rest.
-        if !chunks.remainder().is_empty() {
-            acc = fold(acc ^ word8(b, n - 16), word8(b, n - 8) ^ self.0[4]);
-        }
-        acc
-    }
-
-    #[inline(always)]
-    fn value(self, v: ValueRef<'_>) -> u64 {
-        let s = self.0[1];
-        match v {
-            ValueRef::Str(x) => self.str(s, x),
-            ValueRef::Int(i) => fold(i as u64 ^ s, MUL ^ 1),
-            ValueRef::Float(f) => fold(f.to_bits() ^ s, MUL ^ 2),
-            ValueRef::Bool(b) => fold(u64::from(b) ^ s, MUL ^ 3),
-        }
-    }
-
-    #[inline(always)]
-    fn pair(self, k: &str, v: ValueRef<'_>) -> u64 {
-        fold(self.str(self.0[0], k) ^ self.0[2], self.value(v) ^ MUL)
-    }
-
-    #[inline(always)]
-    fn series(self, kind: MetricKind, name: &str, set_hash: u64) -> u64 {
-        let seed = self.0[3] ^ (kind as u64 + 1).wrapping_mul(MUL);
-        fold(self.str(seed, name) ^ set_hash, self.0[4])
-    }
-}
-
-/// The cooperative yield point a Tokio lock would be: consumes a unit of the
-/// task's budget and yields if it is spent, so that a task recording in a tight
-/// loop lets the other tasks on its worker (and the timers it drives) run.
-/// Taken before recording, so a recording whose future is dropped while it
-/// yields has no effect.
-#[inline(always)]
-async fn cooperate() {
-    tokio::task::coop::consume_budget().await;
 }
 
 /// A shard's lock, alone on its cache lines so that tasks working on
 /// neighbouring shards do not invalidate each other's.
 #[repr(align(128))]
-struct ShardLock(std::sync::Mutex<Shard>);
+struct ShardLock(Mutex<Shard>);
 
-impl ShardLock {
-    fn new(shard: Shard) -> Self {
-        ShardLock(std::sync::Mutex::new(shard))
-    }
-
-    /// Locks the shard. No critical section can leave a shard half-updated
-    /// (nothing in one panics short of an allocation failure), so a poisoned
-    /// lock is simply taken over.
-    #[inline]
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shard> {
-        match self.0.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
+/// What a flush does with series that no handle holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Keep them until they have been idle for the batch's idle harvests.
+    Idle,
+    /// Let go of all of them: the caller takes everything out.
+    All,
 }
 
-/// Byte-string equality for the short strings of names and attributes,
-/// without a call into `memcmp`: lengths first, then at most two overlapping
-/// word-sized loads per side.
-#[inline(always)]
-fn str_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    match n {
-        0 => true,
-        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
-        4..=7 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
-        8..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
-        _ => a == b,
-    }
-}
-
-/// Identity of a stored value and a borrowed one (floats by bit pattern).
-#[inline(always)]
-fn value_eq(stored: &Value, v: ValueRef<'_>) -> bool {
-    match (stored, v) {
-        (Value::String(a), ValueRef::Str(b)) => str_eq(a, b),
-        (stored, v) => stored.as_value_ref().same_as(v),
-    }
-}
-
-/// Whether borrowed pairs name exactly the stored (sorted, unique-key) set, in
-/// any order, each stored pair matched once. Small sets are scanned linearly,
-/// comparing key lengths first; larger ones are binary-searched. A metric's
-/// set has at most 100 pairs (validated on insertion), so one `u128` marks
-/// the pairs already matched.
-#[inline]
-fn same_attributes(stored: &Attributes, source: &(impl AsAttributes + ?Sized)) -> bool {
-    let pairs = stored.pairs();
-    if pairs.len() != source.attribute_count() || pairs.len() > 128 {
-        return false;
-    }
-    let position = |k: &str| {
-        if pairs.len() <= 16 {
-            pairs.iter().position(|(key, _)| str_eq(key, k))
-        } else {
-            stored.position(k)
-        }
-    };
-    let mut seen = 0u128;
-    let mut same = true;
-    source.for_each_attribute(|k, v| {
-        if !same {
-            return;
-        }
-        same = match position(k) {
-            Some(i) if seen & (1 << i) == 0 && value_eq(&pairs[i].1, v) => {
-                seen |= 1 << i;
-                true
-            }
-            _ => false,
-        };
-    });
-    same
-}
-
-/// One shard: series in insertion order with their values beside them, an
-/// index over them, and interners.
+/// One shard: series in segments (so that a flush can take a snapshot of the
+/// list in O(segments) and walk it with the lock released), an index over
+/// them, and interners.
 struct Shard {
     index: HashTable<u32>,
-    series: Vec<Series>,
-    values: Vec<SeriesValue>,
+    segments: Vec<Arc<Segment>>,
+    len: usize,
     strings: HashTable<Arc<str>>,
     sets: HashTable<(u64, Arc<Attributes>)>,
-    clock: Clock,
     /// What the shard's series, strings and sets hold, as counted against the
     /// budget.
     held_bytes: usize,
+    /// Series left since the last sweep of the interners.
+    sweep: bool,
 }
 
-/// What one series holds besides its strings and attribute set: its identity,
-/// its value and its slot in the index (a `u32` and a control byte).
-const SERIES_BYTES: usize = std::mem::size_of::<Series>() + std::mem::size_of::<SeriesValue>() + 5;
 /// What an interned string's slot in its table holds.
 const STRING_SLOT_BYTES: usize = std::mem::size_of::<Arc<str>>() + 1;
 /// What an interned attribute set holds besides its pairs' strings: the
@@ -423,8 +204,8 @@ const SET_BYTES: usize = 2 * std::mem::size_of::<usize>()
 
 /// The most a new series can add to a shard: as if its name, its set and
 /// every string in it were new.
-fn new_series_bytes(name: &str, attrs: &Attributes) -> usize {
-    SERIES_BYTES
+fn new_series_bytes(kind: MetricKind, name: &str, attrs: &Attributes) -> usize {
+    Series::bytes(kind)
         + arc_str_bytes(name.len())
         + STRING_SLOT_BYTES
         + SET_BYTES
@@ -432,40 +213,129 @@ fn new_series_bytes(name: &str, attrs: &Attributes) -> usize {
         + attrs.len() * 2 * STRING_SLOT_BYTES
 }
 
+fn set_bytes(set: &Attributes) -> usize {
+    SET_BYTES + std::mem::size_of_val(set.pairs())
+}
+
 impl Shard {
-    fn new(clock: Clock) -> Self {
+    fn new() -> Self {
         Shard {
             index: HashTable::new(),
-            series: Vec::new(),
-            values: Vec::new(),
+            segments: Vec::new(),
+            len: 0,
             strings: HashTable::new(),
             sets: HashTable::new(),
-            clock,
             held_bytes: 0,
+            sweep: false,
         }
     }
 
-    /// The position of the series, found from borrowed parts.
+    #[inline(always)]
+    fn at(segments: &[Arc<Segment>], position: u32) -> Option<&Series> {
+        let p = position as usize;
+        segments[p >> SEGMENT_SHIFT][p & (SEGMENT - 1)].as_ref()
+    }
+
+    /// The series, found from borrowed parts.
+    #[inline]
     fn find(
         &self,
         hash: u64,
         kind: MetricKind,
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
-    ) -> Option<usize> {
-        let series = &self.series;
+    ) -> Option<&Series> {
+        let segments = &self.segments;
         self.index
-            .find(hash, |&i| {
-                let s = &series[i as usize];
-                s.hash == hash
-                    && s.kind == kind
-                    && str_eq(&s.name, name)
-                    && same_attributes(&s.attributes, attrs)
+            .find(hash, |&p| {
+                Shard::at(segments, p).is_some_and(|s| s.is(kind, name, attrs))
             })
-            .map(|&i| i as usize)
+            .and_then(|&p| Shard::at(segments, p))
+    }
+
+    /// Appends a series (`hash` is its hash; the caller checked that its
+    /// position fits a `u32`).
+    fn push(&mut self, seeds: Seeds, hash: u64, series: Series) {
+        let position = self.len as u32;
+        if self.len % SEGMENT == 0 {
+            self.segments.push(Arc::new(std::array::from_fn(|_| None)));
+        }
+        if let Some(last) = self.segments.last_mut() {
+            // A flush walking a snapshot shares the segment: copy it then.
+            Arc::make_mut(last)[self.len % SEGMENT] = Some(series);
+        }
+        self.len += 1;
+        let segments = &self.segments;
+        self.index.insert_unique(hash, position, |&p| {
+            Shard::at(segments, p).map_or(0, |s| s.hash(seeds))
+        });
+    }
+
+    /// Removes `series` if it is still here, unbound and quiet; returns
+    /// whether it did.
+    fn remove(&mut self, seeds: Seeds, series: &Series) -> bool {
+        // The shard's reference and the caller's: no handle holds it; and
+        // nothing was recorded into it since the flush read it.
+        if series.strong_count() != 2 || !series.is_quiet() {
+            return false;
+        }
+        let segments = &self.segments;
+        let Ok(entry) = self.index.find_entry(series.hash(seeds), |&p| {
+            Shard::at(segments, p).is_some_and(|s| s.ptr_eq(series))
+        }) else {
+            return false;
+        };
+        let (position, _) = entry.remove();
+        let (p, last) = (position as usize, self.len - 1);
+        if p != last {
+            // The last series moves into the hole: its index entry follows.
+            if let Some(moved) = Shard::at(segments, last as u32) {
+                if let Some(slot) = self
+                    .index
+                    .find_mut(moved.hash(seeds), |&q| q as usize == last)
+                {
+                    *slot = position;
+                }
+            }
+        }
+        let Some(tail) = self.segments.last_mut().map(Arc::make_mut) else {
+            return false;
+        };
+        let moved = tail[last & (SEGMENT - 1)].take();
+        if last & (SEGMENT - 1) == 0 {
+            self.segments.pop();
+        }
+        if p != last {
+            Arc::make_mut(&mut self.segments[p >> SEGMENT_SHIFT])[p & (SEGMENT - 1)] = moved;
+        }
+        self.len -= 1;
+        true
+    }
+
+    /// Lets go of interned strings and sets that no series (nor anything
+    /// else) uses any more; returns the bytes freed.
+    fn sweep(&mut self) -> usize {
+        let mut freed = 0;
+        self.sets.retain(|(_, set)| {
+            let keep = Arc::strong_count(set) > 1;
+            if !keep {
+                freed += set_bytes(set);
+            }
+            keep
+        });
+        self.strings.retain(|s| {
+            let keep = Arc::strong_count(s) > 1;
+            if !keep {
+                freed += arc_str_bytes(s.len()) + STRING_SLOT_BYTES;
+            }
+            keep
+        });
+        self.held_bytes -= freed;
+        freed
     }
 
     fn intern_str(&mut self, hasher: &HashBuilder, s: &str) -> Arc<str> {
+        use std::hash::BuildHasher;
         let hash = hasher.hash_one(s);
         match self
             .strings
@@ -497,14 +367,13 @@ impl Shard {
                 *s = self.intern_str(hasher, s);
             }
         }
-        self.held_bytes += SET_BYTES + std::mem::size_of_val(attrs.pairs());
+        self.held_bytes += set_bytes(&attrs);
         let set = Arc::new(attrs);
         self.sets
             .insert_unique(set_hash, (set_hash, set.clone()), |(h, _)| *h);
         set
     }
 }
-
 /// Configures a [`MetricBatch`].
 ///
 /// ```
@@ -524,6 +393,7 @@ pub struct MetricBatchBuilder {
     max_series: usize,
     shards: usize,
     memory_budget: usize,
+    idle_harvests: u8,
 }
 
 impl MetricBatchBuilder {
@@ -541,9 +411,9 @@ impl MetricBatchBuilder {
         self
     }
 
-    /// The most series the batch holds between flushes (default 100,000). When
-    /// it is reached, the batch asks its harvester for an early harvest, and
-    /// recording a new series fails with
+    /// The most series the batch holds (default 100,000). When it is reached,
+    /// the batch asks its harvester for an early harvest (which lets go of
+    /// idle series), and recording a new series fails with
     /// [`RecordError::SeriesLimitReached`] until then; existing series keep
     /// aggregating.
     ///
@@ -608,6 +478,25 @@ impl MetricBatchBuilder {
         self
     }
 
+    /// How many harvests in a row a series may go without an update before
+    /// it leaves memory, when no handle holds it (default
+    /// [`DEFAULT_IDLE_HARVESTS`]). Keeping a series a little longer saves
+    /// building it again when it is recorded into every few intervals; a
+    /// series bound to a live [`Counter`], [`Gauge`] or [`SummaryHandle`]
+    /// stays for as long as the handle lives. [`MetricBatch::flush`] and the
+    /// last harvest of a closed batch let go of every unbound series at once.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// let batch = MetricBatch::builder().idle_harvests(5).build();
+    /// assert_eq!(batch.series_count(), 0);
+    /// ```
+    pub fn idle_harvests(mut self, harvests: u8) -> Self {
+        self.idle_harvests = harvests;
+        self
+    }
+
     /// Builds the batch; its first interval starts now.
     ///
     /// ```
@@ -621,9 +510,9 @@ impl MetricBatchBuilder {
         let hasher = HashBuilder::default();
         MetricBatch {
             shards: (0..self.shards)
-                .map(|_| ShardLock::new(Shard::new(clock)))
+                .map(|_| ShardLock(Mutex::new(Shard::new())))
                 .collect(),
-            interval: std::sync::Mutex::new(clock),
+            interval: Mutex::new(clock),
             seeds: Seeds::new(&hasher),
             hasher,
             common_attributes: self
@@ -632,11 +521,15 @@ impl MetricBatchBuilder {
                 .filter(|a| !a.is_empty())
                 .map(Arc::new),
             max_series: self.max_series,
+            idle_harvests: self.idle_harvests,
             series: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            counters: RecordCounters::default(),
+            shared: Arc::new(Shared {
+                budget: MemoryBudget::new(self.memory_budget),
+                counters: RecordCounters::default(),
+                closed: AtomicBool::new(false),
+                clock: WallClock::new(&clock),
+            }),
             harvest: Notify::new(),
-            budget: MemoryBudget::new(self.memory_budget),
         }
     }
 }
@@ -649,6 +542,7 @@ impl Default for MetricBatchBuilder {
             max_series: DEFAULT_MAX_SERIES,
             shards: (cores * 4).clamp(4, 64).next_power_of_two(),
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            idle_harvests: DEFAULT_IDLE_HARVESTS,
         }
     }
 }
@@ -693,15 +587,13 @@ impl MetricBatch {
     /// batch.record_count("cache.hits", 1.0, [("cache", "users")]).await.unwrap();
     /// # }
     /// ```
-    pub async fn record_count(
+    pub fn record_count(
         &self,
         name: impl AsRef<str>,
         value: impl MetricValue,
         attributes: impl AsAttributes,
-    ) -> Result<(), RecordError> {
-        let (name, value) = (name.as_ref(), value.to_f64());
-        cooperate().await;
-        self.record_now(name, &attributes, Update::Add(value))
+    ) -> impl Future<Output = Result<(), RecordError>> {
+        self.record(name, attributes, Update::Add(value.to_f64()))
     }
 
     /// Sets the gauge `name` with `attributes` to `value`, timestamped now.
@@ -713,22 +605,17 @@ impl MetricBatch {
     /// batch.record_gauge("memory.used", 512.0, [("unit", "MiB")]).await.unwrap();
     /// # }
     /// ```
-    pub async fn record_gauge(
+    pub fn record_gauge(
         &self,
         name: impl AsRef<str>,
         value: impl MetricValue,
         attributes: impl AsAttributes,
-    ) -> Result<(), RecordError> {
-        let (name, value) = (name.as_ref(), value.to_f64());
-        cooperate().await;
-        self.record_now(
-            name,
-            &attributes,
-            Update::Set {
-                value,
-                timestamp_ms: None,
-            },
-        )
+    ) -> impl Future<Output = Result<(), RecordError>> {
+        let update = Update::Set {
+            value: value.to_f64(),
+            timestamp_ms: None,
+        };
+        self.record(name, attributes, update)
     }
 
     /// Adds one observation of `value` to the summary `name` with `attributes`.
@@ -740,15 +627,13 @@ impl MetricBatch {
     /// batch.record_summary("db.query.ms", 3.2, [("table", "orders")]).await.unwrap();
     /// # }
     /// ```
-    pub async fn record_summary(
+    pub fn record_summary(
         &self,
         name: impl AsRef<str>,
         value: impl MetricValue,
         attributes: impl AsAttributes,
-    ) -> Result<(), RecordError> {
-        let (name, value) = (name.as_ref(), value.to_f64());
-        cooperate().await;
-        self.record_now(name, &attributes, Update::Observe(value))
+    ) -> impl Future<Output = Result<(), RecordError>> {
+        self.record(name, attributes, Update::Observe(value.to_f64()))
     }
 
     /// Aggregates a pre-built metric: a count adds its value, a gauge sets its
@@ -773,125 +658,252 @@ impl MetricBatch {
             },
             Metric::Summary(m) => Update::Merge(m.summary()),
         };
-        check_metric(&metric).map_err(|e| self.counters.refused(e))?;
+        check_metric(&metric).map_err(|e| self.shared.counters.refused(e))?;
         let (name, attributes) = metric.shared_parts();
-        cooperate().await;
-        self.record_now(name, &**attributes, update)
+        self.record(name, &**attributes, update).await
     }
 
-    /// The order-free hash of an attribute set.
-    #[inline]
-    fn set_hash(&self, attrs: &(impl AsAttributes + ?Sized)) -> u64 {
-        let mut sum = 0u64;
-        attrs.for_each_attribute(|k, v| sum = sum.wrapping_add(self.seeds.pair(k, v)));
-        sum
-    }
-
-    #[inline]
-    fn series_hash(&self, kind: MetricKind, name: &str, set_hash: u64) -> u64 {
-        self.seeds.series(kind, name, set_hash)
-    }
-
-    fn shard(&self, hash: u64) -> &ShardLock {
-        // Bits 32.. are used neither for hashbrown's bucket index at these sizes
-        // nor for its control byte (the top 7 bits).
-        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
-    }
-
-    /// Records without waiting: the shard locks are never held across an
-    /// `.await`, so the whole recording happens in one poll.
-    #[inline]
-    fn record_now(
+    /// Binds the count `name` with `attributes` once: validated now (and
+    /// created if new, which the series limit and the memory budget may
+    /// refuse), then [`Counter::add`] records into it synchronously, with no
+    /// lock and no allocation. The series stays in the batch while a handle
+    /// to it lives.
+    ///
+    /// Use a handle for a series recorded often from one place (a request
+    /// counter, a `Drop` guard, a callback); use
+    /// [`record_count`](Self::record_count) when the attributes vary from
+    /// call to call.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), newrelic_telemetry::RecordError> {
+    /// let batch = Arc::new(MetricBatch::new());
+    /// let requests = batch.counter("requests", [("route", "/orders")]).await?;
+    ///
+    /// // Synchronous: usable from a thread, a callback or a Drop impl.
+    /// let worker = {
+    ///     let requests = requests.clone();
+    ///     std::thread::spawn(move || (0..1000).for_each(|_| requests.add(1.0)))
+    /// };
+    /// worker.join().unwrap();
+    /// // The string form records into the same series.
+    /// batch.record_count("requests", 1.0, [("route", "/orders")]).await?;
+    ///
+    /// let (metrics, _) = batch.flush().await;
+    /// assert_eq!(metrics.len(), 1);
+    /// assert!(matches!(&metrics[0], newrelic_telemetry::Metric::Count(c) if c.value() == 1001.0));
+    /// # Ok(()) }
+    /// ```
+    pub async fn counter(
         &self,
         name: &str,
-        attrs: &(impl AsAttributes + ?Sized),
+        attributes: impl AsAttributes,
+    ) -> Result<Counter, RecordError> {
+        let series = self.bind(MetricKind::Count, name, &attributes).await?;
+        match series.cell.clone() {
+            CellRef::Count(cell) => Ok(Counter::new(series, cell, self.shared.clone())),
+            _ => unreachable!("series are found by their type"),
+        }
+    }
+
+    /// Binds the gauge `name` with `attributes` once; then [`Gauge::set`]
+    /// records into it synchronously, with no lock and no allocation. See
+    /// [`counter`](Self::counter).
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), newrelic_telemetry::RecordError> {
+    /// let batch = MetricBatch::new();
+    /// let connections = batch.gauge("db.connections", [("pool", "main")]).await?;
+    /// connections.set(12.0);
+    /// assert_eq!(batch.flush().await.0.len(), 1);
+    /// assert!(batch.flush().await.0.is_empty()); // not set since: not sent
+    /// # Ok(()) }
+    /// ```
+    pub async fn gauge(
+        &self,
+        name: &str,
+        attributes: impl AsAttributes,
+    ) -> Result<Gauge, RecordError> {
+        let series = self.bind(MetricKind::Gauge, name, &attributes).await?;
+        match series.cell.clone() {
+            CellRef::Gauge(cell) => Ok(Gauge::new(series, cell, self.shared.clone())),
+            _ => unreachable!("series are found by their type"),
+        }
+    }
+
+    /// Binds the summary `name` with `attributes` once; then
+    /// [`SummaryHandle::record`] records into it synchronously, with no lock
+    /// and no allocation. See [`counter`](Self::counter).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{MetricBatch, RecordError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// let latency = batch.summary("latency.ms", [("route", "/")]).await.unwrap();
+    /// latency.record(3.5);
+    /// // Validation happens once, when binding.
+    /// assert!(matches!(
+    ///     batch.summary("latency.ms", [("count", 1)]).await,
+    ///     Err(RecordError::ReservedAttribute { .. })
+    /// ));
+    /// # }
+    /// ```
+    pub async fn summary(
+        &self,
+        name: &str,
+        attributes: impl AsAttributes,
+    ) -> Result<SummaryHandle, RecordError> {
+        let series = self.bind(MetricKind::Summary, name, &attributes).await?;
+        match series.cell.clone() {
+            CellRef::Summary(cell) => Ok(SummaryHandle::new(series, cell, self.shared.clone())),
+            _ => unreachable!("series are found by their type"),
+        }
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        // Bits 32.. are used neither for hashbrown's bucket index at these sizes
+        // nor for its control byte (the top 7 bits).
+        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)].0
+    }
+
+    /// Records into an existing series under its shard's lock, or creates it.
+    #[inline]
+    async fn record(
+        &self,
+        name: impl AsRef<str>,
+        attrs: impl AsAttributes,
         update: Update,
     ) -> Result<(), RecordError> {
+        let (name, attrs) = (name.as_ref(), &attrs);
         if !update.is_valid() {
-            return Err(self
-                .counters
-                .refused(if matches!(update, Update::Merge(_)) {
-                    RecordError::InvalidSummary
-                } else {
-                    RecordError::NonFiniteValue {
-                        name: name.to_owned(),
-                    }
-                }));
+            return Err(self.invalid(name, update));
         }
         let kind = update.kind();
-        let hash = self.series_hash(kind, name, self.set_hash(attrs));
+        let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
         {
-            let mut shard = self.shard(hash).lock();
-            if let Some(i) = shard.find(hash, kind, name, attrs) {
-                if self.closed.load(Ordering::Relaxed) {
+            let shard = self.shard(hash).lock().await;
+            if let Some(series) = shard.find(hash, kind, name, attrs) {
+                // Read under the lock, so that a recording either lands
+                // before the final flush or is refused.
+                if self.shared.closed.load(Ordering::Relaxed) {
                     drop(shard);
-                    return Err(self.counters.refused(RecordError::Closed));
+                    return Err(self.shared.counters.refused(RecordError::Closed));
                 }
-                let Shard { values, clock, .. } = &mut *shard;
-                if values[i].apply(update, clock) {
+                if series.apply(update, &self.shared) {
                     return Ok(());
                 }
                 drop(shard);
                 return Err(self.overflow(name));
             }
         }
-        self.insert(kind, name, attrs, update)
+        self.insert(kind, name, attrs, Some(update)).await.map(drop)
     }
 
-    /// The slow path: validates and canonicalises a series seen for the first
-    /// time (outside any lock), then inserts it, or updates it if another task
-    /// (or a differently spelled attribute list) got there first.
-    #[inline(never)]
-    fn insert(
+    #[cold]
+    fn invalid(&self, name: &str, update: Update) -> RecordError {
+        self.shared
+            .counters
+            .refused(if matches!(update, Update::Merge(_)) {
+                RecordError::InvalidSummary
+            } else {
+                RecordError::NonFiniteValue {
+                    name: name.to_owned(),
+                }
+            })
+    }
+
+    /// Finds or creates the series a handle binds to.
+    async fn bind(
         &self,
         kind: MetricKind,
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
-        update: Update,
-    ) -> Result<(), RecordError> {
-        check_metric_name(name).map_err(|e| self.counters.refused(e))?;
-        let (canonical, truncations) =
-            metric_attributes(name, attrs).map_err(|e| self.counters.refused(e))?;
-        self.counters.truncated(truncations);
-        let set_hash = self.set_hash(&canonical);
-        let hash = self.series_hash(kind, name, set_hash);
+    ) -> Result<Series, RecordError> {
+        let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
+        {
+            let shard = self.shard(hash).lock().await;
+            if let Some(series) = shard.find(hash, kind, name, attrs) {
+                if self.shared.closed.load(Ordering::Relaxed) {
+                    drop(shard);
+                    return Err(self.shared.counters.refused(RecordError::Closed));
+                }
+                return Ok(series.clone());
+            }
+        }
+        match self.insert(kind, name, attrs, None).await? {
+            Some(series) => Ok(series),
+            None => unreachable!("an insertion with no update returns its series"),
+        }
+    }
 
-        let mut guard = self.shard(hash).lock();
-        if self.closed.load(Ordering::Relaxed) {
+    /// The slow path: validates and canonicalises a series seen for the first
+    /// time (outside any lock), then inserts it, or finds it if another task
+    /// (or a differently spelled attribute list) got there first. With an
+    /// update, applies it and returns `None`; without, returns the series.
+    #[inline(never)]
+    async fn insert(
+        &self,
+        kind: MetricKind,
+        name: &str,
+        attrs: &(impl AsAttributes + ?Sized),
+        update: Option<Update>,
+    ) -> Result<Option<Series>, RecordError> {
+        let counters = &self.shared.counters;
+        check_metric_name(name).map_err(|e| counters.refused(e))?;
+        let (canonical, truncations) =
+            metric_attributes(name, attrs).map_err(|e| counters.refused(e))?;
+        counters.truncated(truncations);
+        let set_hash = self.seeds.set(&canonical);
+        let hash = self.seeds.series(kind, name, set_hash);
+
+        let mut guard = self.shard(hash).lock().await;
+        if self.shared.closed.load(Ordering::Relaxed) {
             drop(guard);
-            return Err(self.counters.refused(RecordError::Closed));
+            return Err(counters.refused(RecordError::Closed));
         }
         let shard = &mut *guard;
-        if let Some(i) = shard.find(hash, kind, name, &canonical) {
-            if shard.values[i].apply(update, &shard.clock) {
-                return Ok(());
-            }
-            drop(guard);
-            return Err(self.overflow(name));
+        if let Some(series) = shard.find(hash, kind, name, &canonical) {
+            return match update {
+                None => Ok(Some(series.clone())),
+                Some(update) if series.apply(update, &self.shared) => Ok(None),
+                Some(_) => {
+                    drop(guard);
+                    Err(self.overflow(name))
+                }
+            };
         }
         let held = self.series.fetch_add(1, Ordering::Relaxed);
-        if held >= self.max_series {
-            self.series.fetch_sub(1, Ordering::Relaxed);
-            self.harvest.notify_one();
-            return Err(self.counters.refused(RecordError::SeriesLimitReached {
-                limit: self.max_series,
-            }));
-        }
-        let Ok(position) = u32::try_from(shard.series.len()) else {
-            self.series.fetch_sub(1, Ordering::Relaxed);
-            return Err(self.counters.refused(RecordError::SeriesLimitReached {
-                limit: self.max_series,
-            }));
-        };
-        // Room for the series as if everything in it were new; what interning
-        // shares is given back right after.
-        let most = new_series_bytes(name, &canonical);
-        if !self.budget.try_reserve_item(most) {
+        if held >= self.max_series || u32::try_from(shard.len).is_err() {
             self.series.fetch_sub(1, Ordering::Relaxed);
             drop(guard);
             self.harvest.notify_one();
-            return Err(self.counters.refused(RecordError::MemoryBudgetFull {
-                budget_bytes: self.budget.limit(),
+            return Err(counters.refused(RecordError::SeriesLimitReached {
+                limit: self.max_series,
+            }));
+        }
+        // Room for the series as if everything in it were new; what interning
+        // shares is given back right after. A series created by a recording
+        // holds something to send: it counts as an item too.
+        let most = new_series_bytes(kind, name, &canonical);
+        let budget = &self.shared.budget;
+        let reserved = match update {
+            Some(_) => budget.try_reserve_item(most),
+            None => budget.try_reserve_bytes(most),
+        };
+        if !reserved {
+            self.series.fetch_sub(1, Ordering::Relaxed);
+            drop(guard);
+            self.harvest.notify_one();
+            return Err(counters.refused(RecordError::MemoryBudgetFull {
+                budget_bytes: budget.limit(),
             }));
         }
         if held + 1 == self.max_series.div_ceil(2) {
@@ -899,36 +911,36 @@ impl MetricBatch {
             self.harvest.notify_one();
         }
         let before = shard.held_bytes;
-        let name = shard.intern_str(&self.hasher, name);
+        let interned_name = shard.intern_str(&self.hasher, name);
         let attributes = shard.intern_set(&self.hasher, set_hash, canonical);
-        let value = update.into_value(&shard.clock);
-        shard.series.push(Series {
-            hash,
-            name,
-            attributes,
-            kind,
-        });
-        shard.values.push(value);
-        shard.held_bytes += SERIES_BYTES;
-        self.budget
-            .release_bytes(most.saturating_sub(shard.held_bytes - before));
-        let series = &shard.series;
-        shard
-            .index
-            .insert_unique(hash, position, |&i| series[i as usize].hash);
-        Ok(())
+        let series = Series::new(kind, interned_name, attributes);
+        if let Some(update) = update {
+            // Marked first: its item was counted with its room. A single
+            // valid update cannot overflow a new series.
+            series.mark_new();
+            series.apply(update, &self.shared);
+        }
+        let bound = update.is_none().then(|| series.clone());
+        shard.push(self.seeds, hash, series);
+        shard.held_bytes += Series::bytes(kind);
+        budget.release_bytes(most.saturating_sub(shard.held_bytes - before));
+        Ok(bound)
     }
 
     #[cold]
     fn overflow(&self, name: &str) -> RecordError {
-        self.counters.refused(RecordError::AggregateOverflow {
-            name: name.to_owned(),
-        })
+        self.shared
+            .counters
+            .refused(RecordError::AggregateOverflow {
+                name: name.to_owned(),
+            })
     }
 
-    /// Refuses recordings from now on ([`RecordError::Closed`], counted); the
-    /// series held stay for the next flush. A harvester closes its batch
-    /// before its final flush, so nothing recorded later is lost unnoticed.
+    /// Refuses recordings from now on ([`RecordError::Closed`], counted; a
+    /// handle's writes are ignored and counted); the series held stay for
+    /// the next flush. A harvester closes its batch before its final flush,
+    /// so nothing recorded later is lost unnoticed (a handle's write racing
+    /// with the close itself may miss the final flush).
     ///
     /// ```
     /// use newrelic_telemetry::{MetricBatch, RecordError};
@@ -936,27 +948,34 @@ impl MetricBatch {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
     /// batch.record_count("kept", 1.0, ()).await.unwrap();
+    /// let late = batch.counter("late", ()).await.unwrap();
     /// batch.close().await;
     /// assert_eq!(batch.record_count("late", 1.0, ()).await, Err(RecordError::Closed));
+    /// late.add(1.0); // ignored and counted
+    /// assert_eq!(batch.record_stats().items_dropped_closed, 2);
     /// assert_eq!(batch.flush().await.0.len(), 1); // what was held stays
     /// # }
     /// ```
     pub async fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.shared.closed.store(true, Ordering::SeqCst);
         // A recording that took a shard lock before the flag was set finishes
         // before this returns; one that takes it later sees the flag.
         for shard in self.shards.iter() {
-            drop(shard.lock());
+            drop(shard.0.lock().await);
         }
     }
 
-    /// Takes every series out and starts a new interval.
+    /// Takes out what was recorded since the last flush and starts a new
+    /// interval.
     ///
-    /// Returns the metrics and a common block with the batch's common
-    /// attributes, `timestamp` = the start of the interval that ended, and
-    /// `interval.ms` = its length. Each shard is swapped for an empty one under
-    /// its lock in O(1); the metrics are built after the locks are released, so
-    /// a large flush never blocks recording.
+    /// Returns a metric for every series written to in the interval, and a
+    /// common block with the batch's common attributes, `timestamp` = the
+    /// start of the interval that ended, and `interval.ms` = its length.
+    /// Series that no handle holds leave the batch (a new interval starts
+    /// empty); series bound to a live handle stay, reset, and are sent again
+    /// only once written to. Each shard's lock is held only to copy its list
+    /// of segments and to remove series; series are read and reset with the
+    /// locks released, so a large flush never blocks recording.
     ///
     /// ```
     /// use newrelic_telemetry::{Metric, MetricBatch};
@@ -976,47 +995,101 @@ impl MetricBatch {
     /// # }
     /// ```
     pub async fn flush(&self) -> (Vec<Metric>, Common) {
-        self.take().await.release(&self.budget)
+        self.drain(Release::All).await.release(&self.shared.budget)
     }
 
+    /// A harvest: like [`flush`](Self::flush), but unbound series stay until
+    /// they have been idle for `idle_harvests` harvests (all go once the
+    /// batch is closed), and what is taken stays counted against the budget.
     async fn take(&self) -> Taken<Metric> {
-        let (previous, next) = {
-            let mut clock = self.interval.lock().unwrap_or_else(|p| p.into_inner());
-            (clock.roll(), *clock)
+        let release = if self.shared.closed.load(Ordering::SeqCst) {
+            Release::All
+        } else {
+            Release::Idle
         };
-        let mut taken = Vec::with_capacity(self.shards.len());
-        let mut held_bytes = 0;
+        self.drain(release).await
+    }
+
+    async fn drain(&self, release: Release) -> Taken<Metric> {
+        let mut clock = self.interval.lock().await;
+        let previous = clock.roll();
+        self.shared.clock.align(&clock);
+        let interval_ms = interval_millis(
+            clock
+                .instant()
+                .saturating_duration_since(previous.instant()),
+        );
+        let budget = &self.shared.budget;
+        let mut metrics = Vec::new();
+        let mut items = ItemDelta::default();
+        // Interned strings and sets of shards left empty: handed over with
+        // the metrics that use them, still counted.
+        let mut handed_bytes = 0;
+        let mut since_yield = 0;
         for shard in self.shards.iter() {
-            let old = std::mem::replace(&mut *shard.lock(), Shard::new(next));
-            self.series.fetch_sub(old.series.len(), Ordering::Relaxed);
-            held_bytes += old.held_bytes;
-            taken.push(old);
+            let segments = shard.0.lock().await.segments.clone();
+            let mut leaving = 0;
+            let mut walked = 0;
+            for series in segments
+                .iter()
+                .flat_map(|s| s.iter().map_while(Option::as_ref))
+            {
+                walked += 1;
+                let emitted = match series.drain(&mut metrics, &mut items) {
+                    Drained::Done(emitted) => emitted,
+                    Drained::Pending(flipped) => {
+                        // An observation is being recorded on another thread.
+                        while !series.ready(&flipped) {
+                            tokio::task::yield_now().await;
+                        }
+                        series.finish(&flipped, &mut metrics, &mut items)
+                    }
+                };
+                let idle = series.note_idle(emitted);
+                if series.strong_count() == 1
+                    && (release == Release::All || idle >= self.idle_harvests)
+                {
+                    leaving += 1;
+                }
+            }
+            since_yield += walked;
+            if leaving > 0 && leaving == walked {
+                // Every series goes (a flush() with no handles, the last
+                // harvest): take the whole shard out, unless it changed.
+                drop(segments);
+                if let Some(bytes) = self.remove_all(shard, walked).await {
+                    handed_bytes += bytes;
+                    continue;
+                }
+                let segments = shard.0.lock().await.segments.clone();
+                let leaving = self.leaving(&segments, release);
+                drop(segments);
+                handed_bytes += self.remove(shard, leaving, release).await;
+            } else {
+                let leaving = if leaving == 0 {
+                    Vec::new()
+                } else {
+                    self.leaving(&segments, release)
+                };
+                drop(segments);
+                handed_bytes += self.remove(shard, leaving, release).await;
+            }
+            if since_yield >= FLUSH_YIELD_SERIES {
+                since_yield = 0;
+                // Reading a large shard takes a while; let the worker's other
+                // tasks run in between.
+                tokio::task::yield_now().await;
+            }
         }
-        // Already counted against the budget: the holder takes them over.
-        let held = HeldBytes::adopt(Some(self.budget.clone()), held_bytes);
-        let interval_ms =
-            interval_millis(next.instant().saturating_duration_since(previous.instant()));
+        drop(clock);
+        items.apply(budget);
+        let metric_bytes = metrics.capacity() * std::mem::size_of::<Metric>();
+        budget.add_bytes(metric_bytes);
+        let held = HeldBytes::adopt(Some(budget.clone()), metric_bytes + handed_bytes);
         let common = Common::new()
             .with_timestamp_ms(previous.start_ms())
             .with_interval_ms(interval_ms)
             .with_shared_attributes(self.common_attributes.clone());
-        let mut metrics = Vec::with_capacity(taken.iter().map(|s| s.series.len()).sum());
-        for shard in taken {
-            let large = shard.series.len() >= FLUSH_YIELD_SERIES;
-            metrics.extend(
-                shard
-                    .series
-                    .into_iter()
-                    .zip(shard.values)
-                    .map(|(series, value)| series.into_metric(value)),
-            );
-            drop((shard.index, shard.strings, shard.sets));
-            if large {
-                // Building a large flush takes a while (fresh memory for the
-                // metrics); let the worker's other tasks run in between.
-                tokio::task::yield_now().await;
-            }
-        }
         Taken {
             items: metrics,
             common,
@@ -1024,8 +1097,92 @@ impl MetricBatch {
         }
     }
 
+    /// The series of a shard snapshot that no handle holds and that may go.
+    fn leaving(&self, segments: &[Arc<Segment>], release: Release) -> Vec<Series> {
+        segments
+            .iter()
+            .flat_map(|s| s.iter().map_while(Option::as_ref))
+            .filter(|s| {
+                s.strong_count() == 1 && (release == Release::All || s.idle() >= self.idle_harvests)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Empties the shard if it still holds exactly the `walked` series a flush
+    /// walked, all of them unbound and quiet; the series are dropped with the
+    /// lock released. Returns the bytes of interned strings and sets handed
+    /// over with the metrics, or `None` if the shard changed.
+    async fn remove_all(&self, shard: &ShardLock, walked: usize) -> Option<usize> {
+        let budget = &self.shared.budget;
+        let mut guard = shard.0.lock().await;
+        if guard.len != walked {
+            return None;
+        }
+        let mut series_bytes = 0;
+        for series in guard
+            .segments
+            .iter()
+            .flat_map(|s| s.iter().map_while(Option::as_ref))
+        {
+            if series.strong_count() != 1 || !series.is_quiet() {
+                return None;
+            }
+            series_bytes += series.held_bytes();
+        }
+        let old = std::mem::replace(&mut *guard, Shard::new());
+        drop(guard);
+        self.series.fetch_sub(walked, Ordering::Relaxed);
+        budget.release_bytes(series_bytes);
+        let handed = old.held_bytes - series_bytes;
+        drop(old);
+        Some(handed)
+    }
+
+    /// Removes `leaving` from the shard (those still unbound and quiet), a
+    /// chunk per lock hold, and sweeps its interners. Returns the bytes of
+    /// interned strings and sets handed over instead of freed (a shard left
+    /// empty by [`Release::All`]).
+    async fn remove(&self, shard: &ShardLock, leaving: Vec<Series>, release: Release) -> usize {
+        let budget = &self.shared.budget;
+        let mut removed = 0;
+        for chunk in leaving.chunks(EVICT_CHUNK) {
+            let mut guard = shard.0.lock().await;
+            let mut n = 0;
+            let mut bytes = 0;
+            for series in chunk {
+                if guard.remove(self.seeds, series) {
+                    n += 1;
+                    bytes += series.held_bytes();
+                }
+            }
+            guard.held_bytes -= bytes;
+            guard.sweep |= n > 0;
+            budget.release_bytes(bytes);
+            removed += n;
+        }
+        drop(leaving);
+        self.series.fetch_sub(removed, Ordering::Relaxed);
+        let mut guard = shard.0.lock().await;
+        if !guard.sweep {
+            return 0;
+        }
+        if guard.len == 0 && release == Release::All {
+            // Everything went: the interners go with the metrics.
+            let handed = guard.held_bytes;
+            *guard = Shard::new();
+            return handed;
+        }
+        let freed = guard.sweep();
+        // Strings and sets still used by metrics just taken are swept next time.
+        guard.sweep = removed > 0;
+        budget.release_bytes(freed);
+        0
+    }
+
     /// What the pipeline holds in memory now (this batch's series, and what
     /// its harvester has taken from it and not yet sent), against its budget.
+    /// A series counts as an item while it holds something not yet flushed.
     ///
     /// ```
     /// use newrelic_telemetry::MetricBatch;
@@ -1045,10 +1202,11 @@ impl MetricBatch {
     /// # }
     /// ```
     pub fn memory(&self) -> MemoryStats {
-        self.budget.snapshot()
+        self.shared.budget.snapshot()
     }
 
-    /// How many series the batch holds now.
+    /// How many series the batch holds now (written to or bound to a handle,
+    /// and not yet let go of).
     ///
     /// ```
     /// use newrelic_telemetry::MetricBatch;
@@ -1077,7 +1235,7 @@ impl MetricBatch {
     /// # }
     /// ```
     pub fn record_stats(&self) -> RecordStats {
-        self.counters.snapshot()
+        self.shared.counters.snapshot()
     }
 
     /// The common attributes sent with every flush.
@@ -1111,7 +1269,7 @@ impl Batch for MetricBatch {
     }
 
     fn record_stats(&self) -> RecordStats {
-        self.counters.snapshot()
+        self.shared.counters.snapshot()
     }
 
     fn take(&self) -> impl std::future::Future<Output = Taken<Metric>> + Send {
@@ -1119,39 +1277,6 @@ impl Batch for MetricBatch {
     }
 
     fn memory_budget(&self) -> &Arc<MemoryBudget> {
-        &self.budget
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn same_set_detects_duplicates_and_differences() {
-        let stored = Attributes::from([("a", 1), ("b", 2)]);
-        assert!(same_attributes(&stored, &[("b", 2), ("a", 1)]));
-        assert!(!same_attributes(&stored, &[("a", 1), ("a", 1)]));
-        assert!(!same_attributes(&stored, &[("a", 1), ("b", 3)]));
-        assert!(!same_attributes(&stored, &[("a", 1)]));
-        assert!(!same_attributes(
-            &stored,
-            &[("a", Value::from(1.0)), ("b", 2.into())]
-        ));
-    }
-
-    #[test]
-    fn large_sets_compare_by_binary_search() {
-        let pairs: Vec<(String, i64)> = (0..20).map(|i| (format!("k{i:02}"), i)).collect();
-        let stored = Attributes::from_source(&pairs);
-        let mut reversed = pairs.clone();
-        reversed.reverse();
-        assert!(same_attributes(&stored, &reversed));
-        let mut duplicated = pairs.clone();
-        duplicated[19] = duplicated[0].clone();
-        assert!(!same_attributes(&stored, &duplicated));
-        let mut changed = pairs.clone();
-        changed[7].1 = 70;
-        assert!(!same_attributes(&stored, &changed));
+        &self.shared.budget
     }
 }

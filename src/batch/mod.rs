@@ -1,9 +1,12 @@
 //! Batches: where recorded data waits for the next harvest.
 //!
-//! [`MetricBatch`] aggregates metrics into series; [`EventBatch`], [`LogBatch`]
-//! and [`SpanBatch`] buffer items up to a capacity. All of them are safe to share
-//! across tasks as `Arc<...>`, and [`flush`](MetricBatch::flush) takes their
-//! contents out in O(1) under their locks.
+//! [`MetricBatch`] aggregates metrics into series (recorded by name and
+//! attributes, or through bound [`Counter`], [`Gauge`] and [`SummaryHandle`]
+//! handles); [`EventBatch`], [`LogBatch`] and [`SpanBatch`] buffer items up to
+//! a capacity. All of them keep their state behind `tokio::sync::Mutex`es and
+//! are safe to share across tasks as `Arc<...>`. An item batch's flush swaps
+//! its buffer out in O(1) under its lock; a metric batch's flush reads and
+//! resets its series with its locks released.
 
 mod items;
 mod metric;
@@ -14,7 +17,10 @@ use std::sync::Arc;
 pub use items::{
     BatchItem, DEFAULT_CAPACITY, EventBatch, ItemBatch, ItemBatchBuilder, LogBatch, SpanBatch,
 };
-pub use metric::{DEFAULT_MAX_SERIES, MetricBatch, MetricBatchBuilder};
+pub use metric::{
+    Counter, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES, Gauge, MetricBatch, MetricBatchBuilder,
+    SummaryHandle,
+};
 
 use crate::budget::{HeldBytes, MemoryBudget, MemoryStats};
 use crate::common::Common;
@@ -71,6 +77,17 @@ impl RecordCounters {
         Self::add(counter, 1);
         tracing::debug!(%error, "recording refused");
         error
+    }
+
+    /// Counts an invalid value ignored where there is no caller to hand an
+    /// error to (a handle), without building the error.
+    pub(crate) fn count_invalid(&self) {
+        Self::add(&self.items_dropped_invalid, 1);
+    }
+
+    /// Counts a write ignored because the batch is closed (a handle's).
+    pub(crate) fn count_closed(&self) {
+        Self::add(&self.items_dropped_closed, 1);
     }
 
     /// Counts `n` text values cut to their bound.

@@ -37,8 +37,9 @@ pub use retry::RetryPolicy;
 
 use crate::api::{Api, Region};
 use crate::common::Common;
-use crate::error::BuildError;
-use crate::validate::Validate;
+use crate::error::{BuildError, RecordError};
+use crate::metric::Metric;
+use crate::validate::{METRIC_LIMITS, Validate, check_timestamp};
 pub use error::SendError;
 pub use stats::DeliveryStats;
 
@@ -110,6 +111,20 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long connecting may take, in the HTTP client the SDK builds for itself:
 /// 5 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The fast path of [`Client::send_batch`]: a metric a batch built from a
+/// series it validated when it was recorded (and that nothing changed since)
+/// needs only its timestamp checked again, since time has passed; `None` for
+/// every other item, which is validated in full.
+fn prevalidated<T: 'static>(item: &T) -> Option<Result<u64, RecordError>> {
+    let metric = (item as &dyn std::any::Any).downcast_ref::<Metric>()?;
+    metric
+        .checked_by_batch()
+        .then(|| match metric.timestamp_ms() {
+            Some(timestamp_ms) => check_timestamp(timestamp_ms, &METRIC_LIMITS).map(|()| 0),
+            None => Ok(0),
+        })
+}
 
 const SDK_USER_AGENT: &str = concat!("NewRelic-Rust-TelemetrySDK/", env!("CARGO_PKG_VERSION"));
 
@@ -200,7 +215,9 @@ impl<K: Kind> Client<K> {
     /// split into payloads under the size limit, each retried as the policy
     /// says. `Ok` means every item was accepted; otherwise the [`SendError`]
     /// carries the report of what was accepted and what was dropped and why.
-    /// Sending no items makes no request.
+    /// Sending no items makes no request. Metrics that come out of a
+    /// [`MetricBatch`](crate::MetricBatch) flush unchanged were validated
+    /// when they were recorded: only their timestamps are checked again.
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -236,12 +253,18 @@ impl<K: Kind> Client<K> {
         let mut reports = Vec::new();
         let mut invalid = None;
         let mut invalid_count = 0;
-        items.retain_mut(|item| match item.validate(common.attributes()) {
-            Ok(_) => true,
-            Err(e) => {
-                invalid.get_or_insert(e);
-                invalid_count += 1;
-                false
+        items.retain_mut(|item| {
+            let checked = match prevalidated(&*item) {
+                Some(result) => result,
+                None => item.validate(common.attributes()),
+            };
+            match checked {
+                Ok(_) => true,
+                Err(e) => {
+                    invalid.get_or_insert(e);
+                    invalid_count += 1;
+                    false
+                }
             }
         });
         if let Some(error) = invalid {

@@ -1,0 +1,631 @@
+//! A series' state, shared between the batch (which finds it by name and
+//! attributes under a shard lock, and drains it at every flush) and the
+//! handles bound to it (which write to it with no lock at all).
+//!
+//! Every value lives in atomics, and every writer follows a protocol the
+//! flush knows how to read without stopping anyone:
+//!
+//! * a **count** is one `f64` added to by compare-and-swap; the flush swaps it
+//!   for zero, so each addition lands in exactly one flush;
+//! * a **gauge** is a value and the time it was set; the time is written last
+//!   and doubles as the "set since the last flush" mark, which the flush swaps
+//!   for zero;
+//! * a **summary** has two slots of count, sum, min and max, and a word whose
+//!   top bit names the slot writers use and whose other bits count the
+//!   observations started. A flush flips the bit, waits (yielding) until every
+//!   observation started in the old slot has finished, then reads and resets
+//!   it: each observation lands whole in one flush, so every summary sent is
+//!   consistent (count, sum, min and max of the same observations).
+//!
+//! Besides its value, a series has a `touched` flag, set by the first write
+//! of an interval, which counts the series as one item held by the pipeline
+//! until the flush turns it into a metric; and an idle count, which the flush
+//! uses to let go of series nobody records into any more.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+
+use super::Update;
+use super::key::{Seeds, same_attributes, str_eq};
+use crate::attributes::{AsAttributes, Attributes};
+use crate::batch::RecordCounters;
+use crate::budget::MemoryBudget;
+use crate::metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
+use crate::time::{Clock, duration_millis};
+
+/// What the batch and its handles share.
+pub(super) struct Shared {
+    pub(super) budget: Arc<MemoryBudget>,
+    pub(super) counters: RecordCounters,
+    /// Set by `close`; new recordings are refused (and counted) from then on.
+    pub(super) closed: AtomicBool,
+    pub(super) clock: WallClock,
+}
+
+/// The wall clock gauges are stamped with: the batch's first interval clock
+/// (tokio's clock since a fixed anchor), shifted by however far each flush
+/// found the interval clock to have moved from it (a stepped wall clock).
+pub(super) struct WallClock {
+    base: Clock,
+    shift_ms: AtomicI64,
+}
+
+impl WallClock {
+    pub(super) fn new(clock: &Clock) -> Self {
+        WallClock {
+            base: *clock,
+            shift_ms: AtomicI64::new(0),
+        }
+    }
+
+    #[inline]
+    pub(super) fn now_ms(&self) -> u64 {
+        self.base
+            .now_ms()
+            .saturating_add_signed(self.shift_ms.load(Ordering::Relaxed))
+    }
+
+    /// Follows `clock` (the interval clock, which follows a stepped wall clock).
+    pub(super) fn align(&self, clock: &Clock) {
+        let since = duration_millis(
+            clock
+                .instant()
+                .saturating_duration_since(self.base.instant()),
+        );
+        let tiled = self.base.start_ms().saturating_add(since);
+        let shift = i64::try_from(clock.start_ms()).unwrap_or(i64::MAX)
+            - i64::try_from(tiled).unwrap_or(i64::MAX);
+        self.shift_ms.store(shift, Ordering::Relaxed);
+    }
+}
+
+/// The state of one series, shared with the handles bound to it.
+pub(super) struct Cell<S> {
+    /// Written to since the last flush (counted as an item of the budget).
+    touched: AtomicBool,
+    /// Flushes in a row that found nothing new; written by flushes only.
+    idle: AtomicU8,
+    pub(super) state: S,
+}
+
+impl<S> Cell<S> {
+    fn new(state: S) -> Self {
+        Cell {
+            touched: AtomicBool::new(false),
+            idle: AtomicU8::new(0),
+            state,
+        }
+    }
+
+    /// Marks the series written to in this interval; the first mark of an
+    /// interval counts it as an item the pipeline holds.
+    #[inline(always)]
+    pub(super) fn touch(&self, budget: &MemoryBudget) {
+        if !self.touched.load(Ordering::Relaxed) {
+            self.mark(budget);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn mark(&self, budget: &MemoryBudget) {
+        if !self.touched.swap(true, Ordering::Release) {
+            budget.add_items(1);
+        }
+    }
+
+    /// Takes the touched mark (for a flush).
+    fn take_touched(&self) -> bool {
+        self.touched.load(Ordering::Relaxed) && self.touched.swap(false, Ordering::Acquire)
+    }
+}
+
+/// A count's running sum.
+pub(super) struct CountState(AtomicU64);
+
+impl CountState {
+    fn new() -> Self {
+        CountState(AtomicU64::new(0))
+    }
+
+    /// Adds `x` (finite), unless the sum would stop being finite: then
+    /// nothing changes and `false` is returned.
+    #[inline(always)]
+    pub(super) fn add(&self, x: f64) -> bool {
+        add_f64(&self.0, x)
+    }
+
+    /// Takes the sum, leaving zero.
+    fn take(&self) -> f64 {
+        if self.0.load(Ordering::Relaxed) == 0 {
+            return 0.0;
+        }
+        f64::from_bits(self.0.swap(0, Ordering::Relaxed))
+    }
+
+    fn is_clear(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// A gauge's last value and when it was set (0: not set since the last flush).
+pub(super) struct GaugeState {
+    value: AtomicU64,
+    timestamp_ms: AtomicU64,
+}
+
+impl GaugeState {
+    fn new() -> Self {
+        GaugeState {
+            value: AtomicU64::new(0),
+            timestamp_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the value (finite) at `timestamp_ms`. Two sets racing on one
+    /// gauge may leave the value of one with the time of the other.
+    #[inline(always)]
+    pub(super) fn set(&self, value: f64, timestamp_ms: u64) {
+        self.value.store(value.to_bits(), Ordering::Relaxed);
+        self.timestamp_ms
+            .store(timestamp_ms.max(1), Ordering::Release);
+    }
+
+    /// The value and its time, if set since the last call.
+    fn take(&self) -> Option<(f64, u64)> {
+        if self.timestamp_ms.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let at = self.timestamp_ms.swap(0, Ordering::Acquire);
+        (at != 0).then(|| (f64::from_bits(self.value.load(Ordering::Relaxed)), at))
+    }
+
+    fn is_clear(&self) -> bool {
+        self.timestamp_ms.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// The bit of [`SummaryState::started`] that names the slot writers use.
+const HOT: u64 = 1 << 63;
+
+/// One slot of a summary: operations finished in it, and what they recorded.
+struct Slot {
+    done: AtomicU64,
+    count: AtomicU64,
+    sum: AtomicU64,
+    min: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            done: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            min: AtomicU64::new(f64::INFINITY.to_bits()),
+            max: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
+        }
+    }
+}
+
+/// A summary: two slots, used in turn between flushes (see the module docs).
+pub(super) struct SummaryState {
+    /// Top bit: the slot writers use; the rest: operations started, ever.
+    started: AtomicU64,
+    /// Operations started before the last flip (written by flushes only).
+    drained: AtomicU64,
+    slots: [Slot; 2],
+}
+
+/// A summary slot a flush flipped away from, and how many operations must
+/// finish in it before it can be read.
+pub(super) struct Flipped {
+    slot: usize,
+    expected: u64,
+}
+
+impl SummaryState {
+    fn new() -> Self {
+        SummaryState {
+            started: AtomicU64::new(0),
+            drained: AtomicU64::new(0),
+            slots: [Slot::new(), Slot::new()],
+        }
+    }
+
+    /// Merges `s` (valid) into the slot in use, unless its sum would stop
+    /// being finite: then nothing is recorded and `false` is returned.
+    #[inline(always)]
+    pub(super) fn merge(&self, s: &Summary) -> bool {
+        let n = self.started.fetch_add(1, Ordering::Acquire);
+        let slot = &self.slots[(n >> 63) as usize];
+        let ok = add_f64(&slot.sum, s.sum);
+        if ok {
+            min_f64(&slot.min, s.min);
+            max_f64(&slot.max, s.max);
+            if s.count == 1 {
+                slot.count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let _ = slot
+                    .count
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                        Some(c.saturating_add(s.count))
+                    });
+            }
+        }
+        slot.done.fetch_add(1, Ordering::Release);
+        ok
+    }
+
+    /// Sends new observations to the other slot; `None` if nothing was
+    /// recorded since the last flip. Flushes only, one at a time.
+    fn flip(&self) -> Option<Flipped> {
+        let drained = self.drained.load(Ordering::Relaxed);
+        if self.started.load(Ordering::Relaxed) & !HOT == drained {
+            return None;
+        }
+        let before = self.started.fetch_add(HOT, Ordering::AcqRel);
+        let started = before & !HOT;
+        self.drained.store(started, Ordering::Relaxed);
+        Some(Flipped {
+            slot: (before >> 63) as usize,
+            expected: started - drained,
+        })
+    }
+
+    /// Whether every operation started in the flipped slot has finished.
+    fn ready(&self, f: &Flipped) -> bool {
+        self.slots[f.slot].done.load(Ordering::Acquire) >= f.expected
+    }
+
+    /// Reads and resets the flipped slot (once [`ready`](Self::ready)).
+    fn take(&self, f: &Flipped) -> Option<Summary> {
+        let slot = &self.slots[f.slot];
+        slot.done.store(0, Ordering::Relaxed);
+        let count = slot.count.swap(0, Ordering::Relaxed);
+        let sum = f64::from_bits(slot.sum.swap(0, Ordering::Relaxed));
+        let min = f64::from_bits(slot.min.swap(f64::INFINITY.to_bits(), Ordering::Relaxed));
+        let max = f64::from_bits(
+            slot.max
+                .swap(f64::NEG_INFINITY.to_bits(), Ordering::Relaxed),
+        );
+        (count > 0).then(|| Summary::new(count, sum, min, max))
+    }
+
+    fn is_clear(&self) -> bool {
+        self.started.load(Ordering::Relaxed) & !HOT == self.drained.load(Ordering::Relaxed)
+    }
+}
+
+/// Adds `x` to the `f64` in `cell` unless the sum would not be finite.
+#[inline(always)]
+fn add_f64(cell: &AtomicU64, x: f64) -> bool {
+    let mut current = cell.load(Ordering::Relaxed);
+    loop {
+        let next = f64::from_bits(current) + x;
+        if !next.is_finite() {
+            return false;
+        }
+        match cell.compare_exchange_weak(
+            current,
+            next.to_bits(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            Err(now) => current = now,
+        }
+    }
+}
+
+#[inline(always)]
+fn min_f64(cell: &AtomicU64, x: f64) {
+    let mut current = cell.load(Ordering::Relaxed);
+    while x < f64::from_bits(current) {
+        match cell.compare_exchange_weak(current, x.to_bits(), Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => return,
+            Err(now) => current = now,
+        }
+    }
+}
+
+#[inline(always)]
+fn max_f64(cell: &AtomicU64, x: f64) {
+    let mut current = cell.load(Ordering::Relaxed);
+    while x > f64::from_bits(current) {
+        match cell.compare_exchange_weak(current, x.to_bits(), Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => return,
+            Err(now) => current = now,
+        }
+    }
+}
+
+/// A series: its identity (kept beside the reference to its state, so that
+/// finding a series reads its name and set without a hop through the state)
+/// and its state, of one of the three types.
+#[derive(Clone)]
+pub(super) struct Series {
+    pub(super) name: Arc<str>,
+    pub(super) attributes: Arc<Attributes>,
+    pub(super) cell: CellRef,
+}
+
+/// A series' state, of one of the three types.
+#[derive(Clone)]
+pub(super) enum CellRef {
+    Count(Arc<Cell<CountState>>),
+    Gauge(Arc<Cell<GaugeState>>),
+    Summary(Arc<Cell<SummaryState>>),
+}
+
+/// What draining a series found.
+pub(super) enum Drained {
+    /// Done: whether it produced a metric.
+    Done(bool),
+    /// A summary whose old slot still has observations finishing.
+    Pending(Flipped),
+}
+
+macro_rules! each {
+    ($series:expr, $cell:ident => $body:expr) => {
+        match &$series.cell {
+            CellRef::Count($cell) => $body,
+            CellRef::Gauge($cell) => $body,
+            CellRef::Summary($cell) => $body,
+        }
+    };
+}
+
+/// What a series' cell holds on the heap besides its strings and set (which
+/// are interned): the allocation with its two reference counts.
+const fn cell_bytes<S>() -> usize {
+    2 * std::mem::size_of::<usize>() + std::mem::size_of::<Cell<S>>()
+}
+
+impl Series {
+    pub(super) fn new(kind: MetricKind, name: Arc<str>, attributes: Arc<Attributes>) -> Series {
+        let cell = match kind {
+            MetricKind::Count => CellRef::Count(Arc::new(Cell::new(CountState::new()))),
+            MetricKind::Gauge => CellRef::Gauge(Arc::new(Cell::new(GaugeState::new()))),
+            MetricKind::Summary => CellRef::Summary(Arc::new(Cell::new(SummaryState::new()))),
+        };
+        Series {
+            name,
+            attributes,
+            cell,
+        }
+    }
+
+    /// What a series of `kind` holds besides its strings and set: its cell and
+    /// its place in the shard (a slot in a segment, a slot in the index).
+    pub(super) const fn bytes(kind: MetricKind) -> usize {
+        let cell = match kind {
+            MetricKind::Count => cell_bytes::<CountState>(),
+            MetricKind::Gauge => cell_bytes::<GaugeState>(),
+            MetricKind::Summary => cell_bytes::<SummaryState>(),
+        };
+        cell + std::mem::size_of::<Series>() + std::mem::size_of::<u32>() + 1
+    }
+
+    pub(super) fn held_bytes(&self) -> usize {
+        Series::bytes(self.kind())
+    }
+
+    pub(super) fn kind(&self) -> MetricKind {
+        match self.cell {
+            CellRef::Count(_) => MetricKind::Count,
+            CellRef::Gauge(_) => MetricKind::Gauge,
+            CellRef::Summary(_) => MetricKind::Summary,
+        }
+    }
+
+    /// References to the series: the shard's, handles', and any a flush holds.
+    pub(super) fn strong_count(&self) -> usize {
+        each!(self, c => Arc::strong_count(c))
+    }
+
+    pub(super) fn ptr_eq(&self, other: &Series) -> bool {
+        match (&self.cell, &other.cell) {
+            (CellRef::Count(a), CellRef::Count(b)) => Arc::ptr_eq(a, b),
+            (CellRef::Gauge(a), CellRef::Gauge(b)) => Arc::ptr_eq(a, b),
+            (CellRef::Summary(a), CellRef::Summary(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The series' hash (as computed from a caller's pairs when recording).
+    pub(super) fn hash(&self, seeds: Seeds) -> u64 {
+        seeds.series(self.kind(), &self.name, seeds.set(&*self.attributes))
+    }
+
+    /// Whether this is the series `kind`, `name`, `attrs` (in any order).
+    #[inline(always)]
+    pub(super) fn is(
+        &self,
+        kind: MetricKind,
+        name: &str,
+        attrs: &(impl AsAttributes + ?Sized),
+    ) -> bool {
+        self.kind() == kind && str_eq(&self.name, name) && same_attributes(&self.attributes, attrs)
+    }
+
+    /// Applies a (valid) update of this series' type; `false` if the
+    /// aggregate would stop being finite, in which case nothing changed.
+    #[inline(always)]
+    pub(super) fn apply(&self, update: Update, shared: &Shared) -> bool {
+        let ok = match (&self.cell, update) {
+            (CellRef::Count(c), Update::Add(x)) => c.state.add(x),
+            (
+                CellRef::Gauge(c),
+                Update::Set {
+                    value,
+                    timestamp_ms,
+                },
+            ) => {
+                c.state
+                    .set(value, timestamp_ms.unwrap_or_else(|| shared.clock.now_ms()));
+                true
+            }
+            (CellRef::Summary(c), Update::Observe(x)) => c.state.merge(&Summary::from_value(x)),
+            (CellRef::Summary(c), Update::Merge(s)) => c.state.merge(&s),
+            _ => false,
+        };
+        if ok {
+            each!(self, c => c.touch(&shared.budget));
+        }
+        ok
+    }
+
+    /// Nothing recorded since the last drain (all writers excluded).
+    pub(super) fn is_quiet(&self) -> bool {
+        match &self.cell {
+            CellRef::Count(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
+            CellRef::Gauge(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
+            CellRef::Summary(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
+        }
+    }
+
+    /// Takes what was recorded since the last drain into `out`, keeping the
+    /// budget's item count true: a series written to counts as one item
+    /// until here, where it becomes a metric (or, if a racing write left
+    /// nothing to send, stops counting).
+    pub(super) fn drain(&self, out: &mut Vec<Metric>, items: &mut ItemDelta) -> Drained {
+        match &self.cell {
+            CellRef::Count(c) => {
+                let touched = c.take_touched();
+                let value = c.state.take();
+                // A sum of exactly +0.0 that nobody touched is nothing new.
+                let emit = touched || value.to_bits() != 0;
+                if emit {
+                    out.push(
+                        CountMetric::in_common_interval(
+                            self.name.clone(),
+                            self.attributes.clone(),
+                            value,
+                        )
+                        .into(),
+                    );
+                }
+                items.settle(touched, emit);
+                Drained::Done(emit)
+            }
+            CellRef::Gauge(c) => {
+                let touched = c.take_touched();
+                let taken = c.state.take();
+                if let Some((value, at)) = taken {
+                    out.push(
+                        GaugeMetric::at(self.name.clone(), self.attributes.clone(), value, at)
+                            .into(),
+                    );
+                }
+                items.settle(touched, taken.is_some());
+                Drained::Done(taken.is_some())
+            }
+            CellRef::Summary(c) => match c.state.flip() {
+                None => {
+                    let touched = c.take_touched();
+                    items.settle(touched, false);
+                    Drained::Done(false)
+                }
+                Some(flipped) => {
+                    for _ in 0..64 {
+                        if c.state.ready(&flipped) {
+                            return Drained::Done(self.finish(&flipped, out, items));
+                        }
+                        std::hint::spin_loop();
+                    }
+                    Drained::Pending(flipped)
+                }
+            },
+        }
+    }
+
+    /// Whether a pending summary slot can be read now.
+    pub(super) fn ready(&self, flipped: &Flipped) -> bool {
+        match &self.cell {
+            CellRef::Summary(c) => c.state.ready(flipped),
+            _ => true,
+        }
+    }
+
+    /// Reads a flipped summary slot that is ready.
+    pub(super) fn finish(
+        &self,
+        flipped: &Flipped,
+        out: &mut Vec<Metric>,
+        items: &mut ItemDelta,
+    ) -> bool {
+        let CellRef::Summary(c) = &self.cell else {
+            return false;
+        };
+        let touched = c.take_touched();
+        let taken = c.state.take(flipped);
+        if let Some(s) = taken {
+            out.push(
+                SummaryMetric::in_common_interval(self.name.clone(), self.attributes.clone(), s)
+                    .into(),
+            );
+        }
+        items.settle(touched, taken.is_some());
+        taken.is_some()
+    }
+
+    /// Counts a flush that found nothing new (or resets the count); returns
+    /// how many flushes in a row found nothing.
+    pub(super) fn note_idle(&self, emitted: bool) -> u8 {
+        each!(self, c => {
+            let idle = if emitted { 0 } else { c.idle.load(Ordering::Relaxed).saturating_add(1) };
+            c.idle.store(idle, Ordering::Relaxed);
+            idle
+        })
+    }
+
+    /// Flushes in a row that found nothing new in the series.
+    pub(super) fn idle(&self) -> u8 {
+        each!(self, c => c.idle.load(Ordering::Relaxed))
+    }
+
+    /// Marks a new series written to; its item was counted with its room.
+    pub(super) fn mark_new(&self) {
+        each!(self, c => c.touched.store(true, Ordering::Relaxed));
+    }
+}
+
+/// Items a drain adds to or removes from the budget's count.
+#[derive(Default)]
+pub(super) struct ItemDelta {
+    pub(super) added: usize,
+    pub(super) resolved: usize,
+}
+
+impl ItemDelta {
+    fn settle(&mut self, touched: bool, emitted: bool) {
+        match (touched, emitted) {
+            (false, true) => self.added += 1,
+            (true, false) => self.resolved += 1,
+            _ => {}
+        }
+    }
+
+    pub(super) fn apply(self, budget: &MemoryBudget) {
+        budget.add_items(self.added);
+        budget.resolve_items(self.resolved);
+    }
+}
+
+impl Shared {
+    /// Counts a value refused by a handle (nothing allocated).
+    #[cold]
+    pub(super) fn refuse_value(&self) {
+        self.counters.count_invalid();
+    }
+
+    /// Counts a handle's write refused because the batch is closed.
+    #[cold]
+    pub(super) fn refuse_closed(&self) {
+        self.counters.count_closed();
+    }
+}
