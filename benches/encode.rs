@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use newrelic_telemetry::encode_payload;
+use newrelic_telemetry::client::encode_payload;
 use support::encode::{Case, EventCase, ITEMS, LogCase, MetricCase, SpanCase, gunzip};
 use support::{Goal, Samples, report};
 use tokio::runtime::Runtime;

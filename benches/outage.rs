@@ -23,9 +23,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use newrelic_telemetry::{
-    DEFAULT_MEMORY_BUDGET, Harvester, Log, LogBatch, LogClient, RecordError, SHUTDOWN_SLACK, Value,
-};
+use newrelic_telemetry::batch::DEFAULT_MEMORY_BUDGET;
+use newrelic_telemetry::harvester::SHUTDOWN_SLACK;
+use newrelic_telemetry::{Harvester, Log, LogBatch, LogClient, RecordError, Value};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use newrelic_telemetry::{Counter, Harvester, MetricBatch, MetricClient, Metrics, encode_payload};
+use newrelic_telemetry::client::{Metrics, encode_payload};
+use newrelic_telemetry::{Counter, Harvester, MetricBatch, MetricClient};
 use support::sink::Sink;
 use support::{Workload, attrs};
 
@@ -153,7 +154,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// `STRESS_SHARDS=n` overrides the batch's default number of shards.
-fn builder() -> newrelic_telemetry::MetricBatchBuilder {
+fn builder() -> newrelic_telemetry::batch::MetricBatchBuilder {
     let b = MetricBatch::builder();
     match std::env::var("STRESS_SHARDS")
         .ok()

@@ -69,7 +69,7 @@ pub struct MemoryStats {
 }
 
 /// The shared counters of one pipeline's budget. Named by the sealed
-/// [`Batch`](crate::Batch) trait, so `pub`, but not reachable from outside.
+/// [`Batch`](crate::batch::Batch) trait, so `pub`, but not reachable from outside.
 #[derive(Debug)]
 #[allow(unreachable_pub)]
 pub struct MemoryBudget {
@@ -289,7 +289,7 @@ impl Drop for HeldBytes {
 }
 
 /// The heap and inline size of a value, as counted against a budget. A
-/// bound of the sealed [`BatchItem`](crate::BatchItem) trait, so `pub`, but not
+/// bound of the sealed [`BatchItem`](crate::batch::BatchItem) trait, so `pub`, but not
 /// reachable from outside.
 #[allow(unreachable_pub)]
 pub trait HeapSize {

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// Why a recording call refused an item.
 ///
-/// A refused item is counted (see [`RecordStats`](crate::RecordStats)) and never
+/// A refused item is counted (see [`RecordStats`](crate::batch::RecordStats)) and never
 /// reaches the wire; everything recorded before it is kept.
 ///
 /// ```

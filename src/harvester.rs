@@ -580,7 +580,7 @@ impl<K: Kind, B: Batch<Item = K::Item>> HarvesterBuilder<K, B> {
 
     /// The most items that may wait in the send queue (default 200,000).
     /// Past it, or past half the pipeline's record limit (see
-    /// [`LogBatch::builder`](crate::ItemBatchBuilder::memory_budget)), the
+    /// [`LogBatch::builder`](crate::batch::ItemBatchBuilder::memory_budget)), the
     /// oldest waiting payload is dropped and counted in
     /// [`DeliveryStats::items_dropped_queue_full`].
     ///

@@ -1,12 +1,16 @@
 //! The crate's guide is its README, included here so that its examples are
 //! compiled and run as doc tests.
 //!
-//! Modules follow the architecture: data types ([`Metric`], [`Event`],
-//! [`Log`], [`Span`]) and their [`Attributes`]; batches that record them
-//! ([`MetricBatch`], [`EventBatch`], [`LogBatch`], [`SpanBatch`]); clients
-//! that deliver them ([`Client`] and its [`RetryPolicy`]); the [`Harvester`]
-//! that connects the two in the background; [`Telemetry`], which sets up all
-//! four; and the error types.
+//! The crate root holds what a service uses every day: [`Telemetry`], the
+//! data types ([`Metric`], [`Event`], [`Log`], [`Span`]) and their
+//! [`Attributes`], the batches ([`MetricBatch`] and its bound handles,
+//! [`EventBatch`], [`LogBatch`], [`SpanBatch`]), the clients
+//! ([`MetricClient`] and its siblings) and the errors. Each concept's whole
+//! surface lives in its module: [`batch`] (builders, limits, record and
+//! memory counters), [`client`] (the generic client, its builder, reports,
+//! drop reasons and delivery counters), [`harvester`] (its builder, report
+//! and defaults), [`trace_context`], and behind features [`tracing_layer`],
+//! `middleware`, `local` and `test_util`.
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
@@ -14,14 +18,14 @@
 
 mod api;
 mod attributes;
-mod batch;
+pub mod batch;
 mod budget;
-mod client;
+pub mod client;
 mod common;
 mod counters;
 mod error;
 mod event;
-mod harvester;
+pub mod harvester;
 mod id;
 #[cfg(feature = "local-endpoint")]
 #[cfg_attr(docsrs, doc(cfg(feature = "local-endpoint")))]
@@ -50,25 +54,12 @@ mod validate;
 
 pub use api::{Api, Region};
 pub use attributes::{AsAttributes, AsValueRef, Attributes, Value, ValueRef};
-pub use batch::{
-    Batch, BatchItem, Counter, DEFAULT_CAPACITY, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES,
-    EventBatch, Gauge, ItemBatch, ItemBatchBuilder, LogBatch, MetricBatch, MetricBatchBuilder,
-    RecordStats, SpanBatch, SummaryHandle,
-};
-pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
-pub use client::{
-    AttemptFailure, Client, ClientBuilder, ConnectionError, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_TIMEOUT, DeliveryStats, DropReason, EventClient, Events, KeyHeader, Kind, LogClient,
-    Logs, MAX_PAYLOAD_BYTES, MetricClient, Metrics, PayloadOutcome, PayloadReport, RetryPolicy,
-    SendError, SendReport, SpanClient, Spans, encode_payload,
-};
+pub use batch::{Counter, EventBatch, Gauge, LogBatch, MetricBatch, SpanBatch, SummaryHandle};
+pub use client::{EventClient, LogClient, MetricClient, RetryPolicy, SendError, SpanClient};
 pub use common::Common;
 pub use error::{BuildError, ConfigError, RecordError};
 pub use event::Event;
-pub use harvester::{
-    DEFAULT_HARVEST_INTERVAL, DEFAULT_MAX_QUEUED_ITEMS, DEFAULT_SHUTDOWN_TIMEOUT, HarvestReport,
-    Harvester, HarvesterBuilder, PipelineStats, SHUTDOWN_SLACK,
-};
+pub use harvester::Harvester;
 pub use log::Log;
 pub use metric::{
     CountMetric, GaugeMetric, Metric, MetricKind, MetricValue, Summary, SummaryMetric,
@@ -78,4 +69,3 @@ pub use span::{Span, SpanEvent};
 pub use telemetry::{
     AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, TelemetryStats, env,
 };
-pub use trace_context::{MAX_TRACESTATE_ENTRIES, TraceContext};

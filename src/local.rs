@@ -86,7 +86,7 @@ impl LocalEndpoint {
     }
 
     /// The URL of `api` on this endpoint, for a single client's
-    /// [`endpoint`](crate::ClientBuilder::endpoint).
+    /// [`endpoint`](crate::client::ClientBuilder::endpoint).
     ///
     /// ```
     /// use newrelic_telemetry::Api;

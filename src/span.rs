@@ -20,7 +20,7 @@ const INTRINSICS: [&str; 4] = ["name", "duration.ms", "parent.id", "service.name
 /// 32-hex-character trace id (the W3C Trace Context forms, so a trace can
 /// cross services that speak it), starts now, and [`finish`](Span::finish)
 /// sets its duration from that start. To continue a trace started by
-/// another service, see [`TraceContext::child_span`](crate::TraceContext::child_span).
+/// another service, see [`TraceContext::child_span`](crate::trace_context::TraceContext::child_span).
 ///
 /// ```
 /// use newrelic_telemetry::Span;

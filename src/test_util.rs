@@ -530,7 +530,8 @@ impl TestIngestServer {
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
-    /// use newrelic_telemetry::{DropReason, Log, LogClient};
+    /// use newrelic_telemetry::{Log, LogClient};
+    /// use newrelic_telemetry::client::DropReason;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

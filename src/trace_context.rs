@@ -27,7 +27,7 @@
 //!
 //! ```
 //! use http::HeaderMap;
-//! use newrelic_telemetry::TraceContext;
+//! use newrelic_telemetry::trace_context::TraceContext;
 //!
 //! let mut incoming = HeaderMap::new();
 //! incoming.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
@@ -80,7 +80,7 @@ pub const TRACESTATE: &str = "tracestate";
 /// still counts).
 ///
 /// ```
-/// use newrelic_telemetry::{MAX_TRACESTATE_ENTRIES, TraceContext};
+/// use newrelic_telemetry::trace_context::{MAX_TRACESTATE_ENTRIES, TraceContext};
 ///
 /// let context = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
 /// let entries = |n: usize| (0..n).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
@@ -101,7 +101,7 @@ const MAX_TRACESTATE_BYTES: usize = 8192;
 /// headers.
 ///
 /// ```
-/// use newrelic_telemetry::TraceContext;
+/// use newrelic_telemetry::trace_context::TraceContext;
 ///
 /// let context = TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", false).unwrap();
 /// assert_eq!(context.traceparent(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
@@ -235,7 +235,7 @@ impl TraceContext {
     /// lowercase hex digits), neither all zeros; `None` otherwise.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// assert!(TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", true).is_some());
     /// assert!(TraceContext::new("4bf92f3577b34da6", "00f067aa0ba902b7", true).is_none()); // 16 digits
@@ -263,7 +263,8 @@ impl TraceContext {
     /// ids are not hex ids.
     ///
     /// ```
-    /// use newrelic_telemetry::{Span, TraceContext};
+    /// use newrelic_telemetry::Span;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let span = Span::new("checkout");
     /// let context = TraceContext::of_span(&span, true).unwrap();
@@ -287,7 +288,7 @@ impl TraceContext {
     ///
     /// ```
     /// use http::HeaderMap;
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let mut headers = HeaderMap::new();
     /// assert!(TraceContext::extract(&headers).is_none()); // missing
@@ -326,7 +327,7 @@ impl TraceContext {
     /// may carry more after a `-`; `None` when malformed.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     /// assert!(TraceContext::parse_traceparent(ok).unwrap().is_sampled());
@@ -382,7 +383,7 @@ impl TraceContext {
     /// [`MAX_TRACESTATE_ENTRIES`] entries.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let context = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
     /// let with = context.clone().with_trace_state(Some("1234@nr=0-0-1-2, rojo=00f067aa0ba902b7"));
@@ -398,7 +399,7 @@ impl TraceContext {
     /// The same context with the sampled flag set to `sampled`.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let context = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
     /// assert!(context.with_sampled(false).traceparent().ends_with("-00"));
@@ -412,7 +413,7 @@ impl TraceContext {
     /// The trace id: 32 lowercase hex digits.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let context = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
     /// assert_eq!(context.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -427,7 +428,7 @@ impl TraceContext {
     /// parent of the spans that continue the trace here.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let context = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
     /// assert_eq!(context.span_id(), "00f067aa0ba902b7");
@@ -441,7 +442,7 @@ impl TraceContext {
     /// on to the next service.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let unsampled = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
     /// assert!(!unsampled.is_sampled());
@@ -453,7 +454,7 @@ impl TraceContext {
     /// The `tracestate` entries carried along, joined with `,`, if any.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let context = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
     /// assert_eq!(context.with_trace_state(Some("congo=t61rcWkgMzE")).trace_state(), Some("congo=t61rcWkgMzE"));
@@ -466,7 +467,7 @@ impl TraceContext {
     /// the sampled bit (the only one version `00` defines).
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-more";
     /// let context = TraceContext::parse_traceparent(future).unwrap();
@@ -480,7 +481,7 @@ impl TraceContext {
     /// as its parent (`parent.id`), starting now.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let context = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
     /// let span = context.child_span("GET /orders");
@@ -517,7 +518,7 @@ impl TraceContext {
     ///
     /// ```
     /// use http::HeaderMap;
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let context = TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", true).unwrap();
     /// let mut headers = HeaderMap::new();
@@ -543,7 +544,7 @@ impl TraceContext {
     /// entries) to an outgoing `reqwest` request.
     ///
     /// ```
-    /// use newrelic_telemetry::TraceContext;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     ///
     /// let context = TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", false).unwrap();
     /// let request = context

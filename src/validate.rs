@@ -6,7 +6,7 @@
 //! meaning only whole (a metric name, an id, a timestamp, an attribute key) is
 //! refused with a [`RecordError`]; free text (attribute values, log messages,
 //! span and span event names, a span's service name) is cut on a character
-//! boundary and counted in [`RecordStats::values_truncated`](crate::RecordStats).
+//! boundary and counted in [`RecordStats::values_truncated`](crate::batch::RecordStats).
 
 use std::sync::Arc;
 

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use newrelic_telemetry::client::DropReason;
 use newrelic_telemetry::test_util::{ReceivedRequest, TestIngestServer};
 use newrelic_telemetry::{
-    Api, Common, CountMetric, DropReason, Event, EventClient, Log, LogClient, Metric, MetricClient,
+    Api, Common, CountMetric, Event, EventClient, Log, LogClient, Metric, MetricClient,
     RecordError, Span, SpanClient, attributes,
 };
 use uuid::Uuid;

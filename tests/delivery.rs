@@ -7,11 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use newrelic_telemetry::client::{AttemptFailure, DropReason, PayloadReport};
 use newrelic_telemetry::test_util::{ReceivedRequest, ScriptedResponse, TestIngestServer};
-use newrelic_telemetry::{
-    Api, AttemptFailure, Common, DropReason, Event, EventBatch, EventClient, Harvester,
-    PayloadReport, RetryPolicy,
-};
+use newrelic_telemetry::{Api, Common, Event, EventBatch, EventClient, Harvester, RetryPolicy};
 
 /// 64 hex characters that gzip cannot squeeze, so sizes are predictable.
 fn noise(seed: i64) -> String {
@@ -304,7 +302,7 @@ async fn payloads_over_the_size_limit_are_split_before_sending() {
 async fn status_413_splits_the_payload_in_two_with_new_request_ids() {
     let server = TestIngestServer::start().await.unwrap();
     let client = client(&server, RetryPolicy::default()).await;
-    let body = newrelic_telemetry::encode_payload::<newrelic_telemetry::Events>(
+    let body = newrelic_telemetry::client::encode_payload::<newrelic_telemetry::client::Events>(
         &events(0..100),
         &Common::new(),
     )
@@ -361,7 +359,7 @@ async fn a_persistent_413_on_single_items_ends_with_them_dropped() {
 async fn after_a_413_later_payloads_are_split_before_sending() {
     let server = TestIngestServer::start().await.unwrap();
     let client = client(&server, RetryPolicy::default()).await;
-    let body = newrelic_telemetry::encode_payload::<newrelic_telemetry::Events>(
+    let body = newrelic_telemetry::client::encode_payload::<newrelic_telemetry::client::Events>(
         &events(0..10_000),
         &Common::new(),
     )
@@ -449,7 +447,7 @@ async fn harvest_events(
     max_queued_items: usize,
     rounds: i64,
     per_round: i64,
-) -> newrelic_telemetry::HarvestReport {
+) -> newrelic_telemetry::harvester::HarvestReport {
     let batch = Arc::new(EventBatch::new());
     let harvester = Harvester::builder(batch.clone(), client(server, policy).await)
         .harvest_interval(Duration::from_secs(5))

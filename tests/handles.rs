@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use newrelic_telemetry::batch::Batch;
 use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::{
-    Batch, Harvester, Metric, MetricBatch, MetricClient, MetricKind, RecordError, Summary,
+    Harvester, Metric, MetricBatch, MetricClient, MetricKind, RecordError, Summary,
 };
 
 fn count_of(metrics: &[Metric], name: &str) -> Option<f64> {

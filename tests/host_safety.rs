@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use newrelic_telemetry::client::{DropReason, PayloadReport};
 use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
 use newrelic_telemetry::{
-    DropReason, Event, EventBatch, EventClient, GaugeMetric, Harvester, Log, LogBatch, LogClient,
-    MetricBatch, MetricClient, PayloadReport, RecordError, RetryPolicy, Span, SpanClient, Value,
+    Event, EventBatch, EventClient, GaugeMetric, Harvester, Log, LogBatch, LogClient, MetricBatch,
+    MetricClient, RecordError, RetryPolicy, Span, SpanClient, Value,
 };
 use serde_json::Value as Json;
 

@@ -218,7 +218,7 @@ async fn redirects_are_not_followed_so_the_key_stays_home() {
     let err = client.send(Event::new("E")).await.unwrap_err();
     assert!(matches!(
         err.report().first_drop_reason(),
-        Some(newrelic_telemetry::DropReason::Rejected { status }) if status.as_u16() == 307
+        Some(newrelic_telemetry::client::DropReason::Rejected { status }) if status.as_u16() == 307
     ));
     assert!(
         elsewhere.requests().is_empty(),

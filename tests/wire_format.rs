@@ -4,10 +4,10 @@
 use std::io::Read;
 use std::time::{Duration, UNIX_EPOCH};
 
+use newrelic_telemetry::client::{Events, Kind, Logs, Metrics, Spans, encode_payload};
 use newrelic_telemetry::{
-    Common, CountMetric, Event, EventBatch, Events, GaugeMetric, Kind, Log, LogBatch, Logs, Metric,
-    MetricBatch, Metrics, Span, SpanBatch, SpanEvent, Spans, Summary, SummaryMetric, attributes,
-    encode_payload,
+    Common, CountMetric, Event, EventBatch, GaugeMetric, Log, LogBatch, Metric, MetricBatch, Span,
+    SpanBatch, SpanEvent, Summary, SummaryMetric, attributes,
 };
 use serde_json::{Value as Json, json};
 

@@ -5,9 +5,9 @@
 use std::io::Write;
 use std::time::Duration;
 
+use newrelic_telemetry::client::{Events, Kind, Logs, Metrics, Spans};
 use newrelic_telemetry::{
-    Common, Event, EventBatch, Events, Kind, Log, LogBatch, Logs, Metric, MetricBatch, Metrics,
-    Span, SpanBatch, Spans,
+    Common, Event, EventBatch, Log, LogBatch, Metric, MetricBatch, Span, SpanBatch,
 };
 use serde::Serialize;
 

@@ -61,7 +61,8 @@ pub type SpanBatch = ItemBatch<Span>;
 /// An item type an [`ItemBatch`] can hold: [`Event`], [`Log`] or [`Span`]. Sealed.
 ///
 /// ```
-/// use newrelic_telemetry::{BatchItem, ItemBatch, Log, Span};
+/// use newrelic_telemetry::{Log, Span};
+/// use newrelic_telemetry::batch::{BatchItem, ItemBatch};
 ///
 /// fn small_batch<T: BatchItem>() -> ItemBatch<T> {
 ///     ItemBatch::builder().capacity(1_000).build()
@@ -177,7 +178,7 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     }
 
     /// The most bytes the pipeline may hold in memory (default
-    /// [`DEFAULT_MEMORY_BUDGET`](crate::DEFAULT_MEMORY_BUDGET), 16 MiB; at
+    /// [`DEFAULT_MEMORY_BUDGET`](crate::batch::DEFAULT_MEMORY_BUDGET), 16 MiB; at
     /// least 4 MiB): items waiting here, items being encoded, and compressed
     /// payloads waiting to be sent. An item that would take the pipeline past
     /// its record limit (the budget less 2 MB kept for the work of sending,

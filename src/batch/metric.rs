@@ -55,7 +55,7 @@ pub const DEFAULT_MAX_SERIES: usize = 100_000;
 /// leaves memory, by default; see [`MetricBatchBuilder::idle_harvests`].
 ///
 /// ```
-/// assert_eq!(newrelic_telemetry::DEFAULT_IDLE_HARVESTS, 2);
+/// assert_eq!(newrelic_telemetry::batch::DEFAULT_IDLE_HARVESTS, 2);
 /// ```
 pub const DEFAULT_IDLE_HARVESTS: u8 = 2;
 
@@ -448,7 +448,7 @@ impl MetricBatchBuilder {
     }
 
     /// The most bytes the pipeline may hold in memory (default
-    /// [`DEFAULT_MEMORY_BUDGET`](crate::DEFAULT_MEMORY_BUDGET), 16 MiB; at
+    /// [`DEFAULT_MEMORY_BUDGET`](crate::batch::DEFAULT_MEMORY_BUDGET), 16 MiB; at
     /// least 4 MiB): series waiting here, metrics being encoded, and
     /// compressed payloads waiting to be sent. A new series that would take
     /// the pipeline past its record limit (the budget less 2 MB kept for the

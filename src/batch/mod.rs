@@ -22,7 +22,8 @@ pub use metric::{
     SummaryHandle,
 };
 
-use crate::budget::{HeldBytes, MemoryBudget, MemoryStats};
+pub use crate::budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
+use crate::budget::{HeldBytes, MemoryBudget};
 use crate::common::Common;
 use crate::error::RecordError;
 
@@ -100,7 +101,8 @@ impl RecordCounters {
 /// [`EventBatch`], [`LogBatch`] and [`SpanBatch`]. Sealed.
 ///
 /// ```
-/// use newrelic_telemetry::{Batch, Log, LogBatch, MetricBatch};
+/// use newrelic_telemetry::{Log, LogBatch, MetricBatch};
+/// use newrelic_telemetry::batch::Batch;
 ///
 /// async fn pending<B: Batch>(batch: &B) -> usize {
 ///     batch.flush().await.0.len()

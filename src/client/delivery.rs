@@ -18,7 +18,7 @@ use crate::budget::HeldBytes;
 use crate::common::Common;
 
 /// The ingest APIs' limit on a compressed payload: 10^6 bytes. Payloads are
-/// cut under it as they are encoded; see [`ClientBuilder::max_payload_bytes`](crate::ClientBuilder::max_payload_bytes).
+/// cut under it as they are encoded; see [`ClientBuilder::max_payload_bytes`](crate::client::ClientBuilder::max_payload_bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 1_000_000;
 
 /// The lowest size limit a 413 can teach: a proxy with a smaller limit is

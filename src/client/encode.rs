@@ -456,7 +456,8 @@ where
 /// inspect or measure payloads.
 ///
 /// ```
-/// use newrelic_telemetry::{encode_payload, Common, Event, Events};
+/// use newrelic_telemetry::{Common, Event};
+/// use newrelic_telemetry::client::{encode_payload, Events};
 /// use std::io::Read;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {

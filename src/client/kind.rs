@@ -12,7 +12,7 @@ use crate::validate::Validate;
 /// The Metric API (`metrics` blocks).
 ///
 /// ```
-/// use newrelic_telemetry::{Client, Metrics};
+/// use newrelic_telemetry::client::{Client, Metrics};
 ///
 /// let client = Client::<Metrics>::builder("key").build().unwrap();
 /// assert_eq!(client.endpoint(), "https://metric-api.newrelic.com/metric/v1");
@@ -22,7 +22,7 @@ pub struct Metrics;
 /// The Event API (a flat array of events).
 ///
 /// ```
-/// use newrelic_telemetry::{Client, Events};
+/// use newrelic_telemetry::client::{Client, Events};
 ///
 /// let client = Client::<Events>::builder("key").build().unwrap();
 /// assert_eq!(client.endpoint(), "https://insights-collector.newrelic.com/v1/accounts/events");
@@ -32,7 +32,7 @@ pub struct Events;
 /// The Log API (`logs` blocks).
 ///
 /// ```
-/// use newrelic_telemetry::{Client, Logs};
+/// use newrelic_telemetry::client::{Client, Logs};
 ///
 /// let client = Client::<Logs>::builder("key").build().unwrap();
 /// assert_eq!(client.endpoint(), "https://log-api.newrelic.com/log/v1");
@@ -42,7 +42,7 @@ pub struct Logs;
 /// The Trace API (`spans` blocks).
 ///
 /// ```
-/// use newrelic_telemetry::{Client, Spans};
+/// use newrelic_telemetry::client::{Client, Spans};
 ///
 /// let client = Client::<Spans>::builder("key").build().unwrap();
 /// assert_eq!(client.endpoint(), "https://trace-api.newrelic.com/trace/v1");
@@ -54,7 +54,7 @@ pub struct Spans;
 /// [`Spans`]. Sealed; it ties a client to the items of its API.
 ///
 /// ```
-/// use newrelic_telemetry::{Client, Kind, Logs, Spans};
+/// use newrelic_telemetry::client::{Client, Kind, Logs, Spans};
 ///
 /// fn describe<K: Kind>(client: &Client<K>) -> String {
 ///     format!("posting to {}", client.endpoint())

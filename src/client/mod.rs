@@ -132,7 +132,8 @@ const SDK_USER_AGENT: &str = concat!("NewRelic-Rust-TelemetrySDK/", env!("CARGO_
 ///
 /// ```
 /// use newrelic_telemetry::test_util::TestIngestServer;
-/// use newrelic_telemetry::{Event, EventClient, KeyHeader};
+/// use newrelic_telemetry::{Event, EventClient};
+/// use newrelic_telemetry::client::KeyHeader;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -549,7 +550,8 @@ impl<K> ClientBuilder<K> {
     /// Chooses the header that carries the key.
     ///
     /// ```
-    /// use newrelic_telemetry::{KeyHeader, MetricClient};
+    /// use newrelic_telemetry::MetricClient;
+    /// use newrelic_telemetry::client::KeyHeader;
     ///
     /// // The same as `.license_key_header()`; see [`KeyHeader`] for a full example.
     /// let client = MetricClient::builder("key").key_header(KeyHeader::LicenseKey).build();
@@ -600,7 +602,8 @@ impl<K> ClientBuilder<K> {
     ///
     /// ```
     /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
-    /// use newrelic_telemetry::{AttemptFailure, DropReason, Event, EventClient, RetryPolicy};
+    /// use newrelic_telemetry::{Event, EventClient, RetryPolicy};
+    /// use newrelic_telemetry::client::{AttemptFailure, DropReason};
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread")]

@@ -12,7 +12,8 @@ use crate::error::RecordError;
 ///
 /// ```
 /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
-/// use newrelic_telemetry::{DropReason, Event, EventClient};
+/// use newrelic_telemetry::{Event, EventClient};
+/// use newrelic_telemetry::client::DropReason;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -83,7 +84,8 @@ impl fmt::Display for DropReason {
 ///
 /// ```
 /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
-/// use newrelic_telemetry::{AttemptFailure, DropReason, Log, LogClient, RetryPolicy};
+/// use newrelic_telemetry::{Log, LogClient, RetryPolicy};
+/// use newrelic_telemetry::client::{AttemptFailure, DropReason};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -118,7 +120,8 @@ pub enum AttemptFailure {
 /// the HTTP client's error.
 ///
 /// ```
-/// use newrelic_telemetry::{AttemptFailure, DropReason, EventClient, Event, RetryPolicy};
+/// use newrelic_telemetry::{EventClient, Event, RetryPolicy};
+/// use newrelic_telemetry::client::{AttemptFailure, DropReason};
 /// use std::error::Error;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -136,7 +139,7 @@ pub enum AttemptFailure {
 /// }
 /// assert!(err.is_connect());
 /// // The send's error leads to it too, and through it to the HTTP client's.
-/// let cause = err.source().and_then(|e| e.downcast_ref::<newrelic_telemetry::ConnectionError>());
+/// let cause = err.source().and_then(|e| e.downcast_ref::<newrelic_telemetry::client::ConnectionError>());
 /// assert!(cause.is_some_and(|e| e.source().is_some()));
 /// # Ok(()) }
 /// ```
@@ -193,7 +196,7 @@ impl fmt::Display for AttemptFailure {
 /// How a payload ended.
 ///
 /// ```
-/// use newrelic_telemetry::PayloadOutcome;
+/// use newrelic_telemetry::client::PayloadOutcome;
 /// # use newrelic_telemetry::test_util::TestIngestServer;
 /// # use newrelic_telemetry::{Event, EventClient};
 /// # #[tokio::main(flavor = "current_thread")]
@@ -369,7 +372,7 @@ impl PayloadReport {
     /// # let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
     /// let report = client.send(Event::new("Order")).await?;
     /// let payload = &report.payloads()[0];
-    /// assert!(matches!(payload.outcome(), newrelic_telemetry::PayloadOutcome::Accepted { .. }));
+    /// assert!(matches!(payload.outcome(), newrelic_telemetry::client::PayloadOutcome::Accepted { .. }));
     /// # Ok(()) }
     /// ```
     pub fn outcome(&self) -> &PayloadOutcome {

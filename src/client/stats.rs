@@ -4,7 +4,7 @@ use super::report::DropReason;
 
 crate::counters::counters! {
     /// A snapshot of a client's delivery counters, readable at any time with
-    /// [`Client::stats`](crate::Client::stats).
+    /// [`Client::stats`](crate::client::Client::stats).
     ///
     /// Every item handed to a client ends up counted once, either in `items_sent`
     /// or in one of the `items_dropped_*` counters (items still waiting or in
@@ -63,7 +63,7 @@ impl DeliveryStats {
     /// All items dropped, for whatever reason.
     ///
     /// ```
-    /// use newrelic_telemetry::DeliveryStats;
+    /// use newrelic_telemetry::client::DeliveryStats;
     ///
     /// let stats = DeliveryStats::default();
     /// assert_eq!(stats.items_dropped(), 0);

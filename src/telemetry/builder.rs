@@ -133,7 +133,7 @@ impl TelemetryBuilder {
     /// needs no key and makes no request: recording validates and counts as
     /// usual, the tracing layer exports into the batches, and each harvest
     /// lets the items go, counted in
-    /// [`DeliveryStats::items_discarded`](crate::DeliveryStats::items_discarded).
+    /// [`DeliveryStats::items_discarded`](crate::client::DeliveryStats::items_discarded).
     /// For development machines and tests, instead of carrying an
     /// `Option<Telemetry>` around.
     ///

@@ -149,7 +149,7 @@ pub const HARVEST_INTERVAL: &str = "NEW_RELIC_HARVEST_INTERVAL";
 /// `NEW_RELIC_ENABLED`: `false` (or `0`, `no`, `off`; case-insensitive)
 /// turns telemetry off: recording still validates and counts, harvests let
 /// the items go (counted in
-/// [`DeliveryStats::items_discarded`](crate::DeliveryStats::items_discarded)),
+/// [`DeliveryStats::items_discarded`](crate::client::DeliveryStats::items_discarded)),
 /// no request is made, and no key is needed. `true`, `1`, `yes`, `on` or unset:
 /// on. A value set in code with
 /// [`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled) wins.

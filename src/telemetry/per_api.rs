@@ -11,7 +11,8 @@ use crate::client::ClientBuilder;
 /// [`Telemetry`](crate::Telemetry) builds the four clients from them.
 ///
 /// ```
-/// use newrelic_telemetry::{AllApis, ClientBuilder, RetryPolicy};
+/// use newrelic_telemetry::{AllApis, RetryPolicy};
+/// use newrelic_telemetry::client::ClientBuilder;
 /// use std::time::Duration;
 ///
 /// // A function that configures the clients of any Telemetry it is given to.

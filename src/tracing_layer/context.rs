@@ -58,7 +58,8 @@ impl Drop for Restore {
 /// ```
 /// use http::HeaderMap;
 /// use newrelic_telemetry::tracing_layer::{NewRelicLayer, with_remote_parent};
-/// use newrelic_telemetry::{SpanBatch, TraceContext};
+/// use newrelic_telemetry::SpanBatch;
+/// use newrelic_telemetry::trace_context::TraceContext;
 /// use std::sync::Arc;
 /// use tokio_util::sync::CancellationToken;
 /// use tracing_subscriber::prelude::*;
@@ -117,7 +118,8 @@ pub trait SpanExt {
     ///
     /// ```
     /// use newrelic_telemetry::tracing_layer::{NewRelicLayer, SpanExt};
-    /// use newrelic_telemetry::{SpanBatch, TraceContext};
+    /// use newrelic_telemetry::SpanBatch;
+    /// use newrelic_telemetry::trace_context::TraceContext;
     /// use std::sync::Arc;
     /// use tokio_util::sync::CancellationToken;
     /// use tracing_subscriber::prelude::*;

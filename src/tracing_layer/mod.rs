@@ -68,7 +68,7 @@
 //! [`LayerStats::items_dropped_worker_gone`]. When a *batch* is full, the worker does
 //! not wait either: the batch refuses the item (counted in
 //! [`LayerStats::items_dropped_by_batch`] and in the batch's
-//! [`record_stats`](crate::ItemBatch::record_stats)) and asks its harvester for
+//! [`record_stats`](crate::batch::ItemBatch::record_stats)) and asks its harvester for
 //! an early harvest. The channel holds [`DEFAULT_CHANNEL_CAPACITY`] items unless
 //! told otherwise ([`NewRelicLayerBuilder::channel_capacity`]).
 //!

@@ -39,7 +39,7 @@ crate::counters::counters! {
         /// Logs the worker recorded into the log batch.
         logs_recorded,
         /// Spans and logs a batch refused: it was full, or the item broke a rule
-        /// of the API (the batch's [`record_stats`](crate::ItemBatch::record_stats)
+        /// of the API (the batch's [`record_stats`](crate::batch::ItemBatch::record_stats)
         /// says which).
         items_dropped_by_batch,
         /// Span events not attached because their span already had

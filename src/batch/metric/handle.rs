@@ -100,9 +100,9 @@ impl Counter {
 
     /// Adds `value` to the count. A value that is not finite, or that would
     /// take the sum past the largest `f64`, is ignored and counted in
-    /// [`RecordStats::items_dropped_invalid`](crate::RecordStats::items_dropped_invalid);
+    /// [`RecordStats::items_dropped_invalid`](crate::batch::RecordStats::items_dropped_invalid);
     /// after the batch is closed, values are ignored and counted in
-    /// [`RecordStats::items_dropped_closed`](crate::RecordStats::items_dropped_closed).
+    /// [`RecordStats::items_dropped_closed`](crate::batch::RecordStats::items_dropped_closed).
     ///
     /// ```
     /// use newrelic_telemetry::MetricBatch;
@@ -176,7 +176,7 @@ impl Gauge {
 
     /// Sets the gauge to `value`, timestamped now. A value that is not
     /// finite is ignored and counted in
-    /// [`RecordStats::items_dropped_invalid`](crate::RecordStats::items_dropped_invalid).
+    /// [`RecordStats::items_dropped_invalid`](crate::batch::RecordStats::items_dropped_invalid).
     /// Two sets racing on one gauge from two threads leave one of the two
     /// values; its timestamp may be the other's.
     ///
@@ -247,7 +247,7 @@ impl SummaryHandle {
 
     /// Adds one observation of `value`. A value that is not finite, or that
     /// would take the sum past the largest `f64`, is ignored and counted in
-    /// [`RecordStats::items_dropped_invalid`](crate::RecordStats::items_dropped_invalid).
+    /// [`RecordStats::items_dropped_invalid`](crate::batch::RecordStats::items_dropped_invalid).
     ///
     /// ```
     /// use newrelic_telemetry::MetricBatch;
