@@ -699,10 +699,12 @@ impl MetricBatch {
     /// ```
     pub async fn counter(
         &self,
-        name: &str,
+        name: impl AsRef<str>,
         attributes: impl AsAttributes,
     ) -> Result<Counter, RecordError> {
-        let series = self.bind(MetricKind::Count, name, &attributes).await?;
+        let series = self
+            .bind(MetricKind::Count, name.as_ref(), &attributes)
+            .await?;
         match series.cell.clone() {
             CellRef::Count(cell) => Ok(Counter::new(series, cell, self.shared.clone())),
             _ => unreachable!("series are found by their type"),
@@ -727,10 +729,12 @@ impl MetricBatch {
     /// ```
     pub async fn gauge(
         &self,
-        name: &str,
+        name: impl AsRef<str>,
         attributes: impl AsAttributes,
     ) -> Result<Gauge, RecordError> {
-        let series = self.bind(MetricKind::Gauge, name, &attributes).await?;
+        let series = self
+            .bind(MetricKind::Gauge, name.as_ref(), &attributes)
+            .await?;
         match series.cell.clone() {
             CellRef::Gauge(cell) => Ok(Gauge::new(series, cell, self.shared.clone())),
             _ => unreachable!("series are found by their type"),
@@ -757,10 +761,12 @@ impl MetricBatch {
     /// ```
     pub async fn summary(
         &self,
-        name: &str,
+        name: impl AsRef<str>,
         attributes: impl AsAttributes,
     ) -> Result<SummaryHandle, RecordError> {
-        let series = self.bind(MetricKind::Summary, name, &attributes).await?;
+        let series = self
+            .bind(MetricKind::Summary, name.as_ref(), &attributes)
+            .await?;
         match series.cell.clone() {
             CellRef::Summary(cell) => Ok(SummaryHandle::new(series, cell, self.shared.clone())),
             _ => unreachable!("series are found by their type"),
