@@ -5,7 +5,7 @@
 //! | facade | New Relic | per harvest interval |
 //! |---|---|---|
 //! | counter (`increment`, `absolute`) | count | the increase over the interval |
-//! | gauge (`set`, `increment`, `decrement`) | gauge | the last value, if it changed |
+//! | gauge (`set`, `increment`, `decrement`) | gauge | the last value, if written to |
 //! | histogram (`record`) | summary | count, sum, min and max |
 //!
 //! A key's labels become string attributes, checked by the same rules as any
@@ -593,5 +593,29 @@ mod tests {
             }
         }
         assert_eq!(batch.record_stats(), crate::RecordStats::default());
+    }
+
+    /// A series refused for lack of room is registered anew, and bound, by
+    /// a later call once there is room; each refusal is counted.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_series_refused_for_lack_of_room_is_tried_again() {
+        let batch = Arc::new(MetricBatch::builder().max_series(1).build());
+        let recorder = NewRelicRecorder::new(batch.clone(), Handle::current());
+        batch.record_count("string.call", 1.0, ()).await.unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("facade").increment(1); // no room: ignored
+        });
+        assert_eq!(batch.record_stats().series_dropped_limit, 1);
+        batch.flush().await; // the string call's series leaves
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("facade").increment(2);
+            metrics::counter!("facade").increment(3);
+        });
+        let (metrics, _) = batch.flush().await;
+        match &metrics[..] {
+            [Metric::Count(c)] => assert_eq!((c.name(), c.value()), ("facade", 5.0)),
+            other => panic!("unexpected: {other:?}"),
+        }
+        assert_eq!(batch.record_stats().series_dropped_limit, 1);
     }
 }
