@@ -3,7 +3,7 @@
 //! each with its own `Telemetry` and service name.
 //!
 //! ```sh
-//! cargo run --example distributed --features tower,axum,log,local-endpoint
+//! cargo run --example distributed --features tower,axum,log,metrics,local-endpoint
 //! ```
 //!
 //! Each service runs on its own thread, Tokio runtime and `tracing`
@@ -13,10 +13,12 @@
 //! 1. the frontend's middleware opens a root span (a new trace, sampled);
 //! 2. the handler logs with `log::info!` (the `log` facade, through
 //!    `LogTracer`), opens a client span and calls the backend with reqwest,
-//!    the client span's trace context injected as `traceparent`;
+//!    the client span's trace context injected as `traceparent`, and counts
+//!    the cart with `metrics::counter!` (the `metrics` facade);
 //! 3. the backend's middleware continues that trace: its root span's
 //!    `parent.id` is the frontend's client span; its handler logs and works
-//!    in a child span.
+//!    in a child span, and records the price with `metrics::histogram!`
+//!    (a summary in New Relic).
 //!
 //! With no `NEW_RELIC_API_KEY` both services send to one local ingest
 //! endpoint, and the program prints each request's trace as that endpoint
@@ -34,7 +36,7 @@ use axum::routing::get;
 use newrelic_telemetry::local::LocalEndpoint;
 use newrelic_telemetry::middleware::HttpServerLayer;
 use newrelic_telemetry::tracing_layer::{LogTracer, current_trace_context};
-use newrelic_telemetry::{Telemetry, TelemetryBuilder, TelemetryReport, attrs};
+use newrelic_telemetry::{Telemetry, TelemetryBuilder, TelemetryReport};
 use serde_json::Value as Json;
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -86,12 +88,9 @@ async fn main() -> Result<(), Error> {
 /// Starts the backend and the frontend, sends [`REQUESTS`] requests to the
 /// frontend, stops both and returns the trace id of each request.
 async fn run(frontend: TelemetryBuilder, backend: TelemetryBuilder) -> Result<Vec<String>, Error> {
-    let backend = Service::start(backend, |telemetry, _| backend_app(telemetry)).await?;
+    let backend = Service::start(backend, |_| backend_app()).await?;
     let backend_url = backend.base.clone();
-    let frontend = Service::start(frontend, move |telemetry, http| {
-        frontend_app(telemetry, http, backend_url)
-    })
-    .await?;
+    let frontend = Service::start(frontend, move |http| frontend_app(http, backend_url)).await?;
 
     let http = reqwest::Client::builder().no_proxy().build()?;
     let mut trace_ids = Vec::new();
@@ -129,15 +128,15 @@ async fn run(frontend: TelemetryBuilder, backend: TelemetryBuilder) -> Result<Ve
 }
 
 /// The frontend: `GET /checkout/{cart}` prices the cart at the backend.
-fn frontend_app(telemetry: Telemetry, http: reqwest::Client, backend: String) -> Router {
+fn frontend_app(http: reqwest::Client, backend: String) -> Router {
     Router::new()
         .route("/checkout/{cart}", get(checkout))
-        .with_state((telemetry, http, backend))
+        .with_state((http, backend))
 }
 
 async fn checkout(
     Path(cart): Path<u32>,
-    State((telemetry, http, backend)): State<(Telemetry, reqwest::Client, String)>,
+    State((http, backend)): State<(reqwest::Client, String)>,
 ) -> String {
     log::info!("checking out cart {cart}");
     // A client span for the call: the backend's request span hangs from it.
@@ -162,12 +161,10 @@ async fn checkout(
     }
     .instrument(call)
     .await;
-    // Counted with the SDK's own API; the `metrics` facade
-    // (`metrics::counter!`) is another feature's, not built yet.
-    let _ = telemetry
-        .metrics()
-        .record_count("checkout.carts", 1, attrs!["priced" => price != "unknown"])
-        .await;
+    // Counted through the `metrics` facade, into this service's telemetry
+    // (its recorder is this thread's default; see `Service::start`).
+    let priced = if price == "unknown" { "false" } else { "true" };
+    metrics::counter!("checkout.carts", "priced" => priced).increment(1);
     let trace_id = current_trace_context().map(|c| c.trace_id().to_owned());
     format!(
         "cart {cart} costs {price}, trace {}",
@@ -176,13 +173,11 @@ async fn checkout(
 }
 
 /// The backend: `GET /price/{item}` looks a price up.
-fn backend_app(telemetry: Telemetry) -> Router {
-    Router::new()
-        .route("/price/{item}", get(price))
-        .with_state(telemetry)
+fn backend_app() -> Router {
+    Router::new().route("/price/{item}", get(price))
 }
 
-async fn price(Path(item): Path<u32>, State(telemetry): State<Telemetry>) -> String {
+async fn price(Path(item): Path<u32>) -> String {
     log::info!("pricing item {item}");
     let cents = async {
         tokio::time::sleep(Duration::from_millis(5)).await; // the database
@@ -190,10 +185,7 @@ async fn price(Path(item): Path<u32>, State(telemetry): State<Telemetry>) -> Str
     }
     .instrument(tracing::info_span!("load price", item))
     .await;
-    let _ = telemetry
-        .metrics()
-        .record_summary("price.cents", cents, ())
-        .await;
+    metrics::histogram!("price.cents").record(cents as f64);
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
@@ -205,11 +197,11 @@ struct Service {
 }
 
 impl Service {
-    /// Builds the telemetry and serves `app` (given the telemetry and an
+    /// Builds the telemetry and serves `app` (given an
     /// HTTP client) behind the middleware on 127.0.0.1, until stopped.
     async fn start(
         builder: TelemetryBuilder,
-        app: impl FnOnce(Telemetry, reqwest::Client) -> Router + Send + 'static,
+        app: impl FnOnce(reqwest::Client) -> Router + Send + 'static,
     ) -> Result<Service, Error> {
         let (ready_tx, ready) = oneshot::channel::<Result<String, String>>();
         let (stop, stop_rx) = oneshot::channel::<()>();
@@ -223,6 +215,10 @@ impl Service {
                     tracing_subscriber::registry()
                         .with(telemetry.tracing_layer().with_filter(LevelFilter::INFO)),
                 );
+                // And its `metrics` recorder: one per service, so per thread
+                // (a process-wide one would be `install_metrics_recorder`).
+                let recorder = telemetry.metrics_recorder();
+                let _metrics = metrics::set_default_local_recorder(&recorder);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .map_err(|e| e.to_string())?;
@@ -234,7 +230,7 @@ impl Service {
                     .no_proxy()
                     .build()
                     .map_err(|e| e.to_string())?;
-                let router = app(telemetry.clone(), http).layer(HttpServerLayer::new(&telemetry));
+                let router = app(http).layer(HttpServerLayer::new(&telemetry));
                 let _ = ready_tx.send(Ok(base));
                 let served = axum::serve(listener, router)
                     .with_graceful_shutdown(async move {
@@ -432,6 +428,28 @@ mod tests {
             assert!(services.contains(&("frontend", "INFO")), "{trace:?}");
             assert!(services.contains(&("backend", "INFO")), "{trace:?}");
         }
+        // The facade's metrics, from each service's own recorder.
+        let metrics: Vec<Json> = local
+            .requests()
+            .iter()
+            .flat_map(|r| r.body.as_array().cloned().unwrap_or_default())
+            .flat_map(|block| block["metrics"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let carts: f64 = metrics
+            .iter()
+            .filter(|m| m["name"] == "checkout.carts" && m["attributes"]["priced"] == "true")
+            .filter_map(|m| m["value"].as_f64())
+            .sum();
+        let prices: u64 = metrics
+            .iter()
+            .filter(|m| m["name"] == "price.cents" && m["type"] == "summary")
+            .filter_map(|m| m["value"]["count"].as_u64())
+            .sum();
+        assert_eq!(
+            (carts, prices),
+            (REQUESTS as f64, REQUESTS as u64),
+            "{metrics:?}"
+        );
         let distinct: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), REQUESTS, "one trace per request");
     }

@@ -312,3 +312,71 @@ fn handles_allocate_nothing() {
     let (metrics, _) = rt.block_on(batch.flush());
     assert_eq!(metrics.len(), 3 * SERIES);
 }
+
+#[test]
+fn the_metrics_facade_allocates_nothing_for_existing_series() {
+    use metrics::{Key, Level, Metadata, Recorder};
+    use newrelic_telemetry::Telemetry;
+
+    const ROUNDS: u64 = 200;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let no_env: [(&str, &str); 0] = [];
+    let telemetry = rt
+        .block_on(async {
+            Telemetry::builder()
+                .environment(no_env)
+                .enabled(false)
+                .build()
+        })
+        .unwrap();
+    let recorder = telemetry.metrics_recorder();
+    // Each call site registers its key (a registry lookup) and records.
+    let record = |v: u64| {
+        metrics::counter!("facade.count", "route" => "/a").increment(v);
+        metrics::counter!("facade.total", "route" => "/a").absolute(v * 10);
+        metrics::gauge!("facade.gauge", "pool" => "main").set(v as f64);
+        metrics::gauge!("facade.gauge", "pool" => "main").decrement(1.0);
+        metrics::histogram!("facade.summary", "route" => "/a").record(v as f64);
+        metrics::histogram!("facade.summary", "route" => "/a").record_many(v as f64, 3);
+    };
+    // The first round creates the series (this allocates).
+    metrics::with_local_recorder(&recorder, || record(1));
+    assert_eq!(telemetry.metrics().series_count(), 4);
+
+    let (through_macros, ()) = allocations_during(|| {
+        metrics::with_local_recorder(&recorder, || (2..ROUNDS).for_each(record));
+    });
+    // A handle from the recorder itself, registered again and kept.
+    static KEY: Key = Key::from_static_name("facade.count");
+    static METADATA: Metadata<'static> = Metadata::new("no_alloc", Level::INFO, None);
+    let counter = recorder.register_counter(&KEY, &METADATA);
+    counter.increment(1);
+    let (through_handles, ()) = allocations_during(|| {
+        for _ in 0..ROUNDS {
+            drop(recorder.register_counter(&KEY, &METADATA));
+            counter.increment(1);
+        }
+    });
+    assert_eq!(
+        telemetry.metrics().series_count(),
+        5,
+        "no series was created"
+    );
+    assert_eq!(
+        through_macros, 0,
+        "{through_macros} allocations recording through the facade"
+    );
+    assert_eq!(
+        through_handles, 0,
+        "{through_handles} allocations through the recorder's handles"
+    );
+    assert_eq!(
+        telemetry.metrics().record_stats(),
+        Default::default(),
+        "nothing refused"
+    );
+    rt.block_on(telemetry.shutdown());
+}

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hashbrown::HashTable;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, MutexGuard, Notify};
 
 pub use handle::{Counter, Gauge, SummaryHandle};
 use key::{HashBuilder, Seeds};
@@ -192,6 +192,20 @@ struct Shard {
     /// Series left since the last sweep of the interners.
     sweep: bool,
 }
+
+/// A series seen for the first time, validated and canonicalised, with its
+/// hashes: what an insertion needs under the shard's lock.
+struct NewSeries<'n> {
+    kind: MetricKind,
+    name: &'n str,
+    hash: u64,
+    set_hash: u64,
+    canonical: Attributes,
+}
+
+/// Every shard's lock, held until dropped (see `MetricBatch::hold_shards`).
+#[cfg(all(test, feature = "metrics"))]
+pub(crate) struct HeldShards<'a>(#[allow(dead_code)] Vec<tokio::sync::MutexGuard<'a, Shard>>);
 
 /// What an interned string's slot in its table holds.
 const STRING_SLOT_BYTES: usize = std::mem::size_of::<Arc<str>>() + 1;
@@ -705,8 +719,12 @@ impl MetricBatch {
         let series = self
             .bind(MetricKind::Count, name.as_ref(), &attributes)
             .await?;
+        Ok(self.counter_of(series))
+    }
+
+    fn counter_of(&self, series: Series) -> Counter {
         match series.cell.clone() {
-            CellRef::Count(cell) => Ok(Counter::new(series, cell, self.shared.clone())),
+            CellRef::Count(cell) => Counter::new(series, cell, self.shared.clone()),
             _ => unreachable!("series are found by their type"),
         }
     }
@@ -735,8 +753,12 @@ impl MetricBatch {
         let series = self
             .bind(MetricKind::Gauge, name.as_ref(), &attributes)
             .await?;
+        Ok(self.gauge_of(series))
+    }
+
+    fn gauge_of(&self, series: Series) -> Gauge {
         match series.cell.clone() {
-            CellRef::Gauge(cell) => Ok(Gauge::new(series, cell, self.shared.clone())),
+            CellRef::Gauge(cell) => Gauge::new(series, cell, self.shared.clone()),
             _ => unreachable!("series are found by their type"),
         }
     }
@@ -767,8 +789,12 @@ impl MetricBatch {
         let series = self
             .bind(MetricKind::Summary, name.as_ref(), &attributes)
             .await?;
+        Ok(self.summary_of(series))
+    }
+
+    fn summary_of(&self, series: Series) -> SummaryHandle {
         match series.cell.clone() {
-            CellRef::Summary(cell) => Ok(SummaryHandle::new(series, cell, self.shared.clone())),
+            CellRef::Summary(cell) => SummaryHandle::new(series, cell, self.shared.clone()),
             _ => unreachable!("series are found by their type"),
         }
     }
@@ -850,6 +876,85 @@ impl MetricBatch {
         }
     }
 
+    /// Binds a count handle without waiting, for callers that cannot await
+    /// (the `metrics` recorder's registration): like [`counter`](Self::counter),
+    /// but `Ok(None)` when a shard's lock is taken at that moment, and the
+    /// caller binds later with `counter().await`. Never blocks.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn try_counter(
+        &self,
+        name: &str,
+        attributes: &(impl AsAttributes + ?Sized),
+    ) -> Result<Option<Counter>, RecordError> {
+        let series = self.try_bind(MetricKind::Count, name, attributes)?;
+        Ok(series.map(|s| self.counter_of(s)))
+    }
+
+    /// [`try_counter`](Self::try_counter) for a gauge.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn try_gauge(
+        &self,
+        name: &str,
+        attributes: &(impl AsAttributes + ?Sized),
+    ) -> Result<Option<Gauge>, RecordError> {
+        let series = self.try_bind(MetricKind::Gauge, name, attributes)?;
+        Ok(series.map(|s| self.gauge_of(s)))
+    }
+
+    /// [`try_counter`](Self::try_counter) for a summary.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn try_summary(
+        &self,
+        name: &str,
+        attributes: &(impl AsAttributes + ?Sized),
+    ) -> Result<Option<SummaryHandle>, RecordError> {
+        let series = self.try_bind(MetricKind::Summary, name, attributes)?;
+        Ok(series.map(|s| self.summary_of(s)))
+    }
+
+    /// Takes every shard's lock, as a recording or a flush would for a moment
+    /// (tests of what cannot wait for one).
+    #[cfg(all(test, feature = "metrics"))]
+    pub(crate) fn hold_shards(&self) -> HeldShards<'_> {
+        HeldShards(
+            self.shards
+                .iter()
+                .filter_map(|s| s.0.try_lock().ok())
+                .collect(),
+        )
+    }
+
+    /// [`bind`](Self::bind) with `try_lock` for the shard's lock: `Ok(None)`
+    /// if it is taken (a lock is never held across an `.await`, but a tokio
+    /// mutex may be handed to a waiting task that has yet to run, on this
+    /// very thread).
+    #[cfg(feature = "metrics")]
+    fn try_bind(
+        &self,
+        kind: MetricKind,
+        name: &str,
+        attrs: &(impl AsAttributes + ?Sized),
+    ) -> Result<Option<Series>, RecordError> {
+        let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
+        {
+            let Ok(shard) = self.shard(hash).try_lock() else {
+                return Ok(None);
+            };
+            if let Some(series) = shard.find(hash, kind, name, attrs) {
+                if self.shared.closed.load(Ordering::Relaxed) {
+                    drop(shard);
+                    return Err(self.shared.counters.refused(RecordError::Closed));
+                }
+                return Ok(Some(series.clone()));
+            }
+        }
+        let new = self.prepare(kind, name, attrs)?;
+        let Ok(guard) = self.shard(new.hash).try_lock() else {
+            return Ok(None);
+        };
+        self.insert_locked(guard, new, None)
+    }
+
     /// The slow path: validates and canonicalises a series seen for the first
     /// time (outside any lock), then inserts it, or finds it if another task
     /// (or a differently spelled attribute list) got there first. With an
@@ -862,15 +967,49 @@ impl MetricBatch {
         attrs: &(impl AsAttributes + ?Sized),
         update: Option<Update>,
     ) -> Result<Option<Series>, RecordError> {
+        let new = self.prepare(kind, name, attrs)?;
+        let guard = self.shard(new.hash).lock().await;
+        self.insert_locked(guard, new, update)
+    }
+
+    /// Validates and canonicalises a new series (no lock held).
+    fn prepare<'n>(
+        &self,
+        kind: MetricKind,
+        name: &'n str,
+        attrs: &(impl AsAttributes + ?Sized),
+    ) -> Result<NewSeries<'n>, RecordError> {
         let counters = &self.shared.counters;
         check_metric_name(name).map_err(|e| counters.refused(e))?;
         let (canonical, truncations) =
             metric_attributes(name, attrs).map_err(|e| counters.refused(e))?;
         counters.truncated(truncations);
         let set_hash = self.seeds.set(&canonical);
-        let hash = self.seeds.series(kind, name, set_hash);
+        Ok(NewSeries {
+            kind,
+            name,
+            hash: self.seeds.series(kind, name, set_hash),
+            set_hash,
+            canonical,
+        })
+    }
 
-        let mut guard = self.shard(hash).lock().await;
+    /// Inserts a prepared series under its shard's lock (`guard`), or finds
+    /// it; see [`insert`](Self::insert).
+    fn insert_locked(
+        &self,
+        mut guard: MutexGuard<'_, Shard>,
+        new: NewSeries<'_>,
+        update: Option<Update>,
+    ) -> Result<Option<Series>, RecordError> {
+        let counters = &self.shared.counters;
+        let NewSeries {
+            kind,
+            name,
+            hash,
+            set_hash,
+            canonical,
+        } = new;
         if self.shared.closed.load(Ordering::Relaxed) {
             drop(guard);
             return Err(counters.refused(RecordError::Closed));

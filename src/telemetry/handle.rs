@@ -11,6 +11,8 @@ use super::lifecycle::Lifecycle;
 use super::per_api::PerApi;
 use crate::batch::{EventBatch, LogBatch, MetricBatch, RecordStats, SpanBatch};
 use crate::harvester::{HarvestReport, Harvester, PipelineStats};
+#[cfg(feature = "metrics")]
+use crate::metrics_recorder::{InstallError, NewRelicRecorder};
 #[cfg(feature = "tracing-layer")]
 use crate::tracing_layer::{LayerStats, NewRelicLayer, NewRelicLayerBuilder};
 
@@ -61,9 +63,16 @@ pub(super) struct Parts {
     /// the ordered stop, through the watcher task.
     pub(super) stop: CancellationToken,
     pub(super) lifecycle: Arc<Lifecycle>,
-    /// Where the tracing layers' workers run (the runtime `build()` ran on).
-    #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+    /// Where the tracing layers' workers run (the runtime `build()` ran on),
+    /// and the `metrics` recorder binds a series whose shard was busy.
+    #[cfg_attr(
+        not(any(feature = "tracing-layer", feature = "metrics")),
+        allow(dead_code)
+    )]
     pub(super) runtime: tokio::runtime::Handle,
+    /// The `metrics` recorder, made on first use.
+    #[cfg(feature = "metrics")]
+    pub(super) recorder: std::sync::OnceLock<NewRelicRecorder>,
     #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
     pub(super) service_name: Option<Arc<str>>,
 }
@@ -739,5 +748,66 @@ impl Telemetry {
         let (layer, worker) = builder.build_counting_into(layers.counters.clone());
         layers.push(parts.runtime.spawn(worker.run(layers.token.clone())));
         layer
+    }
+}
+
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+impl Telemetry {
+    /// This telemetry's [`metrics`] recorder: `metrics::counter!`, `gauge!`
+    /// and `histogram!` recorded into its metric batch (see
+    /// [`metrics_recorder`](crate::metrics_recorder)). Every call returns
+    /// the same recorder (clones share its series). Use it for a scope with
+    /// [`metrics::with_local_recorder`] (tests), or for a thread with
+    /// [`metrics::set_default_local_recorder`] (several telemetries in one
+    /// process); or install it once for the process with
+    /// [`install_metrics_recorder`](Self::install_metrics_recorder).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().build()?;
+    /// let recorder = telemetry.metrics_recorder();
+    /// metrics::with_local_recorder(&recorder, || {
+    ///     metrics::counter!("logins", "method" => "sso").increment(1);
+    /// });
+    /// assert_eq!(telemetry.metrics().series_count(), 1);
+    /// telemetry.shutdown().await;
+    /// assert_eq!(server.metrics()[0]["attributes"]["method"], "sso");
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics_recorder(&self) -> NewRelicRecorder {
+        let parts = &self.inner.0;
+        parts
+            .recorder
+            .get_or_init(|| NewRelicRecorder::new(parts.metrics.clone(), parts.runtime.clone()))
+            .clone()
+    }
+
+    /// Installs [`metrics_recorder`](Self::metrics_recorder) as the
+    /// process's global `metrics` recorder, so that `metrics::counter!` and
+    /// the like anywhere (in dependencies too) record into this telemetry.
+    /// A process has one global recorder, set once: a second call (or one
+    /// after another library installed its own) returns an [`InstallError`].
+    /// The recorder outlives the telemetry; after
+    /// [`shutdown`](Self::shutdown) its recordings are ignored and counted
+    /// as refused.
+    ///
+    /// ```no_run
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let telemetry = Telemetry::builder().service_name("checkout").build()?;
+    /// telemetry.install_metrics_recorder()?;
+    /// metrics::counter!("orders", "plan" => "pro").increment(1);
+    /// metrics::histogram!("order.total").record(42.0);
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn install_metrics_recorder(&self) -> Result<(), InstallError> {
+        metrics::set_global_recorder(self.metrics_recorder()).map_err(|_| InstallError::new())
     }
 }

@@ -63,6 +63,8 @@ pub(super) fn start(
         stop,
         lifecycle,
         runtime,
+        #[cfg(feature = "metrics")]
+        recorder: std::sync::OnceLock::new(),
         service_name: settings.service_name,
     }))
 }

@@ -271,4 +271,22 @@ impl SummaryHandle {
             self.shared.refuse_value();
         }
     }
+    /// Merges a whole summary (several observations at once): the
+    /// `metrics` recorder's `record_many` and what it held before binding.
+    /// An invalid summary is ignored and counted like a bad value.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn merge(&self, summary: &Summary) {
+        if !summary.is_valid() {
+            self.shared.refuse_value();
+            return;
+        }
+        if !self.open(summary.sum) {
+            return;
+        }
+        if self.cell.state.merge(summary) {
+            self.cell.touch(&self.shared.budget);
+        } else {
+            self.shared.refuse_value();
+        }
+    }
 }

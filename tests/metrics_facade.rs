@@ -1,0 +1,185 @@
+//! The `metrics` facade recorder, end to end on a loopback ingest server:
+//! counters sent as the increase per interval, gauges as their last value,
+//! histograms as summaries, labels as attributes; refusals counted; the
+//! global recorder installed once.
+
+use std::time::Duration;
+
+use newrelic_telemetry::test_util::TestIngestServer;
+use newrelic_telemetry::{Telemetry, TelemetryBuilder};
+use serde_json::Value as Json;
+
+const INTERVAL: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(10);
+
+fn builder(server: &TestIngestServer) -> TelemetryBuilder {
+    server.telemetry_builder().harvest_interval(INTERVAL)
+}
+
+/// The metrics of the `n`th metric request the server received.
+fn request_metrics(server: &TestIngestServer, n: usize) -> Vec<Json> {
+    let requests = server.requests();
+    let body = &requests[n].body;
+    body[0]["metrics"].as_array().cloned().unwrap_or_default()
+}
+
+fn find<'a>(metrics: &'a [Json], name: &str) -> &'a Json {
+    metrics
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {metrics:?}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_kinds_across_two_intervals() {
+    let server = TestIngestServer::start().await.unwrap();
+    let telemetry = builder(&server).service_name("facade").build().unwrap();
+    let recorder = telemetry.metrics_recorder();
+
+    // Interval 1.
+    metrics::with_local_recorder(&recorder, || {
+        let jobs = metrics::counter!("jobs", "queue" => "mail");
+        jobs.increment(2);
+        jobs.increment(3);
+        metrics::counter!("bytes.total").absolute(100);
+        metrics::gauge!("depth", "queue" => "mail").set(4.0);
+        metrics::gauge!("depth", "queue" => "mail").increment(3.0);
+        metrics::histogram!("job.ms").record(10.0);
+        metrics::histogram!("job.ms").record(30.0);
+    });
+    assert!(server.wait_for_requests(1, WAIT).await);
+    let first = request_metrics(&server, 0);
+    assert_eq!(first.len(), 4, "{first:?}");
+    let jobs = find(&first, "jobs");
+    assert_eq!(
+        (jobs["type"].as_str(), jobs["value"].as_f64()),
+        (Some("count"), Some(5.0))
+    );
+    assert_eq!(jobs["attributes"]["queue"], "mail");
+    assert_eq!(
+        find(&first, "bytes.total")["value"],
+        100.0,
+        "the first total whole"
+    );
+    let depth = find(&first, "depth");
+    assert_eq!(
+        (depth["type"].as_str(), depth["value"].as_f64()),
+        (Some("gauge"), Some(7.0))
+    );
+    let job_ms = find(&first, "job.ms");
+    assert_eq!(job_ms["type"], "summary");
+    assert_eq!(
+        job_ms["value"],
+        serde_json::json!({"count": 2, "sum": 40.0, "min": 10.0, "max": 30.0})
+    );
+    let common = &server.requests()[0].body[0]["common"];
+    assert_eq!(common["interval.ms"], 5_000);
+    assert_eq!(common["attributes"]["service.name"], "facade");
+
+    // Interval 2: counts restart, totals are diffed, the gauge goes on from
+    // where it was, the summary holds only the new observations.
+    metrics::with_local_recorder(&recorder, || {
+        metrics::counter!("jobs", "queue" => "mail").increment(1);
+        metrics::counter!("bytes.total").absolute(150);
+        metrics::counter!("bytes.total").absolute(120); // lower: ignored
+        metrics::gauge!("depth", "queue" => "mail").decrement(2.0);
+        metrics::histogram!("job.ms").record(5.0);
+    });
+    assert!(server.wait_for_requests(2, WAIT).await);
+    let second = request_metrics(&server, 1);
+    assert_eq!(second.len(), 4, "{second:?}");
+    assert_eq!(find(&second, "jobs")["value"], 1.0);
+    assert_eq!(find(&second, "bytes.total")["value"], 50.0);
+    assert_eq!(find(&second, "depth")["value"], 5.0);
+    assert_eq!(
+        find(&second, "job.ms")["value"],
+        serde_json::json!({"count": 1, "sum": 5.0, "min": 5.0, "max": 5.0})
+    );
+
+    // Interval 3: nothing written, nothing sent; the series are still bound.
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(telemetry.metrics().series_count(), 4);
+
+    let report = telemetry.shutdown().await;
+    assert_eq!(report.metrics.delivery.items_sent, 8);
+    assert_eq!(report.items_refused(), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn labels_are_attributes_in_any_order_and_refusals_are_counted() {
+    let server = TestIngestServer::start().await.unwrap();
+    let telemetry = builder(&server).build().unwrap();
+    let recorder = telemetry.metrics_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        // Two spellings of one label set: one series.
+        metrics::counter!("hits", "page" => "/", "status" => "200").increment(1);
+        metrics::counter!("hits", "status" => "200", "page" => "/").increment(2);
+        // `value` is a reserved attribute of a count: refused once, when
+        // registered; its recordings are ignored.
+        let bad = metrics::counter!("misses", "value" => "x");
+        bad.increment(1);
+        bad.increment(1);
+        // Not a finite value: refused by the handle, and counted.
+        metrics::gauge!("ratio").set(f64::NAN);
+        metrics::histogram!("size").record(f64::INFINITY);
+        // Descriptions and units are ignored.
+        metrics::describe_counter!("hits", metrics::Unit::Count, "page hits");
+    });
+    let stats = telemetry.metrics().record_stats();
+    assert_eq!(stats.items_dropped_invalid, 3, "{stats:?}");
+
+    let report = telemetry.shutdown().await;
+    let metrics = server.metrics();
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    assert_eq!(metrics[0]["name"], "hits");
+    assert_eq!(metrics[0]["value"], 3.0);
+    assert_eq!(metrics[0]["attributes"]["page"], "/");
+    assert_eq!(metrics[0]["attributes"]["status"], "200");
+    assert_eq!(report.items_refused(), 3);
+
+    // After shutdown: ignored and counted, never a panic.
+    metrics::with_local_recorder(&recorder, || {
+        metrics::counter!("hits", "page" => "/", "status" => "200").increment(1);
+        metrics::counter!("new.after.shutdown").increment(1);
+    });
+    assert_eq!(telemetry.metrics().record_stats().items_dropped_closed, 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_call_gives_the_same_recorder() {
+    let server = TestIngestServer::start().await.unwrap();
+    let telemetry = builder(&server).build().unwrap();
+    let (a, b) = (
+        telemetry.metrics_recorder(),
+        telemetry.clone().metrics_recorder(),
+    );
+    metrics::with_local_recorder(&a, || metrics::counter!("total").absolute(10));
+    // The same total: 10 -> 15 adds 5, not 15.
+    metrics::with_local_recorder(&b, || metrics::counter!("total").absolute(15));
+    telemetry.shutdown().await;
+    assert_eq!(server.metrics()[0]["value"], 15.0);
+}
+
+/// The only test of this binary that sets the process's global recorder.
+#[tokio::test(flavor = "current_thread")]
+async fn the_global_recorder_is_installed_once() {
+    let server = TestIngestServer::start().await.unwrap();
+    let telemetry = builder(&server).build().unwrap();
+    telemetry.install_metrics_recorder().unwrap();
+
+    let other: Telemetry = builder(&server).build().unwrap();
+    let err = other.install_metrics_recorder().unwrap_err();
+    assert!(err.to_string().contains("already installed"), "{err}");
+
+    // From another thread, with no local recorder: the global one.
+    std::thread::spawn(|| metrics::counter!("global.hits").increment(4))
+        .join()
+        .unwrap();
+    telemetry.shutdown().await;
+    other.shutdown().await;
+    let metrics = server.metrics();
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    assert_eq!(metrics[0]["name"], "global.hits");
+    assert_eq!(metrics[0]["value"], 4.0);
+}
