@@ -30,6 +30,56 @@ pub(crate) fn interval_millis(d: Duration) -> u64 {
     duration_millis(d).max(1)
 }
 
+/// The coarsest a cheap clock may be for gauge timestamps: a set's time
+/// stays within a few milliseconds of the set.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const COARSE_MAX_RESOLUTION_NS: i64 = 4_000_000;
+
+/// A monotonic clock in milliseconds that is cheap to read, for stamping
+/// gauge sets: Linux's `CLOCK_MONOTONIC_COARSE` (the time of the last
+/// scheduler tick, read from the vDSO without a hardware counter), where its
+/// resolution is at most 4 ms. `None` where there is no such clock (then the
+/// caller reads tokio's clock).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoarseClock(());
+
+impl CoarseClock {
+    /// The coarse clock, if this platform has one fine enough.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn new() -> Option<Self> {
+        use rustix::time::{ClockId, clock_getres};
+        let res = clock_getres(ClockId::MonotonicCoarse);
+        (res.tv_sec == 0 && res.tv_nsec > 0 && res.tv_nsec <= COARSE_MAX_RESOLUTION_NS)
+            .then_some(CoarseClock(()))
+    }
+
+    /// The coarse clock, if this platform has one fine enough.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn new() -> Option<Self> {
+        None
+    }
+
+    /// Milliseconds on the coarse clock (from an arbitrary origin).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[inline(always)]
+    pub(crate) fn now_ms(self) -> u64 {
+        use rustix::time::{ClockId, clock_gettime};
+        let t = clock_gettime(ClockId::MonotonicCoarse);
+        // A monotonic clock reads no negative fields.
+        let (secs, nanos) = (
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u64::try_from(t.tv_nsec).unwrap_or(0),
+        );
+        secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
+    }
+
+    /// Milliseconds on the coarse clock (never built on this platform).
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn now_ms(self) -> u64 {
+        0
+    }
+}
+
 /// How far the wall clock may drift from the monotonic clock before interval
 /// timestamps follow it again (an NTP step, a suspended VM).
 const WALL_CLOCK_STEP: Duration = Duration::from_secs(30);

@@ -52,6 +52,37 @@ async fn counts_restart_at_every_flush_and_the_handle_stays_bound() {
     assert_eq!(count_of(&batch.flush().await.0, "hits"), Some(0.0));
 }
 
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A set is stamped within a few milliseconds of when it happened (gauges
+/// may read a coarse clock), across flushes and on a running clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauge_sets_are_stamped_within_a_few_ms_of_the_set() {
+    let batch = MetricBatch::new();
+    let g = batch.gauge("g", ()).await.unwrap();
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let before = wall_ms();
+        if round == 1 {
+            batch.record_gauge("g", 1.0, ()).await.unwrap();
+        } else {
+            g.set(1.0);
+        }
+        let after = wall_ms();
+        let (metrics, _) = batch.flush().await;
+        let at = metrics[0].timestamp_ms().unwrap();
+        assert!(
+            at + 10 >= before && at <= after + 10,
+            "round {round}: set between {before} and {after}, stamped {at}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn gauges_keep_the_last_value_and_its_time() {
     let batch = MetricBatch::new();
