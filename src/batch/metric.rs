@@ -610,7 +610,8 @@ impl MetricBatch {
         self.record(name, attributes, Update::Add(value.to_f64()))
     }
 
-    /// Sets the gauge `name` with `attributes` to `value`, timestamped now.
+    /// Sets the gauge `name` with `attributes` to `value`, timestamped now (to
+    /// within a few ms: on Linux, from the coarse monotonic clock).
     ///
     /// ```
     /// # use newrelic_telemetry::MetricBatch;

@@ -174,8 +174,9 @@ impl Gauge {
         }
     }
 
-    /// Sets the gauge to `value`, timestamped now. A value that is not
-    /// finite is ignored and counted in
+    /// Sets the gauge to `value`, timestamped now (to within a few ms: on
+    /// Linux, from the coarse monotonic clock). A value that is not finite is
+    /// ignored and counted in
     /// [`RecordStats::items_dropped_invalid`](crate::batch::RecordStats::items_dropped_invalid).
     /// Two sets racing on one gauge from two threads leave one of the two
     /// values; its timestamp may be the other's.
