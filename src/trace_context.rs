@@ -568,6 +568,7 @@ impl TraceContext {
 /// are at least `(1 - ratio) * 2^56`, as OpenTelemetry's consistent
 /// probability sampling decides. Every service that sees the trace id with
 /// the same ratio decides the same way.
+#[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
 pub(crate) fn sampled_by_ratio(trace_id: u128, ratio: f64) -> bool {
     if ratio >= 1.0 {
         return true;
