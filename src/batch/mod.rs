@@ -65,6 +65,29 @@ crate::counters::counters! {
     }
 }
 
+impl RecordStats {
+    /// Items refused, for any reason (for a metric batch, new series).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::builder().capacity(1).build();
+    /// logs.record(Log::new("kept")).await.unwrap();
+    /// logs.record(Log::new("no room")).await.unwrap_err();
+    /// logs.record(Log::new("bad").with_attribute("", 1)).await.unwrap_err();
+    /// assert_eq!(logs.record_stats().items_dropped(), 2);
+    /// # }
+    /// ```
+    pub fn items_dropped(&self) -> u64 {
+        self.items_dropped_invalid
+            + self.items_dropped_buffer_full
+            + self.series_dropped_limit
+            + self.items_dropped_closed
+            + self.items_dropped_over_budget
+    }
+}
+
 impl RecordCounters {
     /// Counts a refusal and hands the error back.
     pub(crate) fn refused(&self, error: RecordError) -> RecordError {

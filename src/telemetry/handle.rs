@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::lifecycle::Lifecycle;
 use super::per_api::PerApi;
 use crate::batch::{EventBatch, LogBatch, MetricBatch, RecordStats, SpanBatch};
+use crate::client::DeliveryStats;
 use crate::harvester::{HarvestReport, Harvester, PipelineStats};
 #[cfg(feature = "metrics")]
 use crate::metrics_recorder::{InstallError, NewRelicRecorder};
@@ -210,25 +211,53 @@ pub struct TelemetryStats {
     pub layer: LayerStats,
 }
 
-/// Items a batch refused, for any reason (new series, for metrics).
-fn refused(record: &RecordStats) -> u64 {
-    record.items_dropped_invalid
-        + record.items_dropped_buffer_full
-        + record.series_dropped_limit
-        + record.items_dropped_closed
-        + record.items_dropped_over_budget
+/// The sums a live snapshot and a final report both give, from the four
+/// pipelines' counters and the tracing layers'.
+struct Totals {
+    sent: u64,
+    dropped: u64,
+    discarded: u64,
+    refused: u64,
 }
 
-/// Spans and logs the tracing layers dropped before they reached a batch (a
-/// batch's refusals are counted by the batch).
-#[cfg(feature = "tracing-layer")]
-fn dropped_by_layers(layer: &LayerStats) -> u64 {
-    layer.items_dropped_channel_full + layer.items_dropped_worker_gone
+impl Totals {
+    fn of(
+        pipelines: [(&DeliveryStats, &RecordStats); 4],
+        #[cfg(feature = "tracing-layer")] layer: &LayerStats,
+    ) -> Totals {
+        let mut totals = Totals {
+            sent: 0,
+            dropped: 0,
+            discarded: 0,
+            refused: 0,
+        };
+        for (delivery, record) in pipelines {
+            totals.sent += delivery.items_sent;
+            totals.dropped += delivery.items_dropped();
+            totals.discarded += delivery.items_discarded;
+            totals.refused += record.items_dropped();
+        }
+        // Spans and logs the layers dropped before they reached a batch (a
+        // batch's refusals are counted by the batch).
+        #[cfg(feature = "tracing-layer")]
+        {
+            totals.refused += layer.items_dropped_channel_full + layer.items_dropped_worker_gone;
+        }
+        totals
+    }
 }
 
 impl TelemetryStats {
     fn all(&self) -> [&PipelineStats; 4] {
         [&self.metrics, &self.events, &self.logs, &self.spans]
+    }
+
+    fn totals(&self) -> Totals {
+        Totals::of(
+            self.all().map(|p| (&p.delivery, &p.record)),
+            #[cfg(feature = "tracing-layer")]
+            &self.layer,
+        )
     }
 
     /// Bytes the four pipelines hold in memory now.
@@ -243,17 +272,17 @@ impl TelemetryStats {
 
     /// Items sent so far by the four pipelines.
     pub fn items_sent(&self) -> u64 {
-        self.all().iter().map(|p| p.delivery.items_sent).sum()
+        self.totals().sent
     }
 
     /// Items dropped so far by the four pipelines' clients, for any reason.
     pub fn items_dropped(&self) -> u64 {
-        self.all().iter().map(|p| p.delivery.items_dropped()).sum()
+        self.totals().dropped
     }
 
     /// Items let go unsent so far because telemetry is disabled.
     pub fn items_discarded(&self) -> u64 {
-        self.all().iter().map(|p| p.delivery.items_discarded).sum()
+        self.totals().discarded
     }
 
     /// Items the batches took so far: held now, sent, dropped or discarded.
@@ -278,15 +307,8 @@ impl TelemetryStats {
     /// # Ok(()) }
     /// ```
     pub fn items_accepted(&self) -> u64 {
-        self.all()
-            .iter()
-            .map(|p| {
-                p.memory.held_items as u64
-                    + p.delivery.items_sent
-                    + p.delivery.items_dropped()
-                    + p.delivery.items_discarded
-            })
-            .sum()
+        let totals = self.totals();
+        self.held_items() as u64 + totals.sent + totals.dropped + totals.discarded
     }
 
     /// Items refused so far before they reached a batch's buffer: by the
@@ -294,16 +316,21 @@ impl TelemetryStats {
     /// `tracing-layer` feature, by the tracing layers (channel full, worker
     /// ended).
     pub fn items_refused(&self) -> u64 {
-        let batches: u64 = self.all().iter().map(|p| refused(&p.record)).sum();
-        #[cfg(feature = "tracing-layer")]
-        let batches = batches + dropped_by_layers(&self.layer);
-        batches
+        self.totals().refused
     }
 }
 
 impl TelemetryReport {
     fn all(&self) -> [&HarvestReport; 4] {
         [&self.metrics, &self.events, &self.logs, &self.spans]
+    }
+
+    fn totals(&self) -> Totals {
+        Totals::of(
+            self.all().map(|r| (&r.delivery, &r.record)),
+            #[cfg(feature = "tracing-layer")]
+            &self.layer,
+        )
     }
 
     /// Items sent by all four harvesters.
@@ -322,7 +349,7 @@ impl TelemetryReport {
     /// # Ok(()) }
     /// ```
     pub fn items_sent(&self) -> u64 {
-        self.all().iter().map(|r| r.delivery.items_sent).sum()
+        self.totals().sent
     }
 
     /// Items dropped by all four harvesters, for any reason.
@@ -341,7 +368,7 @@ impl TelemetryReport {
     /// # Ok(()) }
     /// ```
     pub fn items_dropped(&self) -> u64 {
-        self.all().iter().map(|r| r.delivery.items_dropped()).sum()
+        self.totals().dropped
     }
 
     /// Whether any harvester hit its shutdown deadline.
@@ -388,10 +415,7 @@ impl TelemetryReport {
     /// # Ok(()) }
     /// ```
     pub fn items_refused(&self) -> u64 {
-        let batches: u64 = self.all().iter().map(|r| refused(&r.record)).sum();
-        #[cfg(feature = "tracing-layer")]
-        let batches = batches + dropped_by_layers(&self.layer);
-        batches
+        self.totals().refused
     }
 
     /// Items let go unsent because telemetry is disabled
@@ -410,7 +434,7 @@ impl TelemetryReport {
     /// # Ok(()) }
     /// ```
     pub fn items_discarded(&self) -> u64 {
-        self.all().iter().map(|r| r.delivery.items_discarded).sum()
+        self.totals().discarded
     }
 }
 
