@@ -266,6 +266,68 @@ async fn flush_lets_go_of_unbound_series_and_the_budget_follows() {
     assert_eq!(batch.series_count(), 0);
 }
 
+/// Binding a handle to a series made by recording by name moves its cell
+/// into a block of its own (see `BENCHMARKS.md`, "Scaling"): what the series
+/// held comes along, for every type, and the budget counts the larger cell
+/// exactly, up to the series leaving.
+#[tokio::test(flavor = "current_thread")]
+async fn binding_a_series_recorded_by_name_keeps_what_it_held() {
+    let batch = MetricBatch::builder().shards(1).build();
+    let page = [("page", "/")];
+    batch.record_count("hits", 2.0, page).await.unwrap();
+    batch.record_gauge("load", 0.5, page).await.unwrap();
+    batch.record_summary("latency", 3.0, page).await.unwrap();
+    batch.record_summary("latency", 1.0, page).await.unwrap();
+    let packed = batch.memory();
+    assert_eq!(packed.held_items, 3);
+
+    let hits = batch.counter("hits", page).await.unwrap();
+    let load = batch.gauge("load", page).await.unwrap();
+    let latency = batch.summary("latency", page).await.unwrap();
+    let alone = batch.memory();
+    assert!(
+        alone.held_bytes > packed.held_bytes,
+        "{alone:?} vs {packed:?}"
+    );
+    assert_eq!(alone.held_items, 3, "the pending values are still held");
+
+    // A second handle shares the cell: nothing moves, nothing is counted twice.
+    let hits_again = batch.counter("hits", page).await.unwrap();
+    assert_eq!(batch.memory().held_bytes, alone.held_bytes);
+
+    hits.add(3.0);
+    hits_again.add(1.0);
+    batch.record_count("hits", 4.0, page).await.unwrap();
+    latency.record(7.0);
+    let (metrics, _) = batch.flush().await;
+    assert_eq!(count_of(&metrics, "hits"), Some(10.0));
+    assert_eq!(
+        summary_of(&metrics, "latency"),
+        Some(Summary::new(3, 11.0, 1.0, 7.0))
+    );
+    let gauge = metrics.iter().find_map(|m| match m {
+        Metric::Gauge(g) => Some(g.value()),
+        _ => None,
+    });
+    assert_eq!(
+        gauge,
+        Some(0.5),
+        "the gauge set by name before binding is sent"
+    );
+    assert_eq!(batch.memory().held_items, 0);
+
+    drop(metrics);
+    drop((hits, hits_again, load, latency));
+    batch.flush().await;
+    batch.flush().await;
+    assert_eq!(batch.series_count(), 0);
+    assert_eq!(
+        batch.memory().held_bytes,
+        0,
+        "the larger cells were given back exactly"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_closed_batch_ignores_and_counts_handle_writes() {
     let batch = MetricBatch::new();

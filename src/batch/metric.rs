@@ -32,7 +32,7 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 
 pub use handle::{Counter, Gauge, SummaryHandle};
 use key::{HashBuilder, Seeds};
-use series::{CellRef, Drained, ItemDelta, Series, Shared, WallClock};
+use series::{CellRef, Drained, ItemDelta, Placement, Series, Shared, WallClock};
 
 use super::{Batch, RecordCounters, RecordStats, Taken};
 use crate::attributes::{AsAttributes, Attributes, Value};
@@ -218,8 +218,13 @@ const SET_BYTES: usize = 2 * std::mem::size_of::<usize>()
 
 /// The most a new series can add to a shard: as if its name, its set and
 /// every string in it were new.
-fn new_series_bytes(kind: MetricKind, name: &str, attrs: &Attributes) -> usize {
-    Series::bytes(kind)
+fn new_series_bytes(
+    kind: MetricKind,
+    placement: Placement,
+    name: &str,
+    attrs: &Attributes,
+) -> usize {
+    Series::bytes(kind, placement)
         + arc_str_bytes(name.len())
         + STRING_SLOT_BYTES
         + SET_BYTES
@@ -259,12 +264,48 @@ impl Shard {
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
     ) -> Option<&Series> {
+        self.position(hash, kind, name, attrs)
+            .and_then(|p| Shard::at(&self.segments, p))
+    }
+
+    /// Where the series is, found from borrowed parts.
+    #[inline]
+    fn position(
+        &self,
+        hash: u64,
+        kind: MetricKind,
+        name: &str,
+        attrs: &(impl AsAttributes + ?Sized),
+    ) -> Option<u32> {
         let segments = &self.segments;
         self.index
             .find(hash, |&p| {
                 Shard::at(segments, p).is_some_and(|s| s.is(kind, name, attrs))
             })
-            .and_then(|&p| Shard::at(segments, p))
+            .copied()
+    }
+
+    /// The series at `position`, for a handle to bind to. A packed series
+    /// is first moved into a block of its own (see `series`) if nothing
+    /// else holds it (no handle, no flush walking its segment) and the
+    /// budget has room for the difference; otherwise it stays packed, which
+    /// only costs speed when several threads write neighbouring series.
+    fn bind_at(&mut self, position: u32, budget: &MemoryBudget) -> Option<Series> {
+        let p = position as usize;
+        if let Some(segment) = Arc::get_mut(&mut self.segments[p >> SEGMENT_SHIFT])
+            && let Some(series) = segment[p & (SEGMENT - 1)].as_mut()
+            && series.placement() == Placement::Packed
+        {
+            let kind = series.kind();
+            let extra =
+                Series::bytes(kind, Placement::Alone) - Series::bytes(kind, Placement::Packed);
+            if budget.try_reserve_bytes(extra) {
+                let added = series.isolate();
+                self.held_bytes += added;
+                budget.release_bytes(extra - added);
+            }
+        }
+        Shard::at(&self.segments, position).cloned()
     }
 
     /// Appends a series (`hash` is its hash; the caller checked that its
@@ -862,13 +903,15 @@ impl MetricBatch {
     ) -> Result<Series, RecordError> {
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
         {
-            let shard = self.shard(hash).lock().await;
-            if let Some(series) = shard.find(hash, kind, name, attrs) {
+            let mut shard = self.shard(hash).lock().await;
+            if let Some(position) = shard.position(hash, kind, name, attrs) {
                 if self.shared.closed.load(Ordering::Relaxed) {
                     drop(shard);
                     return Err(self.shared.counters.refused(RecordError::Closed));
                 }
-                return Ok(series.clone());
+                if let Some(series) = shard.bind_at(position, &self.shared.budget) {
+                    return Ok(series);
+                }
             }
         }
         match self.insert(kind, name, attrs, None).await? {
@@ -938,15 +981,17 @@ impl MetricBatch {
     ) -> Result<Option<Series>, RecordError> {
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
         {
-            let Ok(shard) = self.shard(hash).try_lock() else {
+            let Ok(mut shard) = self.shard(hash).try_lock() else {
                 return Ok(None);
             };
-            if let Some(series) = shard.find(hash, kind, name, attrs) {
+            if let Some(position) = shard.position(hash, kind, name, attrs) {
                 if self.shared.closed.load(Ordering::Relaxed) {
                     drop(shard);
                     return Err(self.shared.counters.refused(RecordError::Closed));
                 }
-                return Ok(Some(series.clone()));
+                if let Some(series) = shard.bind_at(position, &self.shared.budget) {
+                    return Ok(Some(series));
+                }
             }
         }
         let new = self.prepare(kind, name, attrs)?;
@@ -1016,15 +1061,15 @@ impl MetricBatch {
             return Err(counters.refused(RecordError::Closed));
         }
         let shard = &mut *guard;
-        if let Some(series) = shard.find(hash, kind, name, &canonical) {
-            return match update {
-                None => Ok(Some(series.clone())),
-                Some(update) if series.apply(update, &self.shared) => Ok(None),
-                Some(_) => {
-                    drop(guard);
-                    Err(self.overflow(name))
-                }
+        if let Some(position) = shard.position(hash, kind, name, &canonical) {
+            let Some(update) = update else {
+                return Ok(shard.bind_at(position, &self.shared.budget));
             };
+            if Shard::at(&shard.segments, position).is_some_and(|s| s.apply(update, &self.shared)) {
+                return Ok(None);
+            }
+            drop(guard);
+            return Err(self.overflow(name));
         }
         let held = self.series.fetch_add(1, Ordering::Relaxed);
         if held >= self.max_series || u32::try_from(shard.len).is_err() {
@@ -1038,7 +1083,12 @@ impl MetricBatch {
         // Room for the series as if everything in it were new; what interning
         // shares is given back right after. A series created by a recording
         // holds something to send: it counts as an item too.
-        let most = new_series_bytes(kind, name, &canonical);
+        // A series made for a handle gets a cell of its own (see `series`).
+        let placement = match update {
+            Some(_) => Placement::Packed,
+            None => Placement::Alone,
+        };
+        let most = new_series_bytes(kind, placement, name, &canonical);
         let budget = &self.shared.budget;
         let reserved = match update {
             Some(_) => budget.try_reserve_item(most),
@@ -1059,7 +1109,7 @@ impl MetricBatch {
         let before = shard.held_bytes;
         let interned_name = shard.intern_str(&self.hasher, name);
         let attributes = shard.intern_set(&self.hasher, set_hash, canonical);
-        let series = Series::new(kind, interned_name, attributes);
+        let series = Series::new(kind, interned_name, attributes, placement);
         if let Some(update) = update {
             // Marked first: its item was counted with its room. A single
             // valid update cannot overflow a new series.
@@ -1067,8 +1117,8 @@ impl MetricBatch {
             series.apply(update, &self.shared);
         }
         let bound = update.is_none().then(|| series.clone());
+        shard.held_bytes += series.held_bytes();
         shard.push(self.seeds, hash, series);
-        shard.held_bytes += Series::bytes(kind);
         budget.release_bytes(most.saturating_sub(shard.held_bytes - before));
         Ok(bound)
     }

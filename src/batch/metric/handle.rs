@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::series::{Cell, CountState, GaugeState, Series, Shared, SummaryState};
+use super::series::{CellArc, CountState, GaugeState, Series, Shared, SummaryState};
 use crate::attributes::Attributes;
 use crate::metric::Summary;
 
@@ -80,7 +80,7 @@ macro_rules! handle_common {
 /// ```
 #[derive(Clone)]
 pub struct Counter {
-    cell: Arc<Cell<CountState>>,
+    cell: CellArc<CountState>,
     shared: Arc<Shared>,
     name: Arc<str>,
     attributes: Arc<Attributes>,
@@ -89,7 +89,7 @@ pub struct Counter {
 handle_common!(Counter);
 
 impl Counter {
-    pub(super) fn new(series: Series, cell: Arc<Cell<CountState>>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(series: Series, cell: CellArc<CountState>, shared: Arc<Shared>) -> Self {
         Counter {
             cell,
             shared,
@@ -156,7 +156,7 @@ impl Counter {
 /// ```
 #[derive(Clone)]
 pub struct Gauge {
-    cell: Arc<Cell<GaugeState>>,
+    cell: CellArc<GaugeState>,
     shared: Arc<Shared>,
     name: Arc<str>,
     attributes: Arc<Attributes>,
@@ -165,7 +165,7 @@ pub struct Gauge {
 handle_common!(Gauge);
 
 impl Gauge {
-    pub(super) fn new(series: Series, cell: Arc<Cell<GaugeState>>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(series: Series, cell: CellArc<GaugeState>, shared: Arc<Shared>) -> Self {
         Gauge {
             cell,
             shared,
@@ -228,7 +228,7 @@ impl Gauge {
 /// ```
 #[derive(Clone)]
 pub struct SummaryHandle {
-    cell: Arc<Cell<SummaryState>>,
+    cell: CellArc<SummaryState>,
     shared: Arc<Shared>,
     name: Arc<str>,
     attributes: Arc<Attributes>,
@@ -237,7 +237,7 @@ pub struct SummaryHandle {
 handle_common!(SummaryHandle);
 
 impl SummaryHandle {
-    pub(super) fn new(series: Series, cell: Arc<Cell<SummaryState>>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(series: Series, cell: CellArc<SummaryState>, shared: Arc<Shared>) -> Self {
         SummaryHandle {
             cell,
             shared,
