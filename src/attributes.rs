@@ -678,6 +678,7 @@ impl<K: AsRef<str>, V: AsValueRef> AsAttributes for [(K, V)] {
     fn attribute_count(&self) -> usize {
         self.len()
     }
+    #[inline]
     fn for_each_attribute<'s>(&'s self, mut f: impl FnMut(&'s str, ValueRef<'s>)) {
         for (k, v) in self {
             f(k.as_ref(), v.as_value_ref());
@@ -689,6 +690,7 @@ impl<K: AsRef<str>, V: AsValueRef, const N: usize> AsAttributes for [(K, V); N] 
     fn attribute_count(&self) -> usize {
         N
     }
+    #[inline]
     fn for_each_attribute<'s>(&'s self, f: impl FnMut(&'s str, ValueRef<'s>)) {
         self.as_slice().for_each_attribute(f)
     }
@@ -698,6 +700,7 @@ impl<K: AsRef<str>, V: AsValueRef> AsAttributes for Vec<(K, V)> {
     fn attribute_count(&self) -> usize {
         self.len()
     }
+    #[inline]
     fn for_each_attribute<'s>(&'s self, f: impl FnMut(&'s str, ValueRef<'s>)) {
         self.as_slice().for_each_attribute(f)
     }
