@@ -32,7 +32,7 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 
 pub use handle::{Counter, Gauge, SummaryHandle};
 use key::{HashBuilder, Seeds};
-use series::{CellRef, Drained, ItemDelta, Placement, Series, Shared, WallClock};
+use series::{Drained, ItemDelta, Placement, Series, Shared, WallClock};
 
 use super::{Batch, RecordCounters, RecordStats, Taken};
 use crate::attributes::{AsAttributes, Attributes, Value};
@@ -785,9 +785,9 @@ impl MetricBatch {
     }
 
     fn counter_of(&self, series: Series) -> Counter {
-        match series.cell.clone() {
-            CellRef::Count(cell) => Counter::new(series, cell, self.shared.clone()),
-            _ => unreachable!("series are found by their type"),
+        match series.cell.count() {
+            Some(cell) => Counter::new(series, cell, self.shared.clone()),
+            None => unreachable!("series are found by their type"),
         }
     }
 
@@ -819,9 +819,9 @@ impl MetricBatch {
     }
 
     fn gauge_of(&self, series: Series) -> Gauge {
-        match series.cell.clone() {
-            CellRef::Gauge(cell) => Gauge::new(series, cell, self.shared.clone()),
-            _ => unreachable!("series are found by their type"),
+        match series.cell.gauge() {
+            Some(cell) => Gauge::new(series, cell, self.shared.clone()),
+            None => unreachable!("series are found by their type"),
         }
     }
 
@@ -855,9 +855,9 @@ impl MetricBatch {
     }
 
     fn summary_of(&self, series: Series) -> SummaryHandle {
-        match series.cell.clone() {
-            CellRef::Summary(cell) => SummaryHandle::new(series, cell, self.shared.clone()),
-            _ => unreachable!("series are found by their type"),
+        match series.cell.summary() {
+            Some(cell) => SummaryHandle::new(series, cell, self.shared.clone()),
+            None => unreachable!("series are found by their type"),
         }
     }
 

@@ -137,6 +137,18 @@ pub(super) struct Cell<S> {
     pub(super) state: S,
 }
 
+impl<S: Default> Default for Cell<S> {
+    fn default() -> Self {
+        Cell::new(S::default())
+    }
+}
+
+impl<S: Default> Default for Alone<S> {
+    fn default() -> Self {
+        Alone(S::default())
+    }
+}
+
 impl<S> Cell<S> {
     fn new(state: S) -> Self {
         Cell {
@@ -420,12 +432,124 @@ pub(super) struct Series {
     pub(super) cell: CellRef,
 }
 
-/// A series' state, of one of the three types.
+/// A series' state, of one of the three types, packed or alone, under one
+/// tag: a type tag around a [`CellArc`] would make every series 8 bytes
+/// larger.
 #[derive(Clone)]
 pub(super) enum CellRef {
-    Count(CellArc<CountState>),
-    Gauge(CellArc<GaugeState>),
-    Summary(CellArc<SummaryState>),
+    Count(Arc<Cell<CountState>>),
+    Gauge(Arc<Cell<GaugeState>>),
+    Summary(Arc<Cell<SummaryState>>),
+    AloneCount(Arc<Alone<Cell<CountState>>>),
+    AloneGauge(Arc<Alone<Cell<GaugeState>>>),
+    AloneSummary(Arc<Alone<Cell<SummaryState>>>),
+}
+
+/// A series' state, borrowed, whichever its placement.
+pub(super) enum CellView<'a> {
+    Count(&'a Cell<CountState>),
+    Gauge(&'a Cell<GaugeState>),
+    Summary(&'a Cell<SummaryState>),
+}
+
+/// Runs `$body` with `$arc` bound to the `Arc` in whichever variant.
+macro_rules! each_arc {
+    ($cell:expr, $arc:ident => $body:expr) => {
+        match $cell {
+            CellRef::Count($arc) => $body,
+            CellRef::Gauge($arc) => $body,
+            CellRef::Summary($arc) => $body,
+            CellRef::AloneCount($arc) => $body,
+            CellRef::AloneGauge($arc) => $body,
+            CellRef::AloneSummary($arc) => $body,
+        }
+    };
+}
+
+impl CellRef {
+    fn new(kind: MetricKind, placement: Placement) -> Self {
+        match (kind, placement) {
+            (MetricKind::Count, Placement::Packed) => CellRef::Count(Arc::default()),
+            (MetricKind::Gauge, Placement::Packed) => CellRef::Gauge(Arc::default()),
+            (MetricKind::Summary, Placement::Packed) => CellRef::Summary(Arc::default()),
+            (MetricKind::Count, Placement::Alone) => CellRef::AloneCount(Arc::default()),
+            (MetricKind::Gauge, Placement::Alone) => CellRef::AloneGauge(Arc::default()),
+            (MetricKind::Summary, Placement::Alone) => CellRef::AloneSummary(Arc::default()),
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn view(&self) -> CellView<'_> {
+        match self {
+            CellRef::Count(c) => CellView::Count(c),
+            CellRef::Gauge(c) => CellView::Gauge(c),
+            CellRef::Summary(c) => CellView::Summary(c),
+            CellRef::AloneCount(c) => CellView::Count(&c.0),
+            CellRef::AloneGauge(c) => CellView::Gauge(&c.0),
+            CellRef::AloneSummary(c) => CellView::Summary(&c.0),
+        }
+    }
+
+    fn placement(&self) -> Placement {
+        match self {
+            CellRef::Count(_) | CellRef::Gauge(_) | CellRef::Summary(_) => Placement::Packed,
+            _ => Placement::Alone,
+        }
+    }
+
+    fn strong_count(&self) -> usize {
+        each_arc!(self, a => Arc::strong_count(a))
+    }
+
+    fn address(&self) -> *const u8 {
+        each_arc!(self, a => Arc::as_ptr(a).cast())
+    }
+
+    /// Moves a packed cell that nothing else holds into a block of its own,
+    /// with everything it holds; returns whether it did.
+    fn isolate(&mut self) -> bool {
+        let moved = match self {
+            CellRef::Count(a) => take_unique(a).map(|c| CellRef::AloneCount(Arc::new(Alone(c)))),
+            CellRef::Gauge(a) => take_unique(a).map(|c| CellRef::AloneGauge(Arc::new(Alone(c)))),
+            CellRef::Summary(a) => {
+                take_unique(a).map(|c| CellRef::AloneSummary(Arc::new(Alone(c))))
+            }
+            _ => None,
+        };
+        moved.map(|alone| *self = alone).is_some()
+    }
+
+    /// The count cell, for a handle.
+    pub(super) fn count(&self) -> Option<CellArc<CountState>> {
+        match self {
+            CellRef::Count(a) => Some(CellArc::Packed(a.clone())),
+            CellRef::AloneCount(a) => Some(CellArc::Alone(a.clone())),
+            _ => None,
+        }
+    }
+
+    /// The gauge cell, for a handle.
+    pub(super) fn gauge(&self) -> Option<CellArc<GaugeState>> {
+        match self {
+            CellRef::Gauge(a) => Some(CellArc::Packed(a.clone())),
+            CellRef::AloneGauge(a) => Some(CellArc::Alone(a.clone())),
+            _ => None,
+        }
+    }
+
+    /// The summary cell, for a handle.
+    pub(super) fn summary(&self) -> Option<CellArc<SummaryState>> {
+        match self {
+            CellRef::Summary(a) => Some(CellArc::Packed(a.clone())),
+            CellRef::AloneSummary(a) => Some(CellArc::Alone(a.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The cell in `arc` if nothing else holds it, leaving a fresh one behind.
+fn take_unique<S: Default>(arc: &mut Arc<Cell<S>>) -> Option<Cell<S>> {
+    Arc::get_mut(arc).map(std::mem::take)
 }
 
 /// Where a new series' cell goes (see the module's documentation).
@@ -475,30 +599,6 @@ impl<S> Deref for CellArc<S> {
     }
 }
 
-impl<S: Default> CellArc<S> {
-    fn new(placement: Placement) -> Self {
-        let cell = Cell::new(S::default());
-        match placement {
-            Placement::Packed => CellArc::Packed(Arc::new(cell)),
-            Placement::Alone => CellArc::Alone(Arc::new(Alone(cell))),
-        }
-    }
-
-    /// Moves a packed cell that nothing else holds into a block of its own,
-    /// with everything it holds; returns whether it did.
-    fn isolate(&mut self) -> bool {
-        let CellArc::Packed(arc) = self else {
-            return false;
-        };
-        let Some(cell) = Arc::get_mut(arc) else {
-            return false;
-        };
-        let taken = std::mem::replace(cell, Cell::new(S::default()));
-        *self = CellArc::Alone(Arc::new(Alone(taken)));
-        true
-    }
-}
-
 impl<S> CellArc<S> {
     /// What the allocation holds: the `Arc`'s two counts and the cell,
     /// padded to the cell's alignment.
@@ -510,24 +610,6 @@ impl<S> CellArc<S> {
                 counts.next_multiple_of(BLOCK) + std::mem::size_of::<Alone<Cell<S>>>()
             }
         }
-    }
-
-    fn placement(&self) -> Placement {
-        match self {
-            CellArc::Packed(_) => Placement::Packed,
-            CellArc::Alone(_) => Placement::Alone,
-        }
-    }
-
-    fn strong_count(&self) -> usize {
-        match self {
-            CellArc::Packed(a) => Arc::strong_count(a),
-            CellArc::Alone(a) => Arc::strong_count(a),
-        }
-    }
-
-    fn ptr_eq(&self, other: &Self) -> bool {
-        std::ptr::eq::<Cell<S>>(&**self, &**other)
     }
 }
 
@@ -541,10 +623,10 @@ pub(super) enum Drained {
 
 macro_rules! each {
     ($series:expr, $cell:ident => $body:expr) => {
-        match &$series.cell {
-            CellRef::Count($cell) => $body,
-            CellRef::Gauge($cell) => $body,
-            CellRef::Summary($cell) => $body,
+        match $series.cell.view() {
+            CellView::Count($cell) => $body,
+            CellView::Gauge($cell) => $body,
+            CellView::Summary($cell) => $body,
         }
     };
 }
@@ -558,15 +640,10 @@ impl Series {
         attributes: Arc<Attributes>,
         placement: Placement,
     ) -> Series {
-        let cell = match kind {
-            MetricKind::Count => CellRef::Count(CellArc::new(placement)),
-            MetricKind::Gauge => CellRef::Gauge(CellArc::new(placement)),
-            MetricKind::Summary => CellRef::Summary(CellArc::new(placement)),
-        };
         Series {
             name,
             attributes,
-            cell,
+            cell: CellRef::new(kind, placement),
         }
     }
 
@@ -584,41 +661,35 @@ impl Series {
     }
 
     pub(super) fn placement(&self) -> Placement {
-        each!(self, c => c.placement())
+        self.cell.placement()
     }
 
     /// Moves the cell into a block of its own if it is packed and nothing
     /// else holds it; returns the bytes this added (0 if it did not).
     pub(super) fn isolate(&mut self) -> usize {
         let before = self.held_bytes();
-        let moved = match &mut self.cell {
-            CellRef::Count(c) => c.isolate(),
-            CellRef::Gauge(c) => c.isolate(),
-            CellRef::Summary(c) => c.isolate(),
-        };
-        if moved { self.held_bytes() - before } else { 0 }
+        if self.cell.isolate() {
+            self.held_bytes() - before
+        } else {
+            0
+        }
     }
 
     pub(super) fn kind(&self) -> MetricKind {
-        match self.cell {
-            CellRef::Count(_) => MetricKind::Count,
-            CellRef::Gauge(_) => MetricKind::Gauge,
-            CellRef::Summary(_) => MetricKind::Summary,
+        match self.cell.view() {
+            CellView::Count(_) => MetricKind::Count,
+            CellView::Gauge(_) => MetricKind::Gauge,
+            CellView::Summary(_) => MetricKind::Summary,
         }
     }
 
     /// References to the series: the shard's, handles', and any a flush holds.
     pub(super) fn strong_count(&self) -> usize {
-        each!(self, c => c.strong_count())
+        self.cell.strong_count()
     }
 
     pub(super) fn ptr_eq(&self, other: &Series) -> bool {
-        match (&self.cell, &other.cell) {
-            (CellRef::Count(a), CellRef::Count(b)) => a.ptr_eq(b),
-            (CellRef::Gauge(a), CellRef::Gauge(b)) => a.ptr_eq(b),
-            (CellRef::Summary(a), CellRef::Summary(b)) => a.ptr_eq(b),
-            _ => false,
-        }
+        std::ptr::eq(self.cell.address(), other.cell.address())
     }
 
     /// The series' hash (as computed from a caller's pairs when recording).
@@ -641,10 +712,10 @@ impl Series {
     /// aggregate would stop being finite, in which case nothing changed.
     #[inline(always)]
     pub(super) fn apply(&self, update: Update, shared: &Shared) -> bool {
-        let ok = match (&self.cell, update) {
-            (CellRef::Count(c), Update::Add(x)) => c.state.add(x),
+        let ok = match (self.cell.view(), update) {
+            (CellView::Count(c), Update::Add(x)) => c.state.add(x),
             (
-                CellRef::Gauge(c),
+                CellView::Gauge(c),
                 Update::Set {
                     value,
                     timestamp_ms,
@@ -654,8 +725,8 @@ impl Series {
                     .set(value, timestamp_ms.unwrap_or_else(|| shared.clock.now_ms()));
                 true
             }
-            (CellRef::Summary(c), Update::Observe(x)) => c.state.merge(&Summary::from_value(x)),
-            (CellRef::Summary(c), Update::Merge(s)) => c.state.merge(&s),
+            (CellView::Summary(c), Update::Observe(x)) => c.state.merge(&Summary::from_value(x)),
+            (CellView::Summary(c), Update::Merge(s)) => c.state.merge(&s),
             _ => false,
         };
         if ok {
@@ -666,10 +737,10 @@ impl Series {
 
     /// Nothing recorded since the last drain (all writers excluded).
     pub(super) fn is_quiet(&self) -> bool {
-        match &self.cell {
-            CellRef::Count(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
-            CellRef::Gauge(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
-            CellRef::Summary(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
+        match self.cell.view() {
+            CellView::Count(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
+            CellView::Gauge(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
+            CellView::Summary(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
         }
     }
 
@@ -678,8 +749,8 @@ impl Series {
     /// until here, where it becomes a metric (or, if a racing write left
     /// nothing to send, stops counting).
     pub(super) fn drain(&self, out: &mut Vec<Metric>, items: &mut ItemDelta) -> Drained {
-        match &self.cell {
-            CellRef::Count(c) => {
+        match self.cell.view() {
+            CellView::Count(c) => {
                 let touched = c.take_touched();
                 let value = c.state.take();
                 // A sum of exactly +0.0 that nobody touched is nothing new.
@@ -697,7 +768,7 @@ impl Series {
                 items.settle(touched, emit);
                 Drained::Done(emit)
             }
-            CellRef::Gauge(c) => {
+            CellView::Gauge(c) => {
                 let touched = c.take_touched();
                 let taken = c.state.take();
                 if let Some((value, at)) = taken {
@@ -709,7 +780,7 @@ impl Series {
                 items.settle(touched, taken.is_some());
                 Drained::Done(taken.is_some())
             }
-            CellRef::Summary(c) => match c.state.flip() {
+            CellView::Summary(c) => match c.state.flip() {
                 None => {
                     let touched = c.take_touched();
                     items.settle(touched, false);
@@ -730,8 +801,8 @@ impl Series {
 
     /// Whether a pending summary slot can be read now.
     pub(super) fn ready(&self, flipped: &Flipped) -> bool {
-        match &self.cell {
-            CellRef::Summary(c) => c.state.ready(flipped),
+        match self.cell.view() {
+            CellView::Summary(c) => c.state.ready(flipped),
             _ => true,
         }
     }
@@ -743,7 +814,7 @@ impl Series {
         out: &mut Vec<Metric>,
         items: &mut ItemDelta,
     ) -> bool {
-        let CellRef::Summary(c) = &self.cell else {
+        let CellView::Summary(c) = self.cell.view() else {
             return false;
         };
         let touched = c.take_touched();
@@ -819,38 +890,74 @@ impl Shared {
 mod tests {
     use super::*;
 
-    fn address<S>(cell: &CellArc<S>) -> usize {
-        std::ptr::from_ref::<Cell<S>>(cell) as usize
+    fn series(kind: MetricKind, placement: Placement) -> Series {
+        Series::new(
+            kind,
+            Arc::from("m"),
+            Arc::new(Attributes::default()),
+            placement,
+        )
     }
 
     #[test]
     fn a_cell_alone_has_its_block_to_itself() {
-        for _ in 0..16 {
-            let alone = CellArc::<CountState>::new(Placement::Alone);
-            assert_eq!(address(&alone) % BLOCK, 0);
-            // Nothing else fits in its block: the next allocation starts after it.
-            assert!(std::mem::size_of::<Alone<Cell<SummaryState>>>() <= BLOCK);
+        for kind in [MetricKind::Count, MetricKind::Gauge, MetricKind::Summary] {
+            for _ in 0..16 {
+                let alone = series(kind, Placement::Alone);
+                assert_eq!(alone.placement(), Placement::Alone);
+                assert_eq!(alone.cell.address() as usize % BLOCK, 0);
+            }
         }
+        // The largest cell fits its block: nothing else can share it.
+        assert!(std::mem::size_of::<Alone<Cell<SummaryState>>>() <= BLOCK);
         assert_eq!(CellArc::<CountState>::bytes(Placement::Alone), 2 * BLOCK);
         assert_eq!(
             CellArc::<CountState>::bytes(Placement::Packed),
             2 * std::mem::size_of::<usize>() + std::mem::size_of::<Cell<CountState>>()
         );
+        // One tag for type and placement: a series stays five words.
+        assert_eq!(
+            std::mem::size_of::<Option<Series>>(),
+            5 * std::mem::size_of::<usize>()
+        );
     }
 
     #[test]
     fn isolating_moves_the_value_only_when_nothing_else_holds_the_cell() {
-        let mut cell = CellArc::<CountState>::new(Placement::Packed);
-        assert!(cell.state.add(2.5));
-        cell.mark(&MemoryBudget::new(1 << 22));
-        let other = cell.clone();
-        assert!(!cell.isolate(), "a second holder keeps it where it is");
-        drop(other);
-        assert!(cell.isolate());
-        assert_eq!(cell.placement(), Placement::Alone);
-        assert_eq!(address(&cell) % BLOCK, 0);
-        assert!(cell.take_touched());
-        assert_eq!(cell.state.take(), 2.5);
-        assert!(!cell.isolate(), "already alone");
+        let budget = MemoryBudget::new(1 << 22);
+        let mut packed = series(MetricKind::Count, Placement::Packed);
+        let shared = Shared {
+            budget: budget.clone(),
+            counters: RecordCounters::default(),
+            closed: AtomicBool::new(false),
+            clock: WallClock::new(&Clock::start()),
+        };
+        assert!(packed.apply(Update::Add(2.5), &shared));
+        let handle = packed.cell.count();
+        assert_eq!(
+            packed.isolate(),
+            0,
+            "a handle holds it: it stays where it is"
+        );
+        drop(handle);
+        let added = packed.isolate();
+        assert_eq!(
+            added,
+            Series::bytes(MetricKind::Count, Placement::Alone)
+                - Series::bytes(MetricKind::Count, Placement::Packed)
+        );
+        assert_eq!(packed.placement(), Placement::Alone);
+        assert_eq!(packed.cell.address() as usize % BLOCK, 0);
+        let mut out = Vec::new();
+        let mut items = ItemDelta::default();
+        assert!(matches!(
+            packed.drain(&mut out, &mut items),
+            Drained::Done(true)
+        ));
+        assert_eq!(out.len(), 1, "the value and its touched mark came along");
+        // Touched before the move and drained after it: the item counted
+        // when it was written is the one sent (a lost mark would add one).
+        assert_eq!((items.added, items.resolved), (0, 0));
+        assert_eq!(packed.isolate(), 0, "already alone");
     }
 }
