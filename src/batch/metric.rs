@@ -312,10 +312,10 @@ impl Shard {
     /// only costs speed when several threads write neighbouring series.
     fn bind_at(&mut self, position: u32, budget: &MemoryBudget) -> Option<Series> {
         let p = position as usize;
-        if let Some(segment) = Arc::get_mut(&mut self.segments[p >> SEGMENT_SHIFT])
-            && let Some(series) = segment[p & (SEGMENT - 1)].as_mut()
-            && series.placement() == Placement::Packed
-        {
+        let packed = Arc::get_mut(&mut self.segments[p >> SEGMENT_SHIFT])
+            .and_then(|segment| segment[p & (SEGMENT - 1)].as_mut())
+            .filter(|series| series.placement() == Placement::Packed);
+        if let Some(series) = packed {
             let kind = series.kind();
             let extra =
                 Series::bytes(kind, Placement::Alone) - Series::bytes(kind, Placement::Packed);
