@@ -456,6 +456,79 @@ fn exact_sums_under_concurrency_with_harvests() {
     assert_eq!(memory.held_items, 0);
 }
 
+/// Handles bound over and over to series that string calls keep writing,
+/// while flushes let go of unbound series and make them anew: a bind moves a
+/// packed cell into a block of its own only when nothing else holds it, no
+/// addition is lost or counted twice, and the budget ends where it started.
+#[test]
+fn binding_while_string_calls_and_flushes_run_loses_nothing() {
+    const TASKS: u64 = 4;
+    const ROUNDS: u64 = 5_000;
+    const SERIES: u64 = 8;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let batch = Arc::new(MetricBatch::builder().shards(2).build());
+    let done = Arc::new(AtomicBool::new(false));
+    let flusher = {
+        let (batch, done) = (batch.clone(), done.clone());
+        rt.spawn(async move {
+            let mut total = 0.0;
+            let mut add = |metrics: Vec<Metric>| {
+                for m in metrics {
+                    match m {
+                        Metric::Count(c) => total += c.value(),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            };
+            while !done.load(Ordering::Relaxed) {
+                add(batch.flush().await.0);
+                tokio::task::yield_now().await;
+            }
+            add(batch.flush().await.0);
+            total
+        })
+    };
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let batch = batch.clone();
+            rt.spawn(async move {
+                let mut kept = None;
+                for i in 0..ROUNDS {
+                    let name = format!("s{}", (i + t) % SERIES);
+                    batch.record_count(&name, 1.0, [("k", "v")]).await.unwrap();
+                    let handle = batch.counter(&name, [("k", "v")]).await.unwrap();
+                    handle.add(2.0);
+                    // Now and then a handle lives on, so that some binds find
+                    // a cell already held (which must stay where it is).
+                    if i % 16 == 0 {
+                        kept = Some(handle);
+                    }
+                }
+                drop(kept);
+            })
+        })
+        .collect();
+    rt.block_on(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    done.store(true, Ordering::Relaxed);
+    let total = rt.block_on(flusher).unwrap();
+    assert_eq!(total, (TASKS * ROUNDS * 3) as f64);
+    rt.block_on(async {
+        batch.flush().await;
+        batch.flush().await;
+    });
+    assert_eq!(batch.series_count(), 0);
+    let memory = batch.memory();
+    assert_eq!((memory.held_bytes, memory.held_items), (0, 0), "{memory:?}");
+}
+
 /// Two tasks on one series through clones of one handle, and two more through
 /// the string form: exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
