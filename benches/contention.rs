@@ -37,7 +37,11 @@ use tokio::runtime::Runtime;
 type Hasher = foldhash::fast::RandomState;
 
 /// Lines up the tasks of one run: [`go`](Self::go) returns once every task
-/// is running at the same time, each on a worker thread of its own.
+/// is running at the same time, each on a worker thread of its own at that
+/// moment (a task that never yields stays there; one that yields may move
+/// afterwards, as the string path's tasks do every 128 calls). There must
+/// be no more tasks than workers, or `go` would wait for ever: `run_tasks`
+/// checks.
 ///
 /// Tokio places a spawned task on whichever worker picks it up, and a
 /// worker can take both tasks from the injection queue at once; the second
@@ -50,17 +54,25 @@ struct StartLine {
     started: Mutex<Option<Instant>>,
 }
 
+/// Where a task stands at the start line.
 #[derive(Clone, Copy, PartialEq)]
 enum Slot {
-    Away,
+    /// Not at the line (not started yet, or yielded to be stolen).
+    NotHere,
+    /// At the line, spinning on this thread.
     Waiting(std::thread::ThreadId),
+    /// Past the line: running its measured loop.
     Passed,
+}
+
+fn all_arrived(slots: &[Slot]) -> bool {
+    slots.iter().all(|s| *s != Slot::NotHere)
 }
 
 impl StartLine {
     fn new(tasks: u64) -> Arc<Self> {
         Arc::new(StartLine {
-            slots: Mutex::new(vec![Slot::Away; tasks as usize]),
+            slots: Mutex::new(vec![Slot::NotHere; tasks as usize]),
             started: Mutex::new(None),
         })
     }
@@ -74,7 +86,7 @@ impl StartLine {
             return None;
         }
         slots[t] = me;
-        Some(slots.iter().all(|s| *s != Slot::Away))
+        Some(all_arrived(&slots))
     }
 
     fn set(&self, t: usize, slot: Slot) {
@@ -82,7 +94,7 @@ impl StartLine {
     }
 
     fn all_here(&self) -> bool {
-        self.slots.lock().unwrap().iter().all(|s| *s != Slot::Away)
+        all_arrived(&self.slots.lock().unwrap())
     }
 
     async fn go(&self, t: u64) {
@@ -101,7 +113,7 @@ impl StartLine {
                     *started = Some(started.map_or(now, |s| s.min(now)));
                     return;
                 }
-                self.set(t, Slot::Away);
+                self.set(t, Slot::NotHere);
             }
             tokio::task::yield_now().await;
         }
@@ -117,6 +129,11 @@ where
     F: Fn(u64, u64, Arc<StartLine>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    assert!(
+        tasks as usize <= workers,
+        "{tasks} tasks cannot each run on one of {workers} workers"
+    );
     let line = StartLine::new(tasks);
     let joins: Vec<_> = (0..tasks)
         .map(|t| {
@@ -189,28 +206,23 @@ fn bind_handles(rt: &Runtime, w: &Workload, binding: Binding) -> Arc<Vec<Counter
     }))
 }
 
-/// Which handles the recording tasks use.
+/// Which handles the recording tasks walk.
 #[derive(Clone, Copy)]
-enum Series {
+enum Walk {
     /// Task `t` walks its own half of the series.
     OwnHalf,
     /// Every task adds to the first series.
     Same,
 }
 
-async fn run_handles(
-    handles: Arc<Vec<Counter>>,
-    tasks: u64,
-    iters: u64,
-    series: Series,
-) -> Duration {
+async fn run_handles(handles: Arc<Vec<Counter>>, tasks: u64, iters: u64, walk: Walk) -> Duration {
     run_tasks(tasks, iters, |t, ops, line| {
         let handles = handles.clone();
         async move {
             let half = handles.len() / 2;
-            let mine: &[Counter] = match series {
-                Series::OwnHalf => &handles[t as usize * half..(t as usize + 1) * half],
-                Series::Same => &handles[..1],
+            let mine: &[Counter] = match walk {
+                Walk::OwnHalf => &handles[t as usize * half..(t as usize + 1) * half],
+                Walk::Same => &handles[..1],
             };
             let n = mine.len();
             let mut i = 0;
@@ -341,10 +353,10 @@ fn main() {
             })
         });
     }
-    for (tasks, series, label) in [
-        (1u64, Series::OwnHalf, "handles, 1 task"),
-        (2, Series::OwnHalf, "handles, 2 tasks, different series"),
-        (2, Series::Same, "handles, 2 tasks, one series"),
+    for (tasks, walk, label) in [
+        (1u64, Walk::OwnHalf, "handles, 1 task"),
+        (2, Walk::OwnHalf, "handles, 2 tasks, different series"),
+        (2, Walk::Same, "handles, 2 tasks, one series"),
     ] {
         let s = Samples::default();
         samples.push(s.clone());
@@ -353,7 +365,7 @@ fn main() {
             b.to_async(&rt).iter_custom(|iters| {
                 let (handles, s) = (handles.clone(), s.clone());
                 async move {
-                    let d = run_handles(handles, tasks, iters, series).await;
+                    let d = run_handles(handles, tasks, iters, walk).await;
                     s.push(iters, d);
                     d
                 }
@@ -397,11 +409,11 @@ fn main() {
     let mut rates: [Vec<f64>; 5] = Default::default();
     rt.block_on(async {
         for _ in 0..rounds {
-            let one = run_handles(handles.clone(), 1, ops, Series::OwnHalf).await;
-            let two = run_handles(handles.clone(), 2, ops, Series::OwnHalf).await;
-            let same = run_handles(handles.clone(), 2, ops, Series::Same).await;
-            let alt_one = run_handles(alternate.clone(), 1, ops, Series::OwnHalf).await;
-            let alt_two = run_handles(alternate.clone(), 2, ops, Series::OwnHalf).await;
+            let one = run_handles(handles.clone(), 1, ops, Walk::OwnHalf).await;
+            let two = run_handles(handles.clone(), 2, ops, Walk::OwnHalf).await;
+            let same = run_handles(handles.clone(), 2, ops, Walk::Same).await;
+            let alt_one = run_handles(alternate.clone(), 1, ops, Walk::OwnHalf).await;
+            let alt_two = run_handles(alternate.clone(), 2, ops, Walk::OwnHalf).await;
             let p_one = run_private(1, ops).await;
             let p_two = run_private(2, ops).await;
             let rate = |d: Duration| ops as f64 / d.as_secs_f64() / 1e6;

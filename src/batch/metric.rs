@@ -204,14 +204,16 @@ struct NewSeries<'n> {
 }
 
 /// Takes a shard's lock for a recording (`lock_shard!(mutex)`, in an async
-/// body), in the steps `Mutex::lock` takes: one unit of the task's
-/// cooperative budget (yielding to the scheduler when it is spent, through
-/// Tokio's own `consume_budget`), then the lock, behind any task already
-/// queued for it (Tokio hands a released lock to the first waiter, never
-/// back to the pool while one is queued, so `try_lock` cannot jump the
-/// queue). Only the waiter that `lock()` builds up front is skipped while the
-/// lock is free: about 9% of the string path (BENCHMARKS.md). A macro, so
-/// that no future is nested in the recording's own.
+/// body): first one unit of the task's cooperative budget through Tokio's
+/// own `consume_budget` (a task whose budget is spent yields there, before
+/// it touches the lock; `lock()` takes the lock first and may then yield
+/// holding it), then `try_lock`, and `lock().await` only when the lock is
+/// held, queueing in turn (such a task spends a second unit there). A
+/// released Tokio lock goes to the first queued waiter, never back to the
+/// pool while one waits, so `try_lock` cannot jump the queue. What this
+/// saves is the waiter `lock()` builds before it tries the lock: about 9%
+/// of the string path (BENCHMARKS.md). A macro, so that no future is nested
+/// in the recording's own.
 macro_rules! lock_shard {
     ($lock:expr) => {{
         let lock: &Mutex<Shard> = $lock;
@@ -305,24 +307,26 @@ impl Shard {
             .copied()
     }
 
-    /// The series at `position`, for a handle to bind to. A packed series
-    /// is first moved into a block of its own (see `series`) if nothing
-    /// else holds it (no handle, no flush walking its segment) and the
-    /// budget has room for the difference; otherwise it stays packed, which
-    /// only costs speed when several threads write neighbouring series.
+    /// The series at `position`, for a handle to bind to, moved into a
+    /// block of its own first (see `series`) if it is packed, nothing else
+    /// holds it (no handle, no flush walking its segment) and the budget has
+    /// room for the difference. Otherwise it stays packed, which only costs
+    /// speed when several threads write neighbouring series.
     fn bind_at(&mut self, position: u32, budget: &MemoryBudget) -> Option<Series> {
         let p = position as usize;
-        let packed = Arc::get_mut(&mut self.segments[p >> SEGMENT_SHIFT])
+        let movable = Arc::get_mut(&mut self.segments[p >> SEGMENT_SHIFT])
             .and_then(|segment| segment[p & (SEGMENT - 1)].as_mut())
-            .filter(|series| series.placement() == Placement::Packed);
-        if let Some(series) = packed {
+            .filter(|series| series.placement() == Placement::Packed && series.strong_count() == 1);
+        if let Some(series) = movable {
             let kind = series.kind();
             let extra =
                 Series::bytes(kind, Placement::Alone) - Series::bytes(kind, Placement::Packed);
             if budget.try_reserve_bytes(extra) {
-                let added = series.isolate();
-                self.held_bytes += added;
-                budget.release_bytes(extra - added);
+                if series.isolate() {
+                    self.held_bytes += extra;
+                } else {
+                    budget.release_bytes(extra);
+                }
             }
         }
         Shard::at(&self.segments, position).cloned()
@@ -914,6 +918,23 @@ impl MetricBatch {
             })
     }
 
+    /// Under a shard's lock: the series, if it is there, for a handle to
+    /// bind to (see `Shard::bind_at`), or `Closed`; `None` if it is not there.
+    fn bind_existing(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        kind: MetricKind,
+        name: &str,
+        attrs: &(impl AsAttributes + ?Sized),
+    ) -> Option<Result<Series, RecordError>> {
+        let position = shard.position(hash, kind, name, attrs)?;
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Some(Err(self.shared.counters.refused(RecordError::Closed)));
+        }
+        shard.bind_at(position, &self.shared.budget).map(Ok)
+    }
+
     /// Finds or creates the series a handle binds to.
     async fn bind(
         &self,
@@ -924,14 +945,8 @@ impl MetricBatch {
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
         {
             let mut shard = lock_shard!(self.shard(hash));
-            if let Some(position) = shard.position(hash, kind, name, attrs) {
-                if self.shared.closed.load(Ordering::Relaxed) {
-                    drop(shard);
-                    return Err(self.shared.counters.refused(RecordError::Closed));
-                }
-                if let Some(series) = shard.bind_at(position, &self.shared.budget) {
-                    return Ok(series);
-                }
+            if let Some(bound) = self.bind_existing(&mut shard, hash, kind, name, attrs) {
+                return bound;
             }
         }
         match self.insert(kind, name, attrs, None).await? {
@@ -1004,14 +1019,8 @@ impl MetricBatch {
             let Ok(mut shard) = self.shard(hash).try_lock() else {
                 return Ok(None);
             };
-            if let Some(position) = shard.position(hash, kind, name, attrs) {
-                if self.shared.closed.load(Ordering::Relaxed) {
-                    drop(shard);
-                    return Err(self.shared.counters.refused(RecordError::Closed));
-                }
-                if let Some(series) = shard.bind_at(position, &self.shared.budget) {
-                    return Ok(Some(series));
-                }
+            if let Some(bound) = self.bind_existing(&mut shard, hash, kind, name, attrs) {
+                return bound.map(Some);
             }
         }
         let new = self.prepare(kind, name, attrs)?;
@@ -1081,15 +1090,21 @@ impl MetricBatch {
             return Err(counters.refused(RecordError::Closed));
         }
         let shard = &mut *guard;
-        if let Some(position) = shard.position(hash, kind, name, &canonical) {
-            let Some(update) = update else {
-                return Ok(shard.bind_at(position, &self.shared.budget));
-            };
-            if Shard::at(&shard.segments, position).is_some_and(|s| s.apply(update, &self.shared)) {
-                return Ok(None);
+        match update {
+            None => {
+                if let Some(bound) = self.bind_existing(shard, hash, kind, name, &canonical) {
+                    return bound.map(Some);
+                }
             }
-            drop(guard);
-            return Err(self.overflow(name));
+            Some(update) => {
+                if let Some(series) = shard.find(hash, kind, name, &canonical) {
+                    if series.apply(update, &self.shared) {
+                        return Ok(None);
+                    }
+                    drop(guard);
+                    return Err(self.overflow(name));
+                }
+            }
         }
         let held = self.series.fetch_add(1, Ordering::Relaxed);
         if held >= self.max_series || u32::try_from(shard.len).is_err() {
@@ -1102,8 +1117,8 @@ impl MetricBatch {
         }
         // Room for the series as if everything in it were new; what interning
         // shares is given back right after. A series created by a recording
-        // holds something to send: it counts as an item too.
-        // A series made for a handle gets a cell of its own (see `series`).
+        // holds something to send: it counts as an item too. A series made
+        // for a handle gets a cell of its own (see `series`).
         let placement = match update {
             Some(_) => Placement::Packed,
             None => Placement::Alone,
