@@ -1532,3 +1532,95 @@ impl Batch for MetricBatch {
         &self.shared.budget
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The placement of the only series of a one-shard batch.
+    async fn placement(batch: &MetricBatch) -> Placement {
+        let shard = batch.shards[0].0.lock().await;
+        Shard::at(&shard.segments, 0)
+            .map(Series::placement)
+            .expect("the batch holds a series")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_bind_while_a_flush_walks_the_segment_leaves_the_cell_packed() {
+        let batch = MetricBatch::builder().shards(1).build();
+        batch.record_count("hits", 2.0, [("k", "v")]).await.unwrap();
+        // What a flush holds while it walks the shard with the lock released.
+        let walking = batch.shards[0].0.lock().await.segments.clone();
+        let held = batch.memory().held_bytes;
+        let handle = batch.counter("hits", [("k", "v")]).await.unwrap();
+        assert_eq!(placement(&batch).await, Placement::Packed);
+        assert_eq!(
+            batch.memory().held_bytes,
+            held,
+            "nothing reserved for a move not made"
+        );
+        drop(walking);
+        handle.add(1.0);
+        // A handle holds it now: it stays packed while any handle lives.
+        let again = batch.counter("hits", [("k", "v")]).await.unwrap();
+        assert_eq!(placement(&batch).await, Placement::Packed);
+        drop((handle, again));
+        // Nothing else holds it: the next bind moves it, value included.
+        let moved = batch.counter("hits", [("k", "v")]).await.unwrap();
+        assert_eq!(placement(&batch).await, Placement::Alone);
+        moved.add(4.0);
+        let (metrics, _) = batch.flush().await;
+        let Some(Metric::Count(count)) = metrics.first() else {
+            panic!("a count was sent: {metrics:?}");
+        };
+        assert_eq!(count.value(), 7.0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_bind_without_room_to_move_keeps_the_cell_packed_and_works() {
+        let batch = MetricBatch::builder().shards(1).build();
+        batch.record_count("hits", 2.0, [("k", "v")]).await.unwrap();
+        let budget = &batch.shared.budget;
+        // Fill the budget to the last byte.
+        let mut filled = 0;
+        let mut chunk = budget.limit();
+        while chunk > 0 {
+            if budget.try_reserve_bytes(chunk) {
+                filled += chunk;
+            } else {
+                chunk /= 2;
+            }
+        }
+        let held = budget.held_bytes();
+        let handle = batch.counter("hits", [("k", "v")]).await.unwrap();
+        assert_eq!(placement(&batch).await, Placement::Packed);
+        assert_eq!(budget.held_bytes(), held);
+        handle.add(1.0);
+        budget.release_bytes(filled);
+        let (metrics, _) = batch.flush().await;
+        let Some(Metric::Count(count)) = metrics.first() else {
+            panic!("a count was sent: {metrics:?}");
+        };
+        assert_eq!(count.value(), 3.0);
+    }
+
+    /// The `metrics` recorder binds without waiting (`try_counter`): a series
+    /// recorded by name moves the same way.
+    #[cfg(feature = "metrics")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn binding_without_waiting_moves_the_cell_too() {
+        let batch = MetricBatch::builder().shards(1).build();
+        batch.record_count("hits", 2.0, [("k", "v")]).await.unwrap();
+        let handle = batch
+            .try_counter("hits", &[("k", "v")])
+            .unwrap()
+            .expect("the shard is free");
+        assert_eq!(placement(&batch).await, Placement::Alone);
+        handle.add(1.0);
+        let (metrics, _) = batch.flush().await;
+        let Some(Metric::Count(count)) = metrics.first() else {
+            panic!("a count was sent: {metrics:?}");
+        };
+        assert_eq!(count.value(), 3.0);
+    }
+}
