@@ -101,7 +101,12 @@ fn main() {
         })
     });
     let (s_post, s_send) = (Samples::default(), Samples::default());
-    let plain = reqwest::Client::new();
+    // Set up as the SDK's own client is (a plain reqwest builder has no
+    // crypto provider with the default `rustls` feature).
+    let plain = newrelic_telemetry::client::http_client_builder()
+        .expect("TLS setup")
+        .build()
+        .expect("client");
     let sender = MetricClient::builder("bench-license-key")
         .endpoint(sink.metric_url())
         .build()

@@ -92,7 +92,11 @@ async fn run(frontend: TelemetryBuilder, backend: TelemetryBuilder) -> Result<Ve
     let backend_url = backend.base.clone();
     let frontend = Service::start(frontend, move |http| frontend_app(http, backend_url)).await?;
 
-    let http = reqwest::Client::builder().no_proxy().build()?;
+    // The SDK's reqwest setup: with the default `rustls` feature a plain
+    // `reqwest::Client::builder()` has no crypto provider.
+    let http = newrelic_telemetry::client::http_client_builder()?
+        .no_proxy()
+        .build()?;
     let mut trace_ids = Vec::new();
     for cart in 1..=REQUESTS {
         let response = tokio::time::timeout(
@@ -226,7 +230,8 @@ impl Service {
                     "http://{}",
                     listener.local_addr().map_err(|e| e.to_string())?
                 );
-                let http = reqwest::Client::builder()
+                let http = newrelic_telemetry::client::http_client_builder()
+                    .map_err(|e| e.to_string())?
                     .no_proxy()
                     .build()
                     .map_err(|e| e.to_string())?;

@@ -236,7 +236,11 @@ mod tests {
         // Installed before the service starts: the SIGTERM below is caught.
         let service = tokio::spawn(run(listener, telemetry.clone(), shutdown_signal()));
 
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let http = newrelic_telemetry::client::http_client_builder()
+            .unwrap()
+            .no_proxy()
+            .build()
+            .unwrap();
         const GETS: usize = 20;
         const ORDERS: usize = 10;
         let requests = (0..GETS + ORDERS).map(|i| {

@@ -412,20 +412,50 @@ impl<K> fmt::Debug for ClientBuilder<K> {
     }
 }
 
-/// The HTTP client the SDK builds for itself. Redirects are not followed:
-/// the key travels in a custom header that reqwest would carry to another
-/// host, and the ingest APIs never redirect (a 3xx is dropped as a rejection).
+/// A `reqwest::ClientBuilder` set up as the SDK sets up its own client, to
+/// add your settings to (proxies, timeouts, headers) and hand the client to
+/// [`ClientBuilder::http_client`]: the TLS backend of this crate's features
+/// (rustls with the `ring` provider, or `native-tls`), a connect timeout
+/// of [`DEFAULT_CONNECT_TIMEOUT`], and no redirects (the key travels in a custom header that
+/// reqwest would carry to another host; the ingest APIs never redirect).
+///
+/// With the default `rustls` feature, reqwest is built without a crypto
+/// provider of its own, so a plain `reqwest::Client::builder().build()`
+/// panics unless your own dependencies give reqwest one; this builder
+/// carries the SDK's. An error only if the TLS setup fails
+/// ([`BuildError::Tls`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use newrelic_telemetry::{LogClient, client};
+///
+/// # fn main() -> Result<(), newrelic_telemetry::BuildError> {
+/// let http = client::http_client_builder()?
+///     .timeout(Duration::from_secs(20))
+///     .build()
+///     .expect("a client");
+/// let logs = LogClient::builder("key").http_client(http).build()?;
+/// # Ok(()) }
+/// ```
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, BuildError> {
+    with_tls(
+        reqwest::Client::builder()
+            .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none()),
+    )
+}
+
+/// The HTTP client the SDK builds for itself ([`http_client_builder`], with
+/// the builder's proxy if one was given).
 pub(crate) fn sdk_http_client(
     proxy: Option<reqwest::Proxy>,
 ) -> Result<reqwest::Client, BuildError> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none());
+    let mut builder = http_client_builder()?;
     if let Some(proxy) = proxy {
         builder = builder.proxy(proxy);
     }
-    with_tls(builder)?.build().map_err(BuildError::HttpClient)
+    builder.build().map_err(BuildError::HttpClient)
 }
 
 /// The TLS backend of the features enabled: `native-tls` if on, else rustls
@@ -634,16 +664,18 @@ impl<K> ClientBuilder<K> {
     /// reqwest would carry the key header to another host.
     ///
     /// With this crate's default `rustls` feature, reqwest is built without
-    /// a crypto provider of its own (the SDK hands its client one): give
-    /// yours one, by depending on reqwest with its default features or with
-    /// `tls_backend_preconfigured`, or `reqwest::Client::builder().build()`
-    /// panics.
+    /// a crypto provider of its own (the SDK hands its client one): start
+    /// from [`http_client_builder`],
+    /// which carries the SDK's TLS setup, or give yours a provider (reqwest
+    /// with its default features, or `tls_backend_preconfigured`);
+    /// otherwise `reqwest::Client::builder().build()` panics.
     ///
     /// ```
-    /// use newrelic_telemetry::LogClient;
+    /// use newrelic_telemetry::{LogClient, client};
     ///
-    /// let http = reqwest::Client::builder()
-    ///     .redirect(reqwest::redirect::Policy::none())
+    /// let http = client::http_client_builder()
+    ///     .unwrap()
+    ///     .user_agent("checkout/1.4")
     ///     .build()
     ///     .unwrap();
     /// let client = LogClient::builder("key").http_client(http).build();
