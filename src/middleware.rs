@@ -54,7 +54,10 @@
 //! let url = format!("http://{}/orders/7", listener.local_addr()?);
 //! tokio::spawn(async move { axum::serve(listener, app).await });
 //!
-//! let response = reqwest::Client::new()
+//! // The SDK's reqwest setup: with the default `rustls` feature a plain
+//! // `reqwest::Client::new()` has no crypto provider.
+//! let http = newrelic_telemetry::client::http_client_builder()?.build()?;
+//! let response = http
 //!     .get(&url)
 //!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 //!     .send()

@@ -546,9 +546,10 @@ impl TraceContext {
     /// ```
     /// use newrelic_telemetry::trace_context::TraceContext;
     ///
+    /// let http = newrelic_telemetry::client::http_client_builder().unwrap().build().unwrap();
     /// let context = TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", false).unwrap();
     /// let request = context
-    ///     .inject_into(reqwest::Client::new().get("http://127.0.0.1:9/orders"))
+    ///     .inject_into(http.get("http://127.0.0.1:9/orders"))
     ///     .build()
     ///     .unwrap();
     /// assert_eq!(request.headers()["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");

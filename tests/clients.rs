@@ -227,7 +227,8 @@ async fn a_callers_own_http_client_is_used() {
         "x-from",
         reqwest::header::HeaderValue::from_static("my-client"),
     );
-    let http = reqwest::Client::builder()
+    let http = newrelic_telemetry::client::http_client_builder()
+        .unwrap()
         .default_headers(marker)
         .build()
         .unwrap();

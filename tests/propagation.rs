@@ -117,7 +117,8 @@ impl Service {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    newrelic_telemetry::client::http_client_builder()
+        .expect("TLS setup")
         .no_proxy()
         .build()
         .expect("client")

@@ -200,11 +200,12 @@ impl SpanExt for tracing::Span {
 /// use std::sync::Arc;
 /// use tracing_subscriber::prelude::*;
 ///
+/// let http = newrelic_telemetry::client::http_client_builder().unwrap().build().unwrap();
 /// let (layer, _worker) = NewRelicLayer::builder().spans(Arc::new(SpanBatch::new())).build();
 /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
 ///     assert!(current_trace_context().is_none());
 ///     tracing::info_span!("job").in_scope(|| {
-///         let request = reqwest::Client::new().get("http://127.0.0.1:9/");
+///         let request = http.get("http://127.0.0.1:9/");
 ///         let request = match current_trace_context() {
 ///             Some(context) => context.inject_into(request),
 ///             None => request,
