@@ -1537,6 +1537,14 @@ impl Batch for MetricBatch {
 mod tests {
     use super::*;
 
+    /// The value of the one count a flush sends.
+    async fn flushed_count(batch: &MetricBatch) -> f64 {
+        match batch.flush().await.0.as_slice() {
+            [Metric::Count(count)] => count.value(),
+            other => panic!("one count was sent: {other:?}"),
+        }
+    }
+
     /// The placement of the only series of a one-shard batch.
     async fn placement(batch: &MetricBatch) -> Placement {
         let shard = batch.shards[0].0.lock().await;
@@ -1569,11 +1577,7 @@ mod tests {
         let moved = batch.counter("hits", [("k", "v")]).await.unwrap();
         assert_eq!(placement(&batch).await, Placement::Alone);
         moved.add(4.0);
-        let (metrics, _) = batch.flush().await;
-        let Some(Metric::Count(count)) = metrics.first() else {
-            panic!("a count was sent: {metrics:?}");
-        };
-        assert_eq!(count.value(), 7.0);
+        assert_eq!(flushed_count(&batch).await, 7.0);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1597,11 +1601,7 @@ mod tests {
         assert_eq!(budget.held_bytes(), held);
         handle.add(1.0);
         budget.release_bytes(filled);
-        let (metrics, _) = batch.flush().await;
-        let Some(Metric::Count(count)) = metrics.first() else {
-            panic!("a count was sent: {metrics:?}");
-        };
-        assert_eq!(count.value(), 3.0);
+        assert_eq!(flushed_count(&batch).await, 3.0);
     }
 
     /// The `metrics` recorder binds without waiting (`try_counter`): a series
@@ -1617,10 +1617,6 @@ mod tests {
             .expect("the shard is free");
         assert_eq!(placement(&batch).await, Placement::Alone);
         handle.add(1.0);
-        let (metrics, _) = batch.flush().await;
-        let Some(Metric::Count(count)) = metrics.first() else {
-            panic!("a count was sent: {metrics:?}");
-        };
-        assert_eq!(count.value(), 3.0);
+        assert_eq!(flushed_count(&batch).await, 3.0);
     }
 }
