@@ -5,7 +5,7 @@
 //! | facade | New Relic | per harvest interval |
 //! |---|---|---|
 //! | counter (`increment`, `absolute`) | count | the increase over the interval |
-//! | gauge (`set`, `increment`, `decrement`) | gauge | the last value, if written to |
+//! | gauge (`set`, `increment`, `decrement`) | gauge | the last value, once set: at the time it was set, or, in an interval it was not written to, at the harvest's time (as an exporter that is scraped shows it) |
 //! | histogram (`record`) | summary | count, sum, min and max |
 //!
 //! A key's labels become string attributes, checked by the same rules as any
@@ -404,20 +404,28 @@ impl Bind for Gauge {
     /// Whether the value changed before binding.
     type Held = bool;
 
+    /// A facade gauge is kept: once set, it is sent at every harvest with
+    /// its last value, as exporters that are scraped show it.
     fn try_bind(
         batch: &MetricBatch,
         name: &str,
         labels: Labels<'_>,
     ) -> Result<Option<Self>, RecordError> {
-        batch.try_gauge(name, &labels)
+        let gauge = batch.try_gauge(name, &labels)?;
+        if let Some(gauge) = &gauge {
+            gauge.keep_sending();
+        }
+        Ok(gauge)
     }
 
-    fn bind<'a>(
+    async fn bind<'a>(
         batch: &'a MetricBatch,
         name: &'a str,
         labels: Labels<'a>,
-    ) -> impl Future<Output = Result<Self, RecordError>> + Send + 'a {
-        batch.gauge(name, labels)
+    ) -> Result<Self, RecordError> {
+        let gauge = batch.gauge(name, labels).await?;
+        gauge.keep_sending();
+        Ok(gauge)
     }
 
     fn release(&self, level: &Level, changed: bool) {

@@ -96,14 +96,24 @@ async fn three_kinds_across_two_intervals() {
         serde_json::json!({"count": 1, "sum": 5.0, "min": 5.0, "max": 5.0})
     );
 
-    // Interval 3: nothing written, nothing sent; the series are still bound.
-    tokio::time::sleep(INTERVAL).await;
-    assert_eq!(server.requests().len(), 2);
+    // Interval 3: nothing written. Only the gauge goes out again, with its
+    // last value at the harvest's time (as an exporter that is scraped shows
+    // a gauge); the series are all still bound.
+    assert!(server.wait_for_requests(3, WAIT).await);
+    let third = request_metrics(&server, 2);
+    assert_eq!(third.len(), 1, "{third:?}");
+    let again = find(&third, "depth");
+    assert_eq!(again["value"], 5.0);
+    let set_at = find(&second, "depth")["timestamp"].as_u64().unwrap();
+    assert!(again["timestamp"].as_u64().unwrap() > set_at, "{again:?}");
     assert_eq!(telemetry.metrics().series_count(), 4);
 
+    // The last harvest sends it once more.
     let report = telemetry.shutdown().await;
-    assert_eq!(report.metrics.delivery.items_sent, 8);
+    assert_eq!(report.metrics.delivery.items_sent, 10);
     assert_eq!(report.items_refused(), 0);
+    let last = request_metrics(&server, 3);
+    assert_eq!(find(&last, "depth")["value"], 5.0);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -1287,7 +1287,7 @@ impl MetricBatch {
                 .flat_map(|s| s.iter().map_while(Option::as_ref))
             {
                 walked += 1;
-                let emitted = match series.drain(&mut metrics, &mut items) {
+                let emitted = match series.drain(&mut metrics, &mut items, clock.start_ms()) {
                     Drained::Done(emitted) => emitted,
                     Drained::Pending(flipped) => {
                         // An observation is being recorded on another thread.

@@ -174,6 +174,14 @@ impl Gauge {
         }
     }
 
+    /// From now on, once set, the gauge is sent at every harvest with its
+    /// last value (the `metrics` facade's gauges, which exporters that are
+    /// scraped show at every scrape), not only in intervals it was set in.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn keep_sending(&self) {
+        self.cell.state.keep();
+    }
+
     /// Sets the gauge to `value`, timestamped now (to within a few ms: on
     /// Linux, from the coarse monotonic clock). A value that is not finite is
     /// ignored and counted in

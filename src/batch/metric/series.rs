@@ -218,11 +218,21 @@ impl CountState {
     }
 }
 
-/// A gauge's last value and when it was set (0: not set since the last flush).
+/// A gauge's last value and when it was set (0: not set since the last
+/// flush), and whether it is *kept*: sent again at every flush once set.
 pub(super) struct GaugeState {
     value: AtomicU64,
     timestamp_ms: AtomicU64,
+    kept: AtomicU8,
 }
+
+/// [`GaugeState::kept`]: sent only when set (what handles and `record_gauge`
+/// do, as New Relic's SDKs do).
+const SENT_WHEN_SET: u8 = 0;
+/// Kept, not set yet.
+const KEPT_UNSET: u8 = 1;
+/// Kept and set at least once: its last value goes out at every flush.
+const KEPT_SET: u8 = 2;
 
 impl Default for GaugeState {
     fn default() -> Self {
@@ -235,6 +245,7 @@ impl GaugeState {
         GaugeState {
             value: AtomicU64::new(0),
             timestamp_ms: AtomicU64::new(0),
+            kept: AtomicU8::new(SENT_WHEN_SET),
         }
     }
 
@@ -247,13 +258,32 @@ impl GaugeState {
             .store(timestamp_ms.max(1), Ordering::Release);
     }
 
-    /// The value and its time, if set since the last call.
-    fn take(&self) -> Option<(f64, u64)> {
-        if self.timestamp_ms.load(Ordering::Relaxed) == 0 {
-            return None;
+    /// From now on, once set, the gauge is sent at every flush (the way a
+    /// scraped exporter shows a gauge's current value), not only after a set.
+    #[cfg(feature = "metrics")]
+    pub(super) fn keep(&self) {
+        let _ = self.kept.compare_exchange(
+            SENT_WHEN_SET,
+            KEPT_UNSET,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The value and its time if set since the last call; else, for a kept
+    /// gauge set before, its last value at `flush_ms`.
+    fn take(&self, flush_ms: u64) -> Option<(f64, u64)> {
+        if self.timestamp_ms.load(Ordering::Relaxed) != 0 {
+            let at = self.timestamp_ms.swap(0, Ordering::Acquire);
+            if at != 0 {
+                if self.kept.load(Ordering::Relaxed) == KEPT_UNSET {
+                    self.kept.store(KEPT_SET, Ordering::Relaxed);
+                }
+                return Some((f64::from_bits(self.value.load(Ordering::Relaxed)), at));
+            }
         }
-        let at = self.timestamp_ms.swap(0, Ordering::Acquire);
-        (at != 0).then(|| (f64::from_bits(self.value.load(Ordering::Relaxed)), at))
+        (self.kept.load(Ordering::Relaxed) == KEPT_SET)
+            .then(|| (f64::from_bits(self.value.load(Ordering::Relaxed)), flush_ms))
     }
 
     fn is_clear(&self) -> bool {
@@ -752,8 +782,14 @@ impl Series {
     /// Takes what was recorded since the last drain into `out`, keeping the
     /// budget's item count true: a series written to counts as one item
     /// until here, where it becomes a metric (or, if a racing write left
-    /// nothing to send, stops counting).
-    pub(super) fn drain(&self, out: &mut Vec<Metric>, items: &mut ItemDelta) -> Drained {
+    /// nothing to send, stops counting). A kept gauge not set since goes
+    /// out with its last value at `flush_ms`.
+    pub(super) fn drain(
+        &self,
+        out: &mut Vec<Metric>,
+        items: &mut ItemDelta,
+        flush_ms: u64,
+    ) -> Drained {
         match self.cell.view() {
             CellView::Count(c) => {
                 let touched = c.take_touched();
@@ -775,7 +811,7 @@ impl Series {
             }
             CellView::Gauge(c) => {
                 let touched = c.take_touched();
-                let taken = c.state.take();
+                let taken = c.state.take(flush_ms);
                 if let Some((value, at)) = taken {
                     out.push(
                         GaugeMetric::at(self.name.clone(), self.attributes.clone(), value, at)
@@ -928,6 +964,26 @@ mod tests {
     }
 
     #[test]
+    fn a_gauge_is_sent_when_set_and_a_kept_one_at_every_flush_once_set() {
+        let plain = GaugeState::new();
+        plain.set(3.0, 100);
+        assert_eq!(plain.take(200), Some((3.0, 100)));
+        assert_eq!(plain.take(300), None, "sent once, when set");
+
+        #[cfg(feature = "metrics")]
+        {
+            let kept = GaugeState::new();
+            kept.keep();
+            assert_eq!(kept.take(200), None, "never set: nothing to send");
+            kept.set(4.0, 250);
+            assert_eq!(kept.take(300), Some((4.0, 250)), "set: its own time");
+            assert_eq!(kept.take(400), Some((4.0, 400)), "then at every flush");
+            assert_eq!(kept.take(500), Some((4.0, 500)));
+            assert!(kept.is_clear(), "nothing pending between flushes");
+        }
+    }
+
+    #[test]
     fn isolating_moves_the_value_only_when_nothing_else_holds_the_cell() {
         let budget = MemoryBudget::new(1 << 22);
         let mut packed = series(MetricKind::Count, Placement::Packed);
@@ -953,7 +1009,7 @@ mod tests {
         let mut out = Vec::new();
         let mut items = ItemDelta::default();
         assert!(matches!(
-            packed.drain(&mut out, &mut items),
+            packed.drain(&mut out, &mut items, 1),
             Drained::Done(true)
         ));
         assert_eq!(out.len(), 1, "the value and its touched mark came along");
