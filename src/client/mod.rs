@@ -415,9 +415,10 @@ impl<K> fmt::Debug for ClientBuilder<K> {
 /// A `reqwest::ClientBuilder` set up as the SDK sets up its own client, to
 /// add your settings to (proxies, timeouts, headers) and hand the client to
 /// [`ClientBuilder::http_client`]: the TLS backend of this crate's features
-/// (rustls with the `ring` provider, or `native-tls`), a connect timeout
-/// of [`DEFAULT_CONNECT_TIMEOUT`], and no redirects (the key travels in a custom header that
-/// reqwest would carry to another host; the ingest APIs never redirect).
+/// (rustls with the `ring` provider, or `native-tls`), a connect timeout of
+/// [`DEFAULT_CONNECT_TIMEOUT`], and no redirects (the key travels in a
+/// custom header that reqwest would carry to another host; the ingest APIs
+/// never redirect).
 ///
 /// With the default `rustls` feature, reqwest is built without a crypto
 /// provider of its own, so a plain `reqwest::Client::builder().build()`
@@ -665,10 +666,10 @@ impl<K> ClientBuilder<K> {
     ///
     /// With this crate's default `rustls` feature, reqwest is built without
     /// a crypto provider of its own (the SDK hands its client one): start
-    /// from [`http_client_builder`],
-    /// which carries the SDK's TLS setup, or give yours a provider (reqwest
-    /// with its default features, or `tls_backend_preconfigured`);
-    /// otherwise `reqwest::Client::builder().build()` panics.
+    /// from [`http_client_builder`], which carries the SDK's TLS setup, or
+    /// give yours a provider (reqwest with its default features, or
+    /// `tls_backend_preconfigured`); otherwise
+    /// `reqwest::Client::builder().build()` panics.
     ///
     /// ```
     /// use newrelic_telemetry::{LogClient, client};
