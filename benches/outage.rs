@@ -243,7 +243,7 @@ fn outage(budget: usize, down: Down, run: Duration) -> OutageRun {
         let end = Instant::now() + run;
         let mut seq = 0;
         while Instant::now() < end {
-            match logs.record(owned_log(seq, &pads)).await {
+            match logs.try_record(owned_log(seq, &pads)).await {
                 Ok(()) => out.recorded += 1,
                 Err(RecordError::MemoryBudgetFull { .. }) => out.refused += 1,
                 Err(e) => panic!("unexpected {e}"),
@@ -368,13 +368,13 @@ async fn one_shutdown(backlog: u64, stop_at: StopAt, pads: &[Arc<str>]) -> Durat
         .harvest_interval(Duration::from_secs(3600))
         .shutdown_timeout(SHUTDOWN_TIMEOUT)
         .spawn();
-    logs.record(Log::new("first")).await.unwrap();
+    logs.record(Log::new("first")).await;
     harvester.harvest_now();
     while harvester.memory().held_bytes == 0 || !logs.is_empty().await {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     for seq in 0..backlog {
-        logs.record(shared_log(seq, pads)).await.unwrap();
+        logs.record(shared_log(seq, pads)).await;
     }
     if stop_at == StopAt::DuringHarvest {
         harvester.harvest_now();

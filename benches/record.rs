@@ -119,9 +119,9 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
         for i in 0..n {
             let (name, host) = w.series(i);
             match op {
-                Op::Count => batch.record_count(name, 1.0, attrs(host)).await,
-                Op::Gauge => batch.record_gauge(name, 1.0, attrs(host)).await,
-                Op::Summary => batch.record_summary(name, 1.0, attrs(host)).await,
+                Op::Count => batch.try_record_count(name, 1.0, attrs(host)).await,
+                Op::Gauge => batch.try_record_gauge(name, 1.0, attrs(host)).await,
+                Op::Summary => batch.try_record_summary(name, 1.0, attrs(host)).await,
             }
             .unwrap();
         }
@@ -214,9 +214,9 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                     let (name, host) = table[black_box(i)];
                     let v = k as f64;
                     match op {
-                        Op::Count => batch.record_count(name, v, attrs(host)).await,
-                        Op::Gauge => batch.record_gauge(name, v, attrs(host)).await,
-                        Op::Summary => batch.record_summary(name, v, attrs(host)).await,
+                        Op::Count => batch.try_record_count(name, v, attrs(host)).await,
+                        Op::Gauge => batch.try_record_gauge(name, v, attrs(host)).await,
+                        Op::Summary => batch.try_record_summary(name, v, attrs(host)).await,
                     }
                     .unwrap();
                     i += 1;
@@ -319,9 +319,9 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                         let (name, host) = table[black_box(i)];
                         let v = j as f64;
                         match op {
-                            Op::Count => batch.record_count(name, v, attrs(host)).await,
-                            Op::Gauge => batch.record_gauge(name, v, attrs(host)).await,
-                            Op::Summary => batch.record_summary(name, v, attrs(host)).await,
+                            Op::Count => batch.try_record_count(name, v, attrs(host)).await,
+                            Op::Gauge => batch.try_record_gauge(name, v, attrs(host)).await,
+                            Op::Summary => batch.try_record_summary(name, v, attrs(host)).await,
                         }
                         .unwrap();
                         i = next(i, n);

@@ -59,7 +59,7 @@ async fn recorder(
                     let start = Instant::now();
                     match &handles {
                         Some(h) => h[i].add(1.0),
-                        None => batch.record_count(name, 1.0, attrs(host)).await.unwrap(),
+                        None => batch.record_count(name, 1.0, attrs(host)).await,
                     }
                     let end = Instant::now();
                     if lat.len() < lat.capacity() {
@@ -69,7 +69,7 @@ async fn recorder(
                         ));
                     }
                 }
-                None => batch.record_count(name, 1.0, attrs(host)).await.unwrap(),
+                None => batch.record_count(name, 1.0, attrs(host)).await,
             }
             i += 1;
             if i == hot {
@@ -170,7 +170,7 @@ async fn contention() {
     let batch = Arc::new(builder().max_series(1_000_000).build());
     for i in 0..w.len() {
         let (name, host) = w.series(i);
-        batch.record_count(name, 1.0, attrs(host)).await.unwrap();
+        batch.record_count(name, 1.0, attrs(host)).await;
     }
     println!(
         "=== target 2: record_count into one shared batch (1,000 series), 2-worker runtime ==="
@@ -239,7 +239,7 @@ async fn flush_run(
     let batch = Arc::new(builder().max_series(4 * FLUSH_SERIES).build());
     for i in 0..FLUSH_SERIES {
         let (name, host) = w.series(i);
-        batch.record_count(name, 1.0, attrs(host)).await.unwrap();
+        batch.record_count(name, 1.0, attrs(host)).await;
     }
     let sink = remote_sink();
     let client = MetricClient::builder("bench-license-key")

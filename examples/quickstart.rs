@@ -55,12 +55,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (route, ms) in [("/checkout", 120.0), ("/checkout", 80.0), ("/cart", 35.0)] {
         metrics
             .record_count("http.requests", 1.0, [("route", route)])
-            .await?;
+            .await;
         metrics
             .record_summary("http.duration.ms", ms, [("route", route)])
-            .await?;
+            .await;
     }
-    metrics.record_gauge("queue.depth", 7.0, ()).await?;
+    metrics.record_gauge("queue.depth", 7.0, ()).await;
 
     telemetry
         .events()
@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .with_attribute("amount", 42.5)
                 .with_attribute("currency", "EUR"),
         )
-        .await?;
+        .await;
     telemetry
         .logs()
         .record(
@@ -77,18 +77,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .with_level("INFO")
                 .with_attribute("order.id", 1001),
         )
-        .await?;
+        .await;
 
     let root = Span::new("POST /checkout");
     let child = root
         .child("charge card")
         .with_event(SpanEvent::new("retry").with_attribute("attempt", 2))
         .with_duration(Duration::from_millis(40));
-    telemetry.spans().record(child).await?;
+    telemetry.spans().record(child).await;
     telemetry
         .spans()
         .record(root.with_duration(Duration::from_millis(120)))
-        .await?;
+        .await;
 
     // Stop the harvesters: everything still buffered is sent now.
     let report = telemetry.shutdown().await;

@@ -18,14 +18,14 @@ async fn checkout(telemetry: &Telemetry, plan: &str, amount: f64) -> Result<(), 
     telemetry
         .metrics()
         .record_count("checkout.completed", 1.0, [("plan", plan)])
-        .await?;
+        .await;
     telemetry
         .metrics()
         .record_summary("checkout.amount", amount, [("plan", plan)])
-        .await?;
+        .await;
     telemetry
         .events()
-        .record(
+        .try_record(
             Event::new("Checkout")
                 .with_attribute("plan", plan)
                 .with_attribute("amount", amount),

@@ -219,8 +219,7 @@ impl From<ValueRef<'_>> for Value {
 /// let status: u16 = 201;
 /// batch
 ///     .record_count("http.requests", 1, [("route", ValueRef::from(&route)), ("status", status.into())])
-///     .await
-///     .unwrap();
+///     .await;
 /// # }
 /// ```
 impl<'a, T: AsValueRef + ?Sized> From<&'a T> for ValueRef<'a> {
@@ -782,8 +781,7 @@ tuple_as_attributes! {
 /// let route = String::from("/orders");
 /// let status: u16 = 201;
 /// batch.record_count("http.requests", 1, attrs!["route" => &route, "status" => status, "ok" => true])
-///     .await
-///     .unwrap();
+///     .await;
 /// let (metrics, _) = batch.flush().await;
 /// let attributes = metrics[0].attributes();
 /// assert_eq!(attributes.get("status"), Some(&201.into())); // an integer on the wire

@@ -41,7 +41,7 @@ pub(crate) const MIN_MEMORY_BUDGET: usize = 4 * 1024 * 1024;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let logs = LogBatch::new();
 /// assert_eq!(logs.memory().held_items, 0);
-/// logs.record(Log::new("x".repeat(10_000))).await.unwrap();
+/// logs.record(Log::new("x".repeat(10_000))).await;
 ///
 /// let memory = logs.memory();
 /// assert_eq!(memory.held_items, 1);

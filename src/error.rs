@@ -16,8 +16,8 @@ use std::fmt;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let batch = MetricBatch::new();
-/// assert_eq!(batch.record_count("", 1.0, ()).await, Err(RecordError::EmptyName));
-/// let err = batch.record_gauge("cpu", f64::NAN, ()).await.unwrap_err();
+/// assert_eq!(batch.try_record_count("", 1.0, ()).await, Err(RecordError::EmptyName));
+/// let err = batch.try_record_gauge("cpu", f64::NAN, ()).await.unwrap_err();
 /// assert_eq!(err, RecordError::NonFiniteValue { name: "cpu".into() });
 /// assert_eq!(batch.record_stats().items_dropped_invalid, 2);
 /// # }

@@ -65,7 +65,7 @@ pub const SHUTDOWN_SLACK: Duration = Duration::from_millis(100);
 /// let logs = Arc::new(LogBatch::new());
 /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
 /// let harvester = Harvester::spawn(logs.clone(), client);
-/// logs.record(Log::new("started")).await?;
+/// logs.record(Log::new("started")).await;
 ///
 /// let report = harvester.shutdown().await;
 /// assert_eq!(report.api, newrelic_telemetry::Api::Log);
@@ -107,8 +107,8 @@ pub struct HarvestReport {
 /// let logs = Arc::new(LogBatch::new());
 /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
 /// let harvester = Harvester::spawn(logs.clone(), client);
-/// logs.record(Log::new("one")).await?;
-/// logs.record(Log::new("")).await?;
+/// logs.record(Log::new("one")).await;
+/// logs.record(Log::new("")).await;
 ///
 /// let now = harvester.pipeline_stats();
 /// assert_eq!((now.memory.held_items, now.delivery.items_sent), (2, 0));
@@ -148,7 +148,7 @@ pub struct PipelineStats {
 ///     .shutdown_timeout(Duration::from_millis(100))
 ///     .spawn();
 ///
-/// batch.record_count("requests", 1.0, [("route", "/")]).await?;
+/// batch.record_count("requests", 1.0, [("route", "/")]).await;
 /// let report = harvester.shutdown().await; // flushes and sends what is left
 /// assert_eq!(report.harvests, 1);
 /// # Ok(()) }
@@ -190,7 +190,7 @@ impl Harvester {
     /// let logs = Arc::new(LogBatch::new());
     /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
     /// let harvester = Harvester::builder(logs.clone(), client).spawn();
-    /// logs.record(Log::new("started")).await?;
+    /// logs.record(Log::new("started")).await;
     /// assert_eq!(harvester.shutdown().await.delivery.items_sent, 1);
     /// # Ok(()) }
     /// ```
@@ -225,7 +225,7 @@ impl Harvester {
     /// let logs = Arc::new(LogBatch::new());
     /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
     /// let harvester = Harvester::spawn(logs.clone(), client);
-    /// logs.record(Log::new("started")).await?;
+    /// logs.record(Log::new("started")).await;
     /// assert_eq!(harvester.shutdown().await.delivery.items_sent, 1);
     /// # Ok(()) }
     /// ```
@@ -252,7 +252,7 @@ impl Harvester {
     /// let logs = Arc::new(LogBatch::new());
     /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
     /// let harvester = Harvester::spawn(logs.clone(), client);
-    /// logs.record(Log::new("started")).await?;
+    /// logs.record(Log::new("started")).await;
     /// let report = harvester.shutdown().await;
     /// assert_eq!(report.delivery.items_sent, 1);
     /// assert_eq!(harvester.shutdown().await, report); // the same report again
@@ -281,7 +281,7 @@ impl Harvester {
     /// let harvester = Harvester::builder(logs.clone(), client)
     ///     .cancellation_token(service.clone())
     ///     .spawn();
-    /// logs.record(Log::new("started")).await?;
+    /// logs.record(Log::new("started")).await;
     ///
     /// service.cancel(); // e.g. on SIGTERM, elsewhere in the service
     /// assert_eq!(harvester.join().await.delivery.items_sent, 1);
@@ -334,7 +334,7 @@ impl Harvester {
     /// let harvester = Harvester::builder(logs.clone(), client)
     ///     .harvest_interval(Duration::from_secs(3600))
     ///     .spawn();
-    /// logs.record(Log::new("started")).await?;
+    /// logs.record(Log::new("started")).await;
     ///
     /// harvester.harvest_now(); // no need to wait an hour
     /// assert!(server.wait_for_requests(1, Duration::from_secs(10)).await);
@@ -360,7 +360,7 @@ impl Harvester {
     /// let client = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
     /// let harvester = Harvester::spawn(logs.clone(), client);
     /// assert_eq!(harvester.stats().items_sent, 0);
-    /// logs.record(Log::new("started")).await?;
+    /// logs.record(Log::new("started")).await;
     /// harvester.shutdown().await;
     /// assert_eq!(harvester.stats().items_sent, 1);
     /// # Ok(()) }
@@ -381,8 +381,8 @@ impl Harvester {
     /// let logs = Arc::new(LogBatch::new());
     /// let client = LogClient::builder("key").endpoint("http://127.0.0.1:9/log/v1").build()?;
     /// let harvester = Harvester::spawn(logs.clone(), client);
-    /// logs.record(Log::new("kept")).await?;
-    /// logs.record(Log::new("bad").with_attribute("", 1)).await.unwrap_err();
+    /// logs.record(Log::new("kept")).await;
+    /// logs.try_record(Log::new("bad").with_attribute("", 1)).await.unwrap_err();
     /// let stats = harvester.pipeline_stats();
     /// assert_eq!((stats.memory.held_items, stats.record.items_dropped_invalid), (1, 1));
     /// # Ok(()) }
@@ -406,7 +406,7 @@ impl Harvester {
     /// let harvester = Harvester::builder(logs.clone(), client)
     ///     .shutdown_timeout(Duration::from_millis(100))
     ///     .spawn();
-    /// logs.record(Log::new("waiting")).await?;
+    /// logs.record(Log::new("waiting")).await;
     /// assert_eq!(harvester.memory().held_items, 1);
     ///
     /// let report = harvester.shutdown().await; // nothing listens on port 9
@@ -470,7 +470,7 @@ impl Drop for Harvester {
 ///     .cancellation_token(service.clone())
 ///     .spawn();
 ///
-/// batch.record_count("requests", 1.0, [("route", "/")]).await?;
+/// batch.record_count("requests", 1.0, [("route", "/")]).await;
 /// service.cancel();
 /// let report = harvester.join().await;
 /// assert_eq!(report.delivery.items_sent, 1);
@@ -566,7 +566,7 @@ impl<K: Kind, B: Batch<Item = K::Item>> HarvesterBuilder<K, B> {
     /// let harvester = Harvester::builder(logs.clone(), client)
     ///     .shutdown_timeout(Duration::from_secs(1))
     ///     .spawn();
-    /// logs.record(Log::new("slow")).await?;
+    /// logs.record(Log::new("slow")).await;
     ///
     /// let report = harvester.shutdown().await;
     /// assert!(report.deadline_exceeded);

@@ -17,7 +17,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let local = LocalEndpoint::start().await?;
 //! let telemetry = local.configure(Telemetry::builder().service_name("demo")).build()?;
-//! telemetry.metrics().record_count("signups", 1.0, [("plan", "free")]).await?;
+//! telemetry.metrics().record_count("signups", 1.0, [("plan", "free")]).await;
 //! telemetry.shutdown().await;
 //!
 //! let request = &local.requests()[0];
@@ -118,7 +118,7 @@ impl LocalEndpoint {
     /// let local = LocalEndpoint::start().await?;
     /// let telemetry = local.configure(Telemetry::builder()).build()?;
     /// assert_eq!(telemetry.endpoints().log, format!("http://{}/log/v1", local.addr()));
-    /// telemetry.logs().record(Log::new("hello")).await?;
+    /// telemetry.logs().record(Log::new("hello")).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(local.requests()[0].header("api-key"), Some("local-endpoint"));
     /// # Ok(()) }
@@ -144,7 +144,7 @@ impl LocalEndpoint {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let local = LocalEndpoint::start().await?;
     /// let telemetry = local.configure(Telemetry::builder()).build()?;
-    /// telemetry.spans().record(Span::new("GET /").finish()).await?;
+    /// telemetry.spans().record(Span::new("GET /").finish()).await;
     /// telemetry.shutdown().await;
     ///
     /// let requests = local.requests();

@@ -56,10 +56,10 @@ impl MetricKind {
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let batch = MetricBatch::new();
 /// let queue: Vec<u32> = vec![1, 2, 3];
-/// batch.record_count("jobs", 1, ()).await.unwrap();
-/// batch.record_count("jobs", 2_u64, ()).await.unwrap();
-/// batch.record_gauge("queue.depth", queue.len(), ()).await.unwrap();
-/// batch.record_summary("latency.ms", 12.5_f32, ()).await.unwrap();
+/// batch.record_count("jobs", 1, ()).await;
+/// batch.record_count("jobs", 2_u64, ()).await;
+/// batch.record_gauge("queue.depth", queue.len(), ()).await;
+/// batch.record_summary("latency.ms", 12.5_f32, ()).await;
 /// let (metrics, _) = batch.flush().await;
 /// assert_eq!(metrics.len(), 3);
 /// assert_eq!(7_u8.to_f64(), 7.0);

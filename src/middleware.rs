@@ -445,10 +445,11 @@ struct Recording {
 }
 
 impl Recording {
-    /// Records the count and the duration. A recording call only waits when
-    /// the task has used up its Tokio budget (it wakes the task first); its
-    /// future is then dropped before it recorded anything, and made again at
-    /// the next poll, so nothing is counted twice and nothing is allocated.
+    /// Records the count and the duration. A recording into an existing
+    /// series is done at its first poll; one that creates a series may wait
+    /// for its shard's lock, and its future is then dropped before it
+    /// recorded anything and made again at the next poll, so nothing is
+    /// counted twice and nothing is allocated.
     fn poll_record(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some((outcome, elapsed_ms)) = self.outcome else {
             return Poll::Ready(());
@@ -463,12 +464,12 @@ impl Recording {
         // A refusal is counted by the batch; it never fails a request.
         if !self.counted {
             let count = pin!(metrics.record_count(REQUESTS_METRIC, 1, &attributes));
-            let _ = ready!(count.poll(cx));
+            ready!(count.poll(cx));
             self.counted = true;
         }
         if !self.timed {
             let time = pin!(metrics.record_summary(DURATION_METRIC, elapsed_ms, &attributes));
-            let _ = ready!(time.poll(cx));
+            ready!(time.poll(cx));
             self.timed = true;
         }
         Poll::Ready(())

@@ -438,7 +438,7 @@ impl TestIngestServer {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().service_name("under-test").build()?;
-    /// telemetry.metrics().record_count("signups", 1.0, [("plan", "free")]).await?;
+    /// telemetry.metrics().record_count("signups", 1.0, [("plan", "free")]).await;
     /// telemetry.shutdown().await;
     ///
     /// let metrics = server.metrics();
@@ -656,7 +656,7 @@ impl TestIngestServer {
     /// let server = TestIngestServer::start().await?;
     /// use std::time::Duration;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await?;
+    /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await;
     /// telemetry.harvest_now();
     /// let arrived = server
     ///     .wait_until(Duration::from_secs(10), |requests| requests.iter().any(|r| r.accepted()))
@@ -692,7 +692,7 @@ impl TestIngestServer {
     /// let server = TestIngestServer::start().await?;
     /// use std::time::Duration;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await;
     /// telemetry.harvest_now(); // the harvester sends in the background
     /// assert!(server.wait_for_requests(1, Duration::from_secs(10)).await);
     /// # telemetry.shutdown().await;

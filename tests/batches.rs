@@ -27,9 +27,9 @@ fn count_value(m: &Metric) -> f64 {
 async fn counts_add_gauges_keep_last_summaries_merge() {
     let batch = MetricBatch::new();
     for v in [1.0, 2.0, 3.5] {
-        batch.record_count("c", v, [("k", "v")]).await.unwrap();
-        batch.record_gauge("g", v, [("k", "v")]).await.unwrap();
-        batch.record_summary("s", v, [("k", "v")]).await.unwrap();
+        batch.record_count("c", v, [("k", "v")]).await;
+        batch.record_gauge("g", v, [("k", "v")]).await;
+        batch.record_summary("s", v, [("k", "v")]).await;
     }
     let (metrics, _) = batch.flush().await;
     assert_eq!(metrics.len(), 3);
@@ -49,36 +49,29 @@ async fn identity_is_type_name_and_attribute_set_in_any_order() {
     let batch = MetricBatch::new();
     batch
         .record_count("req", 1.0, [("a", "1"), ("b", "2")])
-        .await
-        .unwrap();
+        .await;
     batch
         .record_count("req", 1.0, [("b", "2"), ("a", "1")])
-        .await
-        .unwrap();
+        .await;
     let owned = attributes! { "b" => "2", "a" => "1" };
-    batch.record_count("req", 1.0, &owned).await.unwrap();
+    batch.record_count("req", 1.0, &owned).await;
     // Different attributes, value type, name or metric type: new series.
     batch
         .record_count("req", 1.0, [("a", "1"), ("b", "3")])
-        .await
-        .unwrap();
+        .await;
     batch
         .record_count("req", 1.0, [("a", Value::from(1)), ("b", Value::from("2"))])
-        .await
-        .unwrap();
-    batch.record_count("req", 1.0, [("a", "1")]).await.unwrap();
+        .await;
+    batch.record_count("req", 1.0, [("a", "1")]).await;
     batch
         .record_count("req2", 1.0, [("a", "1"), ("b", "2")])
-        .await
-        .unwrap();
+        .await;
     batch
         .record_gauge("req", 1.0, [("a", "1"), ("b", "2")])
-        .await
-        .unwrap();
+        .await;
     batch
         .record_summary("req", 1.0, [("a", "1"), ("b", "2")])
-        .await
-        .unwrap();
+        .await;
     assert_eq!(batch.series_count(), 7);
 
     let (metrics, _) = batch.flush().await;
@@ -93,11 +86,8 @@ async fn identity_is_type_name_and_attribute_set_in_any_order() {
 #[tokio::test]
 async fn duplicate_keys_in_a_call_resolve_to_the_last_value() {
     let batch = MetricBatch::new();
-    batch
-        .record_count("d", 1.0, [("k", "x"), ("k", "y")])
-        .await
-        .unwrap();
-    batch.record_count("d", 1.0, [("k", "y")]).await.unwrap();
+    batch.record_count("d", 1.0, [("k", "x"), ("k", "y")]).await;
+    batch.record_count("d", 1.0, [("k", "y")]).await;
     let (metrics, _) = batch.flush().await;
     assert_eq!(metrics.len(), 1);
     assert_eq!(count_value(&metrics[0]), 2.0);
@@ -107,26 +97,21 @@ async fn duplicate_keys_in_a_call_resolve_to_the_last_value() {
 #[tokio::test]
 async fn prebuilt_metrics_aggregate_into_the_batch() {
     let batch = MetricBatch::new();
-    batch.record_count("jobs", 2.0, [("q", "a")]).await.unwrap();
+    batch.record_count("jobs", 2.0, [("q", "a")]).await;
     batch
         .record_metric(
             CountMetric::new("jobs", 3.0, Duration::from_secs(1)).with_attribute("q", "a"),
         )
-        .await
-        .unwrap();
+        .await;
     batch
         .record_metric(SummaryMetric::new(
             "lat",
             Summary::new(2, 10.0, 4.0, 6.0),
             Duration::from_secs(1),
         ))
-        .await
-        .unwrap();
-    batch.record_summary("lat", 1.0, ()).await.unwrap();
-    batch
-        .record_metric(GaugeMetric::new("temp", 20.0))
-        .await
-        .unwrap();
+        .await;
+    batch.record_summary("lat", 1.0, ()).await;
+    batch.record_metric(GaugeMetric::new("temp", 20.0)).await;
     let (metrics, _) = batch.flush().await;
     assert_eq!(
         count_value(find(&metrics, MetricKind::Count, "jobs")[0]),
@@ -147,14 +132,14 @@ async fn prebuilt_metrics_aggregate_into_the_batch() {
 #[tokio::test(start_paused = true)]
 async fn flush_reports_the_interval_and_starts_a_new_one() {
     let batch = MetricBatch::new();
-    batch.record_count("c", 1.0, ()).await.unwrap();
+    batch.record_count("c", 1.0, ()).await;
     tokio::time::advance(Duration::from_millis(1500)).await;
     let (first, c1) = batch.flush().await;
     assert_eq!(first.len(), 1);
     assert_eq!(c1.interval_ms(), Some(1500));
 
     tokio::time::advance(Duration::from_millis(700)).await;
-    batch.record_count("c", 1.0, ()).await.unwrap();
+    batch.record_count("c", 1.0, ()).await;
     tokio::time::advance(Duration::from_millis(300)).await;
     let (second, c2) = batch.flush().await;
     assert_eq!(second.len(), 1, "a flushed series starts again from zero");
@@ -186,14 +171,10 @@ async fn concurrent_recording_loses_no_count() {
         handles.push(tokio::spawn(async move {
             for i in 0..per_task {
                 let route = ["/a", "/b", "/c", "/d"][i % 4];
-                batch
-                    .record_count("hits", 1.0, [("route", route)])
-                    .await
-                    .unwrap();
+                batch.record_count("hits", 1.0, [("route", route)]).await;
                 batch
                     .record_summary("work", 1.0, [("task", (t % 2) as i64)])
-                    .await
-                    .unwrap();
+                    .await;
                 if i % 500 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -227,39 +208,47 @@ async fn concurrent_recording_loses_no_count() {
 #[tokio::test]
 async fn bad_metric_input_is_refused_and_nothing_recorded_is_lost() {
     let batch = MetricBatch::new();
-    batch.record_count("ok", 1.0, [("k", "v")]).await.unwrap();
+    batch.record_count("ok", 1.0, [("k", "v")]).await;
 
     let e = batch
-        .record_count("ok", f64::NAN, [("k", "v")])
+        .try_record_count("ok", f64::NAN, [("k", "v")])
         .await
         .unwrap_err();
     assert!(matches!(e, RecordError::NonFiniteValue { .. }), "{e}");
-    assert!(batch.record_gauge("g", f64::INFINITY, ()).await.is_err());
+    assert!(
+        batch
+            .try_record_gauge("g", f64::INFINITY, ())
+            .await
+            .is_err()
+    );
     assert_eq!(
-        batch.record_count("", 1.0, ()).await.unwrap_err(),
+        batch.try_record_count("", 1.0, ()).await.unwrap_err(),
         RecordError::EmptyName
     );
     assert!(matches!(
         batch
-            .record_count("m", 1.0, [("count", 1)])
+            .try_record_count("m", 1.0, [("count", 1)])
             .await
             .unwrap_err(),
         RecordError::ReservedAttribute { .. }
     ));
     assert!(matches!(
-        batch.record_count("m", 1.0, [("m", 1)]).await.unwrap_err(),
+        batch
+            .try_record_count("m", 1.0, [("m", 1)])
+            .await
+            .unwrap_err(),
         RecordError::ReservedAttribute { .. }
     ));
     assert!(matches!(
         batch
-            .record_count("m", 1.0, [("f", f64::NAN)])
+            .try_record_count("m", 1.0, [("f", f64::NAN)])
             .await
             .unwrap_err(),
         RecordError::NonFiniteAttribute { .. }
     ));
     let many: Vec<(String, i64)> = (0..101).map(|i| (format!("k{i}"), i)).collect();
     assert!(matches!(
-        batch.record_count("m", 1.0, &many).await.unwrap_err(),
+        batch.try_record_count("m", 1.0, &many).await.unwrap_err(),
         RecordError::TooManyAttributes {
             count: 101,
             limit: 100
@@ -267,7 +256,7 @@ async fn bad_metric_input_is_refused_and_nothing_recorded_is_lost() {
     ));
     assert_eq!(
         batch
-            .record_metric(SummaryMetric::new(
+            .try_record_metric(SummaryMetric::new(
                 "s",
                 Summary::new(1, 1.0, 2.0, 1.0),
                 Duration::ZERO
@@ -280,14 +269,8 @@ async fn bad_metric_input_is_refused_and_nothing_recorded_is_lost() {
 
     // Over-long string values are truncated to 4096 characters, and counted.
     let long = "x".repeat(5000);
-    batch
-        .record_count("ok", 1.0, [("k", long.as_str())])
-        .await
-        .unwrap();
-    batch
-        .record_count("ok", 1.0, [("k", long.as_str())])
-        .await
-        .unwrap();
+    batch.record_count("ok", 1.0, [("k", long.as_str())]).await;
+    batch.record_count("ok", 1.0, [("k", long.as_str())]).await;
     assert_eq!(batch.record_stats().values_truncated, 2);
 
     let (metrics, _) = batch.flush().await;
@@ -307,38 +290,38 @@ async fn bad_metric_input_is_refused_and_nothing_recorded_is_lost() {
 #[tokio::test]
 async fn series_limit_drops_new_series_only() {
     let batch = MetricBatch::builder().max_series(2).build();
-    batch.record_count("a", 1.0, ()).await.unwrap();
-    batch.record_count("b", 1.0, ()).await.unwrap();
+    batch.record_count("a", 1.0, ()).await;
+    batch.record_count("b", 1.0, ()).await;
     assert_eq!(
-        batch.record_count("c", 1.0, ()).await.unwrap_err(),
+        batch.try_record_count("c", 1.0, ()).await.unwrap_err(),
         RecordError::SeriesLimitReached { limit: 2 }
     );
-    batch.record_count("a", 1.0, ()).await.unwrap();
+    batch.record_count("a", 1.0, ()).await;
     assert_eq!(batch.record_stats().series_dropped_limit, 1);
     let (metrics, _) = batch.flush().await;
     assert_eq!(metrics.len(), 2);
-    batch.record_count("c", 1.0, ()).await.unwrap();
+    batch.record_count("c", 1.0, ()).await;
 }
 
 #[tokio::test]
 async fn item_batches_validate_and_cap() {
     let events = EventBatch::builder().capacity(2).build();
-    events.record(Event::new("A")).await.unwrap();
+    events.record(Event::new("A")).await;
     assert!(matches!(
-        events.record(Event::new("bad type")).await.unwrap_err(),
+        events.try_record(Event::new("bad type")).await.unwrap_err(),
         RecordError::InvalidEventType { .. }
     ));
-    assert!(events.record(Event::new("")).await.is_err());
+    assert!(events.try_record(Event::new("")).await.is_err());
     assert!(matches!(
         events
-            .record(Event::new("A").with_attribute("x", f64::NEG_INFINITY))
+            .try_record(Event::new("A").with_attribute("x", f64::NEG_INFINITY))
             .await
             .unwrap_err(),
         RecordError::NonFiniteAttribute { .. }
     ));
-    events.record(Event::new("B")).await.unwrap();
+    events.record(Event::new("B")).await;
     assert_eq!(
-        events.record(Event::new("C")).await.unwrap_err(),
+        events.try_record(Event::new("C")).await.unwrap_err(),
         RecordError::BufferFull { capacity: 2 }
     );
     let stats = events.record_stats();
@@ -357,8 +340,7 @@ async fn item_batches_validate_and_cap() {
     let logs = LogBatch::new();
     let long = "y".repeat(5000);
     logs.record(Log::new("m").with_attribute("big", long.as_str()))
-        .await
-        .unwrap();
+        .await;
     let (items, _) = logs.flush().await;
     match items[0].attributes().get("big") {
         Some(Value::String(s)) => assert_eq!(s.chars().count(), 4094),
@@ -367,25 +349,25 @@ async fn item_batches_validate_and_cap() {
 
     let spans = SpanBatch::new();
     assert_eq!(
-        spans.record(Span::new("")).await.unwrap_err(),
+        spans.try_record(Span::new("")).await.unwrap_err(),
         RecordError::EmptyName
     );
     let too_many: Attributes = (0..201).map(|i| (format!("k{i}"), i)).collect();
     assert!(matches!(
         spans
-            .record(Span::new("s").with_attributes(too_many))
+            .try_record(Span::new("s").with_attributes(too_many))
             .await
             .unwrap_err(),
         RecordError::TooManyAttributes { limit: 200, .. }
     ));
     assert!(matches!(
         spans
-            .record(Span::new("s").with_event(SpanEvent::new("e").with_attribute("", 1)))
+            .try_record(Span::new("s").with_event(SpanEvent::new("e").with_attribute("", 1)))
             .await
             .unwrap_err(),
         RecordError::EmptyAttributeKey
     ));
-    spans.record(Span::new("s")).await.unwrap();
+    spans.record(Span::new("s")).await;
     assert_eq!(spans.len().await, 1);
 }
 
@@ -400,14 +382,17 @@ async fn invalid_common_attributes_are_removed() {
 #[tokio::test]
 async fn an_aggregate_never_overflows_to_infinity() {
     let batch = MetricBatch::new();
-    batch.record_count("big", f64::MAX, ()).await.unwrap();
+    batch.record_count("big", f64::MAX, ()).await;
     assert!(matches!(
-        batch.record_count("big", f64::MAX, ()).await.unwrap_err(),
+        batch
+            .try_record_count("big", f64::MAX, ())
+            .await
+            .unwrap_err(),
         RecordError::AggregateOverflow { .. }
     ));
-    batch.record_summary("s", f64::MAX, ()).await.unwrap();
-    assert!(batch.record_summary("s", f64::MAX, ()).await.is_err());
-    batch.record_summary("s", 1.0, ()).await.unwrap();
+    batch.record_summary("s", f64::MAX, ()).await;
+    assert!(batch.try_record_summary("s", f64::MAX, ()).await.is_err());
+    batch.record_summary("s", 1.0, ()).await;
     assert_eq!(batch.record_stats().items_dropped_invalid, 2);
 
     let (metrics, common) = batch.flush().await;
@@ -427,14 +412,14 @@ async fn an_aggregate_never_overflows_to_infinity() {
 #[tokio::test]
 async fn a_closed_metric_batch_refuses_and_counts_but_keeps_what_it_holds() {
     let batch = MetricBatch::new();
-    batch.record_count("before", 1.0, ()).await.unwrap();
+    batch.record_count("before", 1.0, ()).await;
     batch.close().await;
     assert_eq!(
-        batch.record_count("before", 1.0, ()).await.unwrap_err(),
+        batch.try_record_count("before", 1.0, ()).await.unwrap_err(),
         RecordError::Closed
     );
     assert_eq!(
-        batch.record_gauge("new", 1.0, ()).await.unwrap_err(),
+        batch.try_record_gauge("new", 1.0, ()).await.unwrap_err(),
         RecordError::Closed
     );
     assert_eq!(batch.record_stats().items_dropped_closed, 2);
@@ -454,8 +439,8 @@ async fn flushed_metrics_skip_validation_on_send_but_changed_ones_do_not() {
         .build()
         .unwrap();
     let batch = MetricBatch::new();
-    batch.record_count("ok", 1.0, [("k", "v")]).await.unwrap();
-    batch.record_gauge("level", 2.0, ()).await.unwrap();
+    batch.record_count("ok", 1.0, [("k", "v")]).await;
+    batch.record_gauge("level", 2.0, ()).await;
     let (mut metrics, common) = batch.flush().await;
     let Some(Metric::Count(count)) = metrics
         .iter()

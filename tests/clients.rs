@@ -314,7 +314,7 @@ async fn an_event_over_the_attribute_limit_once_merged_with_common_is_refused() 
     let own: newrelic_telemetry::Attributes = (0..56).map(|i| (format!("e{i}"), i)).collect();
     assert!(matches!(
         batch
-            .record(Event::new("Big").with_attributes(own))
+            .try_record(Event::new("Big").with_attributes(own))
             .await
             .unwrap_err(),
         RecordError::TooManyAttributes {

@@ -456,7 +456,7 @@ async fn harvest_events(
         .spawn();
     for round in 0..rounds {
         for e in events(round * per_round..(round + 1) * per_round) {
-            batch.record(e).await.unwrap();
+            batch.record(e).await;
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }

@@ -73,11 +73,7 @@ async fn an_explicit_path_is_kept() {
         .build()
         .unwrap();
     assert_eq!(telemetry.endpoints().metric, custom);
-    telemetry
-        .metrics()
-        .record_count("kept", 1.0, ())
-        .await
-        .unwrap();
+    telemetry.metrics().record_count("kept", 1.0, ()).await;
     let report = telemetry.shutdown().await;
     assert_eq!(report.metrics.delivery.items_dropped_rejected, 1);
     assert!(server.wait_for_requests(1, BOUND).await);
@@ -124,17 +120,8 @@ async fn record_one_of_each(telemetry: &Telemetry) {
     telemetry
         .metrics()
         .record_count("requests", 1.0, [("route", "/")])
-        .await
-        .unwrap();
-    telemetry
-        .events()
-        .record(Event::new("Order"))
-        .await
-        .unwrap();
-    telemetry.logs().record(Log::new("placed")).await.unwrap();
-    telemetry
-        .spans()
-        .record(Span::new("GET /").finish())
-        .await
-        .unwrap();
+        .await;
+    telemetry.events().record(Event::new("Order")).await;
+    telemetry.logs().record(Log::new("placed")).await;
+    telemetry.spans().record(Span::new("GET /").finish()).await;
 }

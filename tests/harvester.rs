@@ -28,7 +28,7 @@ async fn sends_once_per_interval_and_skips_empty_batches() {
         .harvest_interval(Duration::from_secs(5))
         .spawn();
 
-    batch.record_count("ticks", 1.0, ()).await.unwrap();
+    batch.record_count("ticks", 1.0, ()).await;
     tokio::time::sleep(Duration::from_millis(4900)).await;
     assert!(
         server.requests().is_empty(),
@@ -44,7 +44,7 @@ async fn sends_once_per_interval_and_skips_empty_batches() {
     tokio::time::sleep(Duration::from_millis(9900)).await;
     assert_eq!(server.requests().len(), 1);
 
-    batch.record_count("ticks", 2.0, ()).await.unwrap();
+    batch.record_count("ticks", 2.0, ()).await;
     assert!(server.wait_for_requests(2, Duration::from_secs(5)).await);
     assert_eq!(server.requests().len(), 2);
 
@@ -71,7 +71,7 @@ async fn cancellation_sends_the_last_data_and_returns_promptly() {
         .harvest_interval(Duration::from_secs(60))
         .cancellation_token(token.clone())
         .spawn();
-    batch.record_count("last", 7.0, ()).await.unwrap();
+    batch.record_count("last", 7.0, ()).await;
 
     let started = tokio::time::Instant::now();
     token.cancel();
@@ -89,7 +89,7 @@ async fn cancellation_sends_the_last_data_and_returns_promptly() {
 async fn shutdown_twice_is_harmless_and_returns_the_same_report() {
     let (server, batch, client) = metric_setup().await;
     let harvester = Harvester::spawn(batch.clone(), client);
-    batch.record_count("c", 1.0, ()).await.unwrap();
+    batch.record_count("c", 1.0, ()).await;
     let first = harvester.shutdown().await;
     let second = harvester.shutdown().await;
     assert_eq!(first, second);
@@ -112,12 +112,12 @@ fn works_on_a_current_thread_runtime() {
         let harvester = Harvester::builder(events.clone(), client)
             .harvest_interval(Duration::from_millis(20))
             .spawn();
-        events.record(Event::new("First")).await.unwrap();
+        events.record(Event::new("First")).await;
         assert!(
             server.wait_for_requests(1, WAIT).await,
             "harvested on a tick"
         );
-        events.record(Event::new("Last")).await.unwrap();
+        events.record(Event::new("Last")).await;
         let report = harvester.shutdown().await;
         assert!(report.completed);
         let types: Vec<_> = server
@@ -153,8 +153,8 @@ async fn one_token_stops_several_harvesters() {
     )
     .cancellation_token(token.clone())
     .spawn();
-    metrics.record_gauge("g", 1.0, ()).await.unwrap();
-    events.record(Event::new("E")).await.unwrap();
+    metrics.record_gauge("g", 1.0, ()).await;
+    events.record(Event::new("E")).await;
     token.cancel();
     let (r1, r2) = tokio::join!(h1.join(), h2.join());
     assert_eq!((r1.api, r1.delivery.items_sent), (Api::Metric, 1));
@@ -167,7 +167,7 @@ async fn dropping_the_handle_flushes_in_the_background() {
     let harvester = Harvester::builder(batch.clone(), client)
         .harvest_interval(Duration::from_secs(3600))
         .spawn();
-    batch.record_count("c", 1.0, ()).await.unwrap();
+    batch.record_count("c", 1.0, ()).await;
     drop(harvester);
     assert!(server.wait_for_requests(1, WAIT).await);
 }
@@ -184,13 +184,13 @@ async fn harvest_now_and_early_harvest_when_a_batch_fills() {
         .harvest_interval(Duration::from_secs(3600))
         .spawn();
 
-    events.record(Event::new("Now")).await.unwrap();
+    events.record(Event::new("Now")).await;
     harvester.harvest_now();
     assert!(server.wait_for_requests(1, WAIT).await);
 
     // Half full asks for an early harvest: no tick needed.
     for _ in 0..5 {
-        events.record(Event::new("Fill")).await.unwrap();
+        events.record(Event::new("Fill")).await;
     }
     assert!(server.wait_for_requests(2, WAIT).await);
     let report = harvester.shutdown().await;
@@ -212,7 +212,7 @@ async fn a_slow_endpoint_does_not_delay_harvests() {
     // Record between ticks (at 1, 6 and 11 s), one series per interval.
     tokio::time::sleep(Duration::from_secs(1)).await;
     for i in 0..3 {
-        batch.record_count("c", 1.0, [("i", i)]).await.unwrap();
+        batch.record_count("c", 1.0, [("i", i)]).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     // Three harvests happened while the first payload was in flight; they
@@ -242,12 +242,12 @@ async fn recording_after_shutdown_is_refused_and_counted_not_lost() {
         .build()
         .unwrap();
     let harvester = Harvester::spawn(events.clone(), client);
-    events.record(Event::new("Before")).await.unwrap();
+    events.record(Event::new("Before")).await;
     let report = harvester.shutdown().await;
     assert_eq!(report.delivery.items_sent, 1);
 
     assert_eq!(
-        events.record(Event::new("After")).await.unwrap_err(),
+        events.try_record(Event::new("After")).await.unwrap_err(),
         newrelic_telemetry::RecordError::Closed
     );
     assert_eq!(events.record_stats().items_dropped_closed, 1);
@@ -264,8 +264,8 @@ async fn a_metric_batch_half_way_to_its_series_limit_asks_for_a_harvest() {
     let harvester = Harvester::builder(batch.clone(), client)
         .harvest_interval(Duration::from_secs(3600))
         .spawn();
-    batch.record_count("a", 1.0, ()).await.unwrap();
-    batch.record_count("b", 1.0, ()).await.unwrap();
+    batch.record_count("a", 1.0, ()).await;
+    batch.record_count("b", 1.0, ()).await;
     assert!(
         server.wait_for_requests(1, WAIT).await,
         "harvested with no tick"

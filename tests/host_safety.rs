@@ -119,7 +119,7 @@ async fn a_transient_413_storm_does_not_poison_the_client() {
     };
 
     for seq in 0..8 {
-        events.record(event(seq)).await.unwrap();
+        events.record(event(seq)).await;
     }
     harvester.harvest_now();
     let settled = eventually(WAIT, || {
@@ -133,7 +133,7 @@ async fn a_transient_413_storm_does_not_poison_the_client() {
 
     // The storm is over: the next 100 events must all go through.
     for seq in 8..108 {
-        events.record(event(seq)).await.unwrap();
+        events.record(event(seq)).await;
     }
     let report = harvester.shutdown().await;
     let d = report.delivery;
@@ -217,7 +217,7 @@ async fn memory_stays_within_the_budget_during_an_outage() {
             } else {
                 big_log(seq, &pads)
             };
-            match logs.record(log).await {
+            match logs.try_record(log).await {
                 Ok(()) => {
                     recorded += 1;
                     if first_refused.is_some() {
@@ -317,7 +317,7 @@ async fn shutdown_meets_its_deadline_with_a_large_backlog(flavor: &str) {
 
     // A first payload goes out and hangs.
     for seq in 0..5 {
-        logs.record(small_log(seq)).await.unwrap();
+        logs.record(small_log(seq)).await;
     }
     harvester.harvest_now();
     assert!(server.wait_for_requests(1, WAIT).await);
@@ -326,7 +326,7 @@ async fn shutdown_meets_its_deadline_with_a_large_backlog(flavor: &str) {
     let pads = pads();
     let mut recorded = 5u64;
     for seq in 5..905 {
-        logs.record(big_log(seq, &pads)).await.unwrap();
+        logs.record(big_log(seq, &pads)).await;
         recorded += 1;
     }
     let held = harvester.memory();
@@ -396,15 +396,14 @@ async fn every_field_is_bounded_on_the_wire_through_the_batches() {
     telemetry
         .spans()
         .record(Span::new(long_name.clone()).finish())
-        .await
-        .unwrap();
+        .await;
     assert_eq!(telemetry.spans().record_stats().values_truncated, 1);
 
     // A metric name is an identity: refused whole, not cut.
     let metric_name = "m".repeat(10_000);
     let refused = telemetry
         .metrics()
-        .record_count(&metric_name, 1.0, ())
+        .try_record_count(&metric_name, 1.0, ())
         .await
         .unwrap_err();
     assert!(
@@ -421,25 +420,20 @@ async fn every_field_is_bounded_on_the_wire_through_the_batches() {
     assert_eq!(telemetry.metrics().record_stats().items_dropped_invalid, 1);
     // A metric recorded and flushed in the same millisecond as its interval
     // began (tokio's clock is paused): interval.ms must still be positive.
-    telemetry
-        .metrics()
-        .record_count("ok", 1.0, ())
-        .await
-        .unwrap();
+    telemetry.metrics().record_count("ok", 1.0, ()).await;
 
     // Log messages are cut to 32,768 characters.
     telemetry
         .logs()
         .record(Log::new("x".repeat(100_000)).with_attribute("seq", 1))
-        .await
-        .unwrap();
+        .await;
     assert_eq!(telemetry.logs().record_stats().values_truncated, 1);
 
     // Timestamps past a signed 64-bit count of ms, or before 1970: refused.
     for timestamp in [after_epoch(u64::MAX), before_epoch()] {
         let refused = telemetry
             .events()
-            .record(Event::new("Odd").with_timestamp(timestamp))
+            .try_record(Event::new("Odd").with_timestamp(timestamp))
             .await
             .unwrap_err();
         assert!(
@@ -450,8 +444,7 @@ async fn every_field_is_bounded_on_the_wire_through_the_batches() {
     telemetry
         .events()
         .record(Event::new("Fine").with_timestamp(after_epoch(1_700_000_000_000)))
-        .await
-        .unwrap();
+        .await;
     assert_eq!(telemetry.events().record_stats().items_dropped_invalid, 2);
 
     let report = telemetry.shutdown().await;
@@ -484,7 +477,7 @@ async fn every_field_is_bounded_on_the_wire_through_the_batches() {
 #[tokio::test(start_paused = true)]
 async fn a_flush_in_the_millisecond_its_interval_began_reports_a_positive_interval() {
     let batch = MetricBatch::new();
-    batch.record_count("c", 1.0, ()).await.unwrap();
+    batch.record_count("c", 1.0, ()).await;
     let (metrics, common) = batch.flush().await; // no time has passed
     assert_eq!(metrics.len(), 1);
     assert_eq!(common.interval_ms(), Some(1));
@@ -617,7 +610,7 @@ async fn a_413_split_while_the_pipeline_is_full_stays_within_the_budget() {
     // A payload of 12 large logs goes out; its 413 comes 10 s later.
     let mut recorded = 0u64;
     for seq in 0..12 {
-        logs.record(big_log(seq, &pads)).await.unwrap();
+        logs.record(big_log(seq, &pads)).await;
         recorded += 1;
     }
     harvester.harvest_now();
@@ -628,13 +621,13 @@ async fn a_413_split_while_the_pipeline_is_full_stays_within_the_budget() {
     // refusal (which would ask for a harvest).
     let per_log = {
         let scratch = LogBatch::new();
-        scratch.record(big_log(100, &pads)).await.unwrap();
+        scratch.record(big_log(100, &pads)).await;
         scratch.memory().held_bytes
     };
     let mut seq = 12;
     let record_limit = harvester.memory().record_limit_bytes;
     while harvester.memory().held_bytes + per_log + 64 <= record_limit {
-        logs.record(big_log(seq, &pads)).await.unwrap();
+        logs.record(big_log(seq, &pads)).await;
         recorded += 1;
         seq += 1;
     }
@@ -680,7 +673,7 @@ async fn shutdown_during_a_harvest_meets_its_deadline(flavor: &str) {
     let pads = pads();
     let recorded = 900u64;
     for seq in 0..recorded as i64 {
-        logs.record(big_log(seq, &pads)).await.unwrap();
+        logs.record(big_log(seq, &pads)).await;
     }
     // A harvest starts encoding the backlog: the batch is taken (empty)
     // while the pipeline still holds every item.
@@ -739,7 +732,7 @@ async fn recording_while_a_harvest_encodes_stays_within_the_budget() {
     let (mut recorded, mut refused, mut seq) = (0u64, 0u64, 0i64);
     let end = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < end && harvester.memory().peak_bytes <= BUDGET {
-        match logs.record(big_log(seq, &pads)).await {
+        match logs.try_record(big_log(seq, &pads)).await {
             Ok(()) => recorded += 1,
             Err(RecordError::MemoryBudgetFull { .. }) => refused += 1,
             Err(e) => panic!("{e}"),

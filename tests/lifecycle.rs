@@ -134,14 +134,12 @@ async fn clones_record_across_tasks_and_shut_down_together() {
                     telemetry
                         .metrics()
                         .record_count("requests", 1, [("task", task % 2)])
-                        .await
-                        .unwrap();
+                        .await;
                 }
                 telemetry
                     .logs()
                     .record(Log::new(format!("task {task} done")))
-                    .await
-                    .unwrap();
+                    .await;
             })
         })
         .collect();
@@ -206,8 +204,7 @@ async fn disabled_telemetry_records_and_counts_but_sends_nothing() {
         telemetry
             .metrics()
             .record_count("requests", 1, [("route", "/")])
-            .await
-            .unwrap();
+            .await;
     }
     telemetry.harvest_now();
     // A harvest lets the series go, counted (bounded wait).
@@ -223,7 +220,7 @@ async fn disabled_telemetry_records_and_counts_but_sends_nothing() {
     assert!(
         telemetry
             .metrics()
-            .record_gauge("load", f64::NAN, ())
+            .try_record_gauge("load", f64::NAN, ())
             .await
             .is_err()
     );
@@ -245,11 +242,7 @@ async fn disabled_from_the_environment_needs_no_key() {
         .build()
         .unwrap();
     assert!(!telemetry.is_enabled());
-    telemetry
-        .logs()
-        .record(Log::new("kept local"))
-        .await
-        .unwrap();
+    telemetry.logs().record(Log::new("kept local")).await;
     let report = tokio::time::timeout(BOUND, telemetry.shutdown())
         .await
         .unwrap();

@@ -186,8 +186,7 @@ async fn a_proxy_set_on_the_builder_carries_the_requests() {
     telemetry
         .events()
         .record(Event::new("TelemetryViaProxy"))
-        .await
-        .unwrap();
+        .await;
     telemetry.shutdown().await;
     assert_eq!(proxy.events()[1]["eventType"], "TelemetryViaProxy");
 }

@@ -45,19 +45,13 @@ async fn four_pipelines_from_the_environment_end_to_end() {
     telemetry
         .metrics()
         .record_count("orders", 2.0, [("plan", "pro")])
-        .await
-        .unwrap();
-    telemetry
-        .events()
-        .record(Event::new("Order"))
-        .await
-        .unwrap();
-    telemetry.logs().record(Log::new("placed")).await.unwrap();
+        .await;
+    telemetry.events().record(Event::new("Order")).await;
+    telemetry.logs().record(Log::new("placed")).await;
     telemetry
         .spans()
         .record(Span::new("place order").finish())
-        .await
-        .unwrap();
+        .await;
 
     let report = telemetry.shutdown().await;
     assert_eq!(report.items_sent(), 4);
@@ -107,12 +101,8 @@ async fn code_wins_over_the_environment() {
         .event_endpoint(code_server.event_url())
         .build()
         .expect("values set in code are not read from the environment");
-    telemetry.events().record(Event::new("E")).await.unwrap();
-    telemetry
-        .metrics()
-        .record_gauge("g", 1.0, ())
-        .await
-        .unwrap();
+    telemetry.events().record(Event::new("E")).await;
+    telemetry.metrics().record_gauge("g", 1.0, ()).await;
     telemetry.shutdown().await;
     assert_eq!(code_server.requests().len(), 1);
     assert_eq!(
@@ -133,7 +123,7 @@ async fn the_license_key_is_the_fallback() {
     let mut vars: Vec<(&str, String)> = endpoints(&server);
     vars.push(("NEW_RELIC_LICENSE_KEY", "license".into()));
     let telemetry = Telemetry::builder().environment(vars).build().unwrap();
-    telemetry.events().record(Event::new("E")).await.unwrap();
+    telemetry.events().record(Event::new("E")).await;
     telemetry.shutdown().await;
     assert_eq!(server.requests()[0].header("api-key"), Some("license"));
 
@@ -141,7 +131,7 @@ async fn the_license_key_is_the_fallback() {
     vars.push(("NEW_RELIC_LICENSE_KEY", "license".into()));
     vars.push(("NEW_RELIC_API_KEY", "api".into()));
     let telemetry = Telemetry::builder().environment(vars).build().unwrap();
-    telemetry.events().record(Event::new("E")).await.unwrap();
+    telemetry.events().record(Event::new("E")).await;
     telemetry.shutdown().await;
     assert_eq!(server.requests()[1].header("api-key"), Some("api"));
 }
@@ -250,11 +240,7 @@ async fn the_harvest_interval_variable_is_used() {
     vars.push(("NEW_RELIC_API_KEY", "k".into()));
     vars.push(("NEW_RELIC_HARVEST_INTERVAL", "2.5".into()));
     let telemetry = Telemetry::builder().environment(vars).build().unwrap();
-    telemetry
-        .metrics()
-        .record_count("c", 1.0, ())
-        .await
-        .unwrap();
+    telemetry.metrics().record_count("c", 1.0, ()).await;
     tokio::time::sleep(Duration::from_millis(2400)).await;
     assert!(server.requests().is_empty());
     assert!(
@@ -276,7 +262,7 @@ async fn one_external_token_stops_everything() {
         .cancellation_token(token.clone())
         .build()
         .unwrap();
-    telemetry.logs().record(Log::new("bye")).await.unwrap();
+    telemetry.logs().record(Log::new("bye")).await;
     token.cancel();
     let report = telemetry.join().await;
     assert_eq!(report.logs.delivery.items_sent, 1);
@@ -303,18 +289,10 @@ async fn client_settings_apply_to_all_four_clients_in_order() {
         })
         .build()
         .unwrap();
-    telemetry
-        .metrics()
-        .record_gauge("g", 1.0, ())
-        .await
-        .unwrap();
-    telemetry.events().record(Event::new("E")).await.unwrap();
-    telemetry.logs().record(Log::new("l")).await.unwrap();
-    telemetry
-        .spans()
-        .record(Span::new("s").finish())
-        .await
-        .unwrap();
+    telemetry.metrics().record_gauge("g", 1.0, ()).await;
+    telemetry.events().record(Event::new("E")).await;
+    telemetry.logs().record(Log::new("l")).await;
+    telemetry.spans().record(Span::new("s").finish()).await;
     let report = telemetry.shutdown().await;
     assert_eq!(report.items_sent(), 4, "the closure's endpoint is not used");
     let requests = server.requests();

@@ -149,21 +149,14 @@ async fn flushed_metric_batch_payload() {
     let batch = MetricBatch::builder()
         .common_attributes(attributes! { "host" => "a" })
         .build();
-    batch
-        .record_count("errors", 2.0, [("code", 500)])
-        .await
-        .unwrap();
-    batch
-        .record_count("errors", 3.0, [("code", 500)])
-        .await
-        .unwrap();
-    batch.record_summary("latency", 1.0, ()).await.unwrap();
-    batch.record_summary("latency", 2.0, ()).await.unwrap();
+    batch.record_count("errors", 2.0, [("code", 500)]).await;
+    batch.record_count("errors", 3.0, [("code", 500)]).await;
+    batch.record_summary("latency", 1.0, ()).await;
+    batch.record_summary("latency", 2.0, ()).await;
     tokio::time::advance(Duration::from_millis(5000)).await;
     batch
         .record_gauge("temperature", 78.6, [("units", "F")])
-        .await
-        .unwrap();
+        .await;
 
     let (metrics, common) = batch.flush().await;
     let ts = common.timestamp_ms().expect("interval start");
@@ -206,9 +199,7 @@ async fn flushed_log_and_span_batches_carry_a_common_block() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    logs.record(Log::new("hello").with_timestamp(recent))
-        .await
-        .unwrap();
+    logs.record(Log::new("hello").with_timestamp(recent)).await;
     let (items, common) = logs.flush().await;
     assert_eq!(
         wire::<Logs>(&items, &common).await,
@@ -221,7 +212,7 @@ async fn flushed_log_and_span_batches_carry_a_common_block() {
         .with_id("1")
         .with_trace_id("2")
         .with_timestamp(at(T0));
-    spans.record(span).await.unwrap();
+    spans.record(span).await;
     let (items, common) = spans.flush().await;
     assert_eq!(
         wire::<Spans>(&items, &common).await,
@@ -240,8 +231,7 @@ async fn flushed_event_batch_merges_its_common_attributes() {
                 .with_timestamp(at(T0))
                 .with_attribute("region", "us"),
         )
-        .await
-        .unwrap();
+        .await;
     let (items, common) = events.flush().await;
     assert_eq!(
         wire::<Events>(&items, &common).await,

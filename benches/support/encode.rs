@@ -132,10 +132,7 @@ impl Case for MetricCase {
     async fn fill(&self) {
         for i in 0..ITEMS {
             let (name, host) = self.workload.series(i);
-            self.batch
-                .record_count(name, i as f64, attrs(host))
-                .await
-                .unwrap();
+            self.batch.record_count(name, i as f64, attrs(host)).await;
         }
     }
 
@@ -211,7 +208,7 @@ impl Case for EventCase {
                 .with_attribute("region", "us-east-1")
                 .with_attribute("duration.ms", 0.5 + (i % 1000) as f64)
                 .with_attribute("status", 200);
-            self.batch.record(event).await.unwrap();
+            self.batch.record(event).await;
         }
     }
 
@@ -287,7 +284,7 @@ impl Case for LogCase {
             .with_level("INFO")
             .with_attribute("host", self.hosts[i % 100].as_str())
             .with_attribute("service.name", "checkout");
-            self.batch.record(log).await.unwrap();
+            self.batch.record(log).await;
         }
     }
 
@@ -366,7 +363,7 @@ impl Case for SpanCase {
                 .with_duration(Duration::from_micros(250 + (i as u64 % 5000)))
                 .with_attribute("host", self.hosts[i % 100].as_str())
                 .with_attribute("http.status_code", 200);
-            self.batch.record(span).await.unwrap();
+            self.batch.record(span).await;
         }
     }
 

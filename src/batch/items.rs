@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, Notify};
 
-use super::{Batch, RecordCounters, RecordStats, Taken};
+use super::refusal::{OnRefused, Refusals};
+use super::{Batch, RecordStats, Taken};
 use crate::attributes::Attributes;
 use crate::budget::{DEFAULT_MEMORY_BUDGET, HeapSize, HeldBytes, MemoryBudget, MemoryStats};
 use crate::common::Common;
@@ -27,7 +28,7 @@ pub const DEFAULT_CAPACITY: usize = 50_000;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let events = EventBatch::builder().common_attributes(attributes! { "env" => "prod" }).build();
-/// events.record(Event::new("Order").with_attribute("total", 42.0)).await.unwrap();
+/// events.record(Event::new("Order").with_attribute("total", 42.0)).await;
 /// assert_eq!(events.len().await, 1);
 /// # }
 /// ```
@@ -39,7 +40,7 @@ pub type EventBatch = ItemBatch<Event>;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let logs = LogBatch::new();
-/// logs.record(Log::new("started").with_level("INFO")).await.unwrap();
+/// logs.record(Log::new("started").with_level("INFO")).await;
 /// let (items, _common) = logs.flush().await;
 /// assert_eq!(items[0].message(), "started");
 /// # }
@@ -52,7 +53,7 @@ pub type LogBatch = ItemBatch<Log>;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let spans = SpanBatch::new();
-/// spans.record(Span::new("GET /orders").finish()).await.unwrap();
+/// spans.record(Span::new("GET /orders").finish()).await;
 /// assert_eq!(spans.len().await, 1);
 /// # }
 /// ```
@@ -100,7 +101,7 @@ struct Buffer<T> {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), newrelic_telemetry::RecordError> {
 /// let events = Arc::new(EventBatch::new());
-/// events.record(Event::new("Purchase").with_attribute("amount", 12.5)).await?;
+/// events.record(Event::new("Purchase").with_attribute("amount", 12.5)).await;
 /// let (items, _common) = events.flush().await;
 /// assert_eq!(items.len(), 1);
 /// # Ok(()) }
@@ -109,7 +110,7 @@ pub struct ItemBatch<T> {
     items: Mutex<Buffer<T>>,
     capacity: usize,
     common_attributes: Option<Arc<Attributes>>,
-    counters: RecordCounters,
+    refusals: Refusals,
     harvest: Notify,
     budget: Arc<MemoryBudget>,
 }
@@ -142,6 +143,7 @@ pub struct ItemBatchBuilder<T> {
     common_attributes: Option<Attributes>,
     capacity: usize,
     memory_budget: usize,
+    on_refused: Option<OnRefused>,
     item: PhantomData<fn() -> T>,
 }
 
@@ -168,8 +170,8 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = LogBatch::builder().capacity(1).build();
-    /// logs.record(Log::new("one")).await.unwrap();
-    /// assert_eq!(logs.record(Log::new("two")).await, Err(RecordError::BufferFull { capacity: 1 }));
+    /// logs.record(Log::new("one")).await;
+    /// assert_eq!(logs.try_record(Log::new("two")).await, Err(RecordError::BufferFull { capacity: 1 }));
     /// # }
     /// ```
     pub fn capacity(mut self, capacity: usize) -> Self {
@@ -194,18 +196,51 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     /// let logs = LogBatch::builder().memory_budget(4 * 1024 * 1024).build();
     /// let big = || Log::new("x".repeat(30_000));
     /// let mut kept = 0;
-    /// while logs.record(big()).await.is_ok() {
+    /// while logs.try_record(big()).await.is_ok() {
     ///     kept += 1;
     /// }
     /// let memory = logs.memory();
     /// assert_eq!(memory.record_limit_bytes, 4 * 1024 * 1024 - 2_000_000);
     /// assert!((70..=73).contains(&kept)); // 2.19 MB of 30 kB messages and their records
-    /// assert!(matches!(logs.record(big()).await, Err(RecordError::MemoryBudgetFull { .. })));
+    /// assert!(matches!(logs.try_record(big()).await, Err(RecordError::MemoryBudgetFull { .. })));
     /// assert_eq!(logs.record_stats().items_dropped_over_budget, 2);
     /// # }
     /// ```
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = bytes;
+        self
+    }
+
+    /// Calls `f` with every item the batch refuses (after counting it, and
+    /// besides the WARN logged once per harvest interval for each reason):
+    /// to count refusals in the service's own metrics, or to fail a test.
+    /// It runs on the recording task: keep it short.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch, RecordError};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let refused = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = refused.clone();
+    /// let logs = LogBatch::builder()
+    ///     .capacity(1)
+    ///     .on_refused(move |e: &RecordError| seen.lock().unwrap().push(e.clone()))
+    ///     .build();
+    /// logs.record(Log::new("kept")).await;
+    /// logs.record(Log::new("no room")).await;
+    /// assert_eq!(*refused.lock().unwrap(), [RecordError::BufferFull { capacity: 1 }]);
+    /// # }
+    /// ```
+    pub fn on_refused(mut self, f: impl Fn(&RecordError) + Send + Sync + 'static) -> Self {
+        self.on_refused = Some(OnRefused::new(f));
+        self
+    }
+
+    /// The callback set by [`on_refused`](Self::on_refused), shared
+    /// (`Telemetry` hands one to all its batches).
+    pub(crate) fn on_refused_shared(mut self, f: Option<OnRefused>) -> Self {
+        self.on_refused = f;
         self
     }
 
@@ -232,7 +267,7 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
                 .map(T::sanitize_common)
                 .filter(|a| !a.is_empty())
                 .map(Arc::new),
-            counters: RecordCounters::default(),
+            refusals: Refusals::new(self.on_refused),
             harvest: Notify::new(),
             budget: MemoryBudget::new(self.memory_budget),
         }
@@ -273,33 +308,55 @@ impl<T: BatchItem> ItemBatch<T> {
             common_attributes: None,
             capacity: DEFAULT_CAPACITY,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            on_refused: None,
             item: PhantomData,
         }
     }
 
-    /// Validates `item` and buffers it.
+    /// Validates `item` and buffers it; fire and forget.
     ///
     /// Over-long string values are truncated to the API's limit (counted in
-    /// [`RecordStats::values_truncated`]); anything else the API would reject is
-    /// refused with a [`RecordError`].
+    /// [`RecordStats::values_truncated`]). An item the API would reject, or
+    /// one with no room (capacity, memory budget, a closed batch), is
+    /// refused: counted in [`record_stats`](Self::record_stats), logged at
+    /// WARN once per harvest interval for each reason, and handed to the
+    /// [`on_refused`](ItemBatchBuilder::on_refused) callback.
+    /// [`try_record`](Self::try_record) returns the refusal instead.
     ///
     /// ```
     /// # use newrelic_telemetry::{Log, LogBatch};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = LogBatch::new();
-    /// logs.record(Log::new("started").with_level("INFO")).await.unwrap();
+    /// logs.record(Log::new("started").with_level("INFO")).await;
+    /// logs.record(Log::new("bad").with_attribute("", 1)).await; // refused, counted
     /// assert_eq!(logs.len().await, 1);
+    /// assert_eq!(logs.record_stats().items_dropped_invalid, 1);
     /// # }
     /// ```
-    pub async fn record(&self, mut item: T) -> Result<(), RecordError> {
+    pub async fn record(&self, item: T) {
+        let _ = self.try_record(item).await;
+    }
+
+    /// [`record`](Self::record), returning why an item was refused (it is
+    /// counted, logged and handed to the callback all the same).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::{Log, LogBatch, RecordError};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::new();
+    /// let refused = logs.try_record(Log::new("bad").with_attribute("", 1)).await;
+    /// assert_eq!(refused, Err(RecordError::EmptyAttributeKey));
+    /// # }
+    /// ```
+    pub async fn try_record(&self, mut item: T) -> Result<(), RecordError> {
         let truncations = item
             .validate(self.common_attributes.as_deref())
-            .map_err(|e| self.counters.refused(e))?;
-        self.counters.truncated(truncations);
+            .map_err(|e| self.refusals.refused(e))?;
+        self.refusals.truncated(truncations);
         let bytes = item.held_bytes();
         if !self.budget.try_reserve_item(bytes) {
             self.harvest.notify_one();
-            return Err(self.counters.refused(RecordError::MemoryBudgetFull {
+            return Err(self.refusals.refused(RecordError::MemoryBudgetFull {
                 budget_bytes: self.budget.limit(),
             }));
         }
@@ -317,7 +374,7 @@ impl<T: BatchItem> ItemBatch<T> {
         if let Some(error) = refused {
             drop(buffer);
             self.budget.unreserve_item(bytes);
-            return Err(self.counters.refused(error));
+            return Err(self.refusals.refused(error));
         }
         buffer.items.push(item);
         buffer.held_bytes += bytes;
@@ -334,7 +391,7 @@ impl<T: BatchItem> ItemBatch<T> {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = LogBatch::builder().common_attributes(attributes! { "host" => "web-1" }).build();
-    /// logs.record(Log::new("a")).await.unwrap();
+    /// logs.record(Log::new("a")).await;
     /// let (items, common) = logs.flush().await;
     /// assert_eq!(items.len(), 1);
     /// assert!(common.attributes().is_some());
@@ -346,6 +403,7 @@ impl<T: BatchItem> ItemBatch<T> {
     }
 
     async fn take(&self) -> Taken<T> {
+        self.refusals.next_interval();
         let (items, held_bytes) = {
             let mut buffer = self.items.lock().await;
             let held = std::mem::take(&mut buffer.held_bytes);
@@ -366,7 +424,7 @@ impl<T: BatchItem> ItemBatch<T> {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let events = EventBatch::new();
-    /// events.record(Event::new("Order").with_attribute("sku", "A-1")).await.unwrap();
+    /// events.record(Event::new("Order").with_attribute("sku", "A-1")).await;
     /// assert_eq!(events.memory().held_items, 1);
     /// events.flush().await; // the caller holds the items now, not the pipeline
     /// assert_eq!((events.memory().held_items, events.memory().held_bytes), (0, 0));
@@ -383,8 +441,8 @@ impl<T: BatchItem> ItemBatch<T> {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = LogBatch::new();
-    /// logs.record(Log::new("a")).await.unwrap();
-    /// logs.record(Log::new("b")).await.unwrap();
+    /// logs.record(Log::new("a")).await;
+    /// logs.record(Log::new("b")).await;
     /// assert_eq!(logs.len().await, 2);
     /// # }
     /// ```
@@ -401,9 +459,9 @@ impl<T: BatchItem> ItemBatch<T> {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = LogBatch::new();
-    /// logs.record(Log::new("kept")).await.unwrap();
+    /// logs.record(Log::new("kept")).await;
     /// logs.close().await;
-    /// assert_eq!(logs.record(Log::new("late")).await, Err(RecordError::Closed));
+    /// assert_eq!(logs.try_record(Log::new("late")).await, Err(RecordError::Closed));
     /// assert_eq!(logs.flush().await.0.len(), 1); // what was buffered stays
     /// # }
     /// ```
@@ -419,7 +477,7 @@ impl<T: BatchItem> ItemBatch<T> {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = LogBatch::new();
     /// assert!(logs.is_empty().await);
-    /// logs.record(Log::new("a")).await.unwrap();
+    /// logs.record(Log::new("a")).await;
     /// assert!(!logs.is_empty().await);
     /// # }
     /// ```
@@ -434,12 +492,12 @@ impl<T: BatchItem> ItemBatch<T> {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = LogBatch::new();
-    /// logs.record(Log::new("ok").with_attribute("", 1)).await.unwrap_err(); // empty key
+    /// logs.try_record(Log::new("ok").with_attribute("", 1)).await.unwrap_err(); // empty key
     /// assert_eq!(logs.record_stats().items_dropped_invalid, 1);
     /// # }
     /// ```
     pub fn record_stats(&self) -> RecordStats {
-        self.counters.snapshot()
+        self.refusals.counts.snapshot()
     }
 
     /// The common attributes sent with every flush.
@@ -473,7 +531,7 @@ impl<T: BatchItem> Batch for ItemBatch<T> {
     }
 
     fn record_stats(&self) -> RecordStats {
-        self.counters.snapshot()
+        self.refusals.counts.snapshot()
     }
 
     fn take(&self) -> impl std::future::Future<Output = Taken<T>> + Send {

@@ -10,6 +10,7 @@
 
 mod items;
 mod metric;
+pub(crate) mod refusal;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +26,6 @@ pub use metric::{
 pub use crate::budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
 use crate::budget::{HeldBytes, MemoryBudget};
 use crate::common::Common;
-use crate::error::RecordError;
 
 crate::counters::counters! {
     /// What a batch refused or changed since it was created.
@@ -38,9 +38,9 @@ crate::counters::counters! {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let events = EventBatch::new();
-    /// assert!(events.record(Event::new("not a valid type!")).await.is_err());
+    /// assert!(events.try_record(Event::new("not a valid type!")).await.is_err());
     /// events.close().await;
-    /// assert_eq!(events.record(Event::new("Order")).await, Err(RecordError::Closed));
+    /// assert_eq!(events.try_record(Event::new("Order")).await, Err(RecordError::Closed));
     ///
     /// let stats = events.record_stats();
     /// assert_eq!((stats.items_dropped_invalid, stats.items_dropped_closed), (1, 1));
@@ -73,9 +73,9 @@ impl RecordStats {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = LogBatch::builder().capacity(1).build();
-    /// logs.record(Log::new("kept")).await.unwrap();
-    /// logs.record(Log::new("no room")).await.unwrap_err();
-    /// logs.record(Log::new("bad").with_attribute("", 1)).await.unwrap_err();
+    /// logs.record(Log::new("kept")).await;
+    /// logs.try_record(Log::new("no room")).await.unwrap_err();
+    /// logs.try_record(Log::new("bad").with_attribute("", 1)).await.unwrap_err();
     /// assert_eq!(logs.record_stats().items_dropped(), 2);
     /// # }
     /// ```
@@ -85,38 +85,6 @@ impl RecordStats {
             + self.series_dropped_limit
             + self.items_dropped_closed
             + self.items_dropped_over_budget
-    }
-}
-
-impl RecordCounters {
-    /// Counts a refusal and hands the error back.
-    pub(crate) fn refused(&self, error: RecordError) -> RecordError {
-        let counter = match error {
-            RecordError::BufferFull { .. } => &self.items_dropped_buffer_full,
-            RecordError::SeriesLimitReached { .. } => &self.series_dropped_limit,
-            RecordError::Closed => &self.items_dropped_closed,
-            RecordError::MemoryBudgetFull { .. } => &self.items_dropped_over_budget,
-            _ => &self.items_dropped_invalid,
-        };
-        Self::add(counter, 1);
-        tracing::debug!(%error, "recording refused");
-        error
-    }
-
-    /// Counts an invalid value ignored where there is no caller to hand an
-    /// error to (a handle), without building the error.
-    pub(crate) fn count_invalid(&self) {
-        Self::add(&self.items_dropped_invalid, 1);
-    }
-
-    /// Counts a write ignored because the batch is closed (a handle's).
-    pub(crate) fn count_closed(&self) {
-        Self::add(&self.items_dropped_closed, 1);
-    }
-
-    /// Counts `n` text values cut to their bound.
-    pub(crate) fn truncated(&self, n: u64) {
-        Self::add(&self.values_truncated, n);
     }
 }
 
@@ -132,9 +100,9 @@ impl RecordCounters {
 /// }
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let metrics = MetricBatch::new();
-/// metrics.record_gauge("temperature", 21.5, ()).await.unwrap();
+/// metrics.record_gauge("temperature", 21.5, ()).await;
 /// let logs = LogBatch::new();
-/// logs.record(Log::new("hello")).await.unwrap();
+/// logs.record(Log::new("hello")).await;
 /// assert_eq!(pending(&metrics).await, 1);
 /// assert_eq!(pending(&logs).await, 1);
 /// # }

@@ -12,9 +12,10 @@ use super::per_api::{AllApis, ConfigureClients};
 use super::pipelines;
 use crate::api::Region;
 use crate::attributes::{Attributes, Value};
+use crate::batch::refusal::OnRefused;
 use crate::budget::DEFAULT_MEMORY_BUDGET;
 use crate::client::ClientBuilder;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, RecordError};
 use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
 
 /// Configures a [`Telemetry`]. Settings made in code win over environment
@@ -64,6 +65,7 @@ pub struct TelemetryBuilder {
     /// Applied in order to the four clients' shared settings, once the key
     /// and region are known.
     configure_clients: Vec<ConfigureClients>,
+    on_refused: Option<OnRefused>,
 }
 
 impl std::fmt::Debug for TelemetryBuilder {
@@ -95,6 +97,7 @@ impl Default for TelemetryBuilder {
             common_attributes: Attributes::new(),
             service_name: None,
             configure_clients: Vec::new(),
+            on_refused: None,
         }
     }
 }
@@ -144,9 +147,9 @@ impl TelemetryBuilder {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let no_env: [(&str, &str); 0] = [];
     /// let telemetry = Telemetry::builder().environment(no_env).enabled(false).build()?; // no key
-    /// telemetry.metrics().record_count("requests", 1, [("route", "/")]).await?;
+    /// telemetry.metrics().record_count("requests", 1, [("route", "/")]).await;
     /// // Still validated: a bad recording is an error, and counted.
-    /// assert!(telemetry.metrics().record_gauge("load", f64::NAN, ()).await.is_err());
+    /// assert!(telemetry.metrics().try_record_gauge("load", f64::NAN, ()).await.is_err());
     ///
     /// let report = telemetry.shutdown().await;
     /// assert_eq!(report.items_sent(), 0);
@@ -322,7 +325,7 @@ impl TelemetryBuilder {
     /// let server = TestIngestServer::start().await?;
     /// use std::time::Duration;
     /// let telemetry = server.telemetry_builder().shutdown_timeout(Duration::from_secs(2)).build()?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("bye")).await?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("bye")).await;
     /// let report = telemetry.shutdown().await;
     /// assert!(!report.deadline_exceeded());
     /// # Ok(()) }
@@ -347,7 +350,7 @@ impl TelemetryBuilder {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().memory_budget(4 * 1024 * 1024).build()?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("hello")).await?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("hello")).await;
     ///
     /// let stats = telemetry.stats();
     /// assert_eq!(stats.logs.memory.budget_bytes, 4 * 1024 * 1024);
@@ -395,7 +398,7 @@ impl TelemetryBuilder {
     ///     .telemetry_builder()
     ///     .common_attributes(attributes! { "host" => "web-1", "env" => "prod" })
     ///     .build()?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(server.logs()[0]["attributes"]["env"], "prod");
     /// # Ok(()) }
@@ -403,6 +406,37 @@ impl TelemetryBuilder {
     #[must_use = "builder methods return the changed builder"]
     pub fn common_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
         self.common_attributes.absorb(attributes.into());
+        self
+    }
+
+    /// Calls `f` with every item any of the four batches refuses (an
+    /// invalid metric, a full buffer, the series limit, the memory budget,
+    /// a recording after shutdown). Recording never returns an error: a
+    /// refusal is counted in [`stats`](Telemetry::stats), logged at WARN
+    /// once per harvest interval for each reason, and handed to `f`, which
+    /// runs on the recording task or thread (keep it short).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{RecordError, test_util::TestIngestServer};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let refused = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = refused.clone();
+    /// let telemetry = server
+    ///     .telemetry_builder()
+    ///     .on_refused(move |e: &RecordError| seen.lock().unwrap().push(e.clone()))
+    ///     .build()?;
+    /// telemetry.metrics().record_gauge("cpu", f64::NAN, ()).await;
+    /// assert_eq!(*refused.lock().unwrap(), [RecordError::NonFiniteValue { name: "cpu".into() }]);
+    /// telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn on_refused(mut self, f: impl Fn(&RecordError) + Send + Sync + 'static) -> Self {
+        self.on_refused = Some(OnRefused::new(f));
         self
     }
 
@@ -415,7 +449,7 @@ impl TelemetryBuilder {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().service_name("checkout").build()?;
-    /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await?;
+    /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(server.events()[0]["service.name"], "checkout");
     /// # Ok(()) }
@@ -466,7 +500,7 @@ impl TelemetryBuilder {
     ///             })
     ///     })
     ///     .build()?;
-    /// telemetry.logs().record(Log::new("lost to the 503")).await?;
+    /// telemetry.logs().record(Log::new("lost to the 503")).await;
     /// let report = telemetry.shutdown().await;
     ///
     /// assert_eq!(report.logs.delivery.items_dropped_retries_exhausted, 1);
@@ -513,6 +547,7 @@ impl TelemetryBuilder {
                 service_name: self.service_name,
                 shutdown_timeout: self.shutdown_timeout,
                 memory_budget: self.memory_budget,
+                on_refused: self.on_refused,
                 parent: self.token,
             },
         )
@@ -532,7 +567,7 @@ impl Telemetry {
     /// # let server = TestIngestServer::start().await?;
     /// // `server.telemetry_builder()` is `Telemetry::builder()` pointed at the test server.
     /// let telemetry = server.telemetry_builder().service_name("checkout").build()?;
-    /// telemetry.metrics().record_count("orders", 1.0, ()).await?;
+    /// telemetry.metrics().record_count("orders", 1.0, ()).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(server.metrics()[0]["attributes"]["service.name"], "checkout");
     /// # Ok(()) }

@@ -59,7 +59,7 @@ pub const API_KEY: &str = "NEW_RELIC_API_KEY";
 /// let telemetry = Telemetry::builder()
 ///     .environment([(env::LICENSE_KEY, "license-key"), (env::EVENT_API_URL, &server.event_url())])
 ///     .build()?;
-/// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await?;
+/// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await;
 /// telemetry.shutdown().await;
 /// assert_eq!(server.requests()[0].header("api-key"), Some("license-key"));
 /// # Ok(()) }
@@ -137,7 +137,7 @@ pub const TRACE_API_URL: &str = "NEW_RELIC_TRACE_API_URL";
 ///     .environment([(env::API_KEY, "key"), (env::HARVEST_INTERVAL, "0.5")])
 ///     .metric_endpoint(server.metric_url())
 ///     .build()?;
-/// telemetry.metrics().record_count("jobs", 1.0, ()).await?;
+/// telemetry.metrics().record_count("jobs", 1.0, ()).await;
 /// // Harvested after half a second of tokio's clock, with no harvest_now()
 /// // (with the default of 5 s, nothing would arrive within this second).
 /// assert!(server.wait_for_requests(1, Duration::from_secs(1)).await);
@@ -162,7 +162,7 @@ pub const HARVEST_INTERVAL: &str = "NEW_RELIC_HARVEST_INTERVAL";
 /// // No key anywhere: fine, since nothing will be sent.
 /// let telemetry = Telemetry::builder().environment([(env::ENABLED, "false")]).build()?;
 /// assert!(!telemetry.is_enabled());
-/// telemetry.metrics().record_count("requests", 1, ()).await?;
+/// telemetry.metrics().record_count("requests", 1, ()).await;
 /// let report = telemetry.shutdown().await;
 /// assert_eq!((report.items_sent(), report.items_discarded()), (0, 1));
 /// # Ok(()) }

@@ -35,9 +35,9 @@ use crate::tracing_layer::{LayerStats, NewRelicLayer, NewRelicLayerBuilder};
 /// let handler = telemetry.clone(); // for a request handler
 /// tokio::spawn(async move {
 ///     let status: u16 = 200;
-///     let _ = handler.metrics().record_count("orders", 1, attrs!["plan" => "pro", "status" => status]).await;
+///     handler.metrics().record_count("orders", 1, attrs!["plan" => "pro", "status" => status]).await;
 /// });
-/// telemetry.events().record(Event::new("Order").with_attribute("total", 42.0)).await?;
+/// telemetry.events().record(Event::new("Order").with_attribute("total", 42.0)).await;
 ///
 /// // On SIGTERM: drain the tracing layer, stop the four harvesters, send
 /// // what is buffered, report.
@@ -144,8 +144,8 @@ pub struct Endpoints {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = TestIngestServer::start().await?;
 /// let telemetry = server.telemetry_builder().build()?;
-/// telemetry.metrics().record_count("signups", 1.0, ()).await?;
-/// telemetry.metrics().record_gauge("queue.depth", 3.0, ()).await?;
+/// telemetry.metrics().record_count("signups", 1.0, ()).await;
+/// telemetry.metrics().record_gauge("queue.depth", 3.0, ()).await;
 ///
 /// let report = telemetry.shutdown().await;
 /// assert_eq!(report.metrics.delivery.items_sent, 2);
@@ -183,8 +183,8 @@ pub struct TelemetryReport {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = TestIngestServer::start().await?;
 /// let telemetry = server.telemetry_builder().build()?;
-/// telemetry.events().record(Event::new("Order")).await?;
-/// telemetry.logs().record(Log::new("placed")).await?;
+/// telemetry.events().record(Event::new("Order")).await;
+/// telemetry.logs().record(Log::new("placed")).await;
 ///
 /// let stats = telemetry.stats();
 /// assert_eq!(stats.held_items(), 2); // waiting for the next harvest
@@ -298,9 +298,9 @@ impl TelemetryStats {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
     /// for _ in 0..3 {
-    ///     telemetry.metrics().record_count("orders", 1, ()).await?; // one series
+    ///     telemetry.metrics().record_count("orders", 1, ()).await; // one series
     /// }
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("placed")).await?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("placed")).await;
     /// assert_eq!(telemetry.stats().items_accepted(), 2);
     /// telemetry.shutdown().await;
     /// assert_eq!(telemetry.stats().items_accepted(), 2); // now sent rather than held
@@ -342,8 +342,8 @@ impl TelemetryReport {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.metrics().record_count("orders", 1.0, ()).await?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await?;
+    /// telemetry.metrics().record_count("orders", 1.0, ()).await;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await;
     /// let report = telemetry.shutdown().await;
     /// assert_eq!(report.items_sent(), 2); // one metric, one log
     /// # Ok(()) }
@@ -361,8 +361,8 @@ impl TelemetryReport {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.metrics().record_count("orders", 1.0, ()).await?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await?;
+    /// telemetry.metrics().record_count("orders", 1.0, ()).await;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await;
     /// let report = telemetry.shutdown().await;
     /// assert_eq!(report.items_dropped(), 0);
     /// # Ok(()) }
@@ -380,8 +380,8 @@ impl TelemetryReport {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.metrics().record_count("orders", 1.0, ()).await?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await?;
+    /// telemetry.metrics().record_count("orders", 1.0, ()).await;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await;
     /// let report = telemetry.shutdown().await;
     /// assert!(!report.deadline_exceeded());
     /// # Ok(()) }
@@ -405,10 +405,10 @@ impl TelemetryReport {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.logs().record(Log::new("sent")).await?;
+    /// telemetry.logs().record(Log::new("sent")).await;
     /// telemetry.shutdown().await;
     ///
-    /// assert!(telemetry.logs().record(Log::new("too late")).await.is_err());
+    /// assert!(telemetry.logs().try_record(Log::new("too late")).await.is_err());
     /// let report = telemetry.shutdown().await; // harmless, and up to date
     /// assert_eq!((report.items_sent(), report.items_refused()), (1, 1));
     /// assert_eq!(report.logs.record.items_dropped_closed, 1);
@@ -428,7 +428,7 @@ impl TelemetryReport {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let no_env: [(&str, &str); 0] = [];
     /// let telemetry = Telemetry::builder().environment(no_env).enabled(false).build()?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("kept local")).await?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("kept local")).await;
     /// let report = telemetry.shutdown().await;
     /// assert_eq!((report.items_discarded(), report.items_sent(), report.items_dropped()), (1, 0, 0));
     /// # Ok(()) }
@@ -465,7 +465,7 @@ impl Telemetry {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.metrics().record_count("orders", 1.0, ()).await?;
+    /// telemetry.metrics().record_count("orders", 1.0, ()).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(server.metrics()[0]["name"], "orders");
     /// # Ok(()) }
@@ -484,7 +484,7 @@ impl Telemetry {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.events().record(Event::new("Order")).await?;
+    /// telemetry.events().record(Event::new("Order")).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(server.events()[0]["eventType"], "Order");
     /// # Ok(()) }
@@ -503,7 +503,7 @@ impl Telemetry {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.logs().record(Log::new("ready")).await?;
+    /// telemetry.logs().record(Log::new("ready")).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(server.logs()[0]["message"], "ready");
     /// # Ok(()) }
@@ -522,7 +522,7 @@ impl Telemetry {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.spans().record(Span::new("checkout").finish()).await?;
+    /// telemetry.spans().record(Span::new("checkout").finish()).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(server.spans()[0]["attributes"]["name"], "checkout");
     /// # Ok(()) }
@@ -561,7 +561,7 @@ impl Telemetry {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.metrics().record_count("orders", 1.0, ()).await?;
+    /// telemetry.metrics().record_count("orders", 1.0, ()).await;
     /// assert_eq!(telemetry.stats().metrics.memory.held_items, 1);
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
@@ -587,7 +587,7 @@ impl Telemetry {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await;
     /// telemetry.harvest_now(); // no need to wait for the next tick
     /// assert!(server.wait_for_requests(1, std::time::Duration::from_secs(10)).await);
     /// # telemetry.shutdown().await;
@@ -618,7 +618,7 @@ impl Telemetry {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await?;
+    /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await;
     /// let clone = telemetry.clone();
     /// let (report, again) = tokio::join!(telemetry.shutdown(), clone.shutdown());
     /// assert_eq!(report.events.delivery.items_sent, 1);
@@ -644,7 +644,7 @@ impl Telemetry {
     /// let server = TestIngestServer::start().await?;
     /// let service = CancellationToken::new();
     /// let telemetry = server.telemetry_builder().cancellation_token(service.clone()).build()?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("bye")).await?;
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("bye")).await;
     ///
     /// service.cancel(); // elsewhere, on SIGTERM
     /// assert_eq!(telemetry.join().await.logs.delivery.items_sent, 1);

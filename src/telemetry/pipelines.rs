@@ -12,6 +12,7 @@ use super::handle::{Endpoints, Parts, Telemetry};
 use super::lifecycle::Lifecycle;
 use super::per_api::{AllApis, ConfigureClients, PerApi};
 use crate::attributes::Attributes;
+use crate::batch::refusal::OnRefused;
 use crate::batch::{Batch, EventBatch, LogBatch, MetricBatch, SpanBatch};
 use crate::client::{Client, ClientBuilder, Events, Kind, Logs, Metrics, Spans, sdk_http_client};
 use crate::error::ConfigError;
@@ -23,6 +24,8 @@ pub(super) struct Settings {
     pub(super) service_name: Option<Arc<str>>,
     pub(super) shutdown_timeout: Duration,
     pub(super) memory_budget: usize,
+    /// Told of every item any of the four batches refuses.
+    pub(super) on_refused: Option<OnRefused>,
     /// The service's token, if any: cancelling it stops the telemetry.
     pub(super) parent: Option<CancellationToken>,
 }
@@ -39,7 +42,11 @@ pub(super) fn start(
     let client_settings = with_shared_http_client(client_settings)?;
     let clients = Clients::new(&client_settings, config.endpoints)?;
     let endpoints = clients.endpoints();
-    let batches = Batches::new(settings.common_attributes, settings.memory_budget);
+    let batches = Batches::new(
+        settings.common_attributes,
+        settings.memory_budget,
+        settings.on_refused,
+    );
     let lifecycle = Arc::new(Lifecycle::new());
     let timing = Timing {
         interval: config.harvest_interval,
@@ -163,30 +170,34 @@ struct Batches {
 impl Batches {
     /// Empty batches that add `common` to everything they send (the batch
     /// builders drop an empty set), each within `memory_budget`.
-    fn new(common: Attributes, memory_budget: usize) -> Batches {
+    fn new(common: Attributes, memory_budget: usize, on_refused: Option<OnRefused>) -> Batches {
         Batches {
             metrics: Arc::new(
                 MetricBatch::builder()
                     .common_attributes(common.clone())
                     .memory_budget(memory_budget)
+                    .on_refused_shared(on_refused.clone())
                     .build(),
             ),
             events: Arc::new(
                 EventBatch::builder()
                     .common_attributes(common.clone())
                     .memory_budget(memory_budget)
+                    .on_refused_shared(on_refused.clone())
                     .build(),
             ),
             logs: Arc::new(
                 LogBatch::builder()
                     .common_attributes(common.clone())
                     .memory_budget(memory_budget)
+                    .on_refused_shared(on_refused.clone())
                     .build(),
             ),
             spans: Arc::new(
                 SpanBatch::builder()
                     .common_attributes(common)
                     .memory_budget(memory_budget)
+                    .on_refused_shared(on_refused)
                     .build(),
             ),
         }

@@ -232,11 +232,11 @@ impl LayerWorker {
         for item in buffer.drain(..) {
             let (recorded, counter) = match item {
                 Item::Span(span) => match &self.spans {
-                    Some(batch) => (batch.record(span).await, &self.counters.spans_recorded),
+                    Some(batch) => (batch.try_record(span).await, &self.counters.spans_recorded),
                     None => continue,
                 },
                 Item::Log(log) => match &self.logs {
-                    Some(batch) => (batch.record(log).await, &self.counters.logs_recorded),
+                    Some(batch) => (batch.try_record(log).await, &self.counters.logs_recorded),
                     None => continue,
                 },
             };

@@ -26,7 +26,7 @@ macro_rules! handle_common {
             #[inline(always)]
             fn open(&self, value: f64) -> bool {
                 if !value.is_finite() {
-                    self.shared.refuse_value();
+                    self.shared.refuse_value(&self.name);
                     return false;
                 }
                 if self.shared.closed.load(Ordering::Relaxed) {
@@ -34,6 +34,25 @@ macro_rules! handle_common {
                     return false;
                 }
                 true
+            }
+        }
+
+        impl Clone for $handle {
+            fn clone(&self) -> Self {
+                // One more handle keeps the series in the batch.
+                self.cell.bind();
+                $handle {
+                    cell: self.cell.clone(),
+                    shared: self.shared.clone(),
+                    name: self.name.clone(),
+                    attributes: self.attributes.clone(),
+                }
+            }
+        }
+
+        impl Drop for $handle {
+            fn drop(&mut self) {
+                self.cell.unbind();
             }
         }
 
@@ -78,7 +97,6 @@ macro_rules! handle_common {
 /// assert!(batch.flush().await.0.is_empty()); // nothing added: nothing sent
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct Counter {
     cell: CellArc<CountState>,
     shared: Arc<Shared>,
@@ -125,7 +143,7 @@ impl Counter {
         if self.cell.state.add(value) {
             self.cell.touch(&self.shared.budget);
         } else {
-            self.shared.refuse_value();
+            self.shared.refuse_overflow(&self.name);
         }
     }
 }
@@ -154,7 +172,6 @@ impl Counter {
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct Gauge {
     cell: CellArc<GaugeState>,
     shared: Arc<Shared>,
@@ -234,7 +251,6 @@ impl Gauge {
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct SummaryHandle {
     cell: CellArc<SummaryState>,
     shared: Arc<Shared>,
@@ -277,7 +293,7 @@ impl SummaryHandle {
         if self.cell.state.merge(&Summary::from_value(value)) {
             self.cell.touch(&self.shared.budget);
         } else {
-            self.shared.refuse_value();
+            self.shared.refuse_overflow(&self.name);
         }
     }
     /// Merges a whole summary (several observations at once): the
@@ -286,7 +302,7 @@ impl SummaryHandle {
     #[cfg(feature = "metrics")]
     pub(crate) fn merge(&self, summary: &Summary) {
         if !summary.is_valid() {
-            self.shared.refuse_value();
+            self.shared.refuse_summary();
             return;
         }
         if !self.open(summary.sum) {
@@ -295,7 +311,7 @@ impl SummaryHandle {
         if self.cell.state.merge(summary) {
             self.cell.touch(&self.shared.budget);
         } else {
-            self.shared.refuse_value();
+            self.shared.refuse_overflow(&self.name);
         }
     }
 }

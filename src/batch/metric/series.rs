@@ -38,20 +38,21 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use super::Update;
 use super::key::{Seeds, same_attributes, str_eq};
 use crate::attributes::{AsAttributes, Attributes};
-use crate::batch::RecordCounters;
+use crate::batch::refusal::{Reason, Refusals};
 use crate::budget::MemoryBudget;
+use crate::error::RecordError;
 use crate::metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
 use crate::time::{Clock, CoarseClock, duration_millis};
 
 /// What the batch and its handles share.
 pub(super) struct Shared {
     pub(super) budget: Arc<MemoryBudget>,
-    pub(super) counters: RecordCounters,
+    pub(super) refusals: Refusals,
     /// Set by `close`; new recordings are refused (and counted) from then on.
     pub(super) closed: AtomicBool,
     pub(super) clock: WallClock,
@@ -137,6 +138,11 @@ pub(super) struct Cell<S> {
     touched: AtomicBool,
     /// Flushes in a row that found nothing new; written by flushes only.
     idle: AtomicU8,
+    /// Let go of by the batch: a recording that finds it set after writing
+    /// moves what is left here to the series that replaced it.
+    retired: AtomicBool,
+    /// Handles bound to the series; a series with none may be let go of.
+    handles: AtomicU32,
     pub(super) state: S,
 }
 
@@ -157,8 +163,20 @@ impl<S> Cell<S> {
         Cell {
             touched: AtomicBool::new(false),
             idle: AtomicU8::new(0),
+            retired: AtomicBool::new(false),
+            handles: AtomicU32::new(0),
             state,
         }
+    }
+
+    /// Counts one more handle bound to the series.
+    pub(super) fn bind(&self) {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one handle fewer.
+    pub(super) fn unbind(&self) {
+        self.handles.fetch_sub(1, Ordering::Release);
     }
 
     /// Marks the series written to in this interval; the first mark of an
@@ -212,10 +230,6 @@ impl CountState {
         }
         f64::from_bits(self.0.swap(0, Ordering::Relaxed))
     }
-
-    fn is_clear(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == 0
-    }
 }
 
 /// A gauge's last value and when it was set (0: not set since the last
@@ -253,9 +267,15 @@ impl GaugeState {
     /// gauge may leave the value of one with the time of the other.
     #[inline(always)]
     pub(super) fn set(&self, value: f64, timestamp_ms: u64) {
+        self.set_ordered(value, timestamp_ms, Ordering::Release);
+    }
+
+    /// [`set`](Self::set), with the timestamp (the last write) stored with
+    /// `ordering` (`SeqCst` for a recording by name; see `Series::apply`).
+    #[inline(always)]
+    pub(super) fn set_ordered(&self, value: f64, timestamp_ms: u64, ordering: Ordering) {
         self.value.store(value.to_bits(), Ordering::Relaxed);
-        self.timestamp_ms
-            .store(timestamp_ms.max(1), Ordering::Release);
+        self.timestamp_ms.store(timestamp_ms.max(1), ordering);
     }
 
     /// From now on, once set, the gauge is sent at every flush (the way a
@@ -286,6 +306,7 @@ impl GaugeState {
             .then(|| (f64::from_bits(self.value.load(Ordering::Relaxed)), flush_ms))
     }
 
+    #[cfg(test)]
     fn is_clear(&self) -> bool {
         self.timestamp_ms.load(Ordering::Relaxed) == 0
     }
@@ -366,7 +387,8 @@ impl SummaryState {
                     });
             }
         }
-        slot.done.fetch_add(1, Ordering::Release);
+        // SeqCst: the last write, before a recording's retired check.
+        slot.done.fetch_add(1, Ordering::SeqCst);
         ok
     }
 
@@ -404,10 +426,6 @@ impl SummaryState {
         );
         (count > 0).then(|| Summary::new(count, sum, min, max))
     }
-
-    fn is_clear(&self) -> bool {
-        self.started.load(Ordering::Relaxed) & !HOT == self.drained.load(Ordering::Relaxed)
-    }
 }
 
 /// Adds `x` to the `f64` in `cell` unless the sum would not be finite.
@@ -419,10 +437,12 @@ fn add_f64(cell: &AtomicU64, x: f64) -> bool {
         if !next.is_finite() {
             return false;
         }
+        // SeqCst: the write a recording's retired check is ordered after
+        // (see `Series::apply`); the same instruction as Relaxed on x86.
         match cell.compare_exchange_weak(
             current,
             next.to_bits(),
-            Ordering::Relaxed,
+            Ordering::SeqCst,
             Ordering::Relaxed,
         ) {
             Ok(_) => return true,
@@ -485,20 +505,6 @@ pub(super) enum CellView<'a> {
     Summary(&'a Cell<SummaryState>),
 }
 
-/// Runs `$body` with `$arc` bound to the `Arc` in whichever variant.
-macro_rules! each_arc {
-    ($cell:expr, $arc:ident => $body:expr) => {
-        match $cell {
-            CellRef::PackedCount($arc) => $body,
-            CellRef::PackedGauge($arc) => $body,
-            CellRef::PackedSummary($arc) => $body,
-            CellRef::AloneCount($arc) => $body,
-            CellRef::AloneGauge($arc) => $body,
-            CellRef::AloneSummary($arc) => $body,
-        }
-    };
-}
-
 impl CellRef {
     fn new(kind: MetricKind, placement: Placement) -> Self {
         match (kind, placement) {
@@ -532,30 +538,13 @@ impl CellRef {
         }
     }
 
-    fn strong_count(&self) -> usize {
-        each_arc!(self, a => Arc::strong_count(a))
-    }
-
+    #[cfg(test)]
     fn address(&self) -> *const u8 {
-        each_arc!(self, a => Arc::as_ptr(a).cast())
-    }
-
-    /// Moves a packed cell that nothing else holds into a block of its own,
-    /// with everything it holds; returns whether it did.
-    fn isolate(&mut self) -> bool {
-        let moved = match self {
-            CellRef::PackedCount(a) => {
-                take_unique(a).map(|c| CellRef::AloneCount(Arc::new(Alone(c))))
-            }
-            CellRef::PackedGauge(a) => {
-                take_unique(a).map(|c| CellRef::AloneGauge(Arc::new(Alone(c))))
-            }
-            CellRef::PackedSummary(a) => {
-                take_unique(a).map(|c| CellRef::AloneSummary(Arc::new(Alone(c))))
-            }
-            _ => None,
-        };
-        moved.map(|alone| *self = alone).is_some()
+        match self.view() {
+            CellView::Count(c) => std::ptr::from_ref(c).cast(),
+            CellView::Gauge(c) => std::ptr::from_ref(c).cast(),
+            CellView::Summary(c) => std::ptr::from_ref(c).cast(),
+        }
     }
 
     /// The count cell, for a handle.
@@ -584,11 +573,6 @@ impl CellRef {
             _ => None,
         }
     }
-}
-
-/// The cell in `arc` if nothing else holds it, leaving a fresh one behind.
-fn take_unique<S: Default>(arc: &mut Arc<Cell<S>>) -> Option<Cell<S>> {
-    Arc::get_mut(arc).map(std::mem::take)
 }
 
 /// Where a series' cell lives (see the module's documentation).
@@ -684,30 +668,18 @@ impl Series {
         }
     }
 
-    /// What a series holds besides its strings and set (which are interned
-    /// and counted apart): its cell's allocation with the `Arc`'s two
-    /// counts, its slot in a segment and its slot in the index.
-    pub(super) const fn bytes(kind: MetricKind, placement: Placement) -> usize {
-        let cell = match kind {
+    /// What a series' cell holds: its allocation with the `Arc`'s two
+    /// counts.
+    pub(super) const fn cell_bytes(kind: MetricKind, placement: Placement) -> usize {
+        match kind {
             MetricKind::Count => CellArc::<CountState>::bytes(placement),
             MetricKind::Gauge => CellArc::<GaugeState>::bytes(placement),
             MetricKind::Summary => CellArc::<SummaryState>::bytes(placement),
-        };
-        cell + std::mem::size_of::<Series>() + std::mem::size_of::<u32>() + 1
-    }
-
-    pub(super) fn held_bytes(&self) -> usize {
-        Series::bytes(self.kind(), self.placement())
+        }
     }
 
     pub(super) fn placement(&self) -> Placement {
         self.cell.placement()
-    }
-
-    /// Moves the cell into a block of its own if it is packed and nothing
-    /// else holds it; returns whether it did.
-    pub(super) fn isolate(&mut self) -> bool {
-        self.cell.isolate()
     }
 
     pub(super) fn kind(&self) -> MetricKind {
@@ -716,15 +688,6 @@ impl Series {
             CellView::Gauge(_) => MetricKind::Gauge,
             CellView::Summary(_) => MetricKind::Summary,
         }
-    }
-
-    /// References to the series: the shard's, handles', and any a flush holds.
-    pub(super) fn strong_count(&self) -> usize {
-        self.cell.strong_count()
-    }
-
-    pub(super) fn ptr_eq(&self, other: &Series) -> bool {
-        std::ptr::eq(self.cell.address(), other.cell.address())
     }
 
     /// The series' hash (as computed from a caller's pairs when recording).
@@ -743,10 +706,11 @@ impl Series {
         self.kind() == kind && str_eq(&self.name, name) && same_attributes(&self.attributes, attrs)
     }
 
-    /// Applies a (valid) update of this series' type; `false` if the
-    /// aggregate would stop being finite, in which case nothing changed.
+    /// Applies a (valid) update of this series' type, as a recording by
+    /// name does: the write is ordered before the check of the retired mark
+    /// that follows it (see [`retire`](Self::retire)).
     #[inline(always)]
-    pub(super) fn apply(&self, update: Update, shared: &Shared) -> bool {
+    pub(super) fn apply(&self, update: Update, shared: &Shared) -> Applied {
         let ok = match (self.cell.view(), update) {
             (CellView::Count(c), Update::Add(x)) => c.state.add(x),
             (
@@ -756,27 +720,48 @@ impl Series {
                     timestamp_ms,
                 },
             ) => {
-                c.state
-                    .set(value, timestamp_ms.unwrap_or_else(|| shared.clock.now_ms()));
+                c.state.set_ordered(
+                    value,
+                    timestamp_ms.unwrap_or_else(|| shared.clock.now_ms()),
+                    Ordering::SeqCst,
+                );
                 true
             }
             (CellView::Summary(c), Update::Observe(x)) => c.state.merge(&Summary::from_value(x)),
             (CellView::Summary(c), Update::Merge(s)) => c.state.merge(&s),
             _ => false,
         };
-        if ok {
-            each!(self, c => c.touch(&shared.budget));
+        if !ok {
+            return Applied::Overflow;
         }
-        ok
+        each!(self, c => {
+            c.touch(&shared.budget);
+            if c.retired.load(Ordering::SeqCst) {
+                return Applied::Retired;
+            }
+        });
+        Applied::Done
     }
 
-    /// Nothing recorded since the last drain (all writers excluded).
-    pub(super) fn is_quiet(&self) -> bool {
-        match self.cell.view() {
-            CellView::Count(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
-            CellView::Gauge(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
-            CellView::Summary(c) => !c.touched.load(Ordering::Relaxed) && c.state.is_clear(),
-        }
+    /// Marks the series let go of. The batch retires a series after
+    /// publishing a table without it and before its last drain, with a
+    /// `SeqCst` fence between the two (see [`retire_all`]): a recording
+    /// whose check ([`apply`](Self::apply)) finds no mark wrote before that
+    /// drain, which takes the write; one that finds the mark moves what is
+    /// left to the series' replacement.
+    fn retire(&self) {
+        each!(self, c => c.retired.store(true, Ordering::SeqCst));
+    }
+
+    /// Handles bound to the series now.
+    pub(super) fn handles(&self) -> u32 {
+        each!(self, c => c.handles.load(Ordering::Acquire))
+    }
+
+    /// Counts a new handle bound to the series (under its shard's lock,
+    /// so that the series cannot be let go of meanwhile).
+    pub(super) fn bind(&self) {
+        each!(self, c => c.bind());
     }
 
     /// Takes what was recorded since the last drain into `out`, keeping the
@@ -891,6 +876,26 @@ impl Series {
     }
 }
 
+/// What a recording by name did to the series it found.
+pub(super) enum Applied {
+    /// Recorded.
+    Done,
+    /// Nothing recorded: the aggregate would stop being finite.
+    Overflow,
+    /// Recorded into a series the batch let go of meanwhile: what is left
+    /// in it must move to its replacement.
+    Retired,
+}
+
+/// Marks `series` let go of, then fences, so that the drains that follow
+/// see every write whose writer found no mark (see [`Series::retire`]).
+pub(super) fn retire_all(series: &[Series]) {
+    for s in series {
+        s.retire();
+    }
+    std::sync::atomic::fence(Ordering::SeqCst);
+}
+
 /// Items a drain adds to or removes from the budget's count.
 #[derive(Default)]
 pub(super) struct ItemDelta {
@@ -914,16 +919,39 @@ impl ItemDelta {
 }
 
 impl Shared {
-    /// Counts a value refused by a handle (nothing allocated).
+    /// Counts a handle's value refused as not finite (the error is built
+    /// only to be logged or handed to a callback).
     #[cold]
-    pub(super) fn refuse_value(&self) {
-        self.counters.count_invalid();
+    pub(super) fn refuse_value(&self, name: &str) {
+        self.refusals
+            .refused_quietly(Reason::Invalid, || RecordError::NonFiniteValue {
+                name: name.to_owned(),
+            });
+    }
+
+    /// Counts a handle's value refused because the aggregate would stop
+    /// being finite.
+    #[cold]
+    pub(super) fn refuse_overflow(&self, name: &str) {
+        self.refusals
+            .refused_quietly(Reason::Invalid, || RecordError::AggregateOverflow {
+                name: name.to_owned(),
+            });
+    }
+
+    /// Counts a handle's invalid summary (the `metrics` facade's).
+    #[cfg(feature = "metrics")]
+    #[cold]
+    pub(super) fn refuse_summary(&self) {
+        self.refusals
+            .refused_quietly(Reason::Invalid, || RecordError::InvalidSummary);
     }
 
     /// Counts a handle's write refused because the batch is closed.
     #[cold]
     pub(super) fn refuse_closed(&self) {
-        self.counters.count_closed();
+        self.refusals
+            .refused_quietly(Reason::Closed, || RecordError::Closed);
     }
 }
 
@@ -981,41 +1009,5 @@ mod tests {
             assert_eq!(kept.take(500), Some((4.0, 500)));
             assert!(kept.is_clear(), "nothing pending between flushes");
         }
-    }
-
-    #[test]
-    fn isolating_moves_the_value_only_when_nothing_else_holds_the_cell() {
-        let budget = MemoryBudget::new(1 << 22);
-        let mut packed = series(MetricKind::Count, Placement::Packed);
-        let shared = Shared {
-            budget: budget.clone(),
-            counters: RecordCounters::default(),
-            closed: AtomicBool::new(false),
-            clock: WallClock::new(&Clock::start()),
-        };
-        assert!(packed.apply(Update::Add(2.5), &shared));
-        let handle = packed.cell.count();
-        assert!(!packed.isolate(), "a handle holds it: it stays where it is");
-        drop(handle);
-        let before = packed.held_bytes();
-        assert!(packed.isolate());
-        assert_eq!(
-            packed.held_bytes() - before,
-            Series::bytes(MetricKind::Count, Placement::Alone)
-                - Series::bytes(MetricKind::Count, Placement::Packed)
-        );
-        assert_eq!(packed.placement(), Placement::Alone);
-        assert_eq!(packed.cell.address() as usize % BLOCK, 0);
-        let mut out = Vec::new();
-        let mut items = ItemDelta::default();
-        assert!(matches!(
-            packed.drain(&mut out, &mut items, 1),
-            Drained::Done(true)
-        ));
-        assert_eq!(out.len(), 1, "the value and its touched mark came along");
-        // Touched before the move and drained after it: the item counted
-        // when it was written is the one sent (a lost mark would add one).
-        assert_eq!((items.added, items.resolved), (0, 0));
-        assert!(!packed.isolate(), "already alone");
     }
 }

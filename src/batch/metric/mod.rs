@@ -1,48 +1,55 @@
 //! The aggregating metric batch.
 //!
-//! Series live in shards picked by the series' hash, so tasks recording
-//! different series rarely meet on a lock. Each shard is a
-//! `tokio::sync::Mutex` on its own cache line, held only for the map work: a
-//! lookup and an update on the hot path, an insertion of an already validated
-//! series, a copy of the shard's segment list at flush, a removal of series
-//! nobody uses any more.
+//! Series live in shards picked by the series' hash. Recording into an
+//! existing series takes no lock: each shard publishes a table (`index`)
+//! that a recording reads through its thread's cache (`reader`), finding the
+//! series from a hash of (type, name, attribute set) computed from the
+//! caller's borrowed pairs and confirmed by comparing those pairs with the
+//! stored ones, then writes the series' atomics (`series`). Nothing shared
+//! is written but the series itself, so threads recording into different
+//! series never meet, and recording allocates nothing.
 //!
-//! A series is found by a hash of (type, name, attribute set) computed from the
-//! caller's borrowed pairs, and confirmed by comparing those pairs with the
-//! stored ones, so recording into an existing series allocates nothing. Names,
-//! attribute strings and whole attribute sets are interned per shard, so series
-//! that share them share the memory.
+//! Each shard's `tokio::sync::Mutex` (`shard`) guards the batch's
+//! structure: creating a series (validated and canonicalised outside the
+//! lock, then checked against the series limit and the memory budget),
+//! growing the table, and letting go of series at a flush (`drain`). Names,
+//! attribute strings and whole attribute sets are interned per shard, so
+//! series that share them share the memory.
 //!
-//! A series' value lives in atomics (see `series`), so handles bound to a
-//! series ([`Counter`], [`Gauge`], [`SummaryHandle`]) record with no lock at
-//! all, and a flush reads and resets each series without stopping anyone.
-//! Series persist across flushes: a flush sends the series written to since
-//! the previous one, and lets go of series that no handle holds once they have
-//! been idle for a few harvests.
+//! Handles bound to a series ([`Counter`], [`Gauge`], [`SummaryHandle`])
+//! write the same atomics with no lookup at all, and a flush reads and
+//! resets each series without stopping anyone. Series persist across
+//! flushes: a flush sends the series written to since the previous one, and
+//! lets go of series that no handle holds once they have been idle for a
+//! few harvests.
 
+mod drain;
 mod handle;
+mod index;
 mod key;
+mod reader;
 mod series;
+mod shard;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use hashbrown::HashTable;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
+use drain::Release;
 pub use handle::{Counter, Gauge, SummaryHandle};
 use key::{HashBuilder, Seeds};
-use series::{Drained, ItemDelta, Placement, Series, Shared, WallClock};
+use series::{Applied, Placement, Series, Shared, WallClock};
+use shard::{Shard, ShardLock, new_series_bytes};
 
-use super::{Batch, RecordCounters, RecordStats, Taken};
-use crate::attributes::{AsAttributes, Attributes, Value};
-use crate::budget::{
-    DEFAULT_MEMORY_BUDGET, HeapSize, HeldBytes, MemoryBudget, MemoryStats, arc_str_bytes,
-};
+use super::refusal::{OnRefused, Refusals};
+use super::{Batch, RecordStats, Taken};
+use crate::attributes::{AsAttributes, Attributes};
+use crate::budget::{DEFAULT_MEMORY_BUDGET, MemoryBudget, MemoryStats};
 use crate::common::Common;
 use crate::error::RecordError;
 use crate::metric::{Metric, MetricKind, MetricValue, Summary};
-use crate::time::{Clock, interval_millis};
+use crate::time::Clock;
 use crate::validate::{
     METRIC_LIMITS, check_metric, check_metric_name, metric_attributes, sanitize_common,
 };
@@ -58,20 +65,6 @@ pub const DEFAULT_MAX_SERIES: usize = 100_000;
 /// assert_eq!(newrelic_telemetry::batch::DEFAULT_IDLE_HARVESTS, 2);
 /// ```
 pub const DEFAULT_IDLE_HARVESTS: u8 = 2;
-
-/// Series per segment of a shard (a power of two).
-const SEGMENT_SHIFT: u32 = 8;
-const SEGMENT: usize = 1 << SEGMENT_SHIFT;
-
-/// A fixed run of a shard's series, filled from the front; shared with a
-/// flush walking a snapshot (a shard that changes it meanwhile copies it).
-type Segment = [Option<Series>; SEGMENT];
-
-/// A flush yields to the runtime after draining this many series.
-const FLUSH_YIELD_SERIES: usize = 4096;
-
-/// Series removed per lock hold when a flush lets go of idle series.
-const EVICT_CHUNK: usize = 256;
 
 /// A batch of metrics that aggregates as it records.
 ///
@@ -95,10 +88,10 @@ const EVICT_CHUNK: usize = 256;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), newrelic_telemetry::RecordError> {
 /// let batch = Arc::new(MetricBatch::new());
-/// batch.record_count("requests", 1.0, [("route", "/a")]).await?;
-/// batch.record_count("requests", 2.0, [("route", "/a")]).await?;
-/// batch.record_gauge("queue.depth", 7.0, ()).await?;
-/// batch.record_summary("latency.ms", 12.5, [("route", "/a")]).await?;
+/// batch.record_count("requests", 1.0, [("route", "/a")]).await;
+/// batch.record_count("requests", 2.0, [("route", "/a")]).await;
+/// batch.record_gauge("queue.depth", 7.0, ()).await;
+/// batch.record_summary("latency.ms", 12.5, [("route", "/a")]).await;
 /// let errors = batch.counter("errors", [("route", "/a")]).await?;
 /// errors.add(1.0);
 ///
@@ -119,6 +112,9 @@ pub struct MetricBatch {
     series: AtomicUsize,
     shared: Arc<Shared>,
     harvest: Notify,
+    /// Series let go of that a recording wrote into after their last read
+    /// (see `drain`): read at the next flush.
+    orphans: std::sync::Mutex<Vec<Series>>,
 }
 
 impl std::fmt::Debug for MetricBatch {
@@ -163,36 +159,6 @@ impl Update {
     }
 }
 
-/// A shard's lock, alone on its cache lines so that tasks working on
-/// neighbouring shards do not invalidate each other's.
-#[repr(align(128))]
-struct ShardLock(Mutex<Shard>);
-
-/// What a flush does with series that no handle holds.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Release {
-    /// Keep them until they have been idle for the batch's idle harvests.
-    Idle,
-    /// Let go of all of them: the caller takes everything out.
-    All,
-}
-
-/// One shard: series in segments (so that a flush can take a snapshot of the
-/// list in O(segments) and walk it with the lock released), an index over
-/// them, and interners.
-struct Shard {
-    index: HashTable<u32>,
-    segments: Vec<Arc<Segment>>,
-    len: usize,
-    strings: HashTable<Arc<str>>,
-    sets: HashTable<(u64, Arc<Attributes>)>,
-    /// What the shard's series, strings and sets hold, as counted against the
-    /// budget.
-    held_bytes: usize,
-    /// Series left since the last sweep of the interners.
-    sweep: bool,
-}
-
 /// A series seen for the first time, validated and canonicalised, with its
 /// hashes: what an insertion needs under the shard's lock.
 struct NewSeries<'n> {
@@ -203,277 +169,24 @@ struct NewSeries<'n> {
     canonical: Attributes,
 }
 
-/// Takes a shard's lock for a recording (`lock_shard!(mutex)`, in an async
-/// body): first one unit of the task's cooperative budget through Tokio's
-/// own `consume_budget` (a task whose budget is spent yields there, before
-/// it touches the lock; `lock()` takes the lock first and may then yield
-/// holding it), then `try_lock`. A shard is held only for map work (tens of
-/// nanoseconds), so a held lock is tried again up to [`SHARD_SPINS`] times,
-/// with a spin hint between tries, before the task queues with
-/// `lock().await` (spending a second unit there): parking a task and waking
-/// it costs microseconds. A released Tokio lock goes to the first queued
-/// waiter, never back to the pool while one waits, so `try_lock` cannot
-/// jump the queue. Skipping the waiter `lock()` builds before it tries the
-/// lock saves about 9% of the string path; spinning before parking took two
-/// tasks on one batch from 0.7-0.9x to 1.4-1.6x the throughput of one
-/// (BENCHMARKS.md). A macro, so that no future is nested in the
-/// recording's own.
-macro_rules! lock_shard {
-    ($lock:expr) => {{
-        let lock: &Mutex<Shard> = $lock;
-        tokio::task::coop::consume_budget().await;
-        match lock.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => {
-                let mut tries = 0;
-                loop {
-                    std::hint::spin_loop();
-                    if let Ok(guard) = lock.try_lock() {
-                        break guard;
-                    }
-                    tries += 1;
-                    if tries == SHARD_SPINS {
-                        break lock.lock().await;
-                    }
-                }
-            }
-        }
-    }};
+/// What a recording by name found in its shard's table.
+enum Found {
+    Recorded,
+    Closed,
+    Overflow,
+    /// Recorded into a series let go of meanwhile: the next flush reads it.
+    Retired(Series),
 }
 
-/// How many more times a recording tries a held shard lock before it queues
-/// for it: 32 spin hints are well under a microsecond, longer than a shard
-/// is held for a lookup and an update, shorter than a park and a wake.
-const SHARD_SPINS: u32 = 32;
+/// A recording that hands its refusal to the batch's refusal handling only.
+async fn forget(recording: impl Future<Output = Result<(), RecordError>>) {
+    let _ = recording.await;
+}
 
 /// Every shard's lock, held until dropped (see `MetricBatch::hold_shards`).
 #[cfg(all(test, feature = "metrics"))]
 pub(crate) struct HeldShards<'a>(#[allow(dead_code)] Vec<tokio::sync::MutexGuard<'a, Shard>>);
 
-/// What an interned string's slot in its table holds.
-const STRING_SLOT_BYTES: usize = std::mem::size_of::<Arc<str>>() + 1;
-/// What an interned attribute set holds besides its pairs' strings: the
-/// shared allocation around it and its slot in the table.
-const SET_BYTES: usize = 2 * std::mem::size_of::<usize>()
-    + std::mem::size_of::<Attributes>()
-    + std::mem::size_of::<(u64, Arc<Attributes>)>()
-    + 1;
-
-/// The most a new series can add to a shard: as if its name, its set and
-/// every string in it were new.
-fn new_series_bytes(
-    kind: MetricKind,
-    placement: Placement,
-    name: &str,
-    attrs: &Attributes,
-) -> usize {
-    Series::bytes(kind, placement)
-        + arc_str_bytes(name.len())
-        + STRING_SLOT_BYTES
-        + SET_BYTES
-        + attrs.held_bytes()
-        + attrs.len() * 2 * STRING_SLOT_BYTES
-}
-
-fn set_bytes(set: &Attributes) -> usize {
-    SET_BYTES + std::mem::size_of_val(set.pairs())
-}
-
-impl Shard {
-    fn new() -> Self {
-        Shard {
-            index: HashTable::new(),
-            segments: Vec::new(),
-            len: 0,
-            strings: HashTable::new(),
-            sets: HashTable::new(),
-            held_bytes: 0,
-            sweep: false,
-        }
-    }
-
-    #[inline(always)]
-    fn at(segments: &[Arc<Segment>], position: u32) -> Option<&Series> {
-        let p = position as usize;
-        segments[p >> SEGMENT_SHIFT][p & (SEGMENT - 1)].as_ref()
-    }
-
-    /// The series, found from borrowed parts.
-    #[inline]
-    fn find(
-        &self,
-        hash: u64,
-        kind: MetricKind,
-        name: &str,
-        attrs: &(impl AsAttributes + ?Sized),
-    ) -> Option<&Series> {
-        self.position(hash, kind, name, attrs)
-            .and_then(|p| Shard::at(&self.segments, p))
-    }
-
-    /// Where the series is, found from borrowed parts.
-    #[inline]
-    fn position(
-        &self,
-        hash: u64,
-        kind: MetricKind,
-        name: &str,
-        attrs: &(impl AsAttributes + ?Sized),
-    ) -> Option<u32> {
-        let segments = &self.segments;
-        self.index
-            .find(hash, |&p| {
-                Shard::at(segments, p).is_some_and(|s| s.is(kind, name, attrs))
-            })
-            .copied()
-    }
-
-    /// The series at `position`, for a handle to bind to, moved into a
-    /// block of its own first (see `series`) if it is packed, nothing else
-    /// holds it (no handle, no flush walking its segment) and the budget has
-    /// room for the difference. Otherwise it stays packed, which only costs
-    /// speed when several threads write neighbouring series.
-    fn bind_at(&mut self, position: u32, budget: &MemoryBudget) -> Option<Series> {
-        let p = position as usize;
-        let movable = Arc::get_mut(&mut self.segments[p >> SEGMENT_SHIFT])
-            .and_then(|segment| segment[p & (SEGMENT - 1)].as_mut())
-            .filter(|series| series.placement() == Placement::Packed && series.strong_count() == 1);
-        if let Some(series) = movable {
-            let kind = series.kind();
-            let extra =
-                Series::bytes(kind, Placement::Alone) - Series::bytes(kind, Placement::Packed);
-            if budget.try_reserve_bytes(extra) {
-                if series.isolate() {
-                    self.held_bytes += extra;
-                } else {
-                    budget.release_bytes(extra);
-                }
-            }
-        }
-        Shard::at(&self.segments, position).cloned()
-    }
-
-    /// Appends a series (`hash` is its hash; the caller checked that its
-    /// position fits a `u32`).
-    fn push(&mut self, seeds: Seeds, hash: u64, series: Series) {
-        let position = self.len as u32;
-        if self.len % SEGMENT == 0 {
-            self.segments.push(Arc::new(std::array::from_fn(|_| None)));
-        }
-        if let Some(last) = self.segments.last_mut() {
-            // A flush walking a snapshot shares the segment: copy it then.
-            Arc::make_mut(last)[self.len % SEGMENT] = Some(series);
-        }
-        self.len += 1;
-        let segments = &self.segments;
-        self.index.insert_unique(hash, position, |&p| {
-            Shard::at(segments, p).map_or(0, |s| s.hash(seeds))
-        });
-    }
-
-    /// Removes `series` if it is still here, unbound and quiet; returns
-    /// whether it did.
-    fn remove(&mut self, seeds: Seeds, series: &Series) -> bool {
-        // The shard's reference and the caller's: no handle holds it; and
-        // nothing was recorded into it since the flush read it.
-        if series.strong_count() != 2 || !series.is_quiet() {
-            return false;
-        }
-        let segments = &self.segments;
-        let Ok(entry) = self.index.find_entry(series.hash(seeds), |&p| {
-            Shard::at(segments, p).is_some_and(|s| s.ptr_eq(series))
-        }) else {
-            return false;
-        };
-        let (position, _) = entry.remove();
-        let (p, last) = (position as usize, self.len - 1);
-        if p != last {
-            // The last series moves into the hole: its index entry follows.
-            if let Some(moved) = Shard::at(segments, last as u32) {
-                if let Some(slot) = self
-                    .index
-                    .find_mut(moved.hash(seeds), |&q| q as usize == last)
-                {
-                    *slot = position;
-                }
-            }
-        }
-        let Some(tail) = self.segments.last_mut().map(Arc::make_mut) else {
-            return false;
-        };
-        let moved = tail[last & (SEGMENT - 1)].take();
-        if last & (SEGMENT - 1) == 0 {
-            self.segments.pop();
-        }
-        if p != last {
-            Arc::make_mut(&mut self.segments[p >> SEGMENT_SHIFT])[p & (SEGMENT - 1)] = moved;
-        }
-        self.len -= 1;
-        true
-    }
-
-    /// Lets go of interned strings and sets that no series (nor anything
-    /// else) uses any more; returns the bytes freed.
-    fn sweep(&mut self) -> usize {
-        let mut freed = 0;
-        self.sets.retain(|(_, set)| {
-            let keep = Arc::strong_count(set) > 1;
-            if !keep {
-                freed += set_bytes(set);
-            }
-            keep
-        });
-        self.strings.retain(|s| {
-            let keep = Arc::strong_count(s) > 1;
-            if !keep {
-                freed += arc_str_bytes(s.len()) + STRING_SLOT_BYTES;
-            }
-            keep
-        });
-        self.held_bytes -= freed;
-        freed
-    }
-
-    fn intern_str(&mut self, hasher: &HashBuilder, s: &str) -> Arc<str> {
-        use std::hash::BuildHasher;
-        let hash = hasher.hash_one(s);
-        match self
-            .strings
-            .entry(hash, |t| **t == *s, |t| hasher.hash_one(&**t))
-        {
-            hashbrown::hash_table::Entry::Occupied(e) => e.get().clone(),
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                self.held_bytes += arc_str_bytes(s.len()) + STRING_SLOT_BYTES;
-                e.insert(Arc::from(s)).get().clone()
-            }
-        }
-    }
-
-    fn intern_set(
-        &mut self,
-        hasher: &HashBuilder,
-        set_hash: u64,
-        mut attrs: Attributes,
-    ) -> Arc<Attributes> {
-        if let Some((_, set)) = self
-            .sets
-            .find(set_hash, |(h, s)| *h == set_hash && **s == attrs)
-        {
-            return set.clone();
-        }
-        for (key, value) in attrs.pairs_mut().iter_mut() {
-            *key = self.intern_str(hasher, key);
-            if let Value::String(s) = value {
-                *s = self.intern_str(hasher, s);
-            }
-        }
-        self.held_bytes += set_bytes(&attrs);
-        let set = Arc::new(attrs);
-        self.sets
-            .insert_unique(set_hash, (set_hash, set.clone()), |(h, _)| *h);
-        set
-    }
-}
 /// Configures a [`MetricBatch`].
 ///
 /// ```
@@ -494,6 +207,7 @@ pub struct MetricBatchBuilder {
     shards: usize,
     memory_budget: usize,
     idle_harvests: u8,
+    on_refused: Option<OnRefused>,
 }
 
 impl MetricBatchBuilder {
@@ -522,9 +236,9 @@ impl MetricBatchBuilder {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::builder().max_series(1).build();
-    /// batch.record_count("a", 1.0, ()).await.unwrap();
-    /// assert_eq!(batch.record_count("b", 1.0, ()).await, Err(RecordError::SeriesLimitReached { limit: 1 }));
-    /// batch.record_count("a", 1.0, ()).await.unwrap(); // an existing series still aggregates
+    /// batch.record_count("a", 1.0, ()).await;
+    /// assert_eq!(batch.try_record_count("b", 1.0, ()).await, Err(RecordError::SeriesLimitReached { limit: 1 }));
+    /// batch.record_count("a", 1.0, ()).await; // an existing series still aggregates
     /// # }
     /// ```
     pub fn max_series(mut self, max_series: usize) -> Self {
@@ -563,13 +277,13 @@ impl MetricBatchBuilder {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::builder().memory_budget(4 * 1024 * 1024).build();
     /// let mut series = 0;
-    /// while batch.record_count("hits", 1.0, [("user", series)]).await.is_ok() {
+    /// while batch.try_record_count("hits", 1.0, [("user", series)]).await.is_ok() {
     ///     series += 1;
     /// }
     /// assert!(series > 5_000); // a few hundred bytes each
-    /// let err = batch.record_count("hits", 1.0, [("user", series)]).await.unwrap_err();
+    /// let err = batch.try_record_count("hits", 1.0, [("user", series)]).await.unwrap_err();
     /// assert!(matches!(err, RecordError::MemoryBudgetFull { .. }));
-    /// batch.record_count("hits", 1.0, [("user", 0)]).await.unwrap(); // an existing series still counts
+    /// batch.record_count("hits", 1.0, [("user", 0)]).await; // an existing series still counts
     /// assert!(batch.memory().held_bytes <= batch.memory().record_limit_bytes);
     /// # }
     /// ```
@@ -597,6 +311,44 @@ impl MetricBatchBuilder {
         self
     }
 
+    /// Calls `f` with every recording the batch refuses (after counting
+    /// it, and besides the WARN logged once per harvest interval for each
+    /// reason): to count refusals in the service's own metrics, or to fail
+    /// a test. It runs on the recording task or thread: keep it short.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{MetricBatch, RecordError};
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let over_limit = Arc::new(AtomicUsize::new(0));
+    /// let seen = over_limit.clone();
+    /// let batch = MetricBatch::builder()
+    ///     .max_series(1)
+    ///     .on_refused(move |e: &RecordError| {
+    ///         if matches!(e, RecordError::SeriesLimitReached { .. }) {
+    ///             seen.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     })
+    ///     .build();
+    /// batch.record_count("a", 1.0, ()).await;
+    /// batch.record_count("b", 1.0, ()).await; // a second series: refused
+    /// assert_eq!(over_limit.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
+    pub fn on_refused(mut self, f: impl Fn(&RecordError) + Send + Sync + 'static) -> Self {
+        self.on_refused = Some(OnRefused::new(f));
+        self
+    }
+
+    /// The callback set by [`on_refused`](Self::on_refused), shared
+    /// (`Telemetry` hands one to all its batches).
+    pub(crate) fn on_refused_shared(mut self, f: Option<OnRefused>) -> Self {
+        self.on_refused = f;
+        self
+    }
+
     /// Builds the batch; its first interval starts now.
     ///
     /// ```
@@ -609,9 +361,7 @@ impl MetricBatchBuilder {
         let clock = Clock::start();
         let hasher = HashBuilder::default();
         MetricBatch {
-            shards: (0..self.shards)
-                .map(|_| ShardLock(Mutex::new(Shard::new())))
-                .collect(),
+            shards: (0..self.shards).map(|_| ShardLock::new()).collect(),
             interval: Mutex::new(clock),
             seeds: Seeds::new(&hasher),
             hasher,
@@ -625,11 +375,12 @@ impl MetricBatchBuilder {
             series: AtomicUsize::new(0),
             shared: Arc::new(Shared {
                 budget: MemoryBudget::new(self.memory_budget),
-                counters: RecordCounters::default(),
+                refusals: Refusals::new(self.on_refused),
                 closed: AtomicBool::new(false),
                 clock: WallClock::new(&clock),
             }),
             harvest: Notify::new(),
+            orphans: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -643,6 +394,7 @@ impl Default for MetricBatchBuilder {
             shards: (cores * 4).clamp(4, 64).next_power_of_two(),
             memory_budget: DEFAULT_MEMORY_BUDGET,
             idle_harvests: DEFAULT_IDLE_HARVESTS,
+            on_refused: None,
         }
     }
 }
@@ -678,16 +430,51 @@ impl MetricBatch {
         MetricBatchBuilder::default()
     }
 
-    /// Adds `value` to the count `name` with `attributes`.
+    /// Adds `value` to the count `name` with `attributes`; fire and forget.
+    ///
+    /// Recording into a series that exists takes no lock and allocates
+    /// nothing; a new series is validated, then created under its shard's
+    /// lock. A recording the batch refuses (an invalid name, value or
+    /// attribute, the series limit, the memory budget, a closed batch) is
+    /// counted in [`record_stats`](Self::record_stats), logged at WARN once
+    /// per harvest interval for each reason, and handed to the
+    /// [`on_refused`](MetricBatchBuilder::on_refused) callback;
+    /// [`try_record_count`](Self::try_record_count) returns it instead.
     ///
     /// ```
-    /// # use newrelic_telemetry::MetricBatch;
+    /// # use newrelic_telemetry::{Metric, MetricBatch};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
-    /// batch.record_count("cache.hits", 1.0, [("cache", "users")]).await.unwrap();
+    /// batch.record_count("cache.hits", 1.0, [("cache", "users")]).await;
+    /// batch.record_count("cache.hits", 2.0, [("cache", "users")]).await;
+    /// batch.record_count("cache.hits", f64::NAN, [("cache", "users")]).await; // refused, counted
+    /// let (metrics, _) = batch.flush().await;
+    /// assert!(matches!(&metrics[..], [Metric::Count(c)] if c.value() == 3.0));
+    /// assert_eq!(batch.record_stats().items_dropped_invalid, 1);
     /// # }
     /// ```
     pub fn record_count(
+        &self,
+        name: impl AsRef<str>,
+        value: impl MetricValue,
+        attributes: impl AsAttributes,
+    ) -> impl Future<Output = ()> {
+        forget(self.record(name, attributes, Update::Add(value.to_f64())))
+    }
+
+    /// [`record_count`](Self::record_count), returning why a recording was
+    /// refused (it is counted, logged and handed to the callback all the
+    /// same).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::{MetricBatch, RecordError};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// assert_eq!(batch.try_record_count("hits", 1.0, ()).await, Ok(()));
+    /// assert_eq!(batch.try_record_count("", 1.0, ()).await, Err(RecordError::EmptyName));
+    /// # }
+    /// ```
+    pub fn try_record_count(
         &self,
         name: impl AsRef<str>,
         value: impl MetricValue,
@@ -697,16 +484,40 @@ impl MetricBatch {
     }
 
     /// Sets the gauge `name` with `attributes` to `value`, timestamped now (to
-    /// within a few ms: on Linux, from the coarse monotonic clock).
+    /// within a few ms: on Linux, from the coarse monotonic clock); fire and
+    /// forget, like [`record_count`](Self::record_count).
     ///
     /// ```
-    /// # use newrelic_telemetry::MetricBatch;
+    /// # use newrelic_telemetry::{Metric, MetricBatch};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
-    /// batch.record_gauge("memory.used", 512.0, [("unit", "MiB")]).await.unwrap();
+    /// batch.record_gauge("memory.used", 512.0, [("unit", "MiB")]).await;
+    /// batch.record_gauge("memory.used", 640.0, [("unit", "MiB")]).await; // the last value wins
+    /// let (metrics, _) = batch.flush().await;
+    /// assert!(matches!(&metrics[..], [Metric::Gauge(g)] if g.value() == 640.0));
     /// # }
     /// ```
     pub fn record_gauge(
+        &self,
+        name: impl AsRef<str>,
+        value: impl MetricValue,
+        attributes: impl AsAttributes,
+    ) -> impl Future<Output = ()> {
+        forget(self.try_record_gauge(name, value, attributes))
+    }
+
+    /// [`record_gauge`](Self::record_gauge), returning why a recording was
+    /// refused.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::{MetricBatch, RecordError};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// let refused = batch.try_record_gauge("cpu", f64::NAN, ()).await;
+    /// assert_eq!(refused, Err(RecordError::NonFiniteValue { name: "cpu".into() }));
+    /// # }
+    /// ```
+    pub fn try_record_gauge(
         &self,
         name: impl AsRef<str>,
         value: impl MetricValue,
@@ -719,16 +530,40 @@ impl MetricBatch {
         self.record(name, attributes, update)
     }
 
-    /// Adds one observation of `value` to the summary `name` with `attributes`.
+    /// Adds one observation of `value` to the summary `name` with
+    /// `attributes`; fire and forget, like [`record_count`](Self::record_count).
     ///
     /// ```
-    /// # use newrelic_telemetry::MetricBatch;
+    /// # use newrelic_telemetry::{Metric, MetricBatch, Summary};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
-    /// batch.record_summary("db.query.ms", 3.2, [("table", "orders")]).await.unwrap();
+    /// batch.record_summary("db.query.ms", 3.0, [("table", "orders")]).await;
+    /// batch.record_summary("db.query.ms", 5.0, [("table", "orders")]).await;
+    /// let (metrics, _) = batch.flush().await;
+    /// assert!(matches!(&metrics[..], [Metric::Summary(s)] if s.summary() == Summary::new(2, 8.0, 3.0, 5.0)));
     /// # }
     /// ```
     pub fn record_summary(
+        &self,
+        name: impl AsRef<str>,
+        value: impl MetricValue,
+        attributes: impl AsAttributes,
+    ) -> impl Future<Output = ()> {
+        forget(self.record(name, attributes, Update::Observe(value.to_f64())))
+    }
+
+    /// [`record_summary`](Self::record_summary), returning why a recording
+    /// was refused.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::{MetricBatch, RecordError};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// let refused = batch.try_record_summary("latency", 1.0, [("count", 1)]).await;
+    /// assert!(matches!(refused, Err(RecordError::ReservedAttribute { .. })));
+    /// # }
+    /// ```
+    pub fn try_record_summary(
         &self,
         name: impl AsRef<str>,
         value: impl MetricValue,
@@ -739,17 +574,37 @@ impl MetricBatch {
 
     /// Aggregates a pre-built metric: a count adds its value, a gauge sets its
     /// value and timestamp, a summary merges its count, sum, min and max. The
-    /// metric's own interval is replaced by the batch's.
+    /// metric's own interval is replaced by the batch's. Fire and forget,
+    /// like [`record_count`](Self::record_count).
     ///
     /// ```
-    /// # use newrelic_telemetry::{CountMetric, MetricBatch};
+    /// # use newrelic_telemetry::{CountMetric, Metric, MetricBatch};
     /// # use std::time::Duration;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
-    /// batch.record_metric(CountMetric::new("jobs", 4.0, Duration::from_secs(1))).await.unwrap();
+    /// batch.record_metric(CountMetric::new("jobs", 4.0, Duration::from_secs(1))).await;
+    /// batch.record_count("jobs", 1.0, ()).await; // the same series
+    /// let (metrics, _) = batch.flush().await;
+    /// assert!(matches!(&metrics[..], [Metric::Count(c)] if c.value() == 5.0));
     /// # }
     /// ```
-    pub async fn record_metric(&self, metric: impl Into<Metric>) -> Result<(), RecordError> {
+    pub async fn record_metric(&self, metric: impl Into<Metric>) {
+        let _ = self.try_record_metric(metric).await;
+    }
+
+    /// [`record_metric`](Self::record_metric), returning why a metric was
+    /// refused.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::{CountMetric, MetricBatch, RecordError};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// let bad = CountMetric::new("jobs", f64::INFINITY, Duration::from_secs(1));
+    /// assert!(matches!(batch.try_record_metric(bad).await, Err(RecordError::NonFiniteValue { .. })));
+    /// # }
+    /// ```
+    pub async fn try_record_metric(&self, metric: impl Into<Metric>) -> Result<(), RecordError> {
         let metric = metric.into();
         let update = match &metric {
             Metric::Count(m) => Update::Add(m.value()),
@@ -759,7 +614,7 @@ impl MetricBatch {
             },
             Metric::Summary(m) => Update::Merge(m.summary()),
         };
-        check_metric(&metric).map_err(|e| self.shared.counters.refused(e))?;
+        check_metric(&metric).map_err(|e| self.shared.refusals.refused(e))?;
         let (name, attributes) = metric.shared_parts();
         self.record(name, &**attributes, update).await
     }
@@ -791,7 +646,7 @@ impl MetricBatch {
     /// };
     /// worker.join().unwrap();
     /// // The string form records into the same series.
-    /// batch.record_count("requests", 1.0, [("route", "/orders")]).await?;
+    /// batch.record_count("requests", 1.0, [("route", "/orders")]).await;
     ///
     /// let (metrics, _) = batch.flush().await;
     /// assert_eq!(metrics.len(), 1);
@@ -885,15 +740,17 @@ impl MetricBatch {
             None => unreachable!("series are found by their type"),
         }
     }
+}
 
+impl MetricBatch {
     #[inline]
-    fn shard(&self, hash: u64) -> &Mutex<Shard> {
-        // Bits 32.. are used neither for hashbrown's bucket index at these sizes
-        // nor for its control byte (the top 7 bits).
-        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)].0
+    fn shard(&self, hash: u64) -> &ShardLock {
+        // Bits 32.. are used neither for a table's slot at these sizes nor
+        // for its tag (the top byte).
+        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
     }
 
-    /// Records into an existing series under its shard's lock, or creates it.
+    /// Records into an existing series with no lock, or creates it.
     #[inline]
     async fn record(
         &self,
@@ -907,29 +764,46 @@ impl MetricBatch {
         }
         let kind = update.kind();
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
-        {
-            let shard = lock_shard!(self.shard(hash));
-            if let Some(series) = shard.find(hash, kind, name, attrs) {
-                // Read under the lock, so that a recording either lands
-                // before the final flush or is refused.
-                if self.shared.closed.load(Ordering::Relaxed) {
-                    drop(shard);
-                    return Err(self.shared.counters.refused(RecordError::Closed));
-                }
-                if series.apply(update, &self.shared) {
-                    return Ok(());
-                }
-                drop(shard);
-                return Err(self.overflow(name));
+        let shard = self.shard(hash);
+        let found = shard.published.with(|table| {
+            let series = table.find(hash, kind, name, attrs)?;
+            if self.shared.closed.load(Ordering::Relaxed) {
+                return Some(Found::Closed);
             }
+            Some(match series.apply(update, &self.shared) {
+                Applied::Done => Found::Recorded,
+                Applied::Overflow => Found::Overflow,
+                Applied::Retired => Found::Retired(series.clone()),
+            })
+        });
+        match found {
+            Some(Found::Recorded) => Ok(()),
+            Some(Found::Closed) => Err(self.shared.refusals.refused(RecordError::Closed)),
+            Some(Found::Overflow) => Err(self.overflow(name)),
+            Some(Found::Retired(series)) => {
+                self.orphan(series);
+                Ok(())
+            }
+            None => self.insert(kind, name, attrs, Some(update)).await.map(drop),
         }
-        self.insert(kind, name, attrs, Some(update)).await.map(drop)
+    }
+
+    /// A recording wrote into a series that a flush let go of meanwhile
+    /// (see `Series::retire`): the next flush reads what is left in it.
+    /// Synchronous, so that a recording is done once its write is.
+    #[cold]
+    #[inline(never)]
+    fn orphan(&self, series: Series) {
+        self.orphans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(series);
     }
 
     #[cold]
     fn invalid(&self, name: &str, update: Update) -> RecordError {
         self.shared
-            .counters
+            .refusals
             .refused(if matches!(update, Update::Merge(_)) {
                 RecordError::InvalidSummary
             } else {
@@ -939,24 +813,26 @@ impl MetricBatch {
             })
     }
 
-    /// Under a shard's lock: the series, if it is there, for a handle to
-    /// bind to (see `Shard::bind_at`), or `Closed`; `None` if it is not there.
+    /// Under a shard's lock: the series, if it is there, counted as bound to
+    /// one more handle (so that no flush lets go of it), or `Closed`; `None`
+    /// if it is not there.
     fn bind_existing(
         &self,
-        shard: &mut Shard,
+        shard: &Shard,
         hash: u64,
         kind: MetricKind,
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
     ) -> Option<Result<Series, RecordError>> {
-        let position = shard.position(hash, kind, name, attrs)?;
+        let series = shard.table.find(hash, kind, name, attrs)?;
         if self.shared.closed.load(Ordering::Relaxed) {
-            return Some(Err(self.shared.counters.refused(RecordError::Closed)));
+            return Some(Err(self.shared.refusals.refused(RecordError::Closed)));
         }
-        shard.bind_at(position, &self.shared.budget).map(Ok)
+        series.bind();
+        Some(Ok(series.clone()))
     }
 
-    /// Finds or creates the series a handle binds to.
+    /// Finds or creates the series a handle binds to, counted as bound.
     async fn bind(
         &self,
         kind: MetricKind,
@@ -965,8 +841,8 @@ impl MetricBatch {
     ) -> Result<Series, RecordError> {
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
         {
-            let mut shard = lock_shard!(self.shard(hash));
-            if let Some(bound) = self.bind_existing(&mut shard, hash, kind, name, attrs) {
+            let shard = self.shard(hash).lock.lock().await;
+            if let Some(bound) = self.bind_existing(&shard, hash, kind, name, attrs) {
                 return bound;
             }
         }
@@ -1012,22 +888,22 @@ impl MetricBatch {
         Ok(series.map(|s| self.summary_of(s)))
     }
 
-    /// Takes every shard's lock, as a recording or a flush would for a moment
-    /// (tests of what cannot wait for one).
+    /// Takes every shard's lock, as a new series or a flush would for a
+    /// moment (tests of what cannot wait for one).
     #[cfg(all(test, feature = "metrics"))]
     pub(crate) fn hold_shards(&self) -> HeldShards<'_> {
         HeldShards(
             self.shards
                 .iter()
-                .filter_map(|s| s.0.try_lock().ok())
+                .filter_map(|s| s.lock.try_lock().ok())
                 .collect(),
         )
     }
 
     /// [`bind`](Self::bind) with `try_lock` for the shard's lock: `Ok(None)`
-    /// if it is taken (a lock is never held across an `.await`, but a tokio
-    /// mutex may be handed to a waiting task that has yet to run, on this
-    /// very thread).
+    /// if it is taken (a lock is never held across an `.await` that waits on
+    /// I/O, but a tokio mutex may be handed to a waiting task that has yet
+    /// to run, on this very thread).
     #[cfg(feature = "metrics")]
     fn try_bind(
         &self,
@@ -1037,24 +913,26 @@ impl MetricBatch {
     ) -> Result<Option<Series>, RecordError> {
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
         {
-            let Ok(mut shard) = self.shard(hash).try_lock() else {
+            let Ok(shard) = self.shard(hash).lock.try_lock() else {
                 return Ok(None);
             };
-            if let Some(bound) = self.bind_existing(&mut shard, hash, kind, name, attrs) {
+            if let Some(bound) = self.bind_existing(&shard, hash, kind, name, attrs) {
                 return bound.map(Some);
             }
         }
         let new = self.prepare(kind, name, attrs)?;
-        let Ok(guard) = self.shard(new.hash).try_lock() else {
+        let shard = self.shard(new.hash);
+        let Ok(guard) = shard.lock.try_lock() else {
             return Ok(None);
         };
-        self.insert_locked(guard, new, None)
+        self.insert_locked(shard, guard, new, None)
     }
 
     /// The slow path: validates and canonicalises a series seen for the first
     /// time (outside any lock), then inserts it, or finds it if another task
     /// (or a differently spelled attribute list) got there first. With an
-    /// update, applies it and returns `None`; without, returns the series.
+    /// update, applies it and returns `None`; without, returns the series,
+    /// counted as bound.
     #[inline(never)]
     async fn insert(
         &self,
@@ -1064,8 +942,9 @@ impl MetricBatch {
         update: Option<Update>,
     ) -> Result<Option<Series>, RecordError> {
         let new = self.prepare(kind, name, attrs)?;
-        let guard = lock_shard!(self.shard(new.hash));
-        self.insert_locked(guard, new, update)
+        let shard = self.shard(new.hash);
+        let guard = shard.lock.lock().await;
+        self.insert_locked(shard, guard, new, update)
     }
 
     /// Validates and canonicalises a new series (no lock held).
@@ -1075,11 +954,11 @@ impl MetricBatch {
         name: &'n str,
         attrs: &(impl AsAttributes + ?Sized),
     ) -> Result<NewSeries<'n>, RecordError> {
-        let counters = &self.shared.counters;
-        check_metric_name(name).map_err(|e| counters.refused(e))?;
+        let refusals = &self.shared.refusals;
+        check_metric_name(name).map_err(|e| refusals.refused(e))?;
         let (canonical, truncations) =
-            metric_attributes(name, attrs).map_err(|e| counters.refused(e))?;
-        counters.truncated(truncations);
+            metric_attributes(name, attrs).map_err(|e| refusals.refused(e))?;
+        refusals.truncated(truncations);
         let set_hash = self.seeds.set(&canonical);
         Ok(NewSeries {
             kind,
@@ -1094,11 +973,12 @@ impl MetricBatch {
     /// it; see [`insert`](Self::insert).
     fn insert_locked(
         &self,
+        shard: &ShardLock,
         mut guard: MutexGuard<'_, Shard>,
         new: NewSeries<'_>,
         update: Option<Update>,
     ) -> Result<Option<Series>, RecordError> {
-        let counters = &self.shared.counters;
+        let refusals = &self.shared.refusals;
         let NewSeries {
             kind,
             name,
@@ -1108,31 +988,32 @@ impl MetricBatch {
         } = new;
         if self.shared.closed.load(Ordering::Relaxed) {
             drop(guard);
-            return Err(counters.refused(RecordError::Closed));
+            return Err(refusals.refused(RecordError::Closed));
         }
-        let shard = &mut *guard;
+        let locked = &mut *guard;
         match update {
             None => {
-                if let Some(bound) = self.bind_existing(shard, hash, kind, name, &canonical) {
+                if let Some(bound) = self.bind_existing(locked, hash, kind, name, &canonical) {
                     return bound.map(Some);
                 }
             }
             Some(update) => {
-                if let Some(series) = shard.find(hash, kind, name, &canonical) {
-                    if series.apply(update, &self.shared) {
-                        return Ok(None);
+                if let Some(series) = locked.table.find(hash, kind, name, &canonical) {
+                    // The current table holds no retired series.
+                    if matches!(series.apply(update, &self.shared), Applied::Overflow) {
+                        drop(guard);
+                        return Err(self.overflow(name));
                     }
-                    drop(guard);
-                    return Err(self.overflow(name));
+                    return Ok(None);
                 }
             }
         }
         let held = self.series.fetch_add(1, Ordering::Relaxed);
-        if held >= self.max_series || u32::try_from(shard.len).is_err() {
+        if held >= self.max_series || !locked.has_room() {
             self.series.fetch_sub(1, Ordering::Relaxed);
             drop(guard);
             self.harvest.notify_one();
-            return Err(counters.refused(RecordError::SeriesLimitReached {
+            return Err(refusals.refused(RecordError::SeriesLimitReached {
                 limit: self.max_series,
             }));
         }
@@ -1154,7 +1035,7 @@ impl MetricBatch {
             self.series.fetch_sub(1, Ordering::Relaxed);
             drop(guard);
             self.harvest.notify_one();
-            return Err(counters.refused(RecordError::MemoryBudgetFull {
+            return Err(refusals.refused(RecordError::MemoryBudgetFull {
                 budget_bytes: budget.limit(),
             }));
         }
@@ -1162,32 +1043,37 @@ impl MetricBatch {
             // Half full: ask for an early harvest before anything is refused.
             self.harvest.notify_one();
         }
-        let before = shard.held_bytes;
-        let interned_name = shard.intern_str(&self.hasher, name);
-        let attributes = shard.intern_set(&self.hasher, set_hash, canonical);
+        let before = locked.held_bytes;
+        let interned_name = locked.intern_str(&self.hasher, name);
+        let attributes = locked.intern_set(&self.hasher, set_hash, canonical);
         let series = Series::new(kind, interned_name, attributes, placement);
-        if let Some(update) = update {
-            // Marked first: its item was counted with its room. A single
-            // valid update cannot overflow a new series.
-            series.mark_new();
-            series.apply(update, &self.shared);
+        match update {
+            Some(update) => {
+                // Marked first: its item was counted with its room. A single
+                // valid update cannot overflow a new series.
+                series.mark_new();
+                series.apply(update, &self.shared);
+            }
+            None => series.bind(),
         }
         let bound = update.is_none().then(|| series.clone());
-        shard.held_bytes += series.held_bytes();
-        shard.push(self.seeds, hash, series);
-        budget.release_bytes(most.saturating_sub(shard.held_bytes - before));
+        locked.held_bytes += shard::series_bytes(kind, placement);
+        locked.push(self.seeds, hash, series, &shard.published);
+        budget.release_bytes(most.saturating_sub(locked.held_bytes - before));
         Ok(bound)
     }
 
     #[cold]
     fn overflow(&self, name: &str) -> RecordError {
         self.shared
-            .counters
+            .refusals
             .refused(RecordError::AggregateOverflow {
                 name: name.to_owned(),
             })
     }
+}
 
+impl MetricBatch {
     /// Refuses recordings from now on ([`RecordError::Closed`], counted; a
     /// handle's writes are ignored and counted); the series held stay for
     /// the next flush. A harvester closes its batch before its final flush,
@@ -1199,10 +1085,10 @@ impl MetricBatch {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
-    /// batch.record_count("kept", 1.0, ()).await.unwrap();
+    /// batch.record_count("kept", 1.0, ()).await;
     /// let late = batch.counter("late", ()).await.unwrap();
     /// batch.close().await;
-    /// assert_eq!(batch.record_count("late", 1.0, ()).await, Err(RecordError::Closed));
+    /// assert_eq!(batch.try_record_count("late", 1.0, ()).await, Err(RecordError::Closed));
     /// late.add(1.0); // ignored and counted
     /// assert_eq!(batch.record_stats().items_dropped_closed, 2);
     /// assert_eq!(batch.flush().await.0.len(), 1); // what was held stays
@@ -1210,10 +1096,13 @@ impl MetricBatch {
     /// ```
     pub async fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        // A recording that took a shard lock before the flag was set finishes
-        // before this returns; one that takes it later sees the flag.
+        // A new series created under a shard's lock before the flag was set
+        // is in place before this returns; one that takes the lock later
+        // sees the flag. A recording into an existing series that races
+        // with the close either lands before the final flush, or finds the
+        // series retired by it and is refused.
         for shard in self.shards.iter() {
-            drop(shard.0.lock().await);
+            drop(shard.lock.lock().await);
         }
     }
 
@@ -1234,8 +1123,8 @@ impl MetricBatch {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
-    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap();
-    /// batch.record_count("hits", 2.0, [("page", "/")]).await.unwrap();
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await;
+    /// batch.record_count("hits", 2.0, [("page", "/")]).await;
     ///
     /// let (metrics, common) = batch.flush().await;
     /// match &metrics[..] {
@@ -1262,176 +1151,6 @@ impl MetricBatch {
         self.drain(release).await
     }
 
-    async fn drain(&self, release: Release) -> Taken<Metric> {
-        let mut clock = self.interval.lock().await;
-        let previous = clock.roll();
-        self.shared.clock.align(&clock);
-        let interval_ms = interval_millis(
-            clock
-                .instant()
-                .saturating_duration_since(previous.instant()),
-        );
-        let budget = &self.shared.budget;
-        let mut metrics = Vec::new();
-        let mut items = ItemDelta::default();
-        // Interned strings and sets of shards left empty: handed over with
-        // the metrics that use them, still counted.
-        let mut handed_bytes = 0;
-        let mut since_yield = 0;
-        for shard in self.shards.iter() {
-            let segments = shard.0.lock().await.segments.clone();
-            let mut leaving = 0;
-            let mut walked = 0;
-            for series in segments
-                .iter()
-                .flat_map(|s| s.iter().map_while(Option::as_ref))
-            {
-                walked += 1;
-                let emitted = match series.drain(&mut metrics, &mut items, clock.start_ms()) {
-                    Drained::Done(emitted) => emitted,
-                    Drained::Pending(flipped) => {
-                        // An observation is being recorded on another thread.
-                        while !series.ready(&flipped) {
-                            tokio::task::yield_now().await;
-                        }
-                        series.finish(&flipped, &mut metrics, &mut items)
-                    }
-                };
-                let idle = series.note_idle(emitted);
-                if series.strong_count() == 1
-                    && (release == Release::All || idle >= self.idle_harvests)
-                {
-                    leaving += 1;
-                }
-            }
-            since_yield += walked;
-            if leaving > 0 && leaving == walked {
-                // Every series goes (a flush() with no handles, the last
-                // harvest): take the whole shard out, unless it changed.
-                drop(segments);
-                if let Some(bytes) = self.remove_all(shard, walked).await {
-                    handed_bytes += bytes;
-                    continue;
-                }
-                let segments = shard.0.lock().await.segments.clone();
-                let leaving = self.leaving(&segments, release);
-                drop(segments);
-                handed_bytes += self.remove(shard, leaving, release).await;
-            } else {
-                let leaving = if leaving == 0 {
-                    Vec::new()
-                } else {
-                    self.leaving(&segments, release)
-                };
-                drop(segments);
-                handed_bytes += self.remove(shard, leaving, release).await;
-            }
-            if since_yield >= FLUSH_YIELD_SERIES {
-                since_yield = 0;
-                // Reading a large shard takes a while; let the worker's other
-                // tasks run in between.
-                tokio::task::yield_now().await;
-            }
-        }
-        drop(clock);
-        items.apply(budget);
-        let metric_bytes = metrics.capacity() * std::mem::size_of::<Metric>();
-        budget.add_bytes(metric_bytes);
-        let held = HeldBytes::adopt(Some(budget.clone()), metric_bytes + handed_bytes);
-        let common = Common::new()
-            .with_timestamp_ms(previous.start_ms())
-            .with_interval_ms(interval_ms)
-            .with_shared_attributes(self.common_attributes.clone());
-        Taken {
-            items: metrics,
-            common,
-            held,
-        }
-    }
-
-    /// The series of a shard snapshot that no handle holds and that may go.
-    fn leaving(&self, segments: &[Arc<Segment>], release: Release) -> Vec<Series> {
-        segments
-            .iter()
-            .flat_map(|s| s.iter().map_while(Option::as_ref))
-            .filter(|s| {
-                s.strong_count() == 1 && (release == Release::All || s.idle() >= self.idle_harvests)
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Empties the shard if it still holds exactly the `walked` series a flush
-    /// walked, all of them unbound and quiet; the series are dropped with the
-    /// lock released. Returns the bytes of interned strings and sets handed
-    /// over with the metrics, or `None` if the shard changed.
-    async fn remove_all(&self, shard: &ShardLock, walked: usize) -> Option<usize> {
-        let budget = &self.shared.budget;
-        let mut guard = shard.0.lock().await;
-        if guard.len != walked {
-            return None;
-        }
-        let mut series_bytes = 0;
-        for series in guard
-            .segments
-            .iter()
-            .flat_map(|s| s.iter().map_while(Option::as_ref))
-        {
-            if series.strong_count() != 1 || !series.is_quiet() {
-                return None;
-            }
-            series_bytes += series.held_bytes();
-        }
-        let old = std::mem::replace(&mut *guard, Shard::new());
-        drop(guard);
-        self.series.fetch_sub(walked, Ordering::Relaxed);
-        budget.release_bytes(series_bytes);
-        let handed = old.held_bytes - series_bytes;
-        drop(old);
-        Some(handed)
-    }
-
-    /// Removes `leaving` from the shard (those still unbound and quiet), a
-    /// chunk per lock hold, and sweeps its interners. Returns the bytes of
-    /// interned strings and sets handed over instead of freed (a shard left
-    /// empty by [`Release::All`]).
-    async fn remove(&self, shard: &ShardLock, leaving: Vec<Series>, release: Release) -> usize {
-        let budget = &self.shared.budget;
-        let mut removed = 0;
-        for chunk in leaving.chunks(EVICT_CHUNK) {
-            let mut guard = shard.0.lock().await;
-            let mut n = 0;
-            let mut bytes = 0;
-            for series in chunk {
-                if guard.remove(self.seeds, series) {
-                    n += 1;
-                    bytes += series.held_bytes();
-                }
-            }
-            guard.held_bytes -= bytes;
-            guard.sweep |= n > 0;
-            budget.release_bytes(bytes);
-            removed += n;
-        }
-        drop(leaving);
-        self.series.fetch_sub(removed, Ordering::Relaxed);
-        let mut guard = shard.0.lock().await;
-        if !guard.sweep {
-            return 0;
-        }
-        if guard.len == 0 && release == Release::All {
-            // Everything went: the interners go with the metrics.
-            let handed = guard.held_bytes;
-            *guard = Shard::new();
-            return handed;
-        }
-        let freed = guard.sweep();
-        // Strings and sets still used by metrics just taken are swept next time.
-        guard.sweep = removed > 0;
-        budget.release_bytes(freed);
-        0
-    }
-
     /// What the pipeline holds in memory now (this batch's series, and what
     /// its harvester has taken from it and not yet sent), against its budget.
     /// A series counts as an item while it holds something not yet flushed.
@@ -1441,11 +1160,11 @@ impl MetricBatch {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
-    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap();
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await;
     /// let one = batch.memory();
-    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap(); // same series
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await; // same series
     /// assert_eq!(batch.memory(), one);
-    /// batch.record_count("hits", 1.0, [("page", "/about")]).await.unwrap();
+    /// batch.record_count("hits", 1.0, [("page", "/about")]).await;
     /// let two = batch.memory();
     /// assert_eq!((one.held_items, two.held_items), (1, 2));
     /// assert!(two.held_bytes > one.held_bytes);
@@ -1465,9 +1184,9 @@ impl MetricBatch {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
-    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap();
-    /// batch.record_count("hits", 1.0, [("page", "/")]).await.unwrap(); // same series
-    /// batch.record_count("hits", 1.0, [("page", "/about")]).await.unwrap();
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await;
+    /// batch.record_count("hits", 1.0, [("page", "/")]).await; // same series
+    /// batch.record_count("hits", 1.0, [("page", "/about")]).await;
     /// assert_eq!(batch.series_count(), 2);
     /// # }
     /// ```
@@ -1482,12 +1201,12 @@ impl MetricBatch {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::new();
-    /// batch.record_count("hits", 1.0, [("value", "x")]).await.unwrap_err(); // reserved key
+    /// batch.try_record_count("hits", 1.0, [("value", "x")]).await.unwrap_err(); // reserved key
     /// assert_eq!(batch.record_stats().items_dropped_invalid, 1);
     /// # }
     /// ```
     pub fn record_stats(&self) -> RecordStats {
-        self.shared.counters.snapshot()
+        self.shared.refusals.counts.snapshot()
     }
 
     /// The common attributes sent with every flush.
@@ -1521,7 +1240,7 @@ impl Batch for MetricBatch {
     }
 
     fn record_stats(&self) -> RecordStats {
-        self.shared.counters.snapshot()
+        self.shared.refusals.counts.snapshot()
     }
 
     fn take(&self) -> impl std::future::Future<Output = Taken<Metric>> + Send {
@@ -1530,93 +1249,5 @@ impl Batch for MetricBatch {
 
     fn memory_budget(&self) -> &Arc<MemoryBudget> {
         &self.shared.budget
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The value of the one count a flush sends.
-    async fn flushed_count(batch: &MetricBatch) -> f64 {
-        match batch.flush().await.0.as_slice() {
-            [Metric::Count(count)] => count.value(),
-            other => panic!("one count was sent: {other:?}"),
-        }
-    }
-
-    /// The placement of the only series of a one-shard batch.
-    async fn placement(batch: &MetricBatch) -> Placement {
-        let shard = batch.shards[0].0.lock().await;
-        Shard::at(&shard.segments, 0)
-            .map(Series::placement)
-            .expect("the batch holds a series")
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_bind_while_a_flush_walks_the_segment_leaves_the_cell_packed() {
-        let batch = MetricBatch::builder().shards(1).build();
-        batch.record_count("hits", 2.0, [("k", "v")]).await.unwrap();
-        // What a flush holds while it walks the shard with the lock released.
-        let walking = batch.shards[0].0.lock().await.segments.clone();
-        let held = batch.memory().held_bytes;
-        let handle = batch.counter("hits", [("k", "v")]).await.unwrap();
-        assert_eq!(placement(&batch).await, Placement::Packed);
-        assert_eq!(
-            batch.memory().held_bytes,
-            held,
-            "nothing reserved for a move not made"
-        );
-        drop(walking);
-        handle.add(1.0);
-        // A handle holds it now: it stays packed while any handle lives.
-        let again = batch.counter("hits", [("k", "v")]).await.unwrap();
-        assert_eq!(placement(&batch).await, Placement::Packed);
-        drop((handle, again));
-        // Nothing else holds it: the next bind moves it, value included.
-        let moved = batch.counter("hits", [("k", "v")]).await.unwrap();
-        assert_eq!(placement(&batch).await, Placement::Alone);
-        moved.add(4.0);
-        assert_eq!(flushed_count(&batch).await, 7.0);
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_bind_without_room_to_move_keeps_the_cell_packed_and_works() {
-        let batch = MetricBatch::builder().shards(1).build();
-        batch.record_count("hits", 2.0, [("k", "v")]).await.unwrap();
-        let budget = &batch.shared.budget;
-        // Fill the budget to the last byte.
-        let mut filled = 0;
-        let mut chunk = budget.limit();
-        while chunk > 0 {
-            if budget.try_reserve_bytes(chunk) {
-                filled += chunk;
-            } else {
-                chunk /= 2;
-            }
-        }
-        let held = budget.held_bytes();
-        let handle = batch.counter("hits", [("k", "v")]).await.unwrap();
-        assert_eq!(placement(&batch).await, Placement::Packed);
-        assert_eq!(budget.held_bytes(), held);
-        handle.add(1.0);
-        budget.release_bytes(filled);
-        assert_eq!(flushed_count(&batch).await, 3.0);
-    }
-
-    /// The `metrics` recorder binds without waiting (`try_counter`): a series
-    /// recorded by name moves the same way.
-    #[cfg(feature = "metrics")]
-    #[tokio::test(flavor = "current_thread")]
-    async fn binding_without_waiting_moves_the_cell_too() {
-        let batch = MetricBatch::builder().shards(1).build();
-        batch.record_count("hits", 2.0, [("k", "v")]).await.unwrap();
-        let handle = batch
-            .try_counter("hits", &[("k", "v")])
-            .unwrap()
-            .expect("the shard is free");
-        assert_eq!(placement(&batch).await, Placement::Alone);
-        handle.add(1.0);
-        assert_eq!(flushed_count(&batch).await, 3.0);
     }
 }

@@ -1,0 +1,184 @@
+//! A flush: every series read and reset with the shards' locks released,
+//! then the series nobody uses any more let go of, a shard at a time.
+//!
+//! Letting go of series happens under the shard's lock: a table without
+//! them is published, they are marked retired (`series`), and read a last
+//! time. A recording that found one of them in a table it still held, and
+//! wrote after that last read, finds the mark and leaves the series with
+//! the batch's orphans, which the next flush reads: every write is sent
+//! once.
+
+use super::reader;
+use super::series::{Drained, ItemDelta, Series, retire_all};
+use super::shard::{ShardLock, series_bytes};
+use super::MetricBatch;
+use crate::batch::Taken;
+use crate::budget::HeldBytes;
+use crate::common::Common;
+use crate::metric::Metric;
+use crate::time::interval_millis;
+
+/// A flush yields to the runtime after draining this many series.
+const FLUSH_YIELD_SERIES: usize = 4096;
+
+/// What a flush does with series that no handle holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    /// Keep them until they have been idle for the batch's idle harvests.
+    Idle,
+    /// Let go of all of them: the caller takes everything out.
+    All,
+}
+
+/// Where a flush puts what it reads.
+struct Out {
+    metrics: Vec<Metric>,
+    items: ItemDelta,
+    /// When a kept gauge not set since the last flush is sent.
+    flush_ms: u64,
+}
+
+impl Out {
+    /// Reads and resets `series`; returns whether it sent something.
+    async fn drain(&mut self, series: &Series) -> bool {
+        match series.drain(&mut self.metrics, &mut self.items, self.flush_ms) {
+            Drained::Done(emitted) => emitted,
+            Drained::Pending(flipped) => {
+                // An observation is being recorded on another thread.
+                while !series.ready(&flipped) {
+                    tokio::task::yield_now().await;
+                }
+                series.finish(&flipped, &mut self.metrics, &mut self.items)
+            }
+        }
+    }
+}
+
+impl MetricBatch {
+    pub(super) async fn drain(&self, release: Release) -> Taken<Metric> {
+        let mut clock = self.interval.lock().await;
+        self.shared.refusals.next_interval();
+        let previous = clock.roll();
+        self.shared.clock.align(&clock);
+        let interval_ms = interval_millis(
+            clock
+                .instant()
+                .saturating_duration_since(previous.instant()),
+        );
+        let budget = &self.shared.budget;
+        let mut out = Out {
+            metrics: Vec::new(),
+            items: ItemDelta::default(),
+            flush_ms: clock.start_ms(),
+        };
+        // Interned strings and sets of shards left empty: handed over with
+        // the metrics that use them, still counted.
+        let mut handed_bytes = 0;
+        let mut since_yield = 0;
+        for shard in self.shards.iter() {
+            let table = {
+                let mut guard = shard.lock.lock().await;
+                if guard.sweep {
+                    // Strings and sets of series let go of earlier, which the
+                    // metrics sent then (or another thread's cached table)
+                    // used.
+                    let freed = guard.sweep();
+                    guard.sweep = freed > 0;
+                    budget.release_bytes(freed);
+                }
+                guard.table.clone()
+            };
+            let mut leaving = false;
+            for series in table.iter() {
+                since_yield += 1;
+                let emitted = out.drain(series).await;
+                series.note_idle(emitted);
+                leaving |= self.may_leave(series, release);
+            }
+            drop(table);
+            if leaving {
+                handed_bytes += self.let_go(shard, release, &mut out).await;
+            }
+            if since_yield >= FLUSH_YIELD_SERIES {
+                since_yield = 0;
+                // Reading a large shard takes a while; let the worker's other
+                // tasks run in between.
+                tokio::task::yield_now().await;
+            }
+        }
+        // Series let go of that were written into after their last read,
+        // by recordings that still held an old table.
+        let orphans = std::mem::take(
+            &mut *self
+                .orphans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for series in &orphans {
+            out.drain(series).await;
+        }
+        drop(orphans);
+        drop(clock);
+        let Out { metrics, items, .. } = out;
+        items.apply(budget);
+        let metric_bytes = metrics.capacity() * std::mem::size_of::<Metric>();
+        budget.add_bytes(metric_bytes);
+        let held = HeldBytes::adopt(Some(budget.clone()), metric_bytes + handed_bytes);
+        let common = Common::new()
+            .with_timestamp_ms(previous.start_ms())
+            .with_interval_ms(interval_ms)
+            .with_shared_attributes(self.common_attributes.clone());
+        Taken {
+            items: metrics,
+            common,
+            held,
+        }
+    }
+
+    /// Whether a flush may let go of `series`: no handle holds it, and it
+    /// has been idle long enough (or everything goes).
+    fn may_leave(&self, series: &Series, release: Release) -> bool {
+        series.handles() == 0 && (release == Release::All || series.idle() >= self.idle_harvests)
+    }
+
+    /// Under the shard's lock: publishes a table without the series that
+    /// may leave, marks them retired and reads them a last time. Returns
+    /// the bytes of interned strings and sets handed over with the metrics
+    /// (a shard emptied by [`Release::All`]).
+    async fn let_go(&self, shard: &ShardLock, release: Release, out: &mut Out) -> usize {
+        let budget = &self.shared.budget;
+        let mut guard = shard.lock.lock().await;
+        // Decided again under the lock, where handles are bound.
+        let (kept, gone): (Vec<Series>, Vec<Series>) = guard
+            .table
+            .iter()
+            .cloned()
+            .partition(|s| !self.may_leave(s, release));
+        if gone.is_empty() {
+            return 0;
+        }
+        guard.rebuild(kept, self.seeds, &shard.published);
+        retire_all(&gone);
+        let mut bytes = 0;
+        for series in &gone {
+            out.drain(series).await;
+            bytes += series_bytes(series.kind(), series.placement());
+        }
+        guard.held_bytes -= bytes;
+        self.series
+            .fetch_sub(gone.len(), std::sync::atomic::Ordering::Relaxed);
+        budget.release_bytes(bytes);
+        drop(gone);
+        // This thread's cache may hold the table just replaced.
+        reader::drop_cached_tables();
+        if guard.len == 0 && release == Release::All {
+            // Everything went: the interners go with the metrics.
+            return guard.clear_interners();
+        }
+        budget.release_bytes(guard.sweep());
+        // The metrics just read use the strings and sets of the series that
+        // went: swept again at the next flush.
+        guard.sweep = true;
+        0
+    }
+}
