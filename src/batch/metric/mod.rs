@@ -1251,3 +1251,76 @@ impl Batch for MetricBatch {
         &self.shared.budget
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the one count a flush sends.
+    async fn flushed_count(batch: &MetricBatch) -> Option<f64> {
+        match batch.flush().await.0.as_slice() {
+            [Metric::Count(count)] => Some(count.value()),
+            [] => None,
+            other => panic!("at most one count was sent: {other:?}"),
+        }
+    }
+
+    /// A recording that still holds the table a flush replaced, and writes
+    /// into a series that flush let go of after its last read, leaves the
+    /// series to the next flush: nothing is lost, nothing is sent twice.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_into_a_series_let_go_of_is_sent_by_the_next_flush() {
+        let batch = MetricBatch::builder().shards(1).build();
+        batch.record_count("hits", 2.0, [("k", "v")]).await;
+        let hash = batch
+            .seeds
+            .series(MetricKind::Count, "hits", batch.seeds.set(&[("k", "v")]));
+        let stale = batch.shards[0].published.current();
+        assert_eq!(flushed_count(&batch).await, Some(2.0));
+        assert_eq!(batch.series_count(), 0, "the flush let go of it");
+
+        let series = stale
+            .find(hash, MetricKind::Count, "hits", &[("k", "v")])
+            .expect("the old table still has it");
+        assert!(matches!(
+            series.apply(Update::Add(5.0), &batch.shared),
+            Applied::Retired
+        ));
+        batch.orphan(series.clone());
+        // Meanwhile the series is made anew by name.
+        batch.record_count("hits", 1.0, [("k", "v")]).await;
+        let (metrics, _) = batch.flush().await;
+        let total: f64 = metrics
+            .iter()
+            .map(|m| match m {
+                Metric::Count(c) => c.value(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .sum();
+        assert_eq!(total, 6.0);
+        assert_eq!(flushed_count(&batch).await, None, "sent once");
+        assert_eq!(batch.memory().held_items, 0);
+    }
+
+    /// Tables grow while recordings hold older ones: a series made after
+    /// the growth is found under the lock, then with no lock once the
+    /// thread's cache catches up.
+    #[tokio::test(flavor = "current_thread")]
+    async fn series_made_while_the_table_grows_are_all_found() {
+        let batch = MetricBatch::builder().shards(1).build();
+        for i in 0..5_000 {
+            batch.record_count("grow", 1.0, [("i", i)]).await;
+        }
+        for i in 0..5_000 {
+            batch.record_count("grow", 1.0, [("i", i)]).await;
+        }
+        assert_eq!(batch.series_count(), 5_000);
+        let (metrics, _) = batch.flush().await;
+        assert_eq!(metrics.len(), 5_000);
+        assert!(
+            metrics
+                .iter()
+                .all(|m| matches!(m, Metric::Count(c) if c.value() == 2.0))
+        );
+    }
+}
