@@ -8,10 +8,10 @@
 //! the batch's orphans, which the next flush reads: every write is sent
 //! once.
 
+use super::MetricBatch;
 use super::reader;
 use super::series::{Drained, ItemDelta, Series, retire_all};
 use super::shard::{ShardLock, series_bytes};
-use super::MetricBatch;
 use crate::batch::Taken;
 use crate::budget::HeldBytes;
 use crate::common::Common;
