@@ -178,11 +178,6 @@ enum Found {
     Retired(Series),
 }
 
-/// A recording that hands its refusal to the batch's refusal handling only.
-async fn forget(recording: impl Future<Output = Result<(), RecordError>>) {
-    let _ = recording.await;
-}
-
 /// Every shard's lock, held until dropped (see `MetricBatch::hold_shards`).
 #[cfg(all(test, feature = "metrics"))]
 pub(crate) struct HeldShards<'a>(#[allow(dead_code)] Vec<tokio::sync::MutexGuard<'a, Shard>>);
@@ -459,7 +454,10 @@ impl MetricBatch {
         value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> impl Future<Output = ()> {
-        forget(self.record(name, attributes, Update::Add(value.to_f64())))
+        let update = Update::Add(value.to_f64());
+        async move {
+            let _ = self.record(name.as_ref(), &attributes, update).await;
+        }
     }
 
     /// [`record_count`](Self::record_count), returning why a recording was
@@ -480,7 +478,8 @@ impl MetricBatch {
         value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> impl Future<Output = Result<(), RecordError>> {
-        self.record(name, attributes, Update::Add(value.to_f64()))
+        let update = Update::Add(value.to_f64());
+        async move { self.record(name.as_ref(), &attributes, update).await }
     }
 
     /// Sets the gauge `name` with `attributes` to `value`, timestamped now (to
@@ -503,7 +502,13 @@ impl MetricBatch {
         value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> impl Future<Output = ()> {
-        forget(self.try_record_gauge(name, value, attributes))
+        let update = Update::Set {
+            value: value.to_f64(),
+            timestamp_ms: None,
+        };
+        async move {
+            let _ = self.record(name.as_ref(), &attributes, update).await;
+        }
     }
 
     /// [`record_gauge`](Self::record_gauge), returning why a recording was
@@ -527,7 +532,7 @@ impl MetricBatch {
             value: value.to_f64(),
             timestamp_ms: None,
         };
-        self.record(name, attributes, update)
+        async move { self.record(name.as_ref(), &attributes, update).await }
     }
 
     /// Adds one observation of `value` to the summary `name` with
@@ -549,7 +554,10 @@ impl MetricBatch {
         value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> impl Future<Output = ()> {
-        forget(self.record(name, attributes, Update::Observe(value.to_f64())))
+        let update = Update::Observe(value.to_f64());
+        async move {
+            let _ = self.record(name.as_ref(), &attributes, update).await;
+        }
     }
 
     /// [`record_summary`](Self::record_summary), returning why a recording
@@ -569,7 +577,8 @@ impl MetricBatch {
         value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> impl Future<Output = Result<(), RecordError>> {
-        self.record(name, attributes, Update::Observe(value.to_f64()))
+        let update = Update::Observe(value.to_f64());
+        async move { self.record(name.as_ref(), &attributes, update).await }
     }
 
     /// Aggregates a pre-built metric: a count adds its value, a gauge sets its
@@ -752,13 +761,12 @@ impl MetricBatch {
 
     /// Records into an existing series with no lock, or creates it.
     #[inline]
-    async fn record(
+    async fn record<A: AsAttributes + ?Sized>(
         &self,
-        name: impl AsRef<str>,
-        attrs: impl AsAttributes,
+        name: &str,
+        attrs: &A,
         update: Update,
     ) -> Result<(), RecordError> {
-        let (name, attrs) = (name.as_ref(), &attrs);
         if !update.is_valid() {
             return Err(self.invalid(name, update));
         }
@@ -784,7 +792,12 @@ impl MetricBatch {
                 self.orphan(series);
                 Ok(())
             }
-            None => self.insert(kind, name, attrs, Some(update)).await.map(drop),
+            // Boxed: the insertion's state (a lock acquisition, a new series)
+            // would otherwise make every recording's future large, and moving
+            // it costs the fast path more than the rare allocation does.
+            None => Box::pin(self.insert(kind, name, attrs, Some(update)))
+                .await
+                .map(drop),
         }
     }
 
