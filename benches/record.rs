@@ -214,11 +214,10 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                     let (name, host) = table[black_box(i)];
                     let v = k as f64;
                     match op {
-                        Op::Count => batch.try_record_count(name, v, attrs(host)).await,
-                        Op::Gauge => batch.try_record_gauge(name, v, attrs(host)).await,
-                        Op::Summary => batch.try_record_summary(name, v, attrs(host)).await,
+                        Op::Count => batch.record_count(name, v, attrs(host)).await,
+                        Op::Gauge => batch.record_gauge(name, v, attrs(host)).await,
+                        Op::Summary => batch.record_summary(name, v, attrs(host)).await,
                     }
-                    .unwrap();
                     i += 1;
                     if i == n {
                         i = 0;
@@ -319,11 +318,10 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                         let (name, host) = table[black_box(i)];
                         let v = j as f64;
                         match op {
-                            Op::Count => batch.try_record_count(name, v, attrs(host)).await,
-                            Op::Gauge => batch.try_record_gauge(name, v, attrs(host)).await,
-                            Op::Summary => batch.try_record_summary(name, v, attrs(host)).await,
+                            Op::Count => batch.record_count(name, v, attrs(host)).await,
+                            Op::Gauge => batch.record_gauge(name, v, attrs(host)).await,
+                            Op::Summary => batch.record_summary(name, v, attrs(host)).await,
                         }
-                        .unwrap();
                         i = next(i, n);
                     }
                 }),

@@ -767,13 +767,32 @@ impl MetricBatch {
         attrs: &A,
         update: Update,
     ) -> Result<(), RecordError> {
+        match self.record_existing(name, attrs, update) {
+            Some(done) => done,
+            // Boxed: the insertion's state (a lock acquisition, a new series)
+            // would otherwise make every recording's future large, and moving
+            // it costs the fast path more than the rare allocation does.
+            None => Box::pin(self.insert(update.kind(), name, attrs, Some(update)))
+                .await
+                .map(drop),
+        }
+    }
+
+    /// The fast path, synchronous: records into the series if it exists
+    /// (`None` if it does not), with no lock.
+    #[inline(always)]
+    fn record_existing<A: AsAttributes + ?Sized>(
+        &self,
+        name: &str,
+        attrs: &A,
+        update: Update,
+    ) -> Option<Result<(), RecordError>> {
         if !update.is_valid() {
-            return Err(self.invalid(name, update));
+            return Some(Err(self.invalid(name, update)));
         }
         let kind = update.kind();
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
-        let shard = self.shard(hash);
-        let found = shard.published.with(|table| {
+        let found = self.shard(hash).published.with(|table| {
             let series = table.find(hash, kind, name, attrs)?;
             if self.shared.closed.load(Ordering::Relaxed) {
                 return Some(Found::Closed);
@@ -783,22 +802,16 @@ impl MetricBatch {
                 Applied::Overflow => Found::Overflow,
                 Applied::Retired => Found::Retired(series.clone()),
             })
-        });
-        match found {
-            Some(Found::Recorded) => Ok(()),
-            Some(Found::Closed) => Err(self.shared.refusals.refused(RecordError::Closed)),
-            Some(Found::Overflow) => Err(self.overflow(name)),
-            Some(Found::Retired(series)) => {
+        })?;
+        Some(match found {
+            Found::Recorded => Ok(()),
+            Found::Closed => Err(self.shared.refusals.refused(RecordError::Closed)),
+            Found::Overflow => Err(self.overflow(name)),
+            Found::Retired(series) => {
                 self.orphan(series);
                 Ok(())
             }
-            // Boxed: the insertion's state (a lock acquisition, a new series)
-            // would otherwise make every recording's future large, and moving
-            // it costs the fast path more than the rare allocation does.
-            None => Box::pin(self.insert(kind, name, attrs, Some(update)))
-                .await
-                .map(drop),
-        }
+        })
     }
 
     /// A recording wrote into a series that a flush let go of meanwhile
