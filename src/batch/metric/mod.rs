@@ -31,6 +31,7 @@ mod reader;
 mod series;
 mod shard;
 
+use std::convert::identity;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -177,6 +178,10 @@ enum Found {
     /// Recorded into a series let go of meanwhile: the next flush reads it.
     Retired(Series),
 }
+
+/// The outcome of a fire-and-forget recording: a refusal was counted,
+/// logged and handed to the callback already.
+fn forget(_: Result<(), RecordError>) {}
 
 /// Every shard's lock, held until dropped (see `MetricBatch::hold_shards`).
 #[cfg(all(test, feature = "metrics"))]
@@ -454,10 +459,7 @@ impl MetricBatch {
         value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> impl Future<Output = ()> {
-        let update = Update::Add(value.to_f64());
-        async move {
-            let _ = self.record(name.as_ref(), &attributes, update).await;
-        }
+        self.recording(name, attributes, Update::Add(value.to_f64()), forget)
     }
 
     /// [`record_count`](Self::record_count), returning why a recording was
@@ -478,8 +480,7 @@ impl MetricBatch {
         value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> impl Future<Output = Result<(), RecordError>> {
-        let update = Update::Add(value.to_f64());
-        async move { self.record(name.as_ref(), &attributes, update).await }
+        self.recording(name, attributes, Update::Add(value.to_f64()), identity)
     }
 
     /// Sets the gauge `name` with `attributes` to `value`, timestamped now (to
@@ -506,9 +507,7 @@ impl MetricBatch {
             value: value.to_f64(),
             timestamp_ms: None,
         };
-        async move {
-            let _ = self.record(name.as_ref(), &attributes, update).await;
-        }
+        self.recording(name, attributes, update, forget)
     }
 
     /// [`record_gauge`](Self::record_gauge), returning why a recording was
@@ -532,7 +531,7 @@ impl MetricBatch {
             value: value.to_f64(),
             timestamp_ms: None,
         };
-        async move { self.record(name.as_ref(), &attributes, update).await }
+        self.recording(name, attributes, update, identity)
     }
 
     /// Adds one observation of `value` to the summary `name` with
@@ -554,10 +553,7 @@ impl MetricBatch {
         value: impl MetricValue,
         attributes: impl AsAttributes,
     ) -> impl Future<Output = ()> {
-        let update = Update::Observe(value.to_f64());
-        async move {
-            let _ = self.record(name.as_ref(), &attributes, update).await;
-        }
+        self.recording(name, attributes, Update::Observe(value.to_f64()), forget)
     }
 
     /// [`record_summary`](Self::record_summary), returning why a recording
@@ -578,7 +574,7 @@ impl MetricBatch {
         attributes: impl AsAttributes,
     ) -> impl Future<Output = Result<(), RecordError>> {
         let update = Update::Observe(value.to_f64());
-        async move { self.record(name.as_ref(), &attributes, update).await }
+        self.recording(name, attributes, update, identity)
     }
 
     /// Aggregates a pre-built metric: a count adds its value, a gauge sets its
@@ -625,7 +621,8 @@ impl MetricBatch {
         };
         check_metric(&metric).map_err(|e| self.shared.refusals.refused(e))?;
         let (name, attributes) = metric.shared_parts();
-        self.record(name, &**attributes, update).await
+        self.recording(&**name, &**attributes, update, identity)
+            .await
     }
 
     /// Binds the count `name` with `attributes` once: validated now (and
@@ -759,36 +756,23 @@ impl MetricBatch {
         &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
     }
 
-    /// Records into an existing series with no lock, or creates it.
+    /// Records into an existing series with no lock, or creates it, and
+    /// hands the outcome to `outcome` (`identity` for `try_record_*`,
+    /// `forget` for the fire-and-forget calls). The lock-free path is
+    /// written out in this one future: wrapping an inner recording future
+    /// cost up to a third of a call (moving it and its arguments), and
+    /// calling it out as a function about 8% (`BENCHMARKS.md`).
     #[inline]
-    async fn record<A: AsAttributes + ?Sized>(
+    async fn recording<R>(
         &self,
-        name: &str,
-        attrs: &A,
+        name: impl AsRef<str>,
+        attributes: impl AsAttributes,
         update: Update,
-    ) -> Result<(), RecordError> {
-        match self.record_existing(name, attrs, update) {
-            Some(done) => done,
-            // Boxed: the insertion's state (a lock acquisition, a new series)
-            // would otherwise make every recording's future large, and moving
-            // it costs the fast path more than the rare allocation does.
-            None => Box::pin(self.insert(update.kind(), name, attrs, Some(update)))
-                .await
-                .map(drop),
-        }
-    }
-
-    /// The fast path, synchronous: records into the series if it exists
-    /// (`None` if it does not), with no lock.
-    #[inline(always)]
-    fn record_existing<A: AsAttributes + ?Sized>(
-        &self,
-        name: &str,
-        attrs: &A,
-        update: Update,
-    ) -> Option<Result<(), RecordError>> {
+        outcome: fn(Result<(), RecordError>) -> R,
+    ) -> R {
+        let (name, attrs) = (name.as_ref(), &attributes);
         if !update.is_valid() {
-            return Some(Err(self.invalid(name, update)));
+            return outcome(Err(self.invalid(name, update)));
         }
         let kind = update.kind();
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
@@ -802,15 +786,16 @@ impl MetricBatch {
                 Applied::Overflow => Found::Overflow,
                 Applied::Retired => Found::Retired(series.clone()),
             })
-        })?;
-        Some(match found {
-            Found::Recorded => Ok(()),
-            Found::Closed => Err(self.shared.refusals.refused(RecordError::Closed)),
-            Found::Overflow => Err(self.overflow(name)),
-            Found::Retired(series) => {
+        });
+        outcome(match found {
+            Some(Found::Recorded) => Ok(()),
+            Some(Found::Closed) => Err(self.shared.refusals.refused(RecordError::Closed)),
+            Some(Found::Overflow) => Err(self.overflow(name)),
+            Some(Found::Retired(series)) => {
                 self.orphan(series);
                 Ok(())
             }
+            None => self.insert(kind, name, attrs, Some(update)).await.map(drop),
         })
     }
 
