@@ -437,17 +437,7 @@ impl OtelCounters {
             .iter()
             .map(|name| meter.f64_counter(name.clone()).build())
             .collect();
-        let sets = w
-            .hosts
-            .iter()
-            .map(|host| {
-                [
-                    KeyValue::new("host", host.clone()),
-                    KeyValue::new("env", "prod"),
-                    KeyValue::new("region", "us-east-1"),
-                ]
-            })
-            .collect();
+        let sets = support::otel_sets(w);
         let otel = OtelCounters {
             _provider: provider,
             counters,

@@ -460,17 +460,7 @@ impl Otel {
                 Op::Summary => Instrument::Histogram(meter.f64_histogram(name.clone()).build()),
             })
             .collect();
-        let sets: Vec<[KeyValue; 3]> = w
-            .hosts
-            .iter()
-            .map(|host| {
-                [
-                    KeyValue::new("host", host.clone()),
-                    KeyValue::new("env", "prod"),
-                    KeyValue::new("region", "us-east-1"),
-                ]
-            })
-            .collect();
+        let sets = support::otel_sets(w);
         let names = w.names.len();
         let series = (0..w.len())
             .map(|i| (i % names, (i / names) % w.hosts.len()))

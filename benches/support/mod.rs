@@ -64,6 +64,21 @@ pub fn attrs(host: &str) -> [(&'static str, &str); 3] {
     [("host", host), ("env", "prod"), ("region", "us-east-1")]
 }
 
+/// The same attribute sets as the peer takes them: one array of the three
+/// `KeyValue`s per host, built before any measurement.
+pub fn otel_sets(w: &Workload) -> Vec<[opentelemetry::KeyValue; 3]> {
+    w.hosts
+        .iter()
+        .map(|host| {
+            [
+                opentelemetry::KeyValue::new("host", host.clone()),
+                opentelemetry::KeyValue::new("env", "prod"),
+                opentelemetry::KeyValue::new("region", "us-east-1"),
+            ]
+        })
+        .collect()
+}
+
 /// Criterion settings that keep every bench short on a 2-core machine.
 pub fn criterion(measurement: Duration) -> Criterion {
     Criterion::default()
