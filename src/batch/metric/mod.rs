@@ -171,12 +171,13 @@ struct NewSeries<'n> {
 }
 
 /// What a recording by name found in its shard's table.
+#[derive(Clone, Copy)]
 enum Found {
+    /// Recorded (into a series let go of meanwhile too: the next flush
+    /// reads it, see `orphan`).
     Recorded,
     Closed,
     Overflow,
-    /// Recorded into a series let go of meanwhile: the next flush reads it.
-    Retired(Series),
 }
 
 /// The outcome of a fire-and-forget recording: a refusal was counted,
@@ -784,17 +785,16 @@ impl MetricBatch {
             Some(match series.apply(update, &self.shared) {
                 Applied::Done => Found::Recorded,
                 Applied::Overflow => Found::Overflow,
-                Applied::Retired => Found::Retired(series.clone()),
+                Applied::Retired => {
+                    self.orphan(series.clone());
+                    Found::Recorded
+                }
             })
         });
         outcome(match found {
             Some(Found::Recorded) => Ok(()),
             Some(Found::Closed) => Err(self.shared.refusals.refused(RecordError::Closed)),
             Some(Found::Overflow) => Err(self.overflow(name)),
-            Some(Found::Retired(series)) => {
-                self.orphan(series);
-                Ok(())
-            }
             None => self.insert(kind, name, attrs, Some(update)).await.map(drop),
         })
     }
