@@ -325,3 +325,41 @@ async fn try_record_returns_what_record_counts() {
     let (metrics, _) = batch.flush().await;
     assert!(matches!(&metrics[..], [Metric::Count(c)] if c.value() == 1.0));
 }
+
+/// A callback that records into the batch that refused (the service's own
+/// count of refusals) is not called again from inside itself, even once
+/// the batch refuses everything.
+#[tokio::test(flavor = "current_thread")]
+async fn a_callback_that_records_into_a_closed_batch_does_not_call_itself() {
+    let batch = Arc::new(MetricBatch::new());
+    let refusals = batch
+        .counter("telemetry.refused", ())
+        .await
+        .expect("a handle");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let counting = MetricBatch::builder()
+        .on_refused(move |_: &RecordError| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            refusals.add(1.0);
+        })
+        .build();
+    counting.record_count("bad", f64::NAN, ()).await;
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    // Now the callback's own writes are refused by a closed batch.
+    let own = Arc::new(Mutex::new(None));
+    let slot = own.clone();
+    let closed = Arc::new(
+        MetricBatch::builder()
+            .on_refused(move |_: &RecordError| {
+                if let Some(handle) = slot.lock().expect("the slot").as_ref() {
+                    newrelic_telemetry::Counter::add(handle, 1.0);
+                }
+            })
+            .build(),
+    );
+    *own.lock().expect("the slot") = Some(closed.counter("self", ()).await.expect("a handle"));
+    closed.close().await;
+    closed.record_count("late", 1.0, ()).await; // refused: the callback writes, is refused, is not called again
+    assert_eq!(closed.record_stats().items_dropped_closed, 2);
+}

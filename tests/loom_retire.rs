@@ -80,7 +80,7 @@ fn every_write_racing_with_letting_go_is_sent_once() {
 /// Without the fences a write can land after the last read while its check
 /// misses the mark: the model finds that run.
 #[test]
-#[should_panic]
+#[should_panic(expected = "assertion `left == right` failed")]
 fn without_the_fences_a_write_can_be_lost() {
     loom::model(|| assert_eq!(race(false), 2));
 }

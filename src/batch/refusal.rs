@@ -26,6 +26,11 @@ impl std::fmt::Debug for OnRefused {
     }
 }
 
+thread_local! {
+    /// Whether this thread is running a refusal callback.
+    static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The reasons a refusal is logged under (one WARN each per interval).
 #[derive(Clone, Copy)]
 pub(crate) enum Reason {
@@ -94,9 +99,7 @@ impl Refusals {
         if self.should_warn(reason) {
             warn(reason, &error);
         }
-        if let Some(OnRefused(f)) = &self.on_refused {
-            f(&error);
-        }
+        self.call_back(&error);
         error
     }
 
@@ -112,10 +115,28 @@ impl Refusals {
             if warn_now {
                 warn(reason, &error);
             }
-            if let Some(OnRefused(f)) = &self.on_refused {
-                f(&error);
+            self.call_back(&error);
+        }
+    }
+
+    /// Hands `error` to the callback, unless this thread is in the callback
+    /// already: a callback that records into a batch that refuses it (a
+    /// closed one) would otherwise call itself until the stack overflows.
+    fn call_back(&self, error: &RecordError) {
+        let Some(OnRefused(f)) = &self.on_refused else {
+            return;
+        };
+        if IN_CALLBACK.with(|busy| busy.replace(true)) {
+            return;
+        }
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                IN_CALLBACK.with(|busy| busy.set(false));
             }
         }
+        let _done = Done;
+        f(error);
     }
 
     /// Counts `n` text values cut to their bound.

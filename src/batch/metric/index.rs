@@ -11,12 +11,12 @@
 //! reader needs no lock and writes nothing shared: a lookup is a few loads.
 //!
 //! What cannot be done in place is done by building a new table and
-//! publishing it ([`Published`]): growing (the new table shares the old
+//! publishing it (`reader::Published`): growing (the new table shares the old
 //! one's segments) and letting go of series (the new table holds only the
 //! series that stay). Readers keep the table they hold until they look
-//! again; see `reader` for how they learn of a new one, and `series` for
-//! how a write into a series that was let go of meanwhile reaches the
-//! series that replaced it.
+//! again; see `reader` for how they learn of a new one, and `series` and
+//! `drain` for how a write into a series that was let go of meanwhile
+//! still reaches a flush.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};

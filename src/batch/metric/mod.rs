@@ -170,13 +170,15 @@ struct NewSeries<'n> {
     canonical: Attributes,
 }
 
-/// What a recording by name found in its shard's table.
-#[derive(Clone, Copy)]
+/// What a recording by name did with the series it found.
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Found {
     /// Recorded (into a series let go of meanwhile too: the next flush
     /// reads it, see `orphan`).
     Recorded,
+    /// Refused: the batch is closed.
     Closed,
+    /// Refused: the aggregate would stop being finite.
     Overflow,
 }
 
@@ -779,17 +781,7 @@ impl MetricBatch {
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
         let found = self.shard(hash).published.with(|table| {
             let series = table.find(hash, kind, name, attrs)?;
-            if self.shared.closed.load(Ordering::Relaxed) {
-                return Some(Found::Closed);
-            }
-            Some(match series.apply(update, &self.shared) {
-                Applied::Done => Found::Recorded,
-                Applied::Overflow => Found::Overflow,
-                Applied::Retired => {
-                    self.orphan(series.clone());
-                    Found::Recorded
-                }
-            })
+            Some(self.record_found(series, update))
         });
         outcome(match found {
             Some(Found::Recorded) => Ok(()),
@@ -799,16 +791,39 @@ impl MetricBatch {
         })
     }
 
+    /// Records into `series`, found with no lock in a table that may be
+    /// out of date.
+    #[inline(always)]
+    fn record_found(&self, series: &Series, update: Update) -> Found {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Found::Closed;
+        }
+        match series.apply(update, &self.shared) {
+            Applied::Done => Found::Recorded,
+            Applied::Overflow => Found::Overflow,
+            Applied::Retired => self.orphan(series),
+        }
+    }
+
     /// A recording wrote into a series that a flush let go of meanwhile
     /// (see `Series::retire`): the next flush reads what is left in it.
-    /// Synchronous, so that a recording is done once its write is.
+    /// Synchronous, so that a recording is done once its write is. Once
+    /// the batch is closed no flush may come: a write the last flush did
+    /// not read is dropped and counted as refused (`Closed`).
     #[cold]
     #[inline(never)]
-    fn orphan(&self, series: Series) {
+    fn orphan(&self, series: &Series) -> Found {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            if series.settle_late_write(&self.shared.budget) {
+                return Found::Closed;
+            }
+            return Found::Recorded;
+        }
         self.orphans
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(series);
+            .push(series.clone());
+        Found::Recorded
     }
 
     #[cold]
@@ -1088,8 +1103,9 @@ impl MetricBatch {
     /// Refuses recordings from now on ([`RecordError::Closed`], counted; a
     /// handle's writes are ignored and counted); the series held stay for
     /// the next flush. A harvester closes its batch before its final flush,
-    /// so nothing recorded later is lost unnoticed (a handle's write racing
-    /// with the close itself may miss the final flush).
+    /// so nothing recorded later is lost unnoticed (a handle's write, or a
+    /// recording by name into a series a handle holds, racing with the
+    /// close itself may miss the final flush).
     ///
     /// ```
     /// use newrelic_telemetry::{MetricBatch, RecordError};
@@ -1125,9 +1141,11 @@ impl MetricBatch {
     /// start of the interval that ended, and `interval.ms` = its length.
     /// Series that no handle holds leave the batch (a new interval starts
     /// empty); series bound to a live handle stay, reset, and are sent again
-    /// only once written to. Each shard's lock is held only to copy its list
-    /// of segments and to remove series; series are read and reset with the
-    /// locks released, so a large flush never blocks recording.
+    /// only once written to. Series are read and reset through their atomics
+    /// with no lock; a shard's lock is held only to let go of series (a new
+    /// table without them, and a last read of each), which blocks only the
+    /// creation of new series in that shard, never recording into existing
+    /// ones.
     ///
     /// ```
     /// use newrelic_telemetry::{Metric, MetricBatch};
@@ -1293,11 +1311,10 @@ mod tests {
         let series = stale
             .find(hash, MetricKind::Count, "hits", &[("k", "v")])
             .expect("the old table still has it");
-        assert!(matches!(
-            series.apply(Update::Add(5.0), &batch.shared),
-            Applied::Retired
-        ));
-        batch.orphan(series.clone());
+        assert_eq!(
+            batch.record_found(series, Update::Add(5.0)),
+            Found::Recorded
+        );
         // Meanwhile the series is made anew by name.
         batch.record_count("hits", 1.0, [("k", "v")]).await;
         let (metrics, _) = batch.flush().await;
@@ -1311,6 +1328,39 @@ mod tests {
         assert_eq!(total, 6.0);
         assert_eq!(flushed_count(&batch).await, None, "sent once");
         assert_eq!(batch.memory().held_items, 0);
+    }
+
+    /// After the last flush of a closed batch no flush comes: a write into a
+    /// series that flush let go of, by a recording that still held the old
+    /// table, is refused and counted, and nothing stays held.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_late_write_after_the_last_flush_is_counted_as_closed() {
+        let batch = MetricBatch::builder().shards(1).build();
+        batch.record_count("hits", 2.0, [("k", "v")]).await;
+        let hash = batch
+            .seeds
+            .series(MetricKind::Count, "hits", batch.seeds.set(&[("k", "v")]));
+        let stale = batch.shards[0].published.current();
+        let series = stale
+            .find(hash, MetricKind::Count, "hits", &[("k", "v")])
+            .expect("the old table has it")
+            .clone();
+        batch.close().await;
+        let last = Batch::take(&batch).await;
+        assert_eq!(last.items.len(), 1);
+        drop(last);
+        // The recording read `closed` before the close, and writes now.
+        assert!(matches!(
+            series.apply(Update::Add(5.0), &batch.shared),
+            Applied::Retired
+        ));
+        assert_eq!(batch.orphan(&series), Found::Closed);
+        assert_eq!(
+            batch.memory().held_items,
+            1,
+            "the metric taken is still held"
+        );
+        assert!(batch.orphans.lock().unwrap().is_empty());
     }
 
     /// Tables grow while recordings hold older ones: a series made after

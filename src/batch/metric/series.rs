@@ -19,22 +19,23 @@
 //!
 //! A cell lives in one of two places. A series made by recording by name is
 //! *packed*: a plain `Arc` (a million series must stay small), next to
-//! whatever the allocator put beside it. A series bound to a handle is
+//! whatever the allocator put beside it. A series made for a handle is
 //! *alone*: its cell has a 128-byte block to itself, because handles are
 //! how hot series are written from many threads, and two cores writing
 //! cells that share a cache line (or the pair of lines the hardware
 //! prefetches together) pass that line back and forth on every write: two
 //! tasks writing series bound alternately (every neighbour in memory the
 //! other task's) ran at 0.5x of one task with packed cells and 1.3-1.6x
-//! alone (`benches/contention.rs`, "Scaling" in BENCHMARKS.md). Binding a
-//! handle to a packed series moves its cell into a block of its own when
-//! nothing else holds it (no handle, no flush walking its segment) and the
-//! budget has room; otherwise it stays packed while any handle lives.
+//! alone (`benches/contention.rs`, "Scaling" in BENCHMARKS.md). A handle
+//! bound to a series made by recording by name shares its packed cell: a
+//! series' slot in its shard's table never changes.
 //!
 //! Besides its value, a series has a `touched` flag, set by the first write
 //! of an interval, which counts the series as one item held by the pipeline
-//! until the flush turns it into a metric; and an idle count, which the flush
-//! uses to let go of series nobody records into any more.
+//! until the flush turns it into a metric; an idle count, which the flush
+//! uses to let go of series nobody records into any more; a count of the
+//! handles bound to it (a series with one is never let go of); and a
+//! retired mark, set when the batch lets go of it (see [`Series::retire`]).
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -139,7 +140,7 @@ pub(super) struct Cell<S> {
     /// Flushes in a row that found nothing new; written by flushes only.
     idle: AtomicU8,
     /// Let go of by the batch: a recording that finds it set after writing
-    /// moves what is left here to the series that replaced it.
+    /// leaves the series to the batch's next flush.
     retired: AtomicBool,
     /// Handles bound to the series; a series with none may be let go of.
     handles: AtomicU32,
@@ -191,7 +192,8 @@ impl<S> Cell<S> {
     #[cold]
     #[inline(never)]
     fn mark(&self, budget: &MemoryBudget) {
-        if !self.touched.swap(true, Ordering::Release) {
+        // SeqCst: before a recording's retired check (see `Series::apply`).
+        if !self.touched.swap(true, Ordering::SeqCst) {
             budget.add_items(1);
         }
     }
@@ -371,7 +373,9 @@ impl SummaryState {
     /// being finite: then nothing is recorded and `false` is returned.
     #[inline(always)]
     pub(super) fn merge(&self, s: &Summary) -> bool {
-        let n = self.started.fetch_add(1, Ordering::Acquire);
+        // SeqCst: before a recording's retired check (see `Series::apply`);
+        // the same instruction as Acquire on x86.
+        let n = self.started.fetch_add(1, Ordering::SeqCst);
         let slot = &self.slots[(n >> 63) as usize];
         let ok = add_f64(&slot.sum, s.sum);
         if ok {
@@ -747,10 +751,21 @@ impl Series {
     /// publishing a table without it and before its last drain, with a
     /// `SeqCst` fence between the two (see [`retire_all`]): a recording
     /// whose check ([`apply`](Self::apply)) finds no mark wrote before that
-    /// drain, which takes the write; one that finds the mark moves what is
-    /// left to the series' replacement.
+    /// drain, which takes the write; one that finds the mark leaves the series
+    /// to the batch's orphans, which the next flush reads.
     fn retire(&self) {
         each!(self, c => c.retired.store(true, Ordering::SeqCst));
+    }
+
+    /// After the batch closed: takes the touched mark of a retired series
+    /// that a late recording wrote into; `true` if that write was not read
+    /// by the last flush (its item is then resolved here, as dropped).
+    pub(super) fn settle_late_write(&self, budget: &MemoryBudget) -> bool {
+        let late = each!(self, c => c.take_touched());
+        if late {
+            budget.resolve_items(1);
+        }
+        late
     }
 
     /// Handles bound to the series now.
@@ -882,8 +897,8 @@ pub(super) enum Applied {
     Done,
     /// Nothing recorded: the aggregate would stop being finite.
     Overflow,
-    /// Recorded into a series the batch let go of meanwhile: what is left
-    /// in it must move to its replacement.
+    /// Recorded into a series the batch let go of meanwhile: the next flush
+    /// must read it (the batch's orphans).
     Retired,
 }
 
