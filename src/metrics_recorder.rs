@@ -607,7 +607,7 @@ mod tests {
     /// a later call once there is room; each refusal is counted.
     #[tokio::test(flavor = "current_thread")]
     async fn a_series_refused_for_lack_of_room_is_tried_again() {
-        let batch = Arc::new(MetricBatch::builder().max_series(1).build());
+        let batch = Arc::new(MetricBatch::builder().max_series(2).build());
         let recorder = NewRelicRecorder::new(batch.clone(), Handle::current());
         batch.record_count("string.call", 1.0, ()).await;
         metrics::with_local_recorder(&recorder, || {

@@ -86,8 +86,19 @@ pub(crate) const MAX_SPAN_TEXT_CHARS: usize = 4000;
 /// characters; a longer one is refused, since a cut id links nothing).
 pub(crate) const MAX_ID_CHARS: usize = 128;
 
-/// Metric attribute keys the Metric API reserves (besides the metric's name).
-const RESERVED_METRIC_KEYS: [&str; 9] = [
+/// The attribute that marks a metric name's overflow series (its only one,
+/// besides the batch's common attributes), as OpenTelemetry's specification
+/// names it; reserved in recordings.
+///
+/// ```
+/// assert_eq!(newrelic_telemetry::batch::OVERFLOW_ATTRIBUTE, "otel.metric.overflow");
+/// ```
+pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
+
+/// Metric attribute keys the Metric API reserves (besides the metric's
+/// name), and the overflow series' mark.
+const RESERVED_METRIC_KEYS: [&str; 10] = [
+    OVERFLOW_ATTRIBUTE,
     "interval.ms",
     "timestamp",
     "value",

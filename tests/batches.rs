@@ -289,12 +289,13 @@ async fn bad_metric_input_is_refused_and_nothing_recorded_is_lost() {
 
 #[tokio::test]
 async fn series_limit_drops_new_series_only() {
-    let batch = MetricBatch::builder().max_series(2).build();
+    // Two names, each with the room for its overflow series.
+    let batch = MetricBatch::builder().max_series(4).build();
     batch.record_count("a", 1.0, ()).await;
     batch.record_count("b", 1.0, ()).await;
     assert_eq!(
         batch.try_record_count("c", 1.0, ()).await.unwrap_err(),
-        RecordError::SeriesLimitReached { limit: 2 }
+        RecordError::SeriesLimitReached { limit: 4 }
     );
     batch.record_count("a", 1.0, ()).await;
     assert_eq!(batch.record_stats().series_dropped_limit, 1);

@@ -248,7 +248,8 @@ fn refusals_are_counted_warned_once_per_interval_and_reason_and_handed_to_the_ca
     let refused = Arc::new(Mutex::new(Vec::new()));
     let seen = refused.clone();
     let batch = MetricBatch::builder()
-        .max_series(2)
+        // Two names, each with the room for its overflow series.
+        .max_series(4)
         .on_refused(move |e: &RecordError| seen.lock().expect("the list").push(e.clone()))
         .build();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -286,7 +287,7 @@ fn refusals_are_counted_warned_once_per_interval_and_reason_and_handed_to_the_ca
     );
     assert!(matches!(
         refused[100],
-        RecordError::SeriesLimitReached { limit: 2 }
+        RecordError::SeriesLimitReached { limit: 4 }
     ));
     let warnings = captured.warnings();
     assert!(
@@ -298,11 +299,11 @@ fn refusals_are_counted_warned_once_per_interval_and_reason_and_handed_to_the_ca
 
 #[tokio::test(flavor = "current_thread")]
 async fn try_record_returns_what_record_counts() {
-    let batch = MetricBatch::builder().max_series(1).build();
+    let batch = MetricBatch::builder().max_series(2).build();
     assert_eq!(batch.try_record_count("a", 1.0, ()).await, Ok(()));
     assert_eq!(
         batch.try_record_count("b", 1.0, ()).await,
-        Err(RecordError::SeriesLimitReached { limit: 1 })
+        Err(RecordError::SeriesLimitReached { limit: 2 })
     );
     assert_eq!(
         batch.try_record_summary("a", f64::NAN, ()).await,

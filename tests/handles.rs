@@ -174,11 +174,12 @@ async fn handles_validate_once_and_ignore_bad_values() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_series_limit_and_the_budget_apply_when_binding() {
-    let batch = MetricBatch::builder().max_series(1).build();
+    // "a" and the room for its overflow series.
+    let batch = MetricBatch::builder().max_series(2).build();
     let a = batch.counter("a", ()).await.unwrap();
     assert_eq!(
         batch.counter("b", ()).await.unwrap_err(),
-        RecordError::SeriesLimitReached { limit: 1 }
+        RecordError::SeriesLimitReached { limit: 2 }
     );
     // Binding the same series again is no new series.
     let again = batch.counter("a", ()).await.unwrap();

@@ -19,8 +19,8 @@ pub use items::{
     BatchItem, DEFAULT_CAPACITY, EventBatch, ItemBatch, ItemBatchBuilder, LogBatch, SpanBatch,
 };
 pub use metric::{
-    Counter, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES, Gauge, MetricBatch, MetricBatchBuilder,
-    SummaryHandle,
+    Counter, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES, DEFAULT_SERIES_LIMIT, Gauge, MetricBatch,
+    MetricBatchBuilder, NameOverflow, OVERFLOW_ATTRIBUTE, SummaryHandle,
 };
 
 pub use crate::budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
@@ -62,6 +62,11 @@ crate::counters::counters! {
         /// Items (for a metric batch, new series) refused because the pipeline
         /// held its memory budget.
         items_dropped_over_budget,
+        /// Metric measurements recorded by name into their name's overflow
+        /// series, for want of room for a series of their own (not a drop:
+        /// they are sent there); see
+        /// [`MetricBatchBuilder::series_limit`](crate::batch::MetricBatchBuilder::series_limit).
+        measurements_overflowed,
     }
 }
 

@@ -8,10 +8,14 @@
 //! the batch's orphans, which the next flush reads: every write is sent
 //! once.
 
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
 use super::MetricBatch;
+use super::cardinality::Left;
 use super::reader;
 use super::series::{Drained, ItemDelta, Series, retire_all};
-use super::shard::{ShardLock, series_bytes};
+use super::shard::{ShardLock, overflow_series_bytes, series_bytes};
 use crate::batch::Taken;
 use crate::budget::HeldBytes;
 use crate::common::Common;
@@ -118,6 +122,7 @@ impl MetricBatch {
             out.drain(series).await;
         }
         drop(orphans);
+        self.end_interval();
         drop(clock);
         let Out { metrics, items, .. } = out;
         items.apply(budget);
@@ -159,14 +164,14 @@ impl MetricBatch {
         }
         guard.rebuild(kept, self.seeds, &shard.published);
         retire_all(&gone);
+        self.leave_names(&gone);
         let mut bytes = 0;
         for series in &gone {
             out.drain(series).await;
             bytes += series_bytes(series.kind(), series.placement());
         }
         guard.held_bytes -= bytes;
-        self.series
-            .fetch_sub(gone.len(), std::sync::atomic::Ordering::Relaxed);
+        self.series.fetch_sub(gone.len(), Ordering::Relaxed);
         budget.release_bytes(bytes);
         drop(gone);
         // This thread's cache may hold the table just replaced.
@@ -180,5 +185,60 @@ impl MetricBatch {
         // went: swept again at the next flush.
         guard.sweep = true;
         0
+    }
+
+    /// Under a shard's lock: the names of series let go of count them out;
+    /// a name's reservation for its overflow series is taken again when
+    /// that series leaves and the name stays, and given back when the name
+    /// leaves.
+    fn leave_names(&self, gone: &[Series]) {
+        let budget = &self.shared.budget;
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        for series in gone {
+            let overflow = std::sync::Arc::ptr_eq(&series.attributes, &self.overflow_set);
+            let reserve = overflow_series_bytes(series.kind(), &series.name);
+            match names.left(series, overflow, reserve, budget) {
+                Left::Stays => {}
+                Left::Reserved => {
+                    self.series.fetch_add(1, Ordering::Relaxed);
+                    self.reservations.fetch_add(1, Ordering::Relaxed);
+                }
+                Left::Gone { reserved_bytes } => {
+                    if reserved_bytes > 0 {
+                        self.series.fetch_sub(1, Ordering::Relaxed);
+                        self.reservations.fetch_sub(1, Ordering::Relaxed);
+                        budget.release_bytes(reserved_bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the interval for the overflow report: counts the measurements
+    /// that went to overflow series, and logs the names that sent them (at
+    /// most once an hour each).
+    fn end_interval(&self) {
+        let (overflowed, to_log) = self
+            .names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .end_interval(std::time::Instant::now());
+        crate::batch::RecordCounters::add(
+            &self.shared.refusals.counts.measurements_overflowed,
+            overflowed,
+        );
+        for name in to_log {
+            let (top_key, top_values) = name.top_attribute.unwrap_or_default();
+            tracing::warn!(
+                metric = %name.name,
+                limit = name.limit,
+                overflowed = name.overflowed_last_interval,
+                top_key = %top_key,
+                top_values,
+                "a metric name is past its series limit: new attribute sets are recorded into \
+                 its overflow series (otel.metric.overflow = true); the attribute key with the \
+                 most distinct values is the likely cause"
+            );
+        }
     }
 }

@@ -90,7 +90,7 @@ impl Seeds {
     /// short string's two words and length, a number's bits and its type);
     /// a longer string value is hashed on its own first.
     #[inline(always)]
-    fn pair(self, k: &str, v: ValueRef<'_>) -> u64 {
+    pub(super) fn pair(self, k: &str, v: ValueRef<'_>) -> u64 {
         let key = self.str(self.0[0], k);
         let (lo, hi) = match v {
             ValueRef::Str(x) => match Seeds::words(x.as_bytes()) {

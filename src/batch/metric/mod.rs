@@ -23,6 +23,7 @@
 //! lets go of series that no handle holds once they have been idle for a
 //! few harvests.
 
+mod cardinality;
 mod drain;
 mod handle;
 mod index;
@@ -30,18 +31,21 @@ mod key;
 mod reader;
 mod series;
 mod shard;
+mod sketch;
 
 use std::convert::identity;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
+pub use cardinality::{DEFAULT_SERIES_LIMIT, NameOverflow, OVERFLOW_ATTRIBUTE};
+use cardinality::{Names, SAMPLE_EVERY, SeriesLimits};
 use drain::Release;
 pub use handle::{Counter, Gauge, SummaryHandle};
 use key::{HashBuilder, Seeds};
 use series::{Applied, Placement, Series, Shared, WallClock};
-use shard::{Shard, ShardLock, new_series_bytes};
+use shard::{Shard, ShardLock, new_series_bytes, overflow_series_bytes};
 
 use super::refusal::{OnRefused, Refusals};
 use super::{Batch, RecordStats, Taken};
@@ -54,6 +58,10 @@ use crate::time::Clock;
 use crate::validate::{
     METRIC_LIMITS, check_metric, check_metric_name, metric_attributes, sanitize_common,
 };
+
+/// Times an insertion tries again when the name it diverts to leaves the
+/// batch meanwhile (a flush letting go of its last series).
+const INSERT_ATTEMPTS: usize = 3;
 
 /// Series a metric batch holds at most by default: 100,000. See
 /// [`MetricBatchBuilder::max_series`].
@@ -110,19 +118,28 @@ pub struct MetricBatch {
     common_attributes: Option<Arc<Attributes>>,
     max_series: usize,
     idle_harvests: u8,
+    /// Series held, and rooms reserved for overflow series not made yet
+    /// (`reservations`): what `max_series` bounds.
     series: AtomicUsize,
+    reservations: AtomicUsize,
     shared: Arc<Shared>,
     harvest: Notify,
     /// Series let go of that a recording wrote into after their last read
     /// (see `drain`): read at the next flush.
     orphans: std::sync::Mutex<Vec<Series>>,
+    /// Series limits and counts per name (see `cardinality`); taken under a
+    /// shard's lock, never the other way round.
+    names: std::sync::Mutex<Names>,
+    /// The attribute set of every overflow series, and its hash.
+    overflow_set: Arc<Attributes>,
+    overflow_set_hash: u64,
 }
 
 impl std::fmt::Debug for MetricBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricBatch")
             .field("shards", &self.shards.len())
-            .field("series", &self.series.load(Ordering::Relaxed))
+            .field("series", &self.series_count())
             .field("max_series", &self.max_series)
             .field("idle_harvests", &self.idle_harvests)
             .field("common_attributes", &self.common_attributes)
@@ -170,6 +187,17 @@ struct NewSeries<'n> {
     canonical: Attributes,
 }
 
+/// What an insertion did.
+enum Inserted<'n> {
+    /// Recorded (`None`), or made or found the series to bind (`Some`).
+    Done(Option<Series>),
+    /// Found no room for a new series of the name (its limit, or the
+    /// batch's): its overflow series takes the measurement; handed back
+    /// for that. From the overflow path: the name left meanwhile, so the
+    /// series may be made after all.
+    Divert(NewSeries<'n>),
+}
+
 /// What a recording by name did with the series it found.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Found {
@@ -210,6 +238,7 @@ pub struct MetricBatchBuilder {
     shards: usize,
     memory_budget: usize,
     idle_harvests: u8,
+    series_limits: SeriesLimits,
     on_refused: Option<OnRefused>,
 }
 
@@ -228,24 +257,85 @@ impl MetricBatchBuilder {
         self
     }
 
-    /// The most series the batch holds (default 100,000). When it is reached,
-    /// the batch asks its harvester for an early harvest (which lets go of
-    /// idle series), and recording a new series fails with
-    /// [`RecordError::SeriesLimitReached`] until then; existing series keep
-    /// aggregating.
+    /// The most series the batch holds (default 100,000), counting the room
+    /// each metric name keeps for its overflow series (see
+    /// [`series_limit`](Self::series_limit)). When it is reached, the batch
+    /// asks its harvester for an early harvest (which lets go of idle
+    /// series); until then a new series of a name the batch holds goes to
+    /// the name's overflow series, and the first series of a new name is
+    /// refused with [`RecordError::SeriesLimitReached`]. Existing series
+    /// keep aggregating.
     ///
     /// ```
     /// use newrelic_telemetry::{MetricBatch, RecordError};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let batch = MetricBatch::builder().max_series(1).build();
-    /// batch.record_count("a", 1.0, ()).await;
-    /// assert_eq!(batch.try_record_count("b", 1.0, ()).await, Err(RecordError::SeriesLimitReached { limit: 1 }));
-    /// batch.record_count("a", 1.0, ()).await; // an existing series still aggregates
+    /// let batch = MetricBatch::builder().max_series(2).build();
+    /// batch.record_count("a", 1.0, [("id", 1)]).await; // "a" and room for its overflow series
+    /// assert_eq!(batch.try_record_count("b", 1.0, ()).await, Err(RecordError::SeriesLimitReached { limit: 2 }));
+    /// batch.record_count("a", 1.0, [("id", 2)]).await; // to the overflow series of "a"
+    /// batch.record_count("a", 1.0, [("id", 1)]).await; // an existing series still aggregates
+    /// assert_eq!(batch.flush().await.0.len(), 2);
     /// # }
     /// ```
     pub fn max_series(mut self, max_series: usize) -> Self {
         self.max_series = max_series.max(1);
+        self
+    }
+
+    /// The most series each metric name (of one type) holds (default
+    /// [`DEFAULT_SERIES_LIMIT`], 2,000; 0: no limit). Past it, a measurement
+    /// for a new attribute set is recorded into the name's *overflow
+    /// series*: the same name and type with the single attribute
+    /// `otel.metric.overflow = true` ([`OVERFLOW_ATTRIBUTE`]), where counts
+    /// and summaries add up and a gauge keeps the last value. Totals stay
+    /// exact, one runaway attribute cannot crowd out the batch's other
+    /// metrics, and [`MetricBatch::overflows`] names the culprit.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Metric, MetricBatch};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::builder().series_limit(3).build();
+    /// for user in 0..10 {
+    ///     batch.record_count("logins", 1.0, [("user.id", user)]).await;
+    /// }
+    /// let (metrics, _) = batch.flush().await;
+    /// assert_eq!(metrics.len(), 4); // three users, and the overflow series
+    /// let overflow = metrics.iter().find_map(|m| match m {
+    ///     Metric::Count(c) if c.attributes().contains_key("otel.metric.overflow") => Some(c.value()),
+    ///     _ => None,
+    /// });
+    /// assert_eq!(overflow, Some(7.0)); // the seven other users, counted
+    /// # }
+    /// ```
+    pub fn series_limit(mut self, limit: usize) -> Self {
+        self.series_limits.set_default(limit);
+        self
+    }
+
+    /// The series limit of one metric name, or of every name starting with
+    /// a prefix when `pattern` ends in `*` (`"http.server.*"`); 0: no
+    /// limit. A name's own limit wins over a prefix's, and a longer prefix
+    /// over a shorter one; see [`series_limit`](Self::series_limit).
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::builder()
+    ///     .series_limit(2)
+    ///     .series_limit_for("http.server.*", 0) // routes are bounded: no limit
+    ///     .build();
+    /// for route in 0..5 {
+    ///     batch.record_count("http.server.requests", 1.0, [("route", route)]).await;
+    ///     batch.record_count("jobs", 1.0, [("id", route)]).await;
+    /// }
+    /// assert_eq!(batch.series_count(), 5 + 2 + 1); // and one overflow series
+    /// # }
+    /// ```
+    pub fn series_limit_for(mut self, pattern: &str, limit: usize) -> Self {
+        self.series_limits.set(pattern, limit);
         self
     }
 
@@ -328,7 +418,7 @@ impl MetricBatchBuilder {
     /// let over_limit = Arc::new(AtomicUsize::new(0));
     /// let seen = over_limit.clone();
     /// let batch = MetricBatch::builder()
-    ///     .max_series(1)
+    ///     .max_series(2)
     ///     .on_refused(move |e: &RecordError| {
     ///         if matches!(e, RecordError::SeriesLimitReached { .. }) {
     ///             seen.fetch_add(1, Ordering::Relaxed);
@@ -363,10 +453,15 @@ impl MetricBatchBuilder {
     pub fn build(self) -> MetricBatch {
         let clock = Clock::start();
         let hasher = HashBuilder::default();
+        let seeds = Seeds::new(&hasher);
+        let overflow_set = Arc::new(Attributes::new().with(OVERFLOW_ATTRIBUTE, true));
         MetricBatch {
             shards: (0..self.shards).map(|_| ShardLock::new()).collect(),
             interval: Mutex::new(clock),
-            seeds: Seeds::new(&hasher),
+            seeds,
+            overflow_set_hash: seeds.set(&*overflow_set),
+            overflow_set,
+            names: std::sync::Mutex::new(Names::new(self.series_limits)),
             hasher,
             common_attributes: self
                 .common_attributes
@@ -376,6 +471,7 @@ impl MetricBatchBuilder {
             max_series: self.max_series,
             idle_harvests: self.idle_harvests,
             series: AtomicUsize::new(0),
+            reservations: AtomicUsize::new(0),
             shared: Arc::new(Shared {
                 budget: MemoryBudget::new(self.memory_budget),
                 refusals: Refusals::new(self.on_refused),
@@ -397,6 +493,7 @@ impl Default for MetricBatchBuilder {
             shards: (cores * 4).clamp(4, 64).next_power_of_two(),
             memory_budget: DEFAULT_MEMORY_BUDGET,
             idle_harvests: DEFAULT_IDLE_HARVESTS,
+            series_limits: SeriesLimits::default(),
             on_refused: None,
         }
     }
@@ -784,11 +881,57 @@ impl MetricBatch {
             Some(self.record_found(series, update))
         });
         outcome(match found {
-            Some(Found::Recorded) => Ok(()),
-            Some(Found::Closed) => Err(self.shared.refusals.refused(RecordError::Closed)),
-            Some(Found::Overflow) => Err(self.overflow(name)),
-            None => self.insert(kind, name, attrs, Some(update)).await.map(drop),
+            Some(found) => self.settle(found, name),
+            None => self.miss(kind, name, attrs, update).await,
         })
+    }
+
+    /// A recording that found no series of its own: into its name's
+    /// overflow series if the name is at its limit (no lock), else into a
+    /// new series.
+    #[inline(never)]
+    async fn miss(
+        &self,
+        kind: MetricKind,
+        name: &str,
+        attrs: &(impl AsAttributes + ?Sized),
+        update: Update,
+    ) -> Result<(), RecordError> {
+        let hash = self.seeds.series(kind, name, self.overflow_set_hash);
+        let diverted = self.shard(hash).published.with(|table| {
+            let series = table.find(hash, kind, name, &*self.overflow_set)?;
+            series
+                .diverting()
+                .then(|| (series.count_diverted() % SAMPLE_EVERY == 0, series.clone()))
+        });
+        match diverted {
+            Some((sampled, series)) => {
+                if sampled {
+                    self.sample(kind, name, attrs);
+                }
+                self.settle(self.record_found(&series, update), name)
+            }
+            None => self.insert(kind, name, attrs, Some(update)).await.map(drop),
+        }
+    }
+
+    /// Samples a diverted measurement's attributes into its name's census,
+    /// if the registry is free (never waits).
+    #[cold]
+    fn sample(&self, kind: MetricKind, name: &str, attrs: &(impl AsAttributes + ?Sized)) {
+        if let Ok(mut names) = self.names.try_lock() {
+            names.sample(kind, name, self.seeds, attrs);
+        }
+    }
+
+    /// A recording's outcome as its caller sees it.
+    #[inline(always)]
+    fn settle(&self, found: Found, name: &str) -> Result<(), RecordError> {
+        match found {
+            Found::Recorded => Ok(()),
+            Found::Closed => Err(self.shared.refusals.refused(RecordError::Closed)),
+            Found::Overflow => Err(self.overflow(name)),
+        }
     }
 
     /// Records into `series`, found with no lock in a table that may be
@@ -946,12 +1089,27 @@ impl MetricBatch {
                 return bound.map(Some);
             }
         }
-        let new = self.prepare(kind, name, attrs)?;
-        let shard = self.shard(new.hash);
-        let Ok(guard) = shard.lock.try_lock() else {
-            return Ok(None);
-        };
-        self.insert_locked(shard, guard, new, None)
+        let mut new = self.prepare(kind, name, attrs)?;
+        for _ in 0..INSERT_ATTEMPTS {
+            let shard = self.shard(new.hash);
+            let Ok(guard) = shard.lock.try_lock() else {
+                return Ok(None);
+            };
+            new = match self.insert_locked(shard, guard, new, None)? {
+                Inserted::Done(series) => return Ok(series),
+                Inserted::Divert(new) => new,
+            };
+            let hash = self.seeds.series(kind, name, self.overflow_set_hash);
+            let shard = self.shard(hash);
+            let Ok(guard) = shard.lock.try_lock() else {
+                return Ok(None);
+            };
+            new = match self.divert_locked(shard, guard, hash, new, None)? {
+                Inserted::Done(series) => return Ok(series),
+                Inserted::Divert(new) => new,
+            };
+        }
+        Err(self.series_limit_reached())
     }
 
     /// The slow path: validates and canonicalises a series seen for the first
@@ -967,10 +1125,23 @@ impl MetricBatch {
         attrs: &(impl AsAttributes + ?Sized),
         update: Option<Update>,
     ) -> Result<Option<Series>, RecordError> {
-        let new = self.prepare(kind, name, attrs)?;
-        let shard = self.shard(new.hash);
-        let guard = shard.lock.lock().await;
-        self.insert_locked(shard, guard, new, update)
+        let mut new = self.prepare(kind, name, attrs)?;
+        for _ in 0..INSERT_ATTEMPTS {
+            let shard = self.shard(new.hash);
+            let guard = shard.lock.lock().await;
+            new = match self.insert_locked(shard, guard, new, update)? {
+                Inserted::Done(series) => return Ok(series),
+                Inserted::Divert(new) => new,
+            };
+            let hash = self.seeds.series(kind, name, self.overflow_set_hash);
+            let shard = self.shard(hash);
+            let guard = shard.lock.lock().await;
+            new = match self.divert_locked(shard, guard, hash, new, update)? {
+                Inserted::Done(series) => return Ok(series),
+                Inserted::Divert(new) => new,
+            };
+        }
+        Err(self.series_limit_reached())
     }
 
     /// Validates and canonicalises a new series (no lock held).
@@ -996,22 +1167,18 @@ impl MetricBatch {
     }
 
     /// Inserts a prepared series under its shard's lock (`guard`), or finds
-    /// it; see [`insert`](Self::insert).
-    fn insert_locked(
+    /// it; see [`insert`](Self::insert). Past the name's limit, or with no
+    /// room in the batch for a known name's new series, hands it back for
+    /// its name's overflow series.
+    fn insert_locked<'n>(
         &self,
         shard: &ShardLock,
         mut guard: MutexGuard<'_, Shard>,
-        new: NewSeries<'_>,
+        new: NewSeries<'n>,
         update: Option<Update>,
-    ) -> Result<Option<Series>, RecordError> {
+    ) -> Result<Inserted<'n>, RecordError> {
         let refusals = &self.shared.refusals;
-        let NewSeries {
-            kind,
-            name,
-            hash,
-            set_hash,
-            canonical,
-        } = new;
+        let (kind, name, hash) = (new.kind, new.name, new.hash);
         if self.shared.closed.load(Ordering::Relaxed) {
             drop(guard);
             return Err(refusals.refused(RecordError::Closed));
@@ -1019,29 +1186,44 @@ impl MetricBatch {
         let locked = &mut *guard;
         match update {
             None => {
-                if let Some(bound) = self.bind_existing(locked, hash, kind, name, &canonical) {
-                    return bound.map(Some);
+                if let Some(bound) = self.bind_existing(locked, hash, kind, name, &new.canonical) {
+                    return bound.map(|s| Inserted::Done(Some(s)));
                 }
             }
             Some(update) => {
-                if let Some(series) = locked.table.find(hash, kind, name, &canonical) {
+                if let Some(series) = locked.table.find(hash, kind, name, &new.canonical) {
                     // The current table holds no retired series.
                     if matches!(series.apply(update, &self.shared), Applied::Overflow) {
                         drop(guard);
                         return Err(self.overflow(name));
                     }
-                    return Ok(None);
+                    return Ok(Inserted::Done(None));
                 }
             }
         }
-        let held = self.series.fetch_add(1, Ordering::Relaxed);
-        if held >= self.max_series || !locked.has_room() {
-            self.series.fetch_sub(1, Ordering::Relaxed);
-            drop(guard);
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = match names.get(kind, name) {
+            Some(state) if state.at_limit() => return Ok(Inserted::Divert(new)),
+            Some(_) => true,
+            None => false,
+        };
+        // A name's first series reserves the room for its overflow series
+        // too: a series, and its bytes.
+        let count = if known { 1 } else { 2 };
+        let reserve = if known {
+            0
+        } else {
+            overflow_series_bytes(kind, name)
+        };
+        let held = self.series.fetch_add(count, Ordering::Relaxed);
+        if held + count > self.max_series || !locked.has_room() {
+            self.series.fetch_sub(count, Ordering::Relaxed);
+            drop((names, guard));
             self.harvest.notify_one();
-            return Err(refusals.refused(RecordError::SeriesLimitReached {
-                limit: self.max_series,
-            }));
+            if known {
+                return Ok(Inserted::Divert(new));
+            }
+            return Err(self.series_limit_reached());
         }
         // Room for the series as if everything in it were new; what interning
         // shares is given back right after. A series created by a recording
@@ -1051,27 +1233,37 @@ impl MetricBatch {
             Some(_) => Placement::Packed,
             None => Placement::Alone,
         };
-        let most = new_series_bytes(kind, placement, name, &canonical);
+        let most = new_series_bytes(kind, placement, name, &new.canonical);
         let budget = &self.shared.budget;
         let reserved = match update {
-            Some(_) => budget.try_reserve_item(most),
-            None => budget.try_reserve_bytes(most),
+            Some(_) => budget.try_reserve_item(most + reserve),
+            None => budget.try_reserve_bytes(most + reserve),
         };
         if !reserved {
-            self.series.fetch_sub(1, Ordering::Relaxed);
-            drop(guard);
+            self.series.fetch_sub(count, Ordering::Relaxed);
+            drop((names, guard));
             self.harvest.notify_one();
+            if known {
+                return Ok(Inserted::Divert(new));
+            }
             return Err(refusals.refused(RecordError::MemoryBudgetFull {
                 budget_bytes: budget.limit(),
             }));
         }
-        if held + 1 == self.max_series.div_ceil(2) {
+        let half = self.max_series.div_ceil(2);
+        if held < half && held + count >= half {
             // Half full: ask for an early harvest before anything is refused.
             self.harvest.notify_one();
         }
         let before = locked.held_bytes;
         let interned_name = locked.intern_str(&self.hasher, name);
-        let attributes = locked.intern_set(&self.hasher, set_hash, canonical);
+        let attributes = locked.intern_set(&self.hasher, new.set_hash, new.canonical);
+        if !known {
+            names.add(kind, interned_name.clone(), reserve);
+            self.reservations.fetch_add(1, Ordering::Relaxed);
+        }
+        let near_daily_limit = names.made(kind, name, hash, self.seeds, &*attributes, budget);
+        drop(names);
         let series = Series::new(kind, interned_name, attributes, placement);
         match update {
             Some(update) => {
@@ -1086,7 +1278,90 @@ impl MetricBatch {
         locked.held_bytes += shard::series_bytes(kind, placement);
         locked.push(self.seeds, hash, series, &shard.published);
         budget.release_bytes(most.saturating_sub(locked.held_bytes - before));
-        Ok(bound)
+        drop(guard);
+        if let Some(estimate) = near_daily_limit {
+            tracing::warn!(
+                metric = name,
+                distinct_series_today = estimate,
+                "a metric name made 80% of the 100,000 series a day past which New Relic stops \
+                 aggregating it; lower its series limit or remove the attribute that varies"
+            );
+        }
+        Ok(Inserted::Done(bound))
+    }
+
+    /// Records into (or binds) the overflow series of a name with no room
+    /// for a new series, under the overflow series' shard's lock (`guard`;
+    /// `hash` is its hash): made from the name's reservation if it is not
+    /// there. Hands `new` back if the name left the batch meanwhile.
+    fn divert_locked<'n>(
+        &self,
+        shard: &ShardLock,
+        mut guard: MutexGuard<'_, Shard>,
+        hash: u64,
+        new: NewSeries<'n>,
+        update: Option<Update>,
+    ) -> Result<Inserted<'n>, RecordError> {
+        let (kind, name) = (new.kind, new.name);
+        if self.shared.closed.load(Ordering::Relaxed) {
+            drop(guard);
+            return Err(self.shared.refusals.refused(RecordError::Closed));
+        }
+        let locked = &mut *guard;
+        let series = match locked.table.find(hash, kind, name, &*self.overflow_set) {
+            Some(series) => series.clone(),
+            None => {
+                let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+                if names.get(kind, name).is_none() {
+                    return Ok(Inserted::Divert(new));
+                }
+                if !locked.has_room() {
+                    drop((names, guard));
+                    return Err(self.series_limit_reached());
+                }
+                let before = locked.held_bytes;
+                let interned_name = locked.intern_str(&self.hasher, name);
+                let series = Series::new(
+                    kind,
+                    interned_name,
+                    self.overflow_set.clone(),
+                    Placement::Alone,
+                );
+                locked.held_bytes += shard::series_bytes(kind, Placement::Alone);
+                locked.push(self.seeds, hash, series.clone(), &shard.published);
+                let added = locked.held_bytes - before;
+                let budget = &self.shared.budget;
+                let reserved = names
+                    .overflow_made(kind, name, series.clone(), budget)
+                    .unwrap_or(0);
+                // Its room was counted with the name's first series.
+                self.reservations.fetch_sub(1, Ordering::Relaxed);
+                // The reservation covers the series and its name.
+                budget.release_bytes(reserved.saturating_sub(added));
+                budget.add_bytes(added.saturating_sub(reserved));
+                series
+            }
+        };
+        let Some(update) = update else {
+            // Bound under the lock, where flushes let go of series.
+            series.bind();
+            return Ok(Inserted::Done(Some(series)));
+        };
+        drop(guard);
+        if series.count_diverted() % SAMPLE_EVERY == 0 {
+            self.sample(kind, name, &new.canonical);
+        }
+        self.settle(self.record_found(&series, update), name)
+            .map(|()| Inserted::Done(None))
+    }
+
+    #[cold]
+    fn series_limit_reached(&self) -> RecordError {
+        self.shared
+            .refusals
+            .refused(RecordError::SeriesLimitReached {
+                limit: self.max_series,
+            })
     }
 
     #[cold]
@@ -1220,7 +1495,8 @@ impl MetricBatch {
     /// # }
     /// ```
     pub fn series_count(&self) -> usize {
-        self.series.load(Ordering::Relaxed)
+        let reservations = self.reservations.load(Ordering::Relaxed);
+        self.series.load(Ordering::Relaxed).saturating_sub(reservations)
     }
 
     /// What the batch refused or changed since it was created.
@@ -1236,6 +1512,87 @@ impl MetricBatch {
     /// ```
     pub fn record_stats(&self) -> RecordStats {
         self.shared.refusals.counts.snapshot()
+    }
+
+    /// The metric names past their series limit (or diverted by the
+    /// batch-wide limits), most overflowed first: what went to each one's
+    /// overflow series in the last harvest interval, and the attribute key
+    /// most likely to blame. A WARN names each one too, at most once an
+    /// hour.
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::builder().series_limit(100).build();
+    /// for request in 0..1_000 {
+    ///     let route = ["/", "/orders"][request % 2];
+    ///     batch.record_count("requests", 1.0, [("route", route)]).await;
+    ///     batch.record_count("sessions", 1.0, [("session.id", request)]).await;
+    /// }
+    /// batch.flush().await;
+    /// let overflows = batch.overflows();
+    /// assert_eq!(overflows.len(), 1); // "requests" stays well under its limit
+    /// assert_eq!(overflows[0].name, "sessions");
+    /// assert_eq!(overflows[0].overflowed_last_interval, 900);
+    /// assert_eq!(overflows[0].top_attribute.as_ref().map(|(k, _)| k.as_str()), Some("session.id"));
+    /// assert_eq!(batch.record_stats().measurements_overflowed, 900);
+    /// # }
+    /// ```
+    pub fn overflows(&self) -> Vec<NameOverflow> {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .overflowing()
+    }
+
+    /// Changes the series limit of every name no other rule matches (0: no
+    /// limit), from now on: series held past a lowered limit stay, and new
+    /// ones go to the overflow series; under a raised one, new series are
+    /// made again. See [`MetricBatchBuilder::series_limit`].
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::builder().series_limit(1).build();
+    /// batch.record_count("jobs", 1.0, [("id", 1)]).await;
+    /// batch.record_count("jobs", 1.0, [("id", 2)]).await; // to the overflow series
+    /// batch.set_series_limit(10);
+    /// batch.record_count("jobs", 1.0, [("id", 3)]).await; // a series of its own
+    /// assert_eq!(batch.series_count(), 3);
+    /// # }
+    /// ```
+    pub fn set_series_limit(&self, limit: usize) {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_limits(|limits| limits.set_default(limit));
+    }
+
+    /// Changes the series limit of a name, or of the names starting with a
+    /// prefix when `pattern` ends in `*`, from now on; see
+    /// [`MetricBatchBuilder::series_limit_for`] and
+    /// [`set_series_limit`](Self::set_series_limit).
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// batch.set_series_limit_for("tenant.*", 1);
+    /// batch.record_count("tenant.requests", 1.0, [("tenant", "a")]).await;
+    /// batch.record_count("tenant.requests", 1.0, [("tenant", "b")]).await;
+    /// assert_eq!(batch.record_stats().measurements_overflowed, 0); // counted at the flush
+    /// batch.flush().await;
+    /// assert_eq!(batch.record_stats().measurements_overflowed, 1);
+    /// # }
+    /// ```
+    pub fn set_series_limit_for(&self, pattern: &str, limit: usize) {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_limits(|limits| limits.set(pattern, limit));
     }
 
     /// The common attributes sent with every flush.
@@ -1368,7 +1725,7 @@ mod tests {
     /// thread's cache catches up.
     #[tokio::test(flavor = "current_thread")]
     async fn series_made_while_the_table_grows_are_all_found() {
-        let batch = MetricBatch::builder().shards(1).build();
+        let batch = MetricBatch::builder().shards(1).series_limit(0).build();
         for i in 0..5_000 {
             batch.record_count("grow", 1.0, [("i", i)]).await;
         }

@@ -155,7 +155,11 @@ impl<S: Default> Default for Cell<S> {
 
 impl<S: Default> Default for Alone<S> {
     fn default() -> Self {
-        Alone(S::default())
+        Alone {
+            cell: S::default(),
+            diverting: AtomicBool::new(false),
+            diverted: AtomicU64::new(0),
+        }
     }
 }
 
@@ -527,9 +531,20 @@ impl CellRef {
             CellRef::PackedCount(c) => CellView::Count(c),
             CellRef::PackedGauge(c) => CellView::Gauge(c),
             CellRef::PackedSummary(c) => CellView::Summary(c),
-            CellRef::AloneCount(c) => CellView::Count(&c.0),
-            CellRef::AloneGauge(c) => CellView::Gauge(&c.0),
-            CellRef::AloneSummary(c) => CellView::Summary(&c.0),
+            CellRef::AloneCount(c) => CellView::Count(&c.cell),
+            CellRef::AloneGauge(c) => CellView::Gauge(&c.cell),
+            CellRef::AloneSummary(c) => CellView::Summary(&c.cell),
+        }
+    }
+
+    /// The overflow marks of an alone cell.
+    #[inline(always)]
+    fn marks(&self) -> Option<(&AtomicBool, &AtomicU64)> {
+        match self {
+            CellRef::AloneCount(c) => Some((&c.diverting, &c.diverted)),
+            CellRef::AloneGauge(c) => Some((&c.diverting, &c.diverted)),
+            CellRef::AloneSummary(c) => Some((&c.diverting, &c.diverted)),
+            _ => None,
         }
     }
 
@@ -593,11 +608,20 @@ pub(super) enum Placement {
 const BLOCK: usize = 128;
 
 /// A value in a [`BLOCK`] of its own (the `Arc` around it puts its counts
-/// in the block before).
+/// in the block before); in the block's padding, what an overflow series
+/// (`cardinality`), always alone, keeps besides its cell.
 #[repr(align(128))]
-pub(super) struct Alone<T>(T);
+pub(super) struct Alone<T> {
+    cell: T,
+    /// Its name is at its limit: new series of the name record here.
+    diverting: AtomicBool,
+    /// Measurements recorded by name that came here for want of a series
+    /// of their own, since the last flush.
+    diverted: AtomicU64,
+}
 
 const _: () = assert!(std::mem::align_of::<Alone<()>>() == BLOCK);
+const _: () = assert!(std::mem::size_of::<Alone<Cell<SummaryState>>>() == BLOCK);
 
 /// A shared reference to a cell, packed or alone.
 pub(super) enum CellArc<S> {
@@ -621,7 +645,7 @@ impl<S> Deref for CellArc<S> {
     fn deref(&self) -> &Cell<S> {
         match self {
             CellArc::Packed(a) => a,
-            CellArc::Alone(a) => &a.0,
+            CellArc::Alone(a) => &a.cell,
         }
     }
 }
@@ -692,6 +716,41 @@ impl Series {
             CellView::Gauge(_) => MetricKind::Gauge,
             CellView::Summary(_) => MetricKind::Summary,
         }
+    }
+
+    /// Whether this overflow series takes its name's new series now.
+    #[inline(always)]
+    pub(super) fn diverting(&self) -> bool {
+        self.cell
+            .marks()
+            .is_some_and(|(on, _)| on.load(Ordering::Relaxed))
+    }
+
+    /// Marks this overflow series as taking its name's new series or not.
+    pub(super) fn set_diverting(&self, on: bool) {
+        if let Some((diverting, _)) = self.cell.marks() {
+            diverting.store(on, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a measurement recorded here for want of a series of its own;
+    /// returns how many came before it since the last flush.
+    #[inline(always)]
+    pub(super) fn count_diverted(&self) -> u64 {
+        self.cell
+            .marks()
+            .map_or(0, |(_, n)| n.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Takes the count of diverted measurements, leaving zero.
+    pub(super) fn take_diverted(&self) -> u64 {
+        self.cell.marks().map_or(0, |(_, n)| {
+            if n.load(Ordering::Relaxed) == 0 {
+                0
+            } else {
+                n.swap(0, Ordering::Relaxed)
+            }
+        })
     }
 
     /// The series' hash (as computed from a caller's pairs when recording).

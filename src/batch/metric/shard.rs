@@ -82,6 +82,13 @@ pub(super) fn new_series_bytes(
         + attrs.len() * 2 * STRING_SLOT_BYTES
 }
 
+/// What a name's overflow series adds to a shard at most: its cell (alone),
+/// its place, and its name if the shard has no other series of that name
+/// (its attribute set is the batch's, shared by all of them).
+pub(super) fn overflow_series_bytes(kind: MetricKind, name: &str) -> usize {
+    series_bytes(kind, Placement::Alone) + arc_str_bytes(name.len()) + STRING_SLOT_BYTES
+}
+
 fn set_bytes(set: &Attributes) -> usize {
     SET_BYTES + std::mem::size_of_val(set.pairs())
 }
