@@ -99,33 +99,31 @@ impl MemoryBudget {
     /// pipeline within [`WORK_RESERVE`] of its budget: then nothing changes
     /// and `false` is returned.
     pub(crate) fn try_reserve_item(&self, bytes: usize) -> bool {
-        let recording_limit = self.limit - WORK_RESERVE;
-        let mut held = self.bytes.load(Ordering::Relaxed);
-        loop {
-            let Some(next) = held.checked_add(bytes).filter(|&n| n <= recording_limit) else {
-                return false;
-            };
-            match self
-                .bytes
-                .compare_exchange_weak(held, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    self.items.fetch_add(1, Ordering::Relaxed);
-                    self.peak.fetch_max(next, Ordering::Relaxed);
-                    return true;
-                }
-                Err(now) => held = now,
-            }
+        let reserved = self.try_reserve_within(bytes, self.limit - WORK_RESERVE);
+        if reserved {
+            self.items.fetch_add(1, Ordering::Relaxed);
         }
+        reserved
     }
 
     /// Takes room for `bytes` that hold no item (a series bound to a handle
     /// before anything is recorded into it), unless that would pass the
     /// budget: then nothing changes and `false` is returned.
     pub(crate) fn try_reserve_bytes(&self, bytes: usize) -> bool {
+        self.try_reserve_within(bytes, self.limit)
+    }
+
+    /// Takes room for `bytes` that hold no item but may be refused like
+    /// one (what a batch keeps to report on what it records), unless that
+    /// would take the pipeline within [`WORK_RESERVE`] of its budget.
+    pub(crate) fn try_reserve_bookkeeping(&self, bytes: usize) -> bool {
+        self.try_reserve_within(bytes, self.limit - WORK_RESERVE)
+    }
+
+    fn try_reserve_within(&self, bytes: usize, limit: usize) -> bool {
         let mut held = self.bytes.load(Ordering::Relaxed);
         loop {
-            let Some(next) = held.checked_add(bytes).filter(|&n| n <= self.limit) else {
+            let Some(next) = held.checked_add(bytes).filter(|&n| n <= limit) else {
                 return false;
             };
             match self

@@ -23,6 +23,8 @@ pub use metric::{
     MetricBatchBuilder, NameOverflow, OVERFLOW_ATTRIBUTE, SummaryHandle,
 };
 
+pub(crate) use metric::SeriesLimits;
+
 pub use crate::budget::{DEFAULT_MEMORY_BUDGET, MemoryStats};
 use crate::budget::{HeldBytes, MemoryBudget};
 use crate::common::Common;

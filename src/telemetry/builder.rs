@@ -12,6 +12,7 @@ use super::per_api::{AllApis, ConfigureClients};
 use super::pipelines;
 use crate::api::Region;
 use crate::attributes::{Attributes, Value};
+use crate::batch::SeriesLimits;
 use crate::batch::refusal::OnRefused;
 use crate::budget::DEFAULT_MEMORY_BUDGET;
 use crate::client::ClientBuilder;
@@ -58,6 +59,7 @@ pub struct TelemetryBuilder {
     code: FromCode,
     shutdown_timeout: Duration,
     memory_budget: usize,
+    series_limits: SeriesLimits,
     token: Option<CancellationToken>,
     common_attributes: Attributes,
     /// Also given to the tracing layers the `Telemetry` makes.
@@ -80,6 +82,7 @@ impl std::fmt::Debug for TelemetryBuilder {
             .field("harvest_interval", &code.harvest_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("memory_budget", &self.memory_budget)
+            .field("series_limits", &self.series_limits)
             .field("common_attributes", &self.common_attributes)
             .field("client_closures", &self.configure_clients.len())
             .finish_non_exhaustive()
@@ -93,6 +96,7 @@ impl Default for TelemetryBuilder {
             code: FromCode::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            series_limits: SeriesLimits::default(),
             token: None,
             common_attributes: Attributes::new(),
             service_name: None,
@@ -440,6 +444,58 @@ impl TelemetryBuilder {
         self
     }
 
+    /// The most series each metric name holds before new attribute sets
+    /// are recorded into its overflow series (default 2,000; 0: no limit);
+    /// see [`MetricBatchBuilder::series_limit`](crate::batch::MetricBatchBuilder::series_limit).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().metric_series_limit(1).build()?;
+    /// telemetry.metrics().record_count("logins", 1.0, [("user.id", 1)]).await;
+    /// telemetry.metrics().record_count("logins", 1.0, [("user.id", 2)]).await;
+    /// telemetry.shutdown().await;
+    /// let metrics = server.metrics();
+    /// assert_eq!(metrics.len(), 2);
+    /// assert!(metrics.iter().any(|m| m["attributes"]["otel.metric.overflow"] == true));
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn metric_series_limit(mut self, limit: usize) -> Self {
+        self.series_limits.set_default(limit);
+        self
+    }
+
+    /// The series limit of one metric name, or of the names starting with
+    /// a prefix when `pattern` ends in `*`; see
+    /// [`MetricBatchBuilder::series_limit_for`](crate::batch::MetricBatchBuilder::series_limit_for).
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server
+    ///     .telemetry_builder()
+    ///     .metric_series_limit_for("tenant.*", 10_000) // many tenants, on purpose
+    ///     .build()?;
+    /// for tenant in 0..3_000 {
+    ///     telemetry.metrics().record_count("tenant.requests", 1.0, [("tenant", tenant)]).await;
+    /// }
+    /// assert!(telemetry.metrics().overflows().is_empty());
+    /// telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn metric_series_limit_for(mut self, pattern: &str, limit: usize) -> Self {
+        self.series_limits.set(pattern, limit);
+        self
+    }
+
     /// Sets the common attribute `service.name`.
     ///
     /// ```
@@ -547,6 +603,7 @@ impl TelemetryBuilder {
                 service_name: self.service_name,
                 shutdown_timeout: self.shutdown_timeout,
                 memory_budget: self.memory_budget,
+                series_limits: self.series_limits,
                 on_refused: self.on_refused,
                 parent: self.token,
             },

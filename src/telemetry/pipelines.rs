@@ -13,7 +13,7 @@ use super::lifecycle::Lifecycle;
 use super::per_api::{AllApis, ConfigureClients, PerApi};
 use crate::attributes::Attributes;
 use crate::batch::refusal::OnRefused;
-use crate::batch::{Batch, EventBatch, LogBatch, MetricBatch, SpanBatch};
+use crate::batch::{Batch, EventBatch, LogBatch, MetricBatch, SeriesLimits, SpanBatch};
 use crate::client::{Client, ClientBuilder, Events, Kind, Logs, Metrics, Spans, sdk_http_client};
 use crate::error::ConfigError;
 use crate::harvester::Harvester;
@@ -24,6 +24,7 @@ pub(super) struct Settings {
     pub(super) service_name: Option<Arc<str>>,
     pub(super) shutdown_timeout: Duration,
     pub(super) memory_budget: usize,
+    pub(super) series_limits: SeriesLimits,
     /// Told of every item any of the four batches refuses.
     pub(super) on_refused: Option<OnRefused>,
     /// The service's token, if any: cancelling it stops the telemetry.
@@ -45,6 +46,7 @@ pub(super) fn start(
     let batches = Batches::new(
         settings.common_attributes,
         settings.memory_budget,
+        settings.series_limits,
         settings.on_refused,
     );
     let lifecycle = Arc::new(Lifecycle::new());
@@ -170,12 +172,18 @@ struct Batches {
 impl Batches {
     /// Empty batches that add `common` to everything they send (the batch
     /// builders drop an empty set), each within `memory_budget`.
-    fn new(common: Attributes, memory_budget: usize, on_refused: Option<OnRefused>) -> Batches {
+    fn new(
+        common: Attributes,
+        memory_budget: usize,
+        series_limits: SeriesLimits,
+        on_refused: Option<OnRefused>,
+    ) -> Batches {
         Batches {
             metrics: Arc::new(
                 MetricBatch::builder()
                     .common_attributes(common.clone())
                     .memory_budget(memory_budget)
+                    .series_limits(series_limits)
                     .on_refused_shared(on_refused.clone())
                     .build(),
             ),

@@ -28,6 +28,8 @@ mod drain;
 mod handle;
 mod index;
 mod key;
+#[cfg(test)]
+mod properties;
 mod reader;
 mod series;
 mod shard;
@@ -39,8 +41,9 @@ use std::sync::{Arc, PoisonError};
 
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
+pub(crate) use cardinality::SeriesLimits;
 pub use cardinality::{DEFAULT_SERIES_LIMIT, NameOverflow, OVERFLOW_ATTRIBUTE};
-use cardinality::{Names, SAMPLE_EVERY, SeriesLimits};
+use cardinality::{Names, SAMPLE_EVERY};
 use drain::Release;
 pub use handle::{Counter, Gauge, SummaryHandle};
 use key::{HashBuilder, Seeds};
@@ -432,6 +435,14 @@ impl MetricBatchBuilder {
     /// ```
     pub fn on_refused(mut self, f: impl Fn(&RecordError) + Send + Sync + 'static) -> Self {
         self.on_refused = Some(OnRefused::new(f));
+        self
+    }
+
+    /// The series limits set by [`series_limit`](Self::series_limit) and
+    /// [`series_limit_for`](Self::series_limit_for), all at once (from
+    /// `Telemetry`'s builder).
+    pub(crate) fn series_limits(mut self, limits: SeriesLimits) -> Self {
+        self.series_limits = limits;
         self
     }
 
@@ -1210,10 +1221,10 @@ impl MetricBatch {
         // A name's first series reserves the room for its overflow series
         // too: a series, and its bytes.
         let count = if known { 1 } else { 2 };
-        let reserve = if known {
-            0
+        let (reserve, entry) = if known {
+            (0, 0)
         } else {
-            overflow_series_bytes(kind, name)
+            (overflow_series_bytes(kind, name), Names::entry_bytes(name))
         };
         let held = self.series.fetch_add(count, Ordering::Relaxed);
         if held + count > self.max_series || !locked.has_room() {
@@ -1236,8 +1247,8 @@ impl MetricBatch {
         let most = new_series_bytes(kind, placement, name, &new.canonical);
         let budget = &self.shared.budget;
         let reserved = match update {
-            Some(_) => budget.try_reserve_item(most + reserve),
-            None => budget.try_reserve_bytes(most + reserve),
+            Some(_) => budget.try_reserve_item(most + reserve + entry),
+            None => budget.try_reserve_bytes(most + reserve + entry),
         };
         if !reserved {
             self.series.fetch_sub(count, Ordering::Relaxed);
@@ -1259,7 +1270,7 @@ impl MetricBatch {
         let interned_name = locked.intern_str(&self.hasher, name);
         let attributes = locked.intern_set(&self.hasher, new.set_hash, new.canonical);
         if !known {
-            names.add(kind, interned_name.clone(), reserve);
+            names.add(kind, name, reserve);
             self.reservations.fetch_add(1, Ordering::Relaxed);
         }
         let near_daily_limit = names.made(kind, name, hash, self.seeds, &*attributes, budget);
@@ -1496,7 +1507,9 @@ impl MetricBatch {
     /// ```
     pub fn series_count(&self) -> usize {
         let reservations = self.reservations.load(Ordering::Relaxed);
-        self.series.load(Ordering::Relaxed).saturating_sub(reservations)
+        self.series
+            .load(Ordering::Relaxed)
+            .saturating_sub(reservations)
     }
 
     /// What the batch refused or changed since it was created.
@@ -1514,11 +1527,11 @@ impl MetricBatch {
         self.shared.refusals.counts.snapshot()
     }
 
-    /// The metric names past their series limit (or diverted by the
-    /// batch-wide limits), most overflowed first: what went to each one's
-    /// overflow series in the last harvest interval, and the attribute key
-    /// most likely to blame. A WARN names each one too, at most once an
-    /// hour.
+    /// The metric names that recorded into their overflow series in the
+    /// last harvest interval (up to the last harvest or flush), most first:
+    /// past their series limit, or diverted by the batch-wide limits; with
+    /// the attribute key most likely to blame. A WARN names each one too,
+    /// at most once an hour.
     ///
     /// ```
     /// use newrelic_telemetry::MetricBatch;

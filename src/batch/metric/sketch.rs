@@ -10,11 +10,15 @@
 //! standard error is 1.04 / sqrt(registers): 2.3% with 2,048 registers,
 //! 6.5% with 256.
 
-/// A HyperLogLog sketch of `2^precision` one-byte registers.
+/// A HyperLogLog sketch of `2^precision` one-byte registers, with the sum
+/// its estimate needs kept as registers change (an estimate costs nothing).
 #[derive(Clone, Debug)]
 pub(super) struct DistinctSketch {
     precision: u32,
     registers: Box<[u8]>,
+    /// The sum of `2^-register` over the registers, and how many are 0.
+    sum: f64,
+    zeros: usize,
 }
 
 /// A well-mixing finaliser (splitmix64's): every input bit moves every
@@ -34,6 +38,8 @@ impl DistinctSketch {
         DistinctSketch {
             precision,
             registers: vec![0; 1 << precision].into_boxed_slice(),
+            sum: f64::from(1u32 << precision),
+            zeros: 1 << precision,
         }
     }
 
@@ -50,7 +56,12 @@ impl DistinctSketch {
         let rest = (x << self.precision) | (1 << (self.precision - 1));
         let rank = rest.leading_zeros() as u8 + 1;
         let register = &mut self.registers[index];
-        *register = (*register).max(rank);
+        if rank > *register {
+            self.sum -= 2f64.powi(-i32::from(*register));
+            self.sum += 2f64.powi(-i32::from(rank));
+            self.zeros -= usize::from(*register == 0);
+            *register = rank;
+        }
     }
 
     /// The estimated number of distinct hashes counted.
@@ -62,15 +73,10 @@ impl DistinctSketch {
             64 => 0.709,
             _ => 0.7213 / (1.0 + 1.079 / m),
         };
-        let (mut sum, mut empty) = (0.0, 0usize);
-        for &r in self.registers.iter() {
-            sum += 2f64.powi(-i32::from(r));
-            empty += usize::from(r == 0);
-        }
-        let raw = alpha * m * m / sum;
-        if raw <= 2.5 * m && empty > 0 {
+        let raw = alpha * m * m / self.sum;
+        if raw <= 2.5 * m && self.zeros > 0 {
             // Linear counting: exact-ish while registers are still empty.
-            m * (m / empty as f64).ln()
+            m * (m / self.zeros as f64).ln()
         } else {
             raw
         }
@@ -79,6 +85,8 @@ impl DistinctSketch {
     /// Forgets everything counted.
     pub(super) fn clear(&mut self) {
         self.registers.fill(0);
+        self.sum = self.registers.len() as f64;
+        self.zeros = self.registers.len();
     }
 }
 
