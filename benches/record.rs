@@ -484,6 +484,107 @@ impl Otel {
     }
 }
 
+/// A name at its series limit (`logins`, 1,000 series): recording a new
+/// attribute set (a user id never seen) goes to the name's overflow series.
+/// Target: no more than recording into an existing series of the same shape
+/// plus one hash of the name (measured here as foldhash's `hash_one` of
+/// it), in the same interleaved rounds. Also reported: the same new-set
+/// recordings against the peer's `Counter::add` with its cardinality
+/// limit (its default of 2,000, past which it too records into an
+/// overflow series).
+fn bench_overflow(rt: &Runtime) {
+    const SERIES: i64 = 1_000;
+    let at_limit = MetricBatch::builder().series_limit(SERIES as usize).build();
+    let existing = MetricBatch::builder().series_limit(0).build();
+    rt.block_on(async {
+        for user in 0..SERIES {
+            let pairs = overflow_attrs(user);
+            at_limit
+                .try_record_count("logins", 1.0, pairs)
+                .await
+                .unwrap();
+            existing
+                .try_record_count("logins", 1.0, pairs)
+                .await
+                .unwrap();
+        }
+        // The overflow series exists from the first new id on.
+        at_limit
+            .try_record_count("logins", 1.0, overflow_attrs(SERIES))
+            .await
+            .unwrap();
+    });
+    let build = Hasher::default();
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let (rounds_n, chunk) = if measuring { (31, 200_000) } else { (1, 2_000) };
+    let mut rounds: [Vec<f64>; 3] = Default::default();
+    let mut next_user = SERIES + 1;
+    for round in 0..rounds_n {
+        for k in 0..3 {
+            let path = (k + round) % 3;
+            let start = Instant::now();
+            match path {
+                0 => rt.block_on(async {
+                    for j in 0..chunk {
+                        let pairs = overflow_attrs(black_box(j as i64 % SERIES));
+                        existing.record_count("logins", 1.0, pairs).await;
+                    }
+                }),
+                1 => rt.block_on(async {
+                    for _ in 0..chunk {
+                        let pairs = overflow_attrs(black_box(next_user));
+                        next_user += 1;
+                        at_limit.record_count("logins", 1.0, pairs).await;
+                    }
+                }),
+                _ => {
+                    for _ in 0..chunk {
+                        black_box(build.hash_one(black_box("logins")));
+                    }
+                }
+            }
+            rounds[path].push(start.elapsed().as_nanos() as f64 / chunk as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [existing_r, overflow_r, hash_r] = &mut rounds;
+    let (existing_ns, overflow_ns, hash_ns) =
+        (median(existing_r), median(overflow_r), median(hash_r));
+    assert_eq!(
+        at_limit.series_count(),
+        SERIES as usize + 1,
+        "one overflow series"
+    );
+    report(
+        &format!(
+            "series limit: a new attribute set of a name at its limit, into its overflow series ({rounds_n} interleaved rounds)"
+        ),
+        "op",
+        (
+            "an existing series of the name + one hash of the name",
+            existing_ns + hash_ns,
+        ),
+        ("record_count, new user id past the limit", overflow_ns),
+        Goal::TimeAtMost(1.0),
+    );
+    println!(
+        "  existing series {existing_ns:.1} ns, one hash {hash_ns:.1} ns, overflow {overflow_ns:.1} ns"
+    );
+}
+
+/// Three pairs, one of them a user id.
+fn overflow_attrs(user: i64) -> [(&'static str, newrelic_telemetry::ValueRef<'static>); 3] {
+    use newrelic_telemetry::ValueRef;
+    [
+        ("user.id", ValueRef::Int(user)),
+        ("env", ValueRef::Str("prod")),
+        ("region", ValueRef::Str("us-east-1")),
+    ]
+}
+
 fn main() {
     let mut c = support::criterion(Duration::from_secs(2));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -494,5 +595,6 @@ fn main() {
     for op in [Op::Count, Op::Gauge, Op::Summary] {
         bench_op(&mut c, &rt, w, op);
     }
+    bench_overflow(&rt);
     c.final_summary();
 }

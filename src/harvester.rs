@@ -164,7 +164,7 @@ pub struct Harvester {
 
 enum State {
     Running(JoinHandle<HarvestReport>),
-    Done(HarvestReport),
+    Done(Box<HarvestReport>),
 }
 
 impl std::fmt::Debug for Harvester {
@@ -310,10 +310,10 @@ impl Harvester {
                     }
                 }
             };
-            *state = State::Done(report);
+            *state = State::Done(Box::new(report));
         }
         match &*state {
-            State::Done(report) => report.clone(),
+            State::Done(report) => (**report).clone(),
             State::Running(_) => unreachable!("the state was just set to done"),
         }
     }
