@@ -162,12 +162,14 @@ pub(super) struct NameState {
     /// Bytes of the budget the entry itself, its census and its daily
     /// sketch hold.
     held_bytes: usize,
-    /// Measurements diverted in the last interval, and in this one by
-    /// overflow series already let go of.
+    /// Measurements diverted in the last interval (`overflowed`), and in
+    /// this one by overflow series let go of meanwhile (`pending`).
     overflowed: u64,
     pending: u64,
+    /// The batch had no room for a new series of the name this interval:
+    /// its overflow series takes them until the next harvest.
+    batch_full: bool,
     census: Option<Box<Census>>,
-    day: DailySeries,
 }
 
 impl NameState {
@@ -176,10 +178,17 @@ impl NameState {
         self.series >= self.limit
     }
 
+    /// The batch has no room for a new series of the name: new ones go to
+    /// its overflow series until the next harvest.
+    pub(super) fn batch_full(&mut self) {
+        self.batch_full = true;
+        self.sync();
+    }
+
     /// Points the overflow series' diverting mark at the name's state.
     fn sync(&self) {
         if let Some(series) = &self.overflow {
-            series.set_diverting(self.at_limit());
+            series.set_diverting(self.at_limit() || self.batch_full);
         }
     }
 }
@@ -226,20 +235,24 @@ impl Census {
 /// counted exactly up to [`EXACT_DAILY`] (one let go of and made again
 /// counts again), then a sketch of the distinct ones after (so the estimate
 /// may count a series made in both parts twice: at most [`EXACT_DAILY`] too
-/// many).
+/// many). Kept for the day while the name leaves the batch and comes back.
 #[derive(Default)]
 struct DailySeries {
-    day: u64,
     made: u64,
     sketch: Option<Box<DistinctSketch>>,
-    warned_day: Option<u64>,
+    warned: bool,
 }
+
+/// What a day's tally of a name holds besides its sketch.
+const DAILY_BYTES: usize = std::mem::size_of::<(NameKey, DailySeries)>() + 1 + 48;
 
 impl DailySeries {
     fn estimate(&self) -> u64 {
         match &self.sketch {
-            Some(sketch) => EXACT_DAILY + sketch.estimate().round() as u64,
-            None => self.made,
+            Some(sketch) if self.made > EXACT_DAILY => {
+                EXACT_DAILY + sketch.estimate().round() as u64
+            }
+            _ => self.made,
         }
     }
 }
@@ -261,6 +274,11 @@ pub(super) struct Names {
     last: Vec<NameOverflow>,
     /// When each name was last logged (pruned after an hour).
     warned: HashMap<(MetricKind, Box<str>), Instant, foldhash::fast::RandomState>,
+    /// Each name's tally of the current UTC day (`today`), and the budget's
+    /// bytes they hold.
+    days: HashMap<NameKey, DailySeries, foldhash::fast::RandomState>,
+    today: u64,
+    days_bytes: usize,
 }
 
 /// What became of a name when one of its series left.
@@ -269,11 +287,11 @@ pub(super) enum Left {
     Stays,
     /// The name stays, and its overflow series left: the caller counts its
     /// reservation's series again (its bytes are added back here).
-    Reserved,
+    OverflowSeries,
     /// The name left with its last series: give back its reservation (a
-    /// series and these bytes), if it held one (0: its overflow series,
-    /// which took it, just left).
-    Gone { reserved_bytes: usize },
+    /// series and these bytes), if it held one (`None`: its overflow
+    /// series, which had taken it, just left).
+    Gone { reserved_bytes: Option<usize> },
 }
 
 impl Names {
@@ -284,6 +302,9 @@ impl Names {
             departed: Vec::new(),
             last: Vec::new(),
             warned: HashMap::default(),
+            days: HashMap::default(),
+            today: 0,
+            days_bytes: 0,
         }
     }
 
@@ -315,8 +336,8 @@ impl Names {
                 held_bytes: Self::entry_bytes(name),
                 overflowed: 0,
                 pending: 0,
+                batch_full: false,
                 census: None,
-                day: DailySeries::default(),
             },
         );
     }
@@ -324,7 +345,7 @@ impl Names {
     /// Counts a series made for the name (`hash`: the series' hash). Feeds
     /// its daily estimate and, if the name has one, its census; returns the
     /// daily estimate when it first passes 80% of New Relic's daily limit.
-    pub(super) fn made(
+    pub(super) fn series_made(
         &mut self,
         kind: MetricKind,
         name: &str,
@@ -333,31 +354,39 @@ impl Names {
         attrs: &(impl AsAttributes + ?Sized),
         budget: &MemoryBudget,
     ) -> Option<u64> {
-        let state = self.get(kind, name)?;
+        let state = self.map.get_mut(&NameRef { kind, name })?;
         state.series += 1;
         state.sync();
         if let Some(census) = &mut state.census {
             census.add(seeds, attrs);
         }
         let today = utc_day();
-        let day = &mut state.day;
-        if day.day != today {
-            *day = DailySeries {
-                day: today,
-                sketch: day.sketch.take().map(|mut s| {
-                    s.clear();
-                    s
-                }),
-                warned_day: day.warned_day,
-                made: 0,
-            };
+        if today != self.today {
+            self.today = today;
+            self.days.clear();
+            budget.release_bytes(std::mem::take(&mut self.days_bytes));
         }
+        let day = match self.days.get_mut(&NameRef { kind, name }) {
+            Some(day) => day,
+            None => {
+                if !budget.try_reserve_bookkeeping(DAILY_BYTES) {
+                    return None;
+                }
+                self.days_bytes += DAILY_BYTES;
+                self.days
+                    .entry(NameKey {
+                        kind,
+                        name: name.into(),
+                    })
+                    .or_default()
+            }
+        };
         day.made += 1;
         if day.made > EXACT_DAILY {
             if day.sketch.is_none() {
                 let bytes = DistinctSketch::heap_bytes(DAY_PRECISION);
                 if budget.try_reserve_bookkeeping(bytes) {
-                    state.held_bytes += bytes;
+                    self.days_bytes += bytes;
                     day.sketch = Some(Box::new(DistinctSketch::new(DAY_PRECISION)));
                 }
             }
@@ -366,8 +395,8 @@ impl Names {
             }
         }
         let estimate = day.estimate();
-        (estimate >= DAILY_WARNING && day.warned_day != Some(today)).then(|| {
-            day.warned_day = Some(today);
+        (estimate >= DAILY_WARNING && !day.warned).then(|| {
+            day.warned = true;
             estimate
         })
     }
@@ -430,7 +459,7 @@ impl Names {
             if state.series > 0 {
                 state.reserved_bytes = reserve_bytes;
                 budget.add_bytes(reserve_bytes);
-                return Left::Reserved;
+                return Left::OverflowSeries;
             }
         } else {
             state.series = state.series.saturating_sub(1);
@@ -447,10 +476,11 @@ impl Names {
             // Reported at the end of the interval all the same.
             state.overflowed = std::mem::take(&mut state.pending);
             state.series = 0;
-            self.departed.push(report(&key, &state));
+            let day = self.days.get(&key);
+            self.departed.push(report(&key, &state, day));
         }
         Left::Gone {
-            reserved_bytes: state.reserved_bytes,
+            reserved_bytes: (state.reserved_bytes > 0).then_some(state.reserved_bytes),
         }
     }
 
@@ -473,8 +503,19 @@ impl Names {
         for (key, state) in &mut self.map {
             state.overflowed = std::mem::take(&mut state.pending)
                 + state.overflow.as_ref().map_or(0, Series::take_diverted);
+            state.batch_full = false;
+            state.sync();
             if state.overflowed > 0 {
-                report_now.push(report(key, state));
+                let mut report = report(key, state, self.days.get(key));
+                // The same name may have left and come back this interval.
+                if let Some(at) = report_now
+                    .iter()
+                    .position(|r| r.kind == report.kind && r.name == report.name)
+                {
+                    report.overflowed_last_interval +=
+                        report_now.swap_remove(at).overflowed_last_interval;
+                }
+                report_now.push(report);
             }
         }
         report_now.sort_by(|a, b| {
@@ -506,16 +547,22 @@ impl Names {
         self.last.clone()
     }
 
+    /// The bytes the day's tallies hold (given back when the day ends).
+    #[cfg(test)]
+    pub(super) fn days_bytes(&self) -> usize {
+        self.days_bytes
+    }
+
     /// The daily estimate of distinct series a name made.
     #[cfg(test)]
     pub(super) fn daily_estimate(&self, kind: MetricKind, name: &str) -> Option<u64> {
-        self.map
+        self.days
             .get(&NameRef { kind, name })
-            .map(|s| s.day.estimate())
+            .map(DailySeries::estimate)
     }
 }
 
-fn report(key: &NameKey, state: &NameState) -> NameOverflow {
+fn report(key: &NameKey, state: &NameState, day: Option<&DailySeries>) -> NameOverflow {
     NameOverflow {
         name: key.name.to_string(),
         kind: key.kind,
@@ -523,7 +570,7 @@ fn report(key: &NameKey, state: &NameState) -> NameOverflow {
         series: state.series,
         overflowed_last_interval: state.overflowed,
         top_attribute: state.census.as_ref().and_then(|c| c.top()),
-        distinct_series_today: state.day.estimate(),
+        distinct_series_today: day.map_or(0, DailySeries::estimate),
     }
 }
 
@@ -559,13 +606,14 @@ pub struct NameOverflow {
     /// series (0: the name left the batch, as every series does at a
     /// [`flush`](crate::MetricBatch::flush)).
     pub series: usize,
-    /// Measurements recorded by name (not through a handle) that went to
-    /// the overflow series in the interval.
+    /// Measurements recorded by name, and handles bound (one each, for
+    /// the writes through them are not counted), that went to the
+    /// overflow series in the interval.
     pub overflowed_last_interval: u64,
-    /// The attribute key with the most distinct values in a sample of the
-    /// measurements that went to the overflow series (one in 64), with the
-    /// estimated number of distinct values in that sample: a lower bound
-    /// that names the culprit.
+    /// The attribute key with the most distinct values seen since the name
+    /// first overflowed, with their estimated number: in the series it made
+    /// since, and in a sample of the measurements recorded by name into the
+    /// overflow series (one in 64). A lower bound that names the culprit.
     pub top_attribute: Option<(String, u64)>,
     /// An estimate of the distinct series the name made since the start of
     /// the current UTC day (New Relic stops aggregating a name past
@@ -593,7 +641,8 @@ mod tests {
             // Each series made twice: the estimate counts distinct ones.
             for _ in 0..1 + u64::from(n % 10 == 0) {
                 let hash = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                if let Some(e) = names.made(MetricKind::Count, "logins", hash, seeds, &(), &budget)
+                if let Some(e) =
+                    names.series_made(MetricKind::Count, "logins", hash, seeds, &(), &budget)
                 {
                     warnings.push((n, e));
                 }

@@ -164,7 +164,6 @@ impl MetricBatch {
         }
         guard.rebuild(kept, self.seeds, &shard.published);
         retire_all(&gone);
-        self.leave_names(&gone);
         let mut bytes = 0;
         for series in &gone {
             out.drain(series).await;
@@ -173,6 +172,9 @@ impl MetricBatch {
         guard.held_bytes -= bytes;
         self.series.fetch_sub(gone.len(), Ordering::Relaxed);
         budget.release_bytes(bytes);
+        // After the series are counted out: a reservation taken again never
+        // makes the batch look fuller than it is.
+        self.leave_names(&gone);
         drop(gone);
         // This thread's cache may hold the table just replaced.
         reader::drop_cached_tables();
@@ -199,17 +201,20 @@ impl MetricBatch {
             let reserve = overflow_series_bytes(series.kind(), &series.name);
             match names.left(series, overflow, reserve, budget) {
                 Left::Stays => {}
-                Left::Reserved => {
+                Left::OverflowSeries => {
                     self.series.fetch_add(1, Ordering::Relaxed);
                     self.reservations.fetch_add(1, Ordering::Relaxed);
                 }
-                Left::Gone { reserved_bytes } => {
-                    if reserved_bytes > 0 {
-                        self.series.fetch_sub(1, Ordering::Relaxed);
-                        self.reservations.fetch_sub(1, Ordering::Relaxed);
-                        budget.release_bytes(reserved_bytes);
-                    }
+                Left::Gone {
+                    reserved_bytes: Some(bytes),
+                } => {
+                    self.series.fetch_sub(1, Ordering::Relaxed);
+                    self.reservations.fetch_sub(1, Ordering::Relaxed);
+                    budget.release_bytes(bytes);
                 }
+                Left::Gone {
+                    reserved_bytes: None,
+                } => {}
             }
         }
     }
@@ -235,9 +240,10 @@ impl MetricBatch {
                 overflowed = name.overflowed_last_interval,
                 top_key = %top_key,
                 top_values,
-                "a metric name is past its series limit: new attribute sets are recorded into \
-                 its overflow series (otel.metric.overflow = true); the attribute key with the \
-                 most distinct values is the likely cause"
+                "a metric name had no room for new series (its series limit, or with no limit \
+                 the batch's): new attribute sets are recorded into its overflow series \
+                 (otel.metric.overflow = true); the attribute key with the most distinct values \
+                 is the likely cause"
             );
         }
     }

@@ -97,6 +97,13 @@ impl Table {
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
     ) -> Option<&Series> {
+        self.find_where(hash, |series| series.is(kind, name, attrs))
+    }
+
+    /// The series whose hash is `hash` and that `is` says is the one, if
+    /// the table holds it. Takes no lock.
+    #[inline(always)]
+    pub(super) fn find_where(&self, hash: u64, is: impl Fn(&Series) -> bool) -> Option<&Series> {
         let mask = self.slots.len() - 1;
         let tag = tag(hash);
         let mut i = hash as usize & mask;
@@ -109,7 +116,7 @@ impl Table {
             }
             if entry >> POSITION_BITS == tag {
                 if let Some(series) = self.get((entry & POSITION_MASK) as usize - 1) {
-                    if series.is(kind, name, attrs) {
+                    if is(series) {
                         return Some(series);
                     }
                 }

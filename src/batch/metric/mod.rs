@@ -43,10 +43,11 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 
 pub(crate) use cardinality::SeriesLimits;
 pub use cardinality::{DEFAULT_SERIES_LIMIT, NameOverflow, OVERFLOW_ATTRIBUTE};
-use cardinality::{Names, SAMPLE_EVERY};
+use cardinality::{NameState, Names, SAMPLE_EVERY};
 use drain::Release;
 pub use handle::{Counter, Gauge, SummaryHandle};
-use key::{HashBuilder, Seeds};
+use index::Table;
+use key::{HashBuilder, Seeds, str_eq};
 use series::{Applied, Placement, Series, Shared, WallClock};
 use shard::{Shard, ShardLock, new_series_bytes, overflow_series_bytes};
 
@@ -195,10 +196,17 @@ enum Inserted<'n> {
     /// Recorded (`None`), or made or found the series to bind (`Some`).
     Done(Option<Series>),
     /// Found no room for a new series of the name (its limit, or the
-    /// batch's): its overflow series takes the measurement; handed back
-    /// for that. From the overflow path: the name left meanwhile, so the
-    /// series may be made after all.
+    /// batch's): handed back for the name's overflow series.
     Divert(NewSeries<'n>),
+}
+
+/// What a diversion into a name's overflow series did.
+enum Diverted<'n> {
+    /// Recorded (`None`), or bound (`Some`).
+    Done(Option<Series>),
+    /// The name left the batch meanwhile (a flush let go of its last
+    /// series): handed back to be made after all.
+    NameLeft(NewSeries<'n>),
 }
 
 /// What a recording by name did with the series it found.
@@ -210,7 +218,14 @@ enum Found {
     /// Refused: the batch is closed.
     Closed,
     /// Refused: the aggregate would stop being finite.
-    Overflow,
+    AggregateOverflow,
+}
+
+/// Counts a measurement recorded into an overflow series; returns whether
+/// it is one of the sample its name's census reads.
+#[inline(always)]
+fn diverted(series: &Series, found: Found) -> bool {
+    found == Found::Recorded && series.note_diverted() % SAMPLE_EVERY == 0
 }
 
 /// The outcome of a fire-and-forget recording: a refusal was counted,
@@ -293,7 +308,10 @@ impl MetricBatchBuilder {
     /// `otel.metric.overflow = true` ([`OVERFLOW_ATTRIBUTE`]), where counts
     /// and summaries add up and a gauge keeps the last value. Totals stay
     /// exact, one runaway attribute cannot crowd out the batch's other
-    /// metrics, and [`MetricBatch::overflows`] names the culprit.
+    /// metrics, and [`MetricBatch::overflows`] names the culprit. A
+    /// measurement that goes to the overflow series costs about what one
+    /// into an existing series does, and is checked for its value only:
+    /// its attributes are not kept.
     ///
     /// ```
     /// use newrelic_telemetry::{Metric, MetricBatch};
@@ -889,41 +907,69 @@ impl MetricBatch {
         let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
         let found = self.shard(hash).published.with(|table| {
             let series = table.find(hash, kind, name, attrs)?;
+            // The overflow series' set is reserved: a recording that spells
+            // it out is refused (or diverted), not written there.
+            if Arc::ptr_eq(&series.attributes, &self.overflow_set) {
+                return None;
+            }
             Some(self.record_found(series, update))
         });
         outcome(match found {
             Some(found) => self.settle(found, name),
-            None => self.miss(kind, name, attrs, update).await,
+            None => match self.divert(kind, name, attrs, update) {
+                Some(found) => self.settle(found, name),
+                None => self.insert(kind, name, attrs, Some(update)).await.map(drop),
+            },
         })
     }
 
-    /// A recording that found no series of its own: into its name's
-    /// overflow series if the name is at its limit (no lock), else into a
-    /// new series.
+    /// The overflow series of `name` if the table holds it (its set is the
+    /// batch's own, compared by address).
+    #[inline(always)]
+    fn find_overflow<'t>(
+        &self,
+        table: &'t Table,
+        hash: u64,
+        kind: MetricKind,
+        name: &str,
+    ) -> Option<&'t Series> {
+        table.find_where(hash, |series| {
+            Arc::ptr_eq(&series.attributes, &self.overflow_set)
+                && series.kind() == kind
+                && str_eq(&series.name, name)
+        })
+    }
+
+    /// The hash of `name`'s overflow series.
+    #[inline(always)]
+    fn overflow_hash(&self, kind: MetricKind, name: &str) -> u64 {
+        self.seeds.series(kind, name, self.overflow_set_hash)
+    }
+
+    /// A recording that found no series of its own, when its name is at
+    /// its limit: into the name's overflow series, with no lock. `None`
+    /// if the name is not diverting (or has no overflow series yet).
     #[inline(never)]
-    async fn miss(
+    fn divert(
         &self,
         kind: MetricKind,
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
         update: Update,
-    ) -> Result<(), RecordError> {
-        let hash = self.seeds.series(kind, name, self.overflow_set_hash);
-        let diverted = self.shard(hash).published.with(|table| {
-            let series = table.find(hash, kind, name, &*self.overflow_set)?;
-            series
-                .diverting()
-                .then(|| (series.count_diverted() % SAMPLE_EVERY == 0, series.clone()))
-        });
-        match diverted {
-            Some((sampled, series)) => {
-                if sampled {
-                    self.sample(kind, name, attrs);
-                }
-                self.settle(self.record_found(&series, update), name)
+    ) -> Option<Found> {
+        let hash = self.overflow_hash(kind, name);
+        let (sampled, found) = self.shard(hash).published.with(|table| {
+            let series = self.find_overflow(table, hash, kind, name)?;
+            if !series.diverting() {
+                return None;
             }
-            None => self.insert(kind, name, attrs, Some(update)).await.map(drop),
+            let found = self.record_found(series, update);
+            Some((diverted(series, found), found))
+        })?;
+        if sampled {
+            self.sample(kind, name, attrs);
         }
+        Some(found)
     }
 
     /// Samples a diverted measurement's attributes into its name's census,
@@ -941,7 +987,7 @@ impl MetricBatch {
         match found {
             Found::Recorded => Ok(()),
             Found::Closed => Err(self.shared.refusals.refused(RecordError::Closed)),
-            Found::Overflow => Err(self.overflow(name)),
+            Found::AggregateOverflow => Err(self.aggregate_overflow(name)),
         }
     }
 
@@ -954,7 +1000,7 @@ impl MetricBatch {
         }
         match series.apply(update, &self.shared) {
             Applied::Done => Found::Recorded,
-            Applied::Overflow => Found::Overflow,
+            Applied::AggregateOverflow => Found::AggregateOverflow,
             Applied::Retired => self.orphan(series),
         }
     }
@@ -1004,7 +1050,10 @@ impl MetricBatch {
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
     ) -> Option<Result<Series, RecordError>> {
-        let series = shard.table.find(hash, kind, name, attrs)?;
+        let series = shard
+            .table
+            .find(hash, kind, name, attrs)
+            .filter(|s| !Arc::ptr_eq(&s.attributes, &self.overflow_set))?;
         if self.shared.closed.load(Ordering::Relaxed) {
             return Some(Err(self.shared.refusals.refused(RecordError::Closed)));
         }
@@ -1080,10 +1129,11 @@ impl MetricBatch {
         )
     }
 
-    /// [`bind`](Self::bind) with `try_lock` for the shard's lock: `Ok(None)`
-    /// if it is taken (a lock is never held across an `.await` that waits on
+    /// [`bind`](Self::bind) if it need not wait: `Ok(None)` if a shard's
+    /// lock is taken (a lock is never held across an `.await` that waits on
     /// I/O, but a tokio mutex may be handed to a waiting task that has yet
-    /// to run, on this very thread).
+    /// to run, on this very thread). Polled once, then dropped: a lock it
+    /// queued for is given up.
     #[cfg(feature = "metrics")]
     fn try_bind(
         &self,
@@ -1091,36 +1141,8 @@ impl MetricBatch {
         name: &str,
         attrs: &(impl AsAttributes + ?Sized),
     ) -> Result<Option<Series>, RecordError> {
-        let hash = self.seeds.series(kind, name, self.seeds.set(attrs));
-        {
-            let Ok(shard) = self.shard(hash).lock.try_lock() else {
-                return Ok(None);
-            };
-            if let Some(bound) = self.bind_existing(&shard, hash, kind, name, attrs) {
-                return bound.map(Some);
-            }
-        }
-        let mut new = self.prepare(kind, name, attrs)?;
-        for _ in 0..INSERT_ATTEMPTS {
-            let shard = self.shard(new.hash);
-            let Ok(guard) = shard.lock.try_lock() else {
-                return Ok(None);
-            };
-            new = match self.insert_locked(shard, guard, new, None)? {
-                Inserted::Done(series) => return Ok(series),
-                Inserted::Divert(new) => new,
-            };
-            let hash = self.seeds.series(kind, name, self.overflow_set_hash);
-            let shard = self.shard(hash);
-            let Ok(guard) = shard.lock.try_lock() else {
-                return Ok(None);
-            };
-            new = match self.divert_locked(shard, guard, hash, new, None)? {
-                Inserted::Done(series) => return Ok(series),
-                Inserted::Divert(new) => new,
-            };
-        }
-        Err(self.series_limit_reached())
+        use futures::FutureExt;
+        self.bind(kind, name, attrs).now_or_never().transpose()
     }
 
     /// The slow path: validates and canonicalises a series seen for the first
@@ -1139,17 +1161,15 @@ impl MetricBatch {
         let mut new = self.prepare(kind, name, attrs)?;
         for _ in 0..INSERT_ATTEMPTS {
             let shard = self.shard(new.hash);
-            let guard = shard.lock.lock().await;
-            new = match self.insert_locked(shard, guard, new, update)? {
+            new = match self.insert_locked(shard, shard.lock.lock().await, new, update)? {
                 Inserted::Done(series) => return Ok(series),
                 Inserted::Divert(new) => new,
             };
-            let hash = self.seeds.series(kind, name, self.overflow_set_hash);
+            let hash = self.overflow_hash(kind, name);
             let shard = self.shard(hash);
-            let guard = shard.lock.lock().await;
-            new = match self.divert_locked(shard, guard, hash, new, update)? {
-                Inserted::Done(series) => return Ok(series),
-                Inserted::Divert(new) => new,
+            new = match self.divert_locked(shard, shard.lock.lock().await, hash, new, update)? {
+                Diverted::Done(series) => return Ok(series),
+                Diverted::NameLeft(new) => new,
             };
         }
         Err(self.series_limit_reached())
@@ -1204,9 +1224,12 @@ impl MetricBatch {
             Some(update) => {
                 if let Some(series) = locked.table.find(hash, kind, name, &new.canonical) {
                     // The current table holds no retired series.
-                    if matches!(series.apply(update, &self.shared), Applied::Overflow) {
+                    if matches!(
+                        series.apply(update, &self.shared),
+                        Applied::AggregateOverflow
+                    ) {
                         drop(guard);
-                        return Err(self.overflow(name));
+                        return Err(self.aggregate_overflow(name));
                     }
                     return Ok(Inserted::Done(None));
                 }
@@ -1228,13 +1251,10 @@ impl MetricBatch {
         };
         let held = self.series.fetch_add(count, Ordering::Relaxed);
         if held + count > self.max_series || !locked.has_room() {
-            self.series.fetch_sub(count, Ordering::Relaxed);
-            drop((names, guard));
-            self.harvest.notify_one();
-            if known {
-                return Ok(Inserted::Divert(new));
-            }
-            return Err(self.series_limit_reached());
+            let limit = self.max_series;
+            return self.no_room(names, guard, count, new, || {
+                RecordError::SeriesLimitReached { limit }
+            });
         }
         // Room for the series as if everything in it were new; what interning
         // shares is given back right after. A series created by a recording
@@ -1251,15 +1271,10 @@ impl MetricBatch {
             None => budget.try_reserve_bytes(most + reserve + entry),
         };
         if !reserved {
-            self.series.fetch_sub(count, Ordering::Relaxed);
-            drop((names, guard));
-            self.harvest.notify_one();
-            if known {
-                return Ok(Inserted::Divert(new));
-            }
-            return Err(refusals.refused(RecordError::MemoryBudgetFull {
-                budget_bytes: budget.limit(),
-            }));
+            let budget_bytes = budget.limit();
+            return self.no_room(names, guard, count, new, || RecordError::MemoryBudgetFull {
+                budget_bytes,
+            });
         }
         let half = self.max_series.div_ceil(2);
         if held < half && held + count >= half {
@@ -1273,7 +1288,8 @@ impl MetricBatch {
             names.add(kind, name, reserve);
             self.reservations.fetch_add(1, Ordering::Relaxed);
         }
-        let near_daily_limit = names.made(kind, name, hash, self.seeds, &*attributes, budget);
+        let near_daily_limit =
+            names.series_made(kind, name, hash, self.seeds, &*attributes, budget);
         drop(names);
         let series = Series::new(kind, interned_name, attributes, placement);
         match update {
@@ -1312,19 +1328,19 @@ impl MetricBatch {
         hash: u64,
         new: NewSeries<'n>,
         update: Option<Update>,
-    ) -> Result<Inserted<'n>, RecordError> {
+    ) -> Result<Diverted<'n>, RecordError> {
         let (kind, name) = (new.kind, new.name);
         if self.shared.closed.load(Ordering::Relaxed) {
             drop(guard);
             return Err(self.shared.refusals.refused(RecordError::Closed));
         }
         let locked = &mut *guard;
-        let series = match locked.table.find(hash, kind, name, &*self.overflow_set) {
+        let series = match self.find_overflow(&locked.table, hash, kind, name) {
             Some(series) => series.clone(),
             None => {
                 let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
                 if names.get(kind, name).is_none() {
-                    return Ok(Inserted::Divert(new));
+                    return Ok(Diverted::NameLeft(new));
                 }
                 if !locked.has_room() {
                     drop((names, guard));
@@ -1356,14 +1372,37 @@ impl MetricBatch {
         let Some(update) = update else {
             // Bound under the lock, where flushes let go of series.
             series.bind();
-            return Ok(Inserted::Done(Some(series)));
+            series.note_diverted();
+            return Ok(Diverted::Done(Some(series)));
         };
         drop(guard);
-        if series.count_diverted() % SAMPLE_EVERY == 0 {
+        let found = self.record_found(&series, update);
+        if diverted(&series, found) {
             self.sample(kind, name, &new.canonical);
         }
-        self.settle(self.record_found(&series, update), name)
-            .map(|()| Inserted::Done(None))
+        self.settle(found, name).map(|()| Diverted::Done(None))
+    }
+
+    /// No room in the batch for a new series (its `count` of series is
+    /// taken back from `series` here): a known name's goes to its overflow
+    /// series, which takes its name's new series until the next harvest;
+    /// a new name's is refused with `error`.
+    fn no_room<'n>(
+        &self,
+        mut names: std::sync::MutexGuard<'_, Names>,
+        guard: MutexGuard<'_, Shard>,
+        count: usize,
+        new: NewSeries<'n>,
+        error: impl FnOnce() -> RecordError,
+    ) -> Result<Inserted<'n>, RecordError> {
+        self.series.fetch_sub(count, Ordering::Relaxed);
+        let known = names.get(new.kind, new.name).map(NameState::batch_full);
+        drop((names, guard));
+        self.harvest.notify_one();
+        match known {
+            Some(()) => Ok(Inserted::Divert(new)),
+            None => Err(self.shared.refusals.refused(error())),
+        }
     }
 
     #[cold]
@@ -1376,7 +1415,7 @@ impl MetricBatch {
     }
 
     #[cold]
-    fn overflow(&self, name: &str) -> RecordError {
+    fn aggregate_overflow(&self, name: &str) -> RecordError {
         self.shared
             .refusals
             .refused(RecordError::AggregateOverflow {

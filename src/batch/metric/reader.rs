@@ -13,8 +13,10 @@
 //!
 //! A reader may use a table replaced a moment ago. That is safe (the table
 //! lives as long as anyone holds it) and correct: a series missing from the
-//! old table is found under the shard's lock, and a write into a series the
-//! new table let go of is caught by that series' retired mark (`series`).
+//! old table is found under the shard's lock (or, if its name is at its
+//! series limit, the measurement goes to the name's overflow series, which
+//! keeps the name's total exact), and a write into a series the new table
+//! let go of is caught by that series' retired mark (`series`).
 //! A cache holds replaced tables only until its thread records again; a
 //! thread that stops recording keeps at most one table per cache slot until
 //! it exits.

@@ -733,10 +733,11 @@ impl Series {
         }
     }
 
-    /// Counts a measurement recorded here for want of a series of its own;
-    /// returns how many came before it since the last flush.
+    /// Counts a measurement recorded here (or a handle bound here) for want
+    /// of a series of its own; returns how many came before it since the
+    /// last flush.
     #[inline(always)]
-    pub(super) fn count_diverted(&self) -> u64 {
+    pub(super) fn note_diverted(&self) -> u64 {
         self.cell
             .marks()
             .map_or(0, |(_, n)| n.fetch_add(1, Ordering::Relaxed))
@@ -795,7 +796,7 @@ impl Series {
             _ => false,
         };
         if !ok {
-            return Applied::Overflow;
+            return Applied::AggregateOverflow;
         }
         each!(self, c => {
             c.touch(&shared.budget);
@@ -955,7 +956,7 @@ pub(super) enum Applied {
     /// Recorded.
     Done,
     /// Nothing recorded: the aggregate would stop being finite.
-    Overflow,
+    AggregateOverflow,
     /// Recorded into a series the batch let go of meanwhile: the next flush
     /// must read it (the batch's orphans).
     Retired,
