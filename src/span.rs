@@ -398,29 +398,48 @@ impl Span {
 /// except those an intrinsic fills.
 struct SpanAttributes<'a>(&'a Span);
 
+impl Span {
+    /// Which of the [`INTRINSICS`] the span fills, in that order.
+    fn filled(&self) -> [bool; 4] {
+        [
+            true,
+            self.duration.is_some(),
+            self.parent_id.is_some(),
+            self.service_name.is_some(),
+        ]
+    }
+
+    /// The span's own pairs that travel: those no filled intrinsic shadows.
+    fn own_attributes(&self) -> impl Iterator<Item = (&str, &Value)> {
+        let filled = self.filled();
+        self.attributes
+            .iter()
+            .filter(move |(k, _)| !INTRINSICS.iter().zip(filled).any(|(i, f)| f && i == k))
+    }
+
+    /// How many attributes the span's attributes object holds on the wire:
+    /// its intrinsics and its own pairs (the Trace API's limit counts both).
+    pub(crate) fn wire_attributes(&self) -> usize {
+        self.filled().iter().filter(|f| **f).count() + self.own_attributes().count()
+    }
+}
+
 impl Serialize for SpanAttributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let span = self.0;
         let mut map = serializer.serialize_map(None)?;
-        let mut filled = [true, false, false, false];
         map.serialize_entry("name", &span.name)?;
         if let Some(d) = span.duration {
             map.serialize_entry("duration.ms", &(d.as_secs_f64() * 1000.0))?;
-            filled[1] = true;
         }
         if let Some(p) = &span.parent_id {
             map.serialize_entry("parent.id", p)?;
-            filled[2] = true;
         }
         if let Some(s) = &span.service_name {
             map.serialize_entry("service.name", &**s)?;
-            filled[3] = true;
         }
-        for (k, v) in span.attributes.iter() {
-            let shadowed = INTRINSICS.iter().zip(filled).any(|(i, f)| f && *i == k);
-            if !shadowed {
-                map.serialize_entry(k, v)?;
-            }
+        for (k, v) in span.own_attributes() {
+            map.serialize_entry(k, v)?;
         }
         map.end()
     }

@@ -384,6 +384,15 @@ impl Validate for Span {
             check_id(parent)?;
         }
         check_timestamp(self.timestamp_ms(), &SPAN_LIMITS)?;
+        // The name, duration, parent id and service name travel as
+        // attributes too, and count against the same limit.
+        let count = self.wire_attributes();
+        if count > SPAN_LIMITS.max_attributes {
+            return Err(RecordError::TooManyAttributes {
+                count,
+                limit: SPAN_LIMITS.max_attributes,
+            });
+        }
         let mut cut = check_attributes(self.attributes_mut(), &SPAN_LIMITS)?;
         cut += u64::from(truncate_chars(self.name_mut(), MAX_SPAN_TEXT_CHARS));
         if let Some(service) = self.service_name_mut() {

@@ -717,11 +717,12 @@ async fn shutdown_during_a_harvest_meets_its_deadline_on_multi_thread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recording_while_a_harvest_encodes_stays_within_the_budget() {
     const BUDGET: usize = 4 * 1024 * 1024;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let closed = format!("http://{}/log/v1", listener.local_addr().unwrap());
-    drop(listener);
+    // A port held but not listened on: connections are refused, and no
+    // other test's server can take it meanwhile (as it could a port whose
+    // listener was dropped).
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let closed = format!("http://{}/log/v1", held.local_addr().unwrap());
     let logs = Arc::new(LogBatch::builder().memory_budget(BUDGET).build());
     let client = LogClient::builder("k").endpoint(closed).build().unwrap();
     let harvester = Harvester::builder(logs.clone(), client)
@@ -741,6 +742,7 @@ async fn recording_while_a_harvest_encodes_stays_within_the_budget() {
         tokio::task::yield_now().await;
     }
     let report = harvester.shutdown().await;
+    drop(held);
     let d = report.delivery;
     println!(
         "recorded {recorded}, refused {refused}; {:?}; {d:?}",
