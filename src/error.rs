@@ -128,6 +128,63 @@ pub enum RecordError {
     },
 }
 
+impl RecordError {
+    /// Whether the item broke a rule of the API (a name, value, attribute,
+    /// id or timestamp it may not have): counted in
+    /// [`RecordStats::items_dropped_invalid`](crate::batch::RecordStats::items_dropped_invalid).
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// let err = batch.try_record_count("hits", f64::NAN, ()).await.unwrap_err();
+    /// assert!(err.is_invalid() && !err.is_full() && !err.is_closed());
+    /// # }
+    /// ```
+    pub fn is_invalid(&self) -> bool {
+        !self.is_full() && !self.is_closed()
+    }
+
+    /// Whether the batch had no room for the item (its capacity, its series
+    /// limit, or the pipeline's memory budget), which an early harvest
+    /// makes again.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Log, LogBatch};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let logs = LogBatch::builder().capacity(1).build();
+    /// logs.record(Log::new("kept")).await;
+    /// let err = logs.try_record(Log::new("no room")).await.unwrap_err();
+    /// assert!(err.is_full() && !err.is_invalid());
+    /// # }
+    /// ```
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            RecordError::BufferFull { .. }
+                | RecordError::SeriesLimitReached { .. }
+                | RecordError::MemoryBudgetFull { .. }
+        )
+    }
+
+    /// Whether the batch was closed (its harvester shut down).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Event, EventBatch};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let events = EventBatch::new();
+    /// events.close().await;
+    /// assert!(events.try_record(Event::new("Late")).await.unwrap_err().is_closed());
+    /// # }
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        matches!(self, RecordError::Closed)
+    }
+}
+
 /// The first `n` characters of `s`, for error messages.
 pub(crate) fn prefix(s: &str, n: usize) -> String {
     s.chars().take(n).collect()

@@ -589,10 +589,20 @@ mod tests {
 
     #[test]
     fn ratio_rule_is_deterministic_and_proportional() {
+        // Its rightmost 56 bits are 0xce929d0e0e4736: above half of 2^56
+        // (sampled at 0.5), below 0.9 of it (not sampled at 0.1).
         let id = 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128;
-        assert_eq!(sampled_by_ratio(id, 0.5), sampled_by_ratio(id, 0.5));
+        assert!(sampled_by_ratio(id, 0.5));
+        assert!(!sampled_by_ratio(id, 0.1));
         assert!(sampled_by_ratio(id, 1.0));
         assert!(!sampled_by_ratio(id, 0.0));
+        assert!(!sampled_by_ratio(id, f64::NAN));
+        // The boundary: randomness at the threshold is sampled, one below
+        // is not; the bits left of the 56 play no part.
+        let half = 1u128 << 55;
+        assert!(sampled_by_ratio(half, 0.5));
+        assert!(!sampled_by_ratio(half - 1, 0.5));
+        assert!(!sampled_by_ratio((u128::MAX << 56) | (half - 1), 0.5));
         let n = 100_000;
         let kept = (0..n)
             .filter(|_| sampled_by_ratio(crate::id::random_trace_id(), 0.25))

@@ -106,10 +106,7 @@ async fn a_million_user_ids_beside_ten_well_behaved_names() {
         batch.record_stats().measurements_overflowed,
         u64::from(USERS - 2_000)
     );
-    // Everything given back but the day's tallies of the eleven names
-    // (with a 2 KB sketch for "logins", which made more than 1,024 series).
-    let held = batch.memory().held_bytes;
-    assert!(held < 4_096, "{held} bytes still held");
+    assert_eq!(batch.memory().held_bytes, 0, "everything given back");
 }
 
 /// Two OS threads, each with its own `current_thread` runtime (as
@@ -195,10 +192,7 @@ fn exact_totals_from_two_threads_through_the_limit() {
         "the limit was reached at least once"
     );
     assert_eq!(batch.record_stats().items_dropped(), 0);
-    // Everything given back but the day's tallies of the two names (each
-    // with a 2 KB sketch).
-    let held = batch.memory().held_bytes;
-    assert!(held < 6_000, "{held} bytes still held");
+    assert_eq!(batch.memory().held_bytes, 0, "everything given back");
 }
 
 #[tokio::test(flavor = "current_thread")]

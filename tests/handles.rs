@@ -360,7 +360,14 @@ fn exact_sums_under_concurrency_with_harvests() {
     let flusher = {
         let (batch, done, flushed) = (batch.clone(), done.clone(), flushed.clone());
         rt.spawn(async move {
-            let mut totals = (0.0, 0.0, Summary::new(0, 0.0, 0.0, 0.0), 0usize);
+            // The summary's count and sum, and the lowest min and highest
+            // max over every summary sent.
+            let mut totals = (
+                0.0,
+                0.0,
+                Summary::new(0, 0.0, f64::INFINITY, f64::NEG_INFINITY),
+                0usize,
+            );
             let mut add = |metrics: Vec<Metric>| {
                 for m in metrics {
                     match m {
@@ -368,9 +375,21 @@ fn exact_sums_under_concurrency_with_harvests() {
                         Metric::Count(c) => totals.1 += c.value(),
                         Metric::Summary(s) => {
                             let s = s.summary();
-                            assert!(s.min <= s.max && s.count > 0, "a consistent summary");
+                            // Each summary whole: its mean between its min and
+                            // max, both among the values recorded (0 to 6).
+                            let mean = s.sum / s.count as f64;
+                            assert!(
+                                s.count > 0
+                                    && 0.0 <= s.min
+                                    && s.min <= mean
+                                    && mean <= s.max
+                                    && s.max <= 6.0,
+                                "a consistent summary: {s:?}"
+                            );
                             totals.2.count += s.count;
                             totals.2.sum += s.sum;
+                            totals.2.min = totals.2.min.min(s.min);
+                            totals.2.max = totals.2.max.max(s.max);
                         }
                         other => panic!("unexpected {other:?}"),
                     }
@@ -444,6 +463,7 @@ fn exact_sums_under_concurrency_with_harvests() {
     let per_task: f64 = (0..ROUNDS).map(|i| (i % 7) as f64 + 1.0).sum();
     let per_thread: f64 = (0..ROUNDS).map(|i| (i % 3) as f64).sum();
     assert_eq!(summary.sum, tasks * per_task + THREADS as f64 * per_thread);
+    assert_eq!((summary.min, summary.max), (0.0, 6.0), "min and max exact");
     assert!(flushes > 1, "harvests ran while recording");
     let memory = batch.memory();
     assert_eq!(memory.held_items, 0);

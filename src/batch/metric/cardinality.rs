@@ -170,6 +170,7 @@ pub(super) struct NameState {
     /// its overflow series takes them until the next harvest.
     batch_full: bool,
     census: Option<Box<Census>>,
+    day: DailySeries,
 }
 
 impl NameState {
@@ -235,16 +236,23 @@ impl Census {
 /// counted exactly up to [`EXACT_DAILY`] (one let go of and made again
 /// counts again), then a sketch of the distinct ones after (so the estimate
 /// may count a series made in both parts twice: at most [`EXACT_DAILY`] too
-/// many). Kept for the day while the name leaves the batch and comes back.
+/// many). A name that made more than [`EXACT_DAILY`] (the names this is
+/// for) keeps its tally for the day while it leaves the batch and comes
+/// back (a harvest lets go of idle series), until a flush that lets go of
+/// everything; the others' tallies go with them.
 #[derive(Default)]
 struct DailySeries {
+    /// The UTC day counted.
+    day: u64,
     made: u64,
     sketch: Option<Box<DistinctSketch>>,
     warned: bool,
 }
 
-/// What a day's tally of a name holds besides its sketch.
-const DAILY_BYTES: usize = std::mem::size_of::<(NameKey, DailySeries)>() + 1 + 48;
+/// What a tally kept apart holds besides its sketch: its place in the map.
+const PARKED_BYTES: usize = std::mem::size_of::<(NameKey, DailySeries)>() + 1;
+/// What a day sketch holds.
+const DAY_SKETCH_BYTES: usize = 1 << DAY_PRECISION;
 
 impl DailySeries {
     fn estimate(&self) -> u64 {
@@ -274,11 +282,10 @@ pub(super) struct Names {
     last: Vec<NameOverflow>,
     /// When each name was last logged (pruned after an hour).
     warned: HashMap<(MetricKind, Box<str>), Instant, foldhash::fast::RandomState>,
-    /// Each name's tally of the current UTC day (`today`), and the budget's
-    /// bytes they hold.
-    days: HashMap<NameKey, DailySeries, foldhash::fast::RandomState>,
-    today: u64,
-    days_bytes: usize,
+    /// The day's tallies of names that left (see [`DailySeries`]), and the
+    /// budget's bytes they hold.
+    parked: HashMap<NameKey, DailySeries, foldhash::fast::RandomState>,
+    parked_bytes: usize,
 }
 
 /// What became of a name when one of its series left.
@@ -302,9 +309,8 @@ impl Names {
             departed: Vec::new(),
             last: Vec::new(),
             warned: HashMap::default(),
-            days: HashMap::default(),
-            today: 0,
-            days_bytes: 0,
+            parked: HashMap::default(),
+            parked_bytes: 0,
         }
     }
 
@@ -321,8 +327,32 @@ impl Names {
     /// Registers a name with its first series on the way (the caller has
     /// reserved a series and `reserved_bytes` for its overflow series, and
     /// [`entry_bytes`](Self::entry_bytes)).
-    pub(super) fn add(&mut self, kind: MetricKind, name: &str, reserved_bytes: usize) {
+    pub(super) fn add(
+        &mut self,
+        kind: MetricKind,
+        name: &str,
+        reserved_bytes: usize,
+        budget: &MemoryBudget,
+    ) {
         let limit = self.limits.of(name);
+        // The day's tally, if the name left earlier today with one.
+        let mut held_bytes = Self::entry_bytes(name);
+        let day = match self.parked.remove(&NameRef { kind, name }) {
+            Some(day) if day.day == utc_day() => {
+                let sketch = day.sketch.as_ref().map_or(0, |_| DAY_SKETCH_BYTES);
+                self.parked_bytes -= PARKED_BYTES + sketch;
+                budget.release_bytes(PARKED_BYTES);
+                held_bytes += sketch;
+                day
+            }
+            Some(day) => {
+                let sketch = day.sketch.as_ref().map_or(0, |_| DAY_SKETCH_BYTES);
+                self.parked_bytes -= PARKED_BYTES + sketch;
+                budget.release_bytes(PARKED_BYTES + sketch);
+                DailySeries::default()
+            }
+            None => DailySeries::default(),
+        };
         self.map.insert(
             NameKey {
                 kind,
@@ -333,11 +363,12 @@ impl Names {
                 series: 0,
                 overflow: None,
                 reserved_bytes,
-                held_bytes: Self::entry_bytes(name),
+                held_bytes,
                 overflowed: 0,
                 pending: 0,
                 batch_full: false,
                 census: None,
+                day,
             },
         );
     }
@@ -361,34 +392,22 @@ impl Names {
             census.add(seeds, attrs);
         }
         let today = utc_day();
-        if today != self.today {
-            self.today = today;
-            self.days.clear();
-            budget.release_bytes(std::mem::take(&mut self.days_bytes));
-        }
-        let day = match self.days.get_mut(&NameRef { kind, name }) {
-            Some(day) => day,
-            None => {
-                if !budget.try_reserve_bookkeeping(DAILY_BYTES) {
-                    return None;
-                }
-                self.days_bytes += DAILY_BYTES;
-                self.days
-                    .entry(NameKey {
-                        kind,
-                        name: name.into(),
-                    })
-                    .or_default()
+        let day = &mut state.day;
+        if day.day != today {
+            if day.sketch.take().is_some() {
+                state.held_bytes -= DAY_SKETCH_BYTES;
+                budget.release_bytes(DAY_SKETCH_BYTES);
             }
-        };
+            *day = DailySeries {
+                day: today,
+                ..DailySeries::default()
+            };
+        }
         day.made += 1;
         if day.made > EXACT_DAILY {
-            if day.sketch.is_none() {
-                let bytes = DistinctSketch::heap_bytes(DAY_PRECISION);
-                if budget.try_reserve_bookkeeping(bytes) {
-                    self.days_bytes += bytes;
-                    day.sketch = Some(Box::new(DistinctSketch::new(DAY_PRECISION)));
-                }
+            if day.sketch.is_none() && budget.try_reserve_bookkeeping(DAY_SKETCH_BYTES) {
+                state.held_bytes += DAY_SKETCH_BYTES;
+                day.sketch = Some(Box::new(DistinctSketch::new(DAY_PRECISION)));
             }
             if let Some(sketch) = &mut day.sketch {
                 sketch.insert(hash);
@@ -399,6 +418,13 @@ impl Names {
             day.warned = true;
             estimate
         })
+    }
+
+    /// Forgets every name's tally of the day (a flush that lets go of
+    /// everything the batch holds).
+    pub(super) fn forget_days(&mut self, budget: &MemoryBudget) {
+        self.parked.clear();
+        budget.release_bytes(std::mem::take(&mut self.parked_bytes));
     }
 
     /// The name's overflow series was made: it takes the reservation
@@ -471,14 +497,22 @@ impl Names {
         let Some((key, mut state)) = self.map.remove_entry(&key) else {
             return Left::Stays;
         };
-        budget.release_bytes(state.held_bytes);
         if state.pending > 0 {
             // Reported at the end of the interval all the same.
             state.overflowed = std::mem::take(&mut state.pending);
             state.series = 0;
-            let day = self.days.get(&key);
-            self.departed.push(report(&key, &state, day));
+            self.departed.push(report(&key, &state));
         }
+        let mut released = state.held_bytes;
+        if state.day.made > EXACT_DAILY {
+            // A name this tally is for: kept for the day, with its sketch.
+            let sketch = state.day.sketch.as_ref().map_or(0, |_| DAY_SKETCH_BYTES);
+            released -= sketch;
+            budget.add_bytes(PARKED_BYTES);
+            self.parked_bytes += PARKED_BYTES + sketch;
+            self.parked.insert(key, std::mem::take(&mut state.day));
+        }
+        budget.release_bytes(released);
         Left::Gone {
             reserved_bytes: (state.reserved_bytes > 0).then_some(state.reserved_bytes),
         }
@@ -506,7 +540,7 @@ impl Names {
             state.batch_full = false;
             state.sync();
             if state.overflowed > 0 {
-                let mut report = report(key, state, self.days.get(key));
+                let mut report = report(key, state);
                 // The same name may have left and come back this interval.
                 if let Some(at) = report_now
                     .iter()
@@ -547,22 +581,16 @@ impl Names {
         self.last.clone()
     }
 
-    /// The bytes the day's tallies hold (given back when the day ends).
-    #[cfg(test)]
-    pub(super) fn days_bytes(&self) -> usize {
-        self.days_bytes
-    }
-
     /// The daily estimate of distinct series a name made.
     #[cfg(test)]
     pub(super) fn daily_estimate(&self, kind: MetricKind, name: &str) -> Option<u64> {
-        self.days
+        self.map
             .get(&NameRef { kind, name })
-            .map(DailySeries::estimate)
+            .map(|s| s.day.estimate())
     }
 }
 
-fn report(key: &NameKey, state: &NameState, day: Option<&DailySeries>) -> NameOverflow {
+fn report(key: &NameKey, state: &NameState) -> NameOverflow {
     NameOverflow {
         name: key.name.to_string(),
         kind: key.kind,
@@ -570,7 +598,7 @@ fn report(key: &NameKey, state: &NameState, day: Option<&DailySeries>) -> NameOv
         series: state.series,
         overflowed_last_interval: state.overflowed,
         top_attribute: state.census.as_ref().and_then(|c| c.top()),
-        distinct_series_today: day.map_or(0, DailySeries::estimate),
+        distinct_series_today: state.day.estimate(),
     }
 }
 
@@ -635,7 +663,7 @@ mod tests {
         let seeds = Seeds::new(&super::super::key::HashBuilder::default());
         let budget = MemoryBudget::new(16 << 20);
         let mut names = Names::new(SeriesLimits::default());
-        names.add(MetricKind::Count, "logins", 100);
+        names.add(MetricKind::Count, "logins", 100, &budget);
         let mut warnings = Vec::new();
         for n in 1..=1_000_000u64 {
             // Each series made twice: the estimate counts distinct ones.
@@ -669,6 +697,54 @@ mod tests {
         let (at, estimate) = warnings[0];
         assert!(estimate >= DAILY_WARNING);
         assert!((70_000..=90_000).contains(&at), "warned after {at} series");
+    }
+
+    /// A name that made more than 1,024 series keeps its tally for the
+    /// day when it leaves the batch and comes back; a smaller one's goes
+    /// with it; a flush that lets go of everything forgets them.
+    #[test]
+    fn the_day_is_kept_for_the_names_it_is_for() {
+        use super::super::series::{Placement, Series};
+        let seeds = Seeds::new(&super::super::key::HashBuilder::default());
+        let budget = MemoryBudget::new(16 << 20);
+        let mut names = Names::new(SeriesLimits::default());
+        let series = |name: &str| {
+            Series::new(
+                MetricKind::Count,
+                name.into(),
+                Arc::new(crate::Attributes::new()),
+                Placement::Packed,
+            )
+        };
+        // What the batch does around the registry: the entry's bytes taken
+        // from the budget with the name's first series.
+        let add = |names: &mut Names, name: &str| {
+            budget.add_bytes(Names::entry_bytes(name));
+            names.add(MetricKind::Count, name, 0, &budget);
+        };
+        for (name, made) in [("big", 1_500u64), ("small", 10)] {
+            add(&mut names, name);
+            for n in 0..made {
+                names.series_made(MetricKind::Count, name, n, seeds, &(), &budget);
+            }
+            for _ in 0..made {
+                names.left(&series(name), false, 0, &budget);
+            }
+            add(&mut names, name);
+        }
+        let big = names.daily_estimate(MetricKind::Count, "big").unwrap_or(0);
+        assert!((1_400..1_600).contains(&big), "{big}");
+        assert_eq!(names.daily_estimate(MetricKind::Count, "small"), Some(0));
+        // Left again: the big one's tally is kept apart, with its sketch.
+        for name in ["big", "small"] {
+            names.left(&series(name), false, 0, &budget);
+        }
+        assert_eq!(
+            budget.snapshot().held_bytes,
+            PARKED_BYTES + DAY_SKETCH_BYTES
+        );
+        names.forget_days(&budget);
+        assert_eq!(budget.snapshot().held_bytes, 0);
     }
 
     #[test]

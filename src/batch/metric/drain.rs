@@ -122,7 +122,7 @@ impl MetricBatch {
             out.drain(series).await;
         }
         drop(orphans);
-        self.end_interval();
+        self.end_interval(release);
         drop(clock);
         let Out { metrics, items, .. } = out;
         items.apply(budget);
@@ -221,13 +221,16 @@ impl MetricBatch {
 
     /// Ends the interval for the overflow report: counts the measurements
     /// that went to overflow series, and logs the names that sent them (at
-    /// most once an hour each).
-    fn end_interval(&self) {
-        let (overflowed, to_log) = self
-            .names
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .end_interval(std::time::Instant::now());
+    /// most once an hour each). With [`Release::All`], forgets the names'
+    /// tallies of the day.
+    fn end_interval(&self, release: Release) {
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let (overflowed, to_log) = names.end_interval(std::time::Instant::now());
+        if release == Release::All {
+            // Everything goes, the names' tallies of the day too.
+            names.forget_days(&self.shared.budget);
+        }
+        drop(names);
         crate::batch::RecordCounters::add(
             &self.shared.refusals.counts.measurements_overflowed,
             overflowed,

@@ -1285,7 +1285,7 @@ impl MetricBatch {
         let interned_name = locked.intern_str(&self.hasher, name);
         let attributes = locked.intern_set(&self.hasher, new.set_hash, new.canonical);
         if !known {
-            names.add(kind, name, reserve);
+            names.add(kind, name, reserve, budget);
             self.reservations.fetch_add(1, Ordering::Relaxed);
         }
         let near_daily_limit =
@@ -1465,8 +1465,9 @@ impl MetricBatch {
     /// common block with the batch's common attributes, `timestamp` = the
     /// start of the interval that ended, and `interval.ms` = its length.
     /// Series that no handle holds leave the batch (a new interval starts
-    /// empty); series bound to a live handle stay, reset, and are sent again
-    /// only once written to. Series are read and reset through their atomics
+    /// empty, and each name's tally of the day's distinct series goes too);
+    /// series bound to a live handle stay, reset, and are sent again only
+    /// once written to. Series are read and reset through their atomics
     /// with no lock; a shard's lock is held only to let go of series (a new
     /// table without them, and a last read of each), which blocks only the
     /// creation of new series in that shard, never recording into existing
