@@ -405,6 +405,7 @@ impl Attributes {
     /// let attrs = Attributes::new().with("env", "prod").with("shard", 3);
     /// assert_eq!(attrs.len(), 2);
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.insert(key, value);
         self

@@ -52,6 +52,7 @@ impl Common {
     /// // An empty set leaves the block without attributes.
     /// assert!(Common::new().with_attributes(Attributes::new()).is_empty());
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
         let attributes = attributes.into();
         self.attributes = (!attributes.is_empty()).then(|| Arc::new(attributes));
@@ -72,6 +73,7 @@ impl Common {
     /// let common = Common::new().with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(5));
     /// assert_eq!(common.timestamp_ms(), Some(5_000));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = Some(millis_since_epoch(timestamp));
         self
@@ -92,6 +94,7 @@ impl Common {
     /// assert_eq!(Common::new().with_interval(Duration::from_secs(10)).interval_ms(), Some(10_000));
     /// assert_eq!(Common::new().with_interval(Duration::ZERO).interval_ms(), Some(1));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval_ms = Some(interval_millis(interval));
         self

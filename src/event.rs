@@ -58,6 +58,7 @@ impl Event {
     /// let event = Event::new("Purchase").with_attribute("amount", 12.5).with_attribute("paid", true);
     /// assert_eq!(event.attributes().get("paid"), Some(&Value::from(true)));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_attribute(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.attributes.insert(key, value);
         self
@@ -81,6 +82,7 @@ impl Event {
     /// let event = Event::new("Purchase").with_attributes(fields);
     /// assert_eq!(event.attributes().get("items"), Some(&Value::Int(3)));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
         self.attributes.absorb(attributes.into());
         self
@@ -100,6 +102,7 @@ impl Event {
     /// let event = Event::new("Deploy").with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(2));
     /// assert_eq!(event.timestamp_ms(), 2_000);
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = millis_since_epoch(timestamp);
         self

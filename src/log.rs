@@ -49,6 +49,7 @@ impl Log {
     /// let log = Log::new("disk almost full").with_level("WARN");
     /// assert_eq!(log.attributes().get("level"), Some(&"WARN".into()));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_level(self, level: impl Into<Value>) -> Self {
         self.with_attribute("level", level)
     }
@@ -95,6 +96,7 @@ impl Log {
     /// let log = Log::new("request").with_attributes(attributes! { "route" => "/pay", "ms" => 12 });
     /// assert_eq!(log.attributes().len(), 2);
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
         self.attributes.absorb(attributes.into());
         self
@@ -114,6 +116,7 @@ impl Log {
     /// let log = Log::new("boot").with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1500));
     /// assert_eq!(log.timestamp_ms(), 1_500);
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = millis_since_epoch(timestamp);
         self

@@ -285,6 +285,7 @@ macro_rules! head_accessors {
         }
 
         /// Replaces the metric's attributes.
+        #[must_use = "returns the changed value; the original is consumed"]
         pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
             self.head.attributes = Arc::new(attributes.into());
             self.head.checked = Checked(false);
@@ -368,6 +369,7 @@ impl CountMetric {
     /// let count = CountMetric::new("jobs", 1.0, Duration::from_secs(10)).with_end_time(end);
     /// assert_eq!(count.timestamp_ms(), Some(90_000)); // the interval's start
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_end_time(mut self, end: SystemTime) -> Self {
         self.head.end_at(end);
         self
@@ -456,6 +458,7 @@ impl GaugeMetric {
     /// let gauge = GaugeMetric::new("temperature", 21.5).with_timestamp(at);
     /// assert_eq!(gauge.timestamp_ms(), Some(1_700_000_000_000));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.head.timestamp_ms = Some(millis_since_epoch(timestamp));
         self.head.checked = Checked(false);
@@ -531,6 +534,7 @@ impl SummaryMetric {
     ///     .with_end_time(end);
     /// assert_eq!(m.timestamp_ms(), Some(90_000));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_end_time(mut self, end: SystemTime) -> Self {
         self.head.end_at(end);
         self

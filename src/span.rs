@@ -99,6 +99,7 @@ impl Span {
     ///
     /// assert_eq!(Span::new("db").with_id("00f067aa0ba902b7").id(), "00f067aa0ba902b7");
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
         self
@@ -113,6 +114,7 @@ impl Span {
     /// let span = Span::new("handle").with_trace_id("4bf92f3577b34da6a3ce929d0e0e4736");
     /// assert_eq!(span.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
         self.trace_id = trace_id.into();
         self
@@ -125,6 +127,7 @@ impl Span {
     ///
     /// assert_eq!(Span::new("db").with_parent_id("abc").parent_id(), Some("abc"));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_parent_id(mut self, parent_id: impl Into<String>) -> Self {
         self.parent_id = Some(parent_id.into());
         self
@@ -137,6 +140,7 @@ impl Span {
     ///
     /// assert_eq!(Span::new("db").with_service_name("orders").service_name(), Some("orders"));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_service_name(mut self, service_name: impl Into<Arc<str>>) -> Self {
         self.service_name = Some(service_name.into());
         self
@@ -152,6 +156,7 @@ impl Span {
     /// let span = Span::new("db").with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(3));
     /// assert_eq!(span.timestamp_ms(), 3_000);
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = millis_since_epoch(timestamp);
         self
@@ -167,6 +172,7 @@ impl Span {
     /// let span = Span::new("db").with_duration(Duration::from_millis(40)).finish();
     /// assert_eq!(span.duration(), Some(Duration::from_millis(40))); // finish keeps it
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_duration(mut self, duration: Duration) -> Self {
         self.duration = Some(duration);
         self
@@ -180,6 +186,7 @@ impl Span {
     /// let span = Span::new("db").with_attribute("db.system", "postgres");
     /// assert_eq!(span.attributes().get("db.system"), Some(&"postgres".into()));
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_attribute(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.attributes.insert(key, value);
         self
@@ -193,6 +200,7 @@ impl Span {
     /// let span = Span::new("db").with_attributes(attributes! { "db.system" => "postgres", "rows" => 3 });
     /// assert_eq!(span.attributes().len(), 2);
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
         self.attributes.absorb(attributes.into());
         self
@@ -227,6 +235,7 @@ impl Span {
     /// let span = Span::new("fetch").with_event(SpanEvent::new("cache miss"));
     /// assert_eq!(span.events()[0].name(), "cache miss");
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_event(mut self, event: SpanEvent) -> Self {
         self.events.push(event);
         self
@@ -501,6 +510,7 @@ impl SpanEvent {
     ///
     /// assert_eq!(SpanEvent::new("retry").with_attribute("attempt", 2).attributes().len(), 1);
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_attribute(mut self, key: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.attributes.insert(key, value);
         self
@@ -520,6 +530,7 @@ impl SpanEvent {
     /// let event = SpanEvent::new("retry").with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
     /// assert_eq!(event.timestamp_ms(), 1_000);
     /// ```
+    #[must_use = "returns the changed value; the original is consumed"]
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
         self.timestamp_ms = millis_since_epoch(timestamp);
         self

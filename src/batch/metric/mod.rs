@@ -380,7 +380,9 @@ impl MetricBatchBuilder {
     /// least 4 MiB): series waiting here, metrics being encoded, and
     /// compressed payloads waiting to be sent. A new series that would take
     /// the pipeline past its record limit (the budget less 2 MB kept for the
-    /// work of sending) is refused with [`RecordError::MemoryBudgetFull`]
+    /// work of sending) goes to its name's overflow series (whose room the
+    /// name holds from its first series on), or, for a name the batch does
+    /// not hold yet, is refused with [`RecordError::MemoryBudgetFull`]
     /// (counted); series already held keep aggregating. The send queue may
     /// fill half of the record limit, and past that the harvester drops its
     /// oldest payload.
@@ -390,14 +392,19 @@ impl MetricBatchBuilder {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let batch = MetricBatch::builder().memory_budget(4 * 1024 * 1024).build();
-    /// let mut series = 0;
-    /// while batch.try_record_count("hits", 1.0, [("user", series)]).await.is_ok() {
-    ///     series += 1;
+    /// let mut names = 0;
+    /// for n in 0..1_000_000 {
+    ///     if batch.try_record_count(format!("jobs.{n}"), 1.0, ()).await.is_err() {
+    ///         break;
+    ///     }
+    ///     names += 1;
     /// }
-    /// assert!(series > 5_000); // a few hundred bytes each
-    /// let err = batch.try_record_count("hits", 1.0, [("user", series)]).await.unwrap_err();
+    /// assert!(names > 1_000); // under a kilobyte each, with the room for its overflow series
+    /// let err = batch.try_record_count("one.more", 1.0, ()).await.unwrap_err();
     /// assert!(matches!(err, RecordError::MemoryBudgetFull { .. }));
-    /// batch.record_count("hits", 1.0, [("user", 0)]).await; // an existing series still counts
+    /// batch.record_count("jobs.0", 1.0, ()).await; // an existing series still counts
+    /// // A name the batch holds records a new attribute set into its overflow series.
+    /// assert_eq!(batch.try_record_count("jobs.0", 1.0, [("user", 7)]).await, Ok(()));
     /// assert!(batch.memory().held_bytes <= batch.memory().record_limit_bytes);
     /// # }
     /// ```
