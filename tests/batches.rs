@@ -9,6 +9,8 @@ use newrelic_telemetry::{
     MetricKind, RecordError, Span, SpanBatch, SpanEvent, Summary, SummaryMetric, Value, attributes,
 };
 
+mod support;
+
 fn find<'a>(metrics: &'a [Metric], kind: MetricKind, name: &str) -> Vec<&'a Metric> {
     metrics
         .iter()
@@ -431,14 +433,10 @@ async fn a_closed_metric_batch_refuses_and_counts_but_keeps_what_it_holds() {
 
 #[tokio::test]
 async fn flushed_metrics_skip_validation_on_send_but_changed_ones_do_not() {
-    use newrelic_telemetry::MetricClient;
-    use newrelic_telemetry::test_util::TestIngestServer;
+    use newrelic_telemetry::client::Metrics;
 
-    let server = TestIngestServer::start().await.unwrap();
-    let client = MetricClient::builder("k")
-        .endpoint(server.metric_url())
-        .build()
-        .unwrap();
+    let server = support::server().await;
+    let client = support::client::<Metrics>(&server);
     let batch = MetricBatch::new();
     batch.record_count("ok", 1.0, [("k", "v")]).await;
     batch.record_gauge("level", 2.0, ()).await;

@@ -4,11 +4,13 @@
 //! go of series and new ones are made; refusals counted, logged at WARN once
 //! per harvest interval and reason, and handed to the callback.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
 use newrelic_telemetry::{Metric, MetricBatch, RecordError};
+
+mod support;
+use support::{Captured, current_thread, multi_thread};
 
 /// What the flushes sent, added up.
 #[derive(Debug, Default, PartialEq)]
@@ -43,10 +45,7 @@ impl Totals {
 /// Flushes `batch` until `done`, then once more; every unbound series
 /// leaves at every flush, so series are let go of and made anew all along.
 fn flusher(batch: Arc<MetricBatch>, done: Arc<AtomicBool>, flushed: Arc<AtomicUsize>) -> Totals {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
+    current_thread().block_on(async {
         let mut totals = Totals::default();
         while !done.load(Ordering::Acquire) {
             totals.add(batch.flush().await.0);
@@ -119,9 +118,7 @@ fn exact_totals_from_threads_each_with_its_own_runtime_while_series_come_and_go(
         .map(|me| {
             let (batch, flushed, start) = (batch.clone(), flushed.clone(), start.clone());
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .build()
-                    .expect("a runtime");
+                let rt = current_thread();
                 start.wait();
                 rt.block_on(record_rounds(&batch, me, &flushed));
             })
@@ -146,10 +143,7 @@ fn exact_totals_from_threads_each_with_its_own_runtime_while_series_come_and_go(
 #[test]
 fn exact_totals_from_tasks_on_a_multi_thread_runtime_while_series_come_and_go() {
     const TASKS: usize = 4;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .expect("a runtime");
+    let rt = multi_thread(2);
     let batch = Arc::new(MetricBatch::builder().shards(4).idle_harvests(0).build());
     let done = Arc::new(AtomicBool::new(false));
     let flushed = Arc::new(AtomicUsize::new(0));
@@ -179,9 +173,7 @@ fn exact_totals_from_tasks_on_a_multi_thread_runtime_while_series_come_and_go() 
 #[test]
 fn a_series_written_by_name_and_by_handle_from_two_threads_adds_up() {
     let batch = Arc::new(MetricBatch::builder().idle_harvests(0).build());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime");
+    let rt = current_thread();
     let handle = rt
         .block_on(batch.counter("mixed", [("k", "v")]))
         .expect("a handle");
@@ -207,44 +199,10 @@ fn a_series_written_by_name_and_by_handle_from_two_threads_adds_up() {
     assert_eq!(totals.counts["mixed"], ROUNDS as f64 * 4.0);
 }
 
-/// A `MakeWriter` that keeps what the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("the buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn warnings(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().expect("the buffer"))
-            .lines()
-            .filter(|l| l.contains("WARN"))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
 #[test]
 fn refusals_are_counted_warned_once_per_interval_and_reason_and_handed_to_the_callback() {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber();
     let refused = Arc::new(Mutex::new(Vec::new()));
     let seen = refused.clone();
     let batch = MetricBatch::builder()
@@ -252,9 +210,7 @@ fn refusals_are_counted_warned_once_per_interval_and_reason_and_handed_to_the_ca
         .max_series(4)
         .on_refused(move |e: &RecordError| seen.lock().expect("the list").push(e.clone()))
         .build();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime");
+    let rt = current_thread();
     tracing::subscriber::with_default(subscriber, || {
         rt.block_on(async {
             for _ in 0..100 {

@@ -5,14 +5,16 @@
 //! limits divert the same way; the culprit is reported and logged.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use newrelic_telemetry::batch::OVERFLOW_ATTRIBUTE;
 use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::{Metric, MetricBatch, RecordError, Value};
+use support::Captured;
+
+mod support;
 
 fn is_overflow(metric: &Metric) -> bool {
     metric.attributes().get(OVERFLOW_ATTRIBUTE) == Some(&Value::Bool(true))
@@ -313,34 +315,10 @@ async fn the_batch_wide_limits_divert_known_names_and_refuse_new_ones() {
     assert_eq!(by_name["b"].total, 1_001.0);
 }
 
-/// What a fmt subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("the buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 #[test]
 fn an_overflowing_name_is_logged_once_an_hour_with_its_likely_cause() {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
+    let subscriber = captured.subscriber();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
@@ -362,8 +340,7 @@ fn an_overflowing_name_is_logged_once_an_hour_with_its_likely_cause() {
             }
         });
     });
-    let text = String::from_utf8_lossy(&captured.0.lock().expect("the buffer")).into_owned();
-    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    let warnings = captured.warnings();
     assert_eq!(warnings.len(), 1, "once, not at every flush: {warnings:?}");
     assert!(warnings[0].contains("metric=checkouts"), "{}", warnings[0]);
     assert!(warnings[0].contains("top_key=session"), "{}", warnings[0]);

@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
-use newrelic_telemetry::client::DropReason;
-use newrelic_telemetry::test_util::{ReceivedRequest, TestIngestServer};
+use newrelic_telemetry::client::{DropReason, Events, Logs, Metrics, Spans};
+use newrelic_telemetry::test_util::ReceivedRequest;
 use newrelic_telemetry::{
-    Api, Common, CountMetric, Event, EventClient, Log, LogClient, Metric, MetricClient,
-    RecordError, Span, SpanClient, attributes,
+    Api, Common, CountMetric, Event, EventClient, Log, Metric, MetricClient, RecordError, Span,
+    attributes,
 };
 use uuid::Uuid;
+
+mod support;
+use support::{RefusingPort, client, client_builder, server};
 
 fn assert_contract_headers(r: &ReceivedRequest) {
     assert_eq!(r.method, "POST");
@@ -35,7 +38,7 @@ fn assert_contract_headers(r: &ReceivedRequest) {
 
 #[tokio::test]
 async fn metric_client_posts_the_contract() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let client = MetricClient::builder("secret-ingest-key")
         .endpoint(server.metric_url())
         .add_version_info("checkout", "2.1.0")
@@ -85,7 +88,7 @@ async fn metric_client_posts_the_contract() {
 
 #[tokio::test]
 async fn event_client_sends_a_flat_array_and_license_key_header() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let client = EventClient::builder("license-123")
         .license_key_header()
         .endpoint(server.event_url())
@@ -119,11 +122,8 @@ async fn event_client_sends_a_flat_array_and_license_key_header() {
 
 #[tokio::test]
 async fn log_client() {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = LogClient::builder("k")
-        .endpoint(server.log_url())
-        .build()
-        .unwrap();
+    let server = server().await;
+    let client = client::<Logs>(&server);
     client
         .send(Log::new("hello").with_level("INFO"))
         .await
@@ -138,11 +138,8 @@ async fn log_client() {
 
 #[tokio::test]
 async fn span_client_sends_data_format_headers() {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = SpanClient::builder("k")
-        .endpoint(server.trace_url())
-        .build()
-        .unwrap();
+    let server = server().await;
+    let client = client::<Spans>(&server);
     let root = Span::new("checkout").with_service_name("shop");
     let child = root.child("charge").finish();
     client
@@ -165,11 +162,8 @@ async fn span_client_sends_data_format_headers() {
 
 #[tokio::test]
 async fn each_payload_gets_its_own_request_id() {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
-        .build()
-        .unwrap();
+    let server = server().await;
+    let client = client::<Events>(&server);
     for _ in 0..3 {
         client.send(Event::new("Tick")).await.unwrap();
     }
@@ -183,11 +177,8 @@ async fn each_payload_gets_its_own_request_id() {
 
 #[tokio::test]
 async fn nothing_to_send_makes_no_request() {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
-        .build()
-        .unwrap();
+    let server = server().await;
+    let client = client::<Events>(&server);
     let report = client.send_batch(Vec::new(), Common::new()).await.unwrap();
     assert!(report.payloads().is_empty());
     assert!(server.requests().is_empty());
@@ -195,11 +186,8 @@ async fn nothing_to_send_makes_no_request() {
 
 #[tokio::test]
 async fn invalid_items_are_dropped_before_sending_and_the_rest_go() {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = MetricClient::builder("k")
-        .endpoint(server.metric_url())
-        .build()
-        .unwrap();
+    let server = server().await;
+    let client = client::<Metrics>(&server);
     let items: Vec<Metric> = vec![
         CountMetric::new("ok", 1.0, Duration::from_secs(1)).into(),
         CountMetric::new("nan", f64::NAN, Duration::from_secs(1)).into(),
@@ -221,7 +209,7 @@ async fn invalid_items_are_dropped_before_sending_and_the_rest_go() {
 
 #[tokio::test]
 async fn a_callers_own_http_client_is_used() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let mut marker = reqwest::header::HeaderMap::new();
     marker.insert(
         "x-from",
@@ -232,8 +220,7 @@ async fn a_callers_own_http_client_is_used() {
         .default_headers(marker)
         .build()
         .unwrap();
-    let client = LogClient::builder("k")
-        .endpoint(server.log_url())
+    let client = client_builder::<Logs>(&server)
         .http_client(http)
         .build()
         .unwrap();
@@ -245,9 +232,10 @@ async fn a_callers_own_http_client_is_used() {
 #[tokio::test]
 async fn the_key_appears_in_no_error_or_debug_output() {
     let key = "NRAK-SUPERSECRET";
-    // Nothing listens on port 9 of loopback: connection refused.
+    // A port held but not listened on: connection refused.
+    let refusing = RefusingPort::bind();
     let client = MetricClient::builder(key)
-        .endpoint("http://127.0.0.1:9/metric/v1")
+        .endpoint(refusing.url("/metric/v1"))
         .retry_policy(newrelic_telemetry::RetryPolicy::none())
         .build()
         .unwrap();
@@ -266,11 +254,8 @@ async fn the_key_appears_in_no_error_or_debug_output() {
 
 #[tokio::test]
 async fn common_attributes_are_cleaned_to_the_apis_rules_before_sending() {
-    let server = TestIngestServer::start().await.unwrap();
-    let metrics = MetricClient::builder("k")
-        .endpoint(server.metric_url())
-        .build()
-        .unwrap();
+    let server = server().await;
+    let metrics = client::<Metrics>(&server);
     let common = Common::new().with_attributes(attributes! {
         "host" => "a", "nan" => f64::NAN, "count" => 1, "" => "empty key",
     });
@@ -285,11 +270,8 @@ async fn common_attributes_are_cleaned_to_the_apis_rules_before_sending() {
 
 #[tokio::test]
 async fn an_event_over_the_attribute_limit_once_merged_with_common_is_refused() {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
-        .build()
-        .unwrap();
+    let server = server().await;
+    let client = client::<Events>(&server);
     let common: newrelic_telemetry::Attributes = (0..200).map(|i| (format!("c{i}"), i)).collect();
     let own: newrelic_telemetry::Attributes = (0..100).map(|i| (format!("e{i}"), i)).collect();
     let err = client

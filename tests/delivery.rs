@@ -7,40 +7,17 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use newrelic_telemetry::client::{AttemptFailure, DropReason, PayloadReport};
+use newrelic_telemetry::client::{AttemptFailure, DropReason, Events, PayloadReport};
 use newrelic_telemetry::test_util::{ReceivedRequest, ScriptedResponse, TestIngestServer};
 use newrelic_telemetry::{Api, Common, Event, EventBatch, EventClient, Harvester, RetryPolicy};
 
-/// 64 hex characters that gzip cannot squeeze, so sizes are predictable.
-fn noise(seed: i64) -> String {
-    let mut x = seed as u64 ^ 0x9e37_79b9_7f4a_7c15;
-    (0..4)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            format!("{x:016x}")
-        })
-        .collect()
-}
+mod support;
+use support::{accepted_seqs, client_builder, noise, seq_event, server};
 
+/// Events with unique `seq`s (and 64 characters of noise each, so that sizes
+/// are predictable).
 fn events(range: std::ops::Range<i64>) -> Vec<Event> {
-    range
-        .map(|seq| {
-            Event::new("Work")
-                .with_attribute("seq", seq)
-                .with_attribute("pad", noise(seq))
-        })
-        .collect()
-}
-
-/// The `seq`s the server accepted, in arrival order (duplicates kept).
-fn accepted_seqs(server: &TestIngestServer) -> Vec<i64> {
-    server
-        .events()
-        .iter()
-        .map(|e| e["seq"].as_i64().unwrap())
-        .collect()
+    range.map(seq_event).collect()
 }
 
 fn request_ids(requests: &[ReceivedRequest]) -> Vec<String> {
@@ -58,8 +35,7 @@ fn gaps(requests: &[ReceivedRequest]) -> Vec<Duration> {
 }
 
 async fn client(server: &TestIngestServer, policy: RetryPolicy) -> EventClient {
-    EventClient::builder("k")
-        .endpoint(server.event_url())
+    client_builder::<Events>(server)
         .retry_policy(policy)
         .build()
         .unwrap()
@@ -71,7 +47,7 @@ fn secs(s: &[u64]) -> Vec<Duration> {
 
 #[tokio::test(start_paused = true)]
 async fn transient_5xx_is_retried_with_backoff_under_one_request_id() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     for status in [500, 502, 503] {
         server.respond_with(ScriptedResponse::status(status));
     }
@@ -97,7 +73,7 @@ async fn transient_5xx_is_retried_with_backoff_under_one_request_id() {
 
 #[tokio::test(start_paused = true)]
 async fn the_specifications_example_schedule() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_n(9, ScriptedResponse::status(503));
     let policy = RetryPolicy::default()
         .backoff_factor(Duration::from_secs(5))
@@ -121,7 +97,7 @@ async fn the_specifications_example_schedule() {
 
 #[tokio::test(start_paused = true)]
 async fn status_408_is_retried() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_with(ScriptedResponse::status(408));
     client(&server, RetryPolicy::default())
         .await
@@ -135,7 +111,7 @@ async fn status_408_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn status_429_waits_retry_after_in_seconds() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_with(ScriptedResponse::status(429).with_header("Retry-After", "7"));
     client(&server, RetryPolicy::default())
         .await
@@ -147,7 +123,7 @@ async fn status_429_waits_retry_after_in_seconds() {
 
 #[tokio::test(start_paused = true)]
 async fn status_429_waits_retry_after_as_an_http_date() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let when = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(4));
     server.respond_with(ScriptedResponse::status(429).with_header("Retry-After", when));
     client(&server, RetryPolicy::default())
@@ -165,7 +141,7 @@ async fn status_429_waits_retry_after_as_an_http_date() {
 
 #[tokio::test(start_paused = true)]
 async fn status_429_without_retry_after_falls_back_to_backoff() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_n(3, ScriptedResponse::status(429));
     client(&server, RetryPolicy::default())
         .await
@@ -178,7 +154,7 @@ async fn status_429_without_retry_after_falls_back_to_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_is_capped() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_with(ScriptedResponse::status(429).with_header("Retry-After", "3600"));
     let policy = RetryPolicy::default().max_retry_after(Duration::from_secs(30));
     client(&server, policy)
@@ -192,12 +168,11 @@ async fn a_retry_after_is_capped() {
 #[tokio::test]
 async fn rejections_are_dropped_at_once_counted_and_reported() {
     for status in [400u16, 401, 403, 404, 405, 409, 410, 411] {
-        let server = TestIngestServer::start().await.unwrap();
+        let server = server().await;
         server.respond_with(ScriptedResponse::status(status));
         let seen: Arc<Mutex<Vec<PayloadReport>>> = Arc::default();
         let sink = seen.clone();
-        let client = EventClient::builder("k")
-            .endpoint(server.event_url())
+        let client = client_builder::<Events>(&server)
             .on_drop(move |report| sink.lock().unwrap().push(report.clone()))
             .build()
             .unwrap();
@@ -219,7 +194,7 @@ async fn rejections_are_dropped_at_once_counted_and_reported() {
 
 #[tokio::test(start_paused = true)]
 async fn a_connection_closed_mid_request_is_retried() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_with(ScriptedResponse::close_connection());
     client(&server, RetryPolicy::default())
         .await
@@ -238,10 +213,9 @@ async fn a_connection_closed_mid_request_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn a_response_slower_than_the_timeout_is_retried() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_with(ScriptedResponse::status(202).with_delay(Duration::from_secs(5)));
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
+    let client = client_builder::<Events>(&server)
         .timeout(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -262,7 +236,7 @@ async fn a_response_slower_than_the_timeout_is_retried() {
 
 #[tokio::test]
 async fn no_retry_policy_sends_once() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_with(ScriptedResponse::status(503));
     let err = client(&server, RetryPolicy::none())
         .await
@@ -275,9 +249,8 @@ async fn no_retry_policy_sends_once() {
 
 #[tokio::test]
 async fn payloads_over_the_size_limit_are_split_before_sending() {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
+    let server = server().await;
+    let client = client_builder::<Events>(&server)
         .max_payload_bytes(2_000)
         .build()
         .unwrap();
@@ -300,7 +273,7 @@ async fn payloads_over_the_size_limit_are_split_before_sending() {
 
 #[tokio::test]
 async fn status_413_splits_the_payload_in_two_with_new_request_ids() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let client = client(&server, RetryPolicy::default()).await;
     let body = newrelic_telemetry::client::encode_payload::<newrelic_telemetry::client::Events>(
         &events(0..100),
@@ -327,7 +300,7 @@ async fn status_413_splits_the_payload_in_two_with_new_request_ids() {
 
 #[tokio::test]
 async fn a_persistent_413_on_single_items_ends_with_them_dropped() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.set_max_body_bytes(Some(10));
     let client = client(&server, RetryPolicy::default()).await;
     let err = client
@@ -357,7 +330,7 @@ async fn a_persistent_413_on_single_items_ends_with_them_dropped() {
 
 #[tokio::test]
 async fn after_a_413_later_payloads_are_split_before_sending() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let client = client(&server, RetryPolicy::default()).await;
     let body = newrelic_telemetry::client::encode_payload::<newrelic_telemetry::client::Events>(
         &events(0..10_000),
@@ -391,13 +364,15 @@ async fn after_a_413_later_payloads_are_split_before_sending() {
 
 #[tokio::test]
 async fn a_single_item_over_the_limit_is_dropped_without_a_request() {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
+    let server = server().await;
+    let client = client_builder::<Events>(&server)
         .max_payload_bytes(200)
         .build()
         .unwrap();
-    let huge = Event::new("Big").with_attribute("blob", (0..20).map(noise).collect::<String>());
+    let huge = Event::new("Big").with_attribute(
+        "blob",
+        (0..20).map(|seed| noise(seed, 64)).collect::<String>(),
+    );
     let err = client
         .send_batch(vec![huge, Event::new("Small")], Common::new())
         .await
@@ -412,7 +387,7 @@ async fn a_single_item_over_the_limit_is_dropped_without_a_request() {
 
 #[tokio::test(start_paused = true)]
 async fn a_429_storm_stays_within_its_budget() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_n(
         1000,
         ScriptedResponse::status(429).with_header("Retry-After", "5"),
@@ -465,7 +440,7 @@ async fn harvest_events(
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_during_an_outage_returns_by_its_deadline_with_drops_reported() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_n(100_000, ScriptedResponse::status(503));
     let started = tokio::time::Instant::now();
     let report = harvest_events(
@@ -487,7 +462,7 @@ async fn shutdown_during_an_outage_returns_by_its_deadline_with_drops_reported()
 
 #[tokio::test(start_paused = true)]
 async fn a_full_queue_drops_the_oldest_payload_and_counts_it() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     // Down for the first 60 s of requests, then back.
     server.respond_n(9, ScriptedResponse::status(503));
     let policy = RetryPolicy::default().max_retries(8).total_budget(None);
@@ -504,7 +479,7 @@ async fn a_full_queue_drops_the_oldest_payload_and_counts_it() {
 
 #[tokio::test(start_paused = true)]
 async fn every_item_is_accounted_for_under_mixed_faults() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_with(ScriptedResponse::status(500));
     server.respond_with(ScriptedResponse::close_connection());
     server.respond_with(ScriptedResponse::status(429).with_header("Retry-After", "1"));

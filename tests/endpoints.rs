@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
-use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::{Api, Event, Log, Region, Span, Telemetry, env};
+
+mod support;
+use support::server;
 
 const BOUND: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_host_and_port_from_the_environment_gets_each_api_path() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let host = format!("http://{}", server.addr());
     let with_slash = format!("{host}/");
     let telemetry = Telemetry::builder()
@@ -43,7 +45,7 @@ async fn a_host_and_port_from_the_environment_gets_each_api_path() {
 
 #[tokio::test]
 async fn a_host_and_port_in_code_gets_the_api_path() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let host = format!("http://{}", server.addr());
     let no_env: [(&str, &str); 0] = [];
     let telemetry = Telemetry::builder()
@@ -63,7 +65,7 @@ async fn a_host_and_port_in_code_gets_the_api_path() {
 
 #[tokio::test]
 async fn an_explicit_path_is_kept() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     // The test server serves only the APIs' own paths: a kept custom path
     // answers 404, which shows the path was not rewritten.
     let custom = format!("http://{}/proxy/metrics", server.addr());

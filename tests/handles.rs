@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use newrelic_telemetry::batch::Batch;
-use newrelic_telemetry::test_util::TestIngestServer;
-use newrelic_telemetry::{
-    Harvester, Metric, MetricBatch, MetricClient, MetricKind, RecordError, Summary,
-};
+use newrelic_telemetry::client::Metrics;
+use newrelic_telemetry::{Metric, MetricBatch, MetricKind, RecordError, Summary};
+
+mod support;
+use support::{client, current_thread, multi_thread, on_demand_harvester, server};
 
 fn count_of(metrics: &[Metric], name: &str) -> Option<f64> {
     metrics.iter().find_map(|m| match m {
@@ -340,11 +341,7 @@ fn exact_sums_under_concurrency_with_harvests() {
     const TASKS: usize = 4;
     const THREADS: usize = 2;
     const ROUNDS: u64 = 20_000;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     let batch = Arc::new(MetricBatch::builder().shards(4).build());
     let done = Arc::new(AtomicBool::new(false));
     // Flushes so far: recorders wait for two at half time, so that flushes
@@ -478,11 +475,7 @@ fn binding_while_string_calls_and_flushes_run_loses_nothing() {
     const TASKS: u64 = 4;
     const ROUNDS: u64 = 5_000;
     const SERIES: u64 = 8;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     let batch = Arc::new(MetricBatch::builder().shards(2).build());
     let done = Arc::new(AtomicBool::new(false));
     let flusher = {
@@ -571,10 +564,7 @@ async fn two_tasks_on_one_series_sum_exactly() {
 
 #[test]
 fn handles_work_from_sync_code_and_a_current_thread_runtime() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let batch = MetricBatch::new();
     let (c, g, s) = rt.block_on(async {
         (
@@ -605,15 +595,9 @@ fn handles_work_from_sync_code_and_a_current_thread_runtime() {
 
 #[tokio::test]
 async fn a_harvester_sends_handle_writes_and_ends_holding_no_items() {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = MetricClient::builder("k")
-        .endpoint(server.metric_url())
-        .build()
-        .unwrap();
+    let server = server().await;
     let batch = Arc::new(MetricBatch::new());
-    let harvester = Harvester::builder(batch.clone(), client)
-        .harvest_interval(Duration::from_secs(3600))
-        .spawn();
+    let harvester = on_demand_harvester(batch.clone(), client::<Metrics>(&server)).spawn();
     let requests = batch.counter("requests", [("route", "/")]).await.unwrap();
     requests.add(1.0);
     harvester.harvest_now();

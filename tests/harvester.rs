@@ -4,20 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use newrelic_telemetry::client::{Events, Metrics};
 use newrelic_telemetry::test_util::TestIngestServer;
-use newrelic_telemetry::{
-    Api, Event, EventBatch, EventClient, Harvester, MetricBatch, MetricClient,
-};
+use newrelic_telemetry::{Api, Event, EventBatch, Harvester, MetricBatch, MetricClient};
 use tokio_util::sync::CancellationToken;
+
+mod support;
+use support::{client, current_thread, on_demand_harvester, server};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn metric_setup() -> (TestIngestServer, Arc<MetricBatch>, MetricClient) {
-    let server = TestIngestServer::start().await.unwrap();
-    let client = MetricClient::builder("k")
-        .endpoint(server.metric_url())
-        .build()
-        .unwrap();
+    let server = server().await;
+    let client = client::<Metrics>(&server);
     (server, Arc::new(MetricBatch::new()), client)
 }
 
@@ -98,18 +97,10 @@ async fn shutdown_twice_is_harmless_and_returns_the_same_report() {
 
 #[test]
 fn works_on_a_current_thread_runtime() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let server = TestIngestServer::start().await.unwrap();
+    current_thread().block_on(async {
+        let server = server().await;
         let events = Arc::new(EventBatch::new());
-        let client = EventClient::builder("k")
-            .endpoint(server.event_url())
-            .build()
-            .unwrap();
-        let harvester = Harvester::builder(events.clone(), client)
+        let harvester = Harvester::builder(events.clone(), client::<Events>(&server))
             .harvest_interval(Duration::from_millis(20))
             .spawn();
         events.record(Event::new("First")).await;
@@ -131,28 +122,16 @@ fn works_on_a_current_thread_runtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_stops_several_harvesters() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let token = CancellationToken::new();
     let metrics = Arc::new(MetricBatch::new());
     let events = Arc::new(EventBatch::new());
-    let h1 = Harvester::builder(
-        metrics.clone(),
-        MetricClient::builder("k")
-            .endpoint(server.metric_url())
-            .build()
-            .unwrap(),
-    )
-    .cancellation_token(token.clone())
-    .spawn();
-    let h2 = Harvester::builder(
-        events.clone(),
-        EventClient::builder("k")
-            .endpoint(server.event_url())
-            .build()
-            .unwrap(),
-    )
-    .cancellation_token(token.clone())
-    .spawn();
+    let h1 = Harvester::builder(metrics.clone(), client::<Metrics>(&server))
+        .cancellation_token(token.clone())
+        .spawn();
+    let h2 = Harvester::builder(events.clone(), client::<Events>(&server))
+        .cancellation_token(token.clone())
+        .spawn();
     metrics.record_gauge("g", 1.0, ()).await;
     events.record(Event::new("E")).await;
     token.cancel();
@@ -164,9 +143,7 @@ async fn one_token_stops_several_harvesters() {
 #[tokio::test]
 async fn dropping_the_handle_flushes_in_the_background() {
     let (server, batch, client) = metric_setup().await;
-    let harvester = Harvester::builder(batch.clone(), client)
-        .harvest_interval(Duration::from_secs(3600))
-        .spawn();
+    let harvester = on_demand_harvester(batch.clone(), client).spawn();
     batch.record_count("c", 1.0, ()).await;
     drop(harvester);
     assert!(server.wait_for_requests(1, WAIT).await);
@@ -174,15 +151,9 @@ async fn dropping_the_handle_flushes_in_the_background() {
 
 #[tokio::test]
 async fn harvest_now_and_early_harvest_when_a_batch_fills() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let events = Arc::new(EventBatch::builder().capacity(10).build());
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
-        .build()
-        .unwrap();
-    let harvester = Harvester::builder(events.clone(), client)
-        .harvest_interval(Duration::from_secs(3600))
-        .spawn();
+    let harvester = on_demand_harvester(events.clone(), client::<Events>(&server)).spawn();
 
     events.record(Event::new("Now")).await;
     harvester.harvest_now();
@@ -235,13 +206,9 @@ async fn a_slow_endpoint_does_not_delay_harvests() {
 
 #[tokio::test]
 async fn recording_after_shutdown_is_refused_and_counted_not_lost() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let events = Arc::new(EventBatch::new());
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
-        .build()
-        .unwrap();
-    let harvester = Harvester::spawn(events.clone(), client);
+    let harvester = Harvester::spawn(events.clone(), client::<Events>(&server));
     events.record(Event::new("Before")).await;
     let report = harvester.shutdown().await;
     assert_eq!(report.delivery.items_sent, 1);
@@ -255,15 +222,9 @@ async fn recording_after_shutdown_is_refused_and_counted_not_lost() {
 
 #[tokio::test]
 async fn a_metric_batch_half_way_to_its_series_limit_asks_for_a_harvest() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let batch = Arc::new(MetricBatch::builder().max_series(4).build());
-    let client = MetricClient::builder("k")
-        .endpoint(server.metric_url())
-        .build()
-        .unwrap();
-    let harvester = Harvester::builder(batch.clone(), client)
-        .harvest_interval(Duration::from_secs(3600))
-        .spawn();
+    let harvester = on_demand_harvester(batch.clone(), client::<Metrics>(&server)).spawn();
     batch.record_count("a", 1.0, ()).await;
     batch.record_count("b", 1.0, ()).await;
     assert!(

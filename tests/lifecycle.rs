@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::{ConfigError, Log, Telemetry, env};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::prelude::*;
+
+mod support;
+use support::{eventually, poll_until, server};
 
 const BOUND: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_layer_is_drained_before_the_batches_close() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let telemetry = server
         .telemetry_builder()
         .service_name("checkout")
@@ -54,7 +56,7 @@ async fn the_layer_is_drained_before_the_batches_close() {
 /// Logs emitted all through shutdown, from another task: each one is sent
 /// or counted as refused, none is lost silently.
 async fn logs_emitted_during_shutdown_are_all_accounted_for() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let telemetry = server.telemetry_builder().build().unwrap();
     let layer = telemetry.tracing_layer_with(|layer| layer.channel_capacity(64));
     let subscriber = tracing_subscriber::registry().with(layer);
@@ -77,14 +79,13 @@ async fn logs_emitted_during_shutdown_are_all_accounted_for() {
             }
         })
     };
-    // Let some logs through before shutting down.
-    tokio::time::timeout(BOUND, async {
-        while emitted.load(Ordering::Relaxed) < 100 {
-            tokio::task::yield_now().await;
-        }
+    // Let some logs through before shutting down (yielding to the emitter
+    // between checks).
+    let emitted_100 = poll_until(BOUND, Duration::ZERO, || {
+        std::future::ready(emitted.load(Ordering::Relaxed) >= 100)
     })
-    .await
-    .unwrap();
+    .await;
+    assert!(emitted_100, "the emitter made progress");
 
     let first = tokio::time::timeout(BOUND, telemetry.shutdown())
         .await
@@ -124,7 +125,7 @@ async fn logs_during_shutdown_on_a_multi_thread_runtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_record_across_tasks_and_shut_down_together() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let telemetry = server.telemetry_builder().build().unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|task| {
@@ -171,7 +172,7 @@ async fn clones_record_across_tasks_and_shut_down_together() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_cancelled_service_token_stops_in_the_same_order() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let service = CancellationToken::new();
     let telemetry = server
         .telemetry_builder()
@@ -192,7 +193,7 @@ async fn a_cancelled_service_token_stops_in_the_same_order() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn disabled_telemetry_records_and_counts_but_sends_nothing() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     // Pointed at a real server, to see that nothing reaches it.
     let telemetry = server.telemetry_builder().enabled(false).build().unwrap();
     assert!(!telemetry.is_enabled());
@@ -208,13 +209,8 @@ async fn disabled_telemetry_records_and_counts_but_sends_nothing() {
     }
     telemetry.harvest_now();
     // A harvest lets the series go, counted (bounded wait).
-    tokio::time::timeout(BOUND, async {
-        while telemetry.stats().items_discarded() < 1 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .unwrap();
+    let discarded = eventually(BOUND, || telemetry.stats().items_discarded() >= 1).await;
+    assert!(discarded, "{:?}", telemetry.stats());
     tracing::info_span!("handle").in_scope(|| tracing::info!("handled"));
     // Validation still applies.
     assert!(

@@ -6,11 +6,12 @@
 
 use std::time::Duration;
 
-use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::tracing_layer::LogTracer;
 use serde_json::Value as Json;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
+
+mod support;
 
 fn by_message<'a>(logs: &'a [Json], message: &str) -> &'a Json {
     logs.iter()
@@ -21,11 +22,11 @@ fn by_message<'a>(logs: &'a [Json], message: &str) -> &'a Json {
 #[tokio::test]
 async fn log_records_arrive_as_logs_with_their_levels() {
     LogTracer::init().expect("the only logger of this test binary");
-    let server = TestIngestServer::start().await.expect("ingest server");
+    let server = support::server().await;
     let telemetry = server
         .telemetry_builder()
         .service_name("payments")
-        .harvest_interval(Duration::from_secs(3600))
+        .harvest_interval(support::HOUR)
         .build()
         .expect("telemetry");
     let subscriber = tracing_subscriber::registry()

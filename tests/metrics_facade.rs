@@ -9,6 +9,9 @@ use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::{Telemetry, TelemetryBuilder};
 use serde_json::Value as Json;
 
+mod support;
+use support::server;
+
 const INTERVAL: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -32,7 +35,7 @@ fn find<'a>(metrics: &'a [Json], name: &str) -> &'a Json {
 
 #[tokio::test(start_paused = true)]
 async fn three_kinds_across_two_intervals() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let telemetry = builder(&server).service_name("facade").build().unwrap();
     let recorder = telemetry.metrics_recorder();
 
@@ -118,7 +121,7 @@ async fn three_kinds_across_two_intervals() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn labels_are_attributes_in_any_order_and_refusals_are_counted() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let telemetry = builder(&server).build().unwrap();
     let recorder = telemetry.metrics_recorder();
     metrics::with_local_recorder(&recorder, || {
@@ -158,7 +161,7 @@ async fn labels_are_attributes_in_any_order_and_refusals_are_counted() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn every_call_gives_the_same_recorder() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let telemetry = builder(&server).build().unwrap();
     let (a, b) = (
         telemetry.metrics_recorder(),
@@ -174,7 +177,7 @@ async fn every_call_gives_the_same_recorder() {
 /// The only test of this binary that sets the process's global recorder.
 #[tokio::test(flavor = "current_thread")]
 async fn the_global_recorder_is_installed_once() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let telemetry = builder(&server).build().unwrap();
     telemetry.install_metrics_recorder().unwrap();
 

@@ -9,6 +9,9 @@ use std::cell::Cell;
 
 use newrelic_telemetry::{MetricBatch, Value};
 
+mod support;
+use support::current_thread;
+
 struct Counting;
 
 thread_local! {
@@ -85,10 +88,7 @@ fn recording_into_existing_series_allocates_nothing() {
     const HOSTS: usize = 10;
     const ROUNDS: usize = 20;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let names: Vec<String> = (0..NAMES).map(|i| format!("bench.metric.{i}")).collect();
     let hosts: Vec<String> = (0..HOSTS).map(|j| format!("host-{j}")).collect();
     let status = Value::from(200);
@@ -188,10 +188,7 @@ fn mixed_maps_integers_and_owned_names_allocate_nothing() {
     use std::collections::{BTreeMap, HashMap};
 
     const ROUNDS: usize = 50;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let batch = MetricBatch::builder().max_series(10_000).build();
     let name = String::from("http.requests");
     let route = String::from("/orders");
@@ -257,10 +254,7 @@ fn handles_allocate_nothing() {
     const SERIES: usize = 50;
     const ROUNDS: usize = 200;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let batch = MetricBatch::builder().max_series(10_000).build();
     let names: Vec<String> = (0..SERIES).map(|i| format!("handle.metric.{i}")).collect();
     let (counters, gauges, summaries) = rt.block_on(async {
@@ -316,10 +310,7 @@ fn the_metrics_facade_allocates_nothing_for_existing_series() {
     use newrelic_telemetry::Telemetry;
 
     const ROUNDS: u64 = 200;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let no_env: [(&str, &str); 0] = [];
     let telemetry = rt
         .block_on(async {

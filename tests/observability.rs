@@ -5,10 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+use newrelic_telemetry::client::Events;
+use newrelic_telemetry::test_util::ScriptedResponse;
 use newrelic_telemetry::{Common, Event, EventClient, RetryPolicy, Telemetry};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
+
+mod support;
+use support::{client_builder, current_thread, current_thread_paused, server};
 
 #[derive(Clone, Debug)]
 struct Captured {
@@ -60,12 +64,7 @@ impl Capture {
 fn with_capture<F: std::future::Future<Output = ()>>(capture: &Capture, test: impl FnOnce() -> F) {
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-        .block_on(test());
+    current_thread_paused().block_on(test());
 }
 
 /// [`with_capture`] on tokio's real clock: for a test that waits on a real
@@ -77,11 +76,7 @@ fn with_capture_real_clock<F: std::future::Future<Output = ()>>(
 ) {
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test());
+    current_thread().block_on(test());
 }
 
 const KEY: &str = "NRAK-TOPSECRET-1234";
@@ -90,7 +85,7 @@ const KEY: &str = "NRAK-TOPSECRET-1234";
 fn drops_are_logged_at_error_with_the_item_count_and_never_the_key() {
     let capture = Capture::default();
     with_capture_real_clock(&capture, || async {
-        let server = TestIngestServer::start().await.unwrap();
+        let server = server().await;
         server.respond_with(ScriptedResponse::status(503));
         server.respond_with(ScriptedResponse::status(403));
         let client = EventClient::builder(KEY)
@@ -138,7 +133,7 @@ fn audit_logging_records_every_payload_only_when_enabled() {
     for enabled in [false, true] {
         let capture = Capture::default();
         with_capture(&capture, || async {
-            let server = TestIngestServer::start().await.unwrap();
+            let server = server().await;
             let client = EventClient::builder(KEY)
                 .endpoint(server.event_url())
                 .audit_logging(enabled)
@@ -180,7 +175,7 @@ fn audit_logging_records_every_payload_only_when_enabled() {
 async fn a_proxy_set_on_the_builder_carries_the_requests() {
     // The test server plays the HTTP proxy: requests for an unresolvable host
     // can only arrive through it.
-    let proxy = TestIngestServer::start().await.unwrap();
+    let proxy = server().await;
     let client = EventClient::builder("k")
         .endpoint("http://insights.example.invalid/v1/accounts/events")
         .proxy(reqwest::Proxy::http(format!("http://{}", proxy.addr())).unwrap())
@@ -227,8 +222,8 @@ async fn the_telemetry_builder_never_shows_the_key() {
 
 #[tokio::test]
 async fn redirects_are_not_followed_so_the_key_stays_home() {
-    let elsewhere = TestIngestServer::start().await.unwrap();
-    let server = TestIngestServer::start().await.unwrap();
+    let elsewhere = server().await;
+    let server = server().await;
     server
         .respond_with(ScriptedResponse::status(307).with_header("Location", elsewhere.event_url()));
     let client = EventClient::builder(KEY)
@@ -249,10 +244,9 @@ async fn redirects_are_not_followed_so_the_key_stays_home() {
 
 #[tokio::test]
 async fn a_panicking_drop_callback_is_contained() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     server.respond_with(ScriptedResponse::status(400));
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
+    let client = client_builder::<Events>(&server)
         .on_drop(|_| panic!("callback bug"))
         .build()
         .unwrap();

@@ -13,13 +13,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use newrelic_telemetry::Telemetry;
 use newrelic_telemetry::middleware::HttpServerLayer;
-use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::tracing_layer::{LayerStats, current_trace_context};
 use serde_json::Value as Json;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
+
+mod support;
+use support::{HOUR, current_thread, server};
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -55,16 +57,12 @@ impl Service {
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (received_tx, received) = oneshot::channel();
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let server = TestIngestServer::start().await.expect("ingest server");
+            current_thread().block_on(async move {
+                let server = server().await;
                 let telemetry = server
                     .telemetry_builder()
                     .service_name(name)
-                    .harvest_interval(Duration::from_secs(3600))
+                    .harvest_interval(HOUR)
                     .build()
                     .expect("telemetry");
                 let layer = telemetry.tracing_layer_with(|l| l.sample_ratio(ratio));

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::{Event, Log, Span, Telemetry, Value, ValueRef, attrs};
 
+mod support;
+
 async fn telemetry() -> (TestIngestServer, Telemetry) {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = support::server().await;
     let telemetry = server.telemetry_builder().build().unwrap();
     (server, telemetry)
 }

@@ -8,6 +8,9 @@ use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::{ConfigError, Event, Log, Span, Telemetry, TelemetryBuilder, attributes};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::{HOUR, server};
+
 fn with_env(vars: &[(&str, &str)]) -> TelemetryBuilder {
     Telemetry::builder().environment(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
 }
@@ -30,7 +33,7 @@ fn invalid_variable(result: Result<Telemetry, ConfigError>) -> &'static str {
 
 #[tokio::test]
 async fn four_pipelines_from_the_environment_end_to_end() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let mut vars: Vec<(&str, String)> = endpoints(&server);
     vars.push(("NEW_RELIC_API_KEY", "env-key".into()));
     vars.push(("NEW_RELIC_HARVEST_INTERVAL", "3600".into()));
@@ -87,8 +90,8 @@ async fn four_pipelines_from_the_environment_end_to_end() {
 
 #[tokio::test]
 async fn code_wins_over_the_environment() {
-    let env_server = TestIngestServer::start().await.unwrap();
-    let code_server = TestIngestServer::start().await.unwrap();
+    let env_server = server().await;
+    let code_server = server().await;
     let mut vars: Vec<(&str, String)> = endpoints(&env_server);
     vars.push(("NEW_RELIC_API_KEY", "env-key".into()));
     vars.push(("NEW_RELIC_HARVEST_INTERVAL", "not used".into()));
@@ -97,7 +100,7 @@ async fn code_wins_over_the_environment() {
         .environment(vars)
         .api_key("code-key")
         .region(newrelic_telemetry::Region::EU)
-        .harvest_interval(Duration::from_secs(3600))
+        .harvest_interval(HOUR)
         .event_endpoint(code_server.event_url())
         .build()
         .expect("values set in code are not read from the environment");
@@ -119,7 +122,7 @@ async fn code_wins_over_the_environment() {
 
 #[tokio::test]
 async fn the_license_key_is_the_fallback() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let mut vars: Vec<(&str, String)> = endpoints(&server);
     vars.push(("NEW_RELIC_LICENSE_KEY", "license".into()));
     let telemetry = Telemetry::builder().environment(vars).build().unwrap();
@@ -235,7 +238,7 @@ async fn region_from_variable_or_key_prefix() {
 
 #[tokio::test(start_paused = true)]
 async fn the_harvest_interval_variable_is_used() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let mut vars: Vec<(&str, String)> = endpoints(&server);
     vars.push(("NEW_RELIC_API_KEY", "k".into()));
     vars.push(("NEW_RELIC_HARVEST_INTERVAL", "2.5".into()));
@@ -253,7 +256,7 @@ async fn the_harvest_interval_variable_is_used() {
 
 #[tokio::test]
 async fn one_external_token_stops_everything() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let token = CancellationToken::new();
     let mut vars: Vec<(&str, String)> = endpoints(&server);
     vars.push(("NEW_RELIC_API_KEY", "k".into()));
@@ -278,7 +281,7 @@ fn outside_a_runtime_is_an_error_not_a_panic() {
 
 #[tokio::test]
 async fn client_settings_apply_to_all_four_clients_in_order() {
-    let server = TestIngestServer::start().await.unwrap();
+    let server = server().await;
     let telemetry = server
         .telemetry_builder()
         .client(|c| c.add_version_info("first", "1"))

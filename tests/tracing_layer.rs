@@ -5,17 +5,21 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use newrelic_telemetry::client::{Logs, Spans};
 use newrelic_telemetry::test_util::{ReceivedRequest, TestIngestServer};
 use newrelic_telemetry::tracing_layer::{
     DEFAULT_EXCLUDED_TARGETS, LayerStats, NewRelicLayer, NewRelicLayerBuilder,
 };
-use newrelic_telemetry::{Harvester, LogBatch, LogClient, SpanBatch, SpanClient};
+use newrelic_telemetry::{Harvester, LogBatch, SpanBatch};
 use serde_json::Value as Json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, debug_span, error, info, info_span, trace, warn};
 use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+mod support;
+use support::{client, server};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -30,22 +34,14 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start(harvest_interval: Duration) -> Pipeline {
-        let server = TestIngestServer::start().await.expect("test server");
+        let server = server().await;
         let spans = Arc::new(SpanBatch::new());
         let logs = Arc::new(LogBatch::new());
-        let span_client = SpanClient::builder("test-key")
-            .endpoint(server.trace_url())
-            .build()
-            .expect("span client");
-        let log_client = LogClient::builder("test-key")
-            .endpoint(server.log_url())
-            .build()
-            .expect("log client");
-        let span_harvester = Harvester::builder(spans.clone(), span_client)
+        let span_harvester = Harvester::builder(spans.clone(), client::<Spans>(&server))
             .harvest_interval(harvest_interval)
             .shutdown_timeout(WAIT)
             .spawn();
-        let log_harvester = Harvester::builder(logs.clone(), log_client)
+        let log_harvester = Harvester::builder(logs.clone(), client::<Logs>(&server))
             .harvest_interval(harvest_interval)
             .shutdown_timeout(WAIT)
             .spawn();

@@ -1,0 +1,253 @@
+//! Set-up shared by the integration tests: the loopback ingest server,
+//! clients and harvesters pointed at it, runtimes for `#[test]`s that drive
+//! async code themselves, payload generators, polling with a deadline, a
+//! port that refuses connections, the bound on a shutdown in real time, and
+//! a writer that captures what a `fmt` subscriber logs.
+//!
+//! Each test binary includes this module (`mod support;`) and uses a subset
+//! of it.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use newrelic_telemetry::batch::Batch;
+use newrelic_telemetry::client::{Client, ClientBuilder, Kind};
+use newrelic_telemetry::harvester::{HarvesterBuilder, SHUTDOWN_SLACK};
+use newrelic_telemetry::test_util::TestIngestServer;
+use newrelic_telemetry::{Event, Harvester};
+use tokio::runtime::Runtime;
+
+// --- servers, clients, harvesters -------------------------------------------
+
+/// Starts a [`TestIngestServer`] on an ephemeral loopback port: the endpoint
+/// of almost every test. Panics if it cannot start.
+pub async fn server() -> TestIngestServer {
+    TestIngestServer::start()
+        .await
+        .expect("a test ingest server")
+}
+
+/// A client builder for `K`'s API on `server`, with the key `"k"`: the start
+/// of a client that a test configures further (retry policy, `on_drop`,
+/// timeout...) before building it.
+pub fn client_builder<K: Kind>(server: &TestIngestServer) -> ClientBuilder<K> {
+    Client::<K>::builder("k").endpoint(server.url(K::API))
+}
+
+/// A client for `K`'s API on `server`, with the key `"k"` and the default
+/// settings.
+pub fn client<K: Kind>(server: &TestIngestServer) -> Client<K> {
+    client_builder(server).build().expect("a client")
+}
+
+/// The interval of a harvester that harvests only when asked (by
+/// `harvest_now`, by a batch asking for an early harvest, or at shutdown).
+pub const HOUR: Duration = Duration::from_secs(3600);
+
+/// A harvester builder for `batch` and `client` that harvests only when
+/// asked: its interval is an [`HOUR`]. Set the rest (shutdown timeout, queue
+/// size) and `spawn()` it.
+pub fn on_demand_harvester<K, B>(batch: Arc<B>, client: Client<K>) -> HarvesterBuilder<K, B>
+where
+    K: Kind,
+    B: Batch<Item = K::Item>,
+{
+    Harvester::builder(batch, client).harvest_interval(HOUR)
+}
+
+/// A loopback port bound but never listened on: connecting to it is refused
+/// at once. Unlike a port whose listener was dropped, no other test's server
+/// can take it while this value lives, so keep it alive for as long as the
+/// refusing endpoint is used.
+pub struct RefusingPort {
+    socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl RefusingPort {
+    /// Binds an ephemeral loopback port, without listening on it.
+    pub fn bind() -> RefusingPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(([127, 0, 0, 1], 0).into())
+            .expect("a loopback port");
+        let addr = socket.local_addr().expect("its address");
+        RefusingPort { socket, addr }
+    }
+
+    /// The port's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<the port's address><path>`, e.g. `url("/log/v1")`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+// --- runtimes ---------------------------------------------------------------
+
+/// A current-thread runtime with I/O and time enabled, for a `#[test]` that
+/// runs async code itself: on a thread of its own, or between sync calls.
+pub fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime")
+}
+
+/// [`current_thread`] with tokio's clock paused (it jumps to the next timer
+/// whenever the runtime is idle), for a `#[test]` that waits on timers.
+pub fn current_thread_paused() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a paused current-thread runtime")
+}
+
+/// A multi-thread runtime of `workers` worker threads with I/O and time
+/// enabled, for a `#[test]` that mixes tasks with OS threads.
+pub fn multi_thread(workers: usize) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a multi-thread runtime")
+}
+
+// --- payloads ----------------------------------------------------------------
+
+/// `len` hex characters that gzip cannot squeeze much, different for each
+/// seed (and the same for the same seed), so that payload sizes are
+/// predictable.
+pub fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut out = String::with_capacity(len + 16);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.truncate(len);
+    out
+}
+
+/// A `Work` event carrying a unique `seq` and 64 characters of [`noise`]:
+/// the item of the tests that account for what was sent item by item.
+pub fn seq_event(seq: i64) -> Event {
+    Event::new("Work")
+        .with_attribute("seq", seq)
+        .with_attribute("pad", noise(seq as u64, 64))
+}
+
+/// The `seq`s of the events `server` accepted, in arrival order (duplicates
+/// kept).
+pub fn accepted_seqs(server: &TestIngestServer) -> Vec<i64> {
+    server
+        .events()
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("an event with a seq"))
+        .collect()
+}
+
+// --- waiting ------------------------------------------------------------------
+
+/// How often [`eventually`] checks its condition.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `condition` holds, checking it every [`POLL`] on tokio's
+/// clock (paused or not), for at most `timeout`. Returns whether it held.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    poll_until(timeout, POLL, || std::future::ready(condition())).await
+}
+
+/// Waits until the async `condition` holds, checking it every `every` on
+/// tokio's clock, for at most `timeout`; with `every` zero it yields to the
+/// scheduler between checks instead of sleeping (for a condition that other
+/// tasks of a current-thread runtime make true). Returns whether it held.
+pub async fn poll_until<F, C>(timeout: Duration, every: Duration, mut condition: C) -> bool
+where
+    C: FnMut() -> F,
+    F: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        if every.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(every).await;
+        }
+    }
+    true
+}
+
+/// How much longer than its deadline plus [`SHUTDOWN_SLACK`] a shutdown may
+/// take in real time on a loaded machine.
+pub const LOOSE_FACTOR: u32 = 3;
+
+/// The real-time bound on a shutdown whose deadline is `deadline`: the
+/// deadline plus the slack the harvester documents, times [`LOOSE_FACTOR`].
+/// Where real time cannot be avoided, a test checks a shutdown against this
+/// (and prints the figure it measured).
+pub fn loose_shutdown_bound(deadline: Duration) -> Duration {
+    (deadline + SHUTDOWN_SLACK) * LOOSE_FACTOR
+}
+
+// --- captured logs ----------------------------------------------------------
+
+/// A `MakeWriter` that keeps what a `tracing_subscriber::fmt` subscriber
+/// writes, to check the SDK's own log lines.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// A `fmt` subscriber (no colours) writing into this capture.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .finish()
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("the buffer")).into_owned()
+    }
+
+    /// The lines logged at WARN so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains("WARN"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("the buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
