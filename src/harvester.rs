@@ -508,9 +508,16 @@ impl<K: Kind, B: Batch<Item = K::Item>> HarvesterBuilder<K, B> {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = newrelic_telemetry::test_util::TestIngestServer::start().await?;
     /// let batch = Arc::new(MetricBatch::new());
-    /// let client = MetricClient::builder("key").endpoint("http://127.0.0.1:9/metric/v1").build()?;
-    /// let harvester = Harvester::builder(batch, client).harvest_interval(Duration::from_secs(30)).spawn();
+    /// let client = MetricClient::builder("key").endpoint(server.metric_url()).build()?;
+    /// let harvester = Harvester::builder(batch.clone(), client)
+    ///     .harvest_interval(Duration::from_millis(100))
+    ///     .spawn();
+    /// batch.record_count("ticks", 1.0, ()).await;
+    /// // Sent by the next harvest, with the harvester still running.
+    /// assert!(server.wait_for_requests(1, Duration::from_secs(10)).await);
+    /// assert_eq!(server.metrics()[0]["name"], "ticks");
     /// # harvester.shutdown().await;
     /// # Ok(()) }
     /// ```

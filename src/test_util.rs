@@ -44,12 +44,26 @@ use tokio_util::sync::CancellationToken;
 /// How the server answers one request.
 ///
 /// ```
-/// use newrelic_telemetry::test_util::ScriptedResponse;
+/// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+/// use newrelic_telemetry::{Event, EventClient};
 /// use std::time::Duration;
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// // The next request is refused as too large; the ones after it accepted.
+/// server.respond_with(ScriptedResponse::status(413));
+/// let client = EventClient::builder("key").endpoint(server.event_url()).build()?;
+/// let err = client.send(Event::new("Order")).await.unwrap_err();
+/// assert!(err.is_too_large());
+/// assert!(client.send(Event::new("Order")).await.is_ok());
+///
+/// // Other answers a test can script.
 /// let busy = ScriptedResponse::status(429).with_header("Retry-After", "2");
 /// let slow = ScriptedResponse::status(202).with_delay(Duration::from_secs(30));
 /// let cut = ScriptedResponse::close_connection();
+/// # let _ = (busy, slow, cut);
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
 #[must_use = "a scripted response does nothing until given to the server"]

@@ -428,14 +428,18 @@ impl<K> fmt::Debug for ClientBuilder<K> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use newrelic_telemetry::{LogClient, client};
+/// use newrelic_telemetry::test_util::TestIngestServer;
+/// use newrelic_telemetry::{Log, LogClient, client};
 ///
-/// # fn main() -> Result<(), newrelic_telemetry::BuildError> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
 /// let http = client::http_client_builder()?
 ///     .timeout(Duration::from_secs(20))
-///     .build()
-///     .expect("a client");
-/// let logs = LogClient::builder("key").http_client(http).build()?;
+///     .build()?;
+/// let logs = LogClient::builder("key").endpoint(server.log_url()).http_client(http).build()?;
+/// logs.send(Log::new("through my own reqwest client")).await?;
+/// assert_eq!(server.logs()[0]["message"], "through my own reqwest client");
 /// # Ok(()) }
 /// ```
 pub fn http_client_builder() -> Result<reqwest::ClientBuilder, BuildError> {

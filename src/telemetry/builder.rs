@@ -309,7 +309,11 @@ impl TelemetryBuilder {
     /// let server = TestIngestServer::start().await?;
     /// use std::time::Duration;
     /// // Overrides NEW_RELIC_HARVEST_INTERVAL.
-    /// let telemetry = server.telemetry_builder().harvest_interval(Duration::from_secs(60)).build()?;
+    /// let telemetry = server.telemetry_builder().harvest_interval(Duration::from_millis(100)).build()?;
+    /// telemetry.events().record(newrelic_telemetry::Event::new("Order")).await;
+    /// // Sent by the next harvest, with the telemetry still running.
+    /// assert!(server.wait_for_requests(1, Duration::from_secs(10)).await);
+    /// assert_eq!(server.events()[0]["eventType"], "Order");
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
