@@ -21,7 +21,6 @@
 //! one documented way an item may arrive twice).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Display;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -38,6 +37,9 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value as Json;
+use support::fail;
+
+mod support;
 
 /// How long one case may take, every request and backoff included.
 const CASE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,29 +52,14 @@ const EVENT_VALUE_CHARS: usize = 4000;
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
-        cases,
-        // No regression files written into the crate.
-        failure_persistence: None,
         max_shrink_iters: 256,
-        ..ProptestConfig::default()
+        ..support::proptest_config(cases)
     }
 }
 
-fn fail(e: impl Display) -> TestCaseError {
-    TestCaseError::fail(e.to_string())
-}
-
-/// One runtime for every case, so that one HTTP client (its TLS setup takes
-/// longer than a case) serves them all.
+/// The binary's one runtime (see `support::shared_runtime`).
 fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    })
+    support::shared_runtime()
 }
 
 /// The SDK's HTTP client setup, without proxies (loopback only).

@@ -19,7 +19,6 @@
 //! cases.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Display;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -40,7 +39,10 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value as Json, json};
+use support::fail;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod support;
 
 // The documented limits (README, "Limits on what reaches the wire").
 
@@ -87,30 +89,12 @@ const PATHS: &[&str] = &[
 ];
 
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        // No regression files written into the crate.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    support::proptest_config(cases)
 }
 
-fn fail(e: impl Display) -> TestCaseError {
-    TestCaseError::fail(e.to_string())
-}
-
-/// One runtime for every case (each test's thread blocks on its own cases),
-/// so that one HTTP client, built once, serves them all: building one (its
-/// TLS setup) takes longer than a case.
+/// The binary's one runtime (see `support::shared_runtime`).
 fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    })
+    support::shared_runtime()
 }
 
 /// The HTTP client of every request, the SDK's clients' included.

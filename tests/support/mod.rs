@@ -251,3 +251,29 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+// --- property tests ---------------------------------------------------------
+
+/// Proptest settings for property tests that do real I/O: `cases` cases,
+/// and no regression files written into the crate (a failure prints its
+/// minimal input).
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// Any error, as a failed property-test case.
+pub fn fail(e: impl std::fmt::Display) -> proptest::test_runner::TestCaseError {
+    proptest::test_runner::TestCaseError::fail(e.to_string())
+}
+
+/// One multi-thread runtime (2 workers) for a whole test binary, so that
+/// one HTTP client, built once (its TLS setup takes longer than a case),
+/// serves every case of every test.
+pub fn shared_runtime() -> &'static Runtime {
+    static RUNTIME: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| multi_thread(2))
+}
