@@ -762,10 +762,11 @@ impl MetricBatch {
     }
 
     /// Binds the count `name` with `attributes` once: validated now (and
-    /// created if new, which the series limit and the memory budget may
-    /// refuse), then [`Counter::add`] records into it synchronously, with no
-    /// lock and no allocation. The series stays in the batch while a handle
-    /// to it lives.
+    /// created if new; past the name's series limit, or with no room left
+    /// in the batch, bound to the name's overflow series instead, and for
+    /// a name the batch does not hold yet refused), then [`Counter::add`]
+    /// records into it synchronously, with no lock and no allocation. The
+    /// series stays in the batch while a handle to it lives.
     ///
     /// Use a handle for a series recorded often from one place (a request
     /// counter, a `Drop` guard, a callback); use
