@@ -16,6 +16,12 @@
 //! attribute strings and whole attribute sets are interned per shard, so
 //! series that share them share the memory.
 //!
+//! Each metric name holds at most its series limit of series
+//! (`cardinality`): past it, or when the batch has no room left, a new
+//! attribute set is recorded into the name's overflow series, which is found
+//! with no lock like any other series and whose room every name keeps from
+//! its first series on.
+//!
 //! Handles bound to a series ([`Counter`], [`Gauge`], [`SummaryHandle`])
 //! write the same atomics with no lookup at all, and a flush reads and
 //! resets each series without stopping anyone. Series persist across
