@@ -7,7 +7,7 @@
 //! in the same run. For contrast the same is measured on one `HashMap` behind
 //! one `tokio::sync::Mutex` (the convoy the sharded batch avoids).
 //!
-//! Bound handles (`Counter::add`): 1 task against 2 tasks on different series
+//! Bound handles (`CounterHandle::add`): 1 task against 2 tasks on different series
 //! (each task its own half of the 1,000 series; the 1-task run walks one
 //! half), and 2 tasks on one series (clones of one handle), whose throughput
 //! is reported.
@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use newrelic_telemetry::{Counter, MetricBatch};
+use newrelic_telemetry::{CounterHandle, MetricBatch};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider, Temporality};
@@ -225,7 +225,7 @@ enum Binding {
 }
 
 /// One counter per series of `w`, on a batch of their own, in series order.
-fn bind_handles(rt: &Runtime, w: &Workload, binding: Binding) -> Arc<Vec<Counter>> {
+fn bind_handles(rt: &Runtime, w: &Workload, binding: Binding) -> Arc<Vec<CounterHandle>> {
     let half = w.len() / 2;
     let order: Vec<usize> = match binding {
         Binding::HalfAfterHalf => (0..w.len()).collect(),
@@ -233,7 +233,7 @@ fn bind_handles(rt: &Runtime, w: &Workload, binding: Binding) -> Arc<Vec<Counter
     };
     Arc::new(rt.block_on(async {
         let bound = MetricBatch::builder().max_series(1_000_000).build();
-        let mut v: Vec<Option<Counter>> = vec![None; w.len()];
+        let mut v: Vec<Option<CounterHandle>> = vec![None; w.len()];
         for j in order {
             let (name, host) = w.series(j);
             v[j] = Some(bound.counter(name, attrs(host)).await.unwrap());
@@ -251,12 +251,17 @@ enum Walk {
     Same,
 }
 
-async fn run_handles(handles: Arc<Vec<Counter>>, tasks: u64, iters: u64, walk: Walk) -> Duration {
+async fn run_handles(
+    handles: Arc<Vec<CounterHandle>>,
+    tasks: u64,
+    iters: u64,
+    walk: Walk,
+) -> Duration {
     run_tasks(tasks, iters, |t, ops, line| {
         let handles = handles.clone();
         async move {
             let half = handles.len() / 2;
-            let mine: &[Counter] = match walk {
+            let mine: &[CounterHandle] = match walk {
                 Walk::OwnHalf => &handles[t as usize * half..(t as usize + 1) * half],
                 Walk::Same => &handles[..1],
             };
@@ -870,7 +875,7 @@ fn main() {
     );
     println!();
     println!(
-        "=== target: Counter::add from 2 tasks on different series, 2-worker runtime ({rounds} interleaved rounds) ==="
+        "=== target: CounterHandle::add from 2 tasks on different series, 2-worker runtime ({rounds} interleaved rounds) ==="
     );
     println!(
         "  handles: 1 task {:.1} M ops/s, 2 tasks on different series {:.1} M ops/s, 2 tasks on one series {:.1} M ops/s (medians)",

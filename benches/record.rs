@@ -10,8 +10,8 @@
 //! `tokio::sync::Mutex` (the lock the batch's shards use) is measured too.
 //!
 //! Measured in the same run, on the same inputs: the string path
-//! (`record_count(name, v, attrs).await`), the bound handles (`Counter::add`,
-//! `Gauge::set`, `SummaryHandle::record`, one handle per series), and the
+//! (`record_count(name, v, attrs).await`), the bound handles (`CounterHandle::add`,
+//! `GaugeHandle::set`, `SummaryHandle::record`, one handle per series), and the
 //! peer, `opentelemetry_sdk`'s `Counter::add`, `Gauge::record` and
 //! `Histogram::record` (one instrument per name, the three `KeyValue`s of
 //! each series built beforehand, delta temporality, a manual reader).
@@ -24,7 +24,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use newrelic_telemetry::{Counter, Gauge, MetricBatch, Summary, SummaryHandle};
+use newrelic_telemetry::{CounterHandle, GaugeHandle, MetricBatch, Summary, SummaryHandle};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider, Temporality};
@@ -377,11 +377,11 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
     );
     let (handle_label, otel_label) = match op {
         Op::Count => (
-            "Counter::add (bound handle)",
+            "CounterHandle::add (bound handle)",
             "opentelemetry_sdk Counter::add",
         ),
         Op::Gauge => (
-            "Gauge::set (bound handle)",
+            "GaugeHandle::set (bound handle)",
             "opentelemetry_sdk Gauge::record",
         ),
         Op::Summary => (
@@ -423,8 +423,8 @@ fn next(i: usize, n: usize) -> usize {
 
 /// A bound handle of one of the three types.
 enum Handle {
-    Count(Counter),
-    Gauge(Gauge),
+    Count(CounterHandle),
+    Gauge(GaugeHandle),
     Summary(SummaryHandle),
 }
 

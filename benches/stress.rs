@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use newrelic_telemetry::client::{Metrics, encode_payload};
-use newrelic_telemetry::{Counter, Harvester, MetricBatch, MetricClient};
+use newrelic_telemetry::{CounterHandle, Harvester, MetricBatch, MetricClient};
 use support::sink::Sink;
 use support::{Workload, attrs};
 
@@ -40,7 +40,7 @@ async fn recorder(
     hot: usize,
     stop: Arc<AtomicBool>,
     timed: Option<Instant>,
-    handles: Option<Arc<Vec<Counter>>>,
+    handles: Option<Arc<Vec<CounterHandle>>>,
 ) -> (u64, Vec<(u64, u32)>) {
     let mut lat = Vec::with_capacity(if timed.is_some() { 4 << 20 } else { 0 });
     let mut ops = 0u64;
@@ -351,7 +351,7 @@ async fn flush_latency() {
             flush_run(tasks, During::Harvest, Duration::ZERO, bound).await;
         let (without, _, _) = flush_run(tasks, During::Nothing, window, bound).await;
         let how = if bound {
-            "Counter::add (bound handles)"
+            "CounterHandle::add (bound handles)"
         } else {
             "record_count"
         };

@@ -59,13 +59,12 @@ async fn main() -> Result<(), Error> {
         .with_max_level(log::LevelFilter::Info)
         .init()?;
 
-    let local = local_endpoint_unless_keyed().await?;
+    // New Relic when NEW_RELIC_API_KEY is set; a local endpoint otherwise.
+    let local = LocalEndpoint::start_unless_keyed().await?;
     let builder = |service: &'static str| {
-        let builder = Telemetry::builder().service_name(service);
-        match &local {
-            Some(local) => local.configure(builder),
-            None => builder,
-        }
+        Telemetry::builder()
+            .service_name(service)
+            .local_endpoint(local.as_ref())
     };
     let trace_ids = run(builder("frontend"), builder("backend")).await?;
 
@@ -92,11 +91,7 @@ async fn run(frontend: TelemetryBuilder, backend: TelemetryBuilder) -> Result<Ve
     let backend_url = backend.base.clone();
     let frontend = Service::start(frontend, move |http| frontend_app(http, backend_url)).await?;
 
-    // The SDK's reqwest setup: with the default `rustls` feature a plain
-    // `reqwest::Client::builder()` has no crypto provider.
-    let http = newrelic_telemetry::client::http_client_builder()?
-        .no_proxy()
-        .build()?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
     let mut trace_ids = Vec::new();
     for cart in 1..=REQUESTS {
         let response = tokio::time::timeout(
@@ -271,20 +266,6 @@ impl Service {
         let _ = self.stop.send(());
         async move { Ok(tokio::time::timeout(BOUND, self.report).await??) }
     }
-}
-
-/// A local ingest endpoint when no key is set.
-async fn local_endpoint_unless_keyed() -> std::io::Result<Option<LocalEndpoint>> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    if set("NEW_RELIC_API_KEY") || set("NEW_RELIC_LICENSE_KEY") {
-        return Ok(None);
-    }
-    let local = LocalEndpoint::start().await?;
-    println!(
-        "No NEW_RELIC_API_KEY: sending to a local endpoint at http://{}",
-        local.addr()
-    );
-    Ok(Some(local))
 }
 
 /// One span as the endpoint received it.

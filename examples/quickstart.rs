@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use newrelic_telemetry::local::LocalEndpoint;
-use newrelic_telemetry::{Event, Log, Span, SpanEvent, Telemetry, attributes};
+use newrelic_telemetry::{Event, Log, Span, SpanEvent, Telemetry, attrs};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,29 +26,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let has_key = ["NEW_RELIC_API_KEY", "NEW_RELIC_LICENSE_KEY"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|k| !k.trim().is_empty()));
-    let local = if has_key {
-        None
-    } else {
-        Some(LocalEndpoint::start().await?)
-    };
+    // New Relic when NEW_RELIC_API_KEY is set; a local endpoint otherwise.
+    let local = LocalEndpoint::start_unless_keyed().await?;
 
     // Key, region, endpoints and harvest interval come from NEW_RELIC_*
     // variables; the settings below are made in code.
-    let mut builder = Telemetry::builder()
+    let telemetry = Telemetry::builder()
         .service_name("quickstart")
-        .common_attributes(attributes! { "host" => "localhost" })
-        .shutdown_timeout(Duration::from_secs(15));
-    if let Some(local) = &local {
-        println!(
-            "No NEW_RELIC_API_KEY set: sending to a local ingest endpoint at http://{}\n",
-            local.addr()
-        );
-        builder = local.configure(builder);
-    }
-    let telemetry = builder.build()?;
+        .common_attributes(attrs!["host" => "localhost"])
+        .shutdown_timeout(Duration::from_secs(15))
+        .local_endpoint(local.as_ref())
+        .build()?;
 
     // Metrics aggregate in the batch: three requests become one count.
     let metrics = telemetry.metrics();

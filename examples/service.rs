@@ -1,6 +1,6 @@
-//! A web service with telemetry: an axum server on 127.0.0.1 that counts
-//! every request and times it by route, method and status, records an event
-//! per order, exports its `tracing` spans and logs through
+//! A web service with telemetry: an axum server on 127.0.0.1 whose
+//! `HttpServerLayer` counts every request and times it by route, method and
+//! status, with a span per request; it records an event per order, exports its `tracing` spans and logs through
 //! `Telemetry::tracing_layer()`, and on SIGTERM (or Ctrl-C) stops accepting,
 //! finishes the requests in flight, then flushes the telemetry and prints
 //! the report.
@@ -18,30 +18,27 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::{get, post};
 use newrelic_telemetry::local::LocalEndpoint;
-use newrelic_telemetry::{Event, Telemetry, TelemetryReport, attrs, shutdown_signal};
+use newrelic_telemetry::middleware::HttpServerLayer;
+use newrelic_telemetry::{Event, Telemetry, TelemetryReport, shutdown_signal};
 use tokio::net::TcpListener;
-use tracing::Instrument;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let local = local_endpoint_unless_keyed().await?;
-    let builder = Telemetry::builder().service_name("orders");
-    let telemetry = match &local {
-        Some(local) => local.configure(builder),
-        None => builder,
-    }
-    .build()?;
+    // New Relic when NEW_RELIC_API_KEY is set; a local endpoint otherwise.
+    let local = LocalEndpoint::start_unless_keyed().await?;
+    let telemetry = Telemetry::builder()
+        .service_name("orders")
+        .local_endpoint(local.as_ref())
+        .build()?;
     install_tracing(&telemetry);
 
     let listener = TcpListener::bind(("127.0.0.1", port()?)).await?;
@@ -73,54 +70,23 @@ async fn run(
     Ok(telemetry.shutdown().await)
 }
 
-/// The routes, and a middleware that records every request.
+/// The routes, and the SDK's middleware: a span per request (continuing an
+/// incoming `traceparent`), `http.server.requests` and
+/// `http.server.duration.ms` by route pattern, method and status.
 fn app(telemetry: Telemetry) -> Router {
     Router::new()
         .route("/", get(|| async { "ok\n" }))
         .route("/orders", post(place_order))
-        .layer(middleware::from_fn_with_state(
-            telemetry.clone(),
-            record_request,
-        ))
+        .layer(HttpServerLayer::new(&telemetry))
         .with_state(telemetry)
-}
-
-/// Runs the request in a span, then counts it and records its latency by
-/// route (the route's pattern, not the raw path), method and status.
-async fn record_request(
-    State(telemetry): State<Telemetry>,
-    route: Option<MatchedPath>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let span = tracing::info_span!("request", http.method = %method, http.route = route);
-    let response = next.run(request).instrument(span).await;
-
-    let attributes = attrs![
-        "http.route" => route,
-        "http.method" => method.as_str(),
-        "http.status_code" => response.status().as_u16(),
-    ];
-    let metrics = telemetry.metrics();
-    // Recording never fails a request: refusals are counted by the batch.
-    let _ = metrics
-        .record_count("http.server.requests", 1, &attributes)
-        .await;
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let _ = metrics
-        .record_summary("http.server.duration.ms", elapsed_ms, &attributes)
-        .await;
-    response
 }
 
 /// `POST /orders`: an event and a log line per order.
 async fn place_order(State(telemetry): State<Telemetry>) -> (StatusCode, String) {
     static NEXT_ORDER: AtomicU64 = AtomicU64::new(1);
     let order_id = NEXT_ORDER.fetch_add(1, Ordering::Relaxed);
-    let _ = telemetry
+    // Recording never fails a request: a refusal is counted by the batch.
+    telemetry
         .events()
         .record(Event::new("OrderPlaced").with_attribute("order.id", order_id))
         .await;
@@ -144,26 +110,6 @@ fn port() -> Result<u16, Box<dyn std::error::Error>> {
         Ok(port) if !port.trim().is_empty() => Ok(port.trim().parse()?),
         _ => Ok(0),
     }
-}
-
-/// A local ingest endpoint when no key is set and telemetry is on.
-async fn local_endpoint_unless_keyed() -> std::io::Result<Option<LocalEndpoint>> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    let disabled = std::env::var("NEW_RELIC_ENABLED").is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "false" | "0" | "no" | "off"
-        )
-    });
-    if set("NEW_RELIC_API_KEY") || set("NEW_RELIC_LICENSE_KEY") || disabled {
-        return Ok(None);
-    }
-    let local = LocalEndpoint::start().await?;
-    println!(
-        "No NEW_RELIC_API_KEY: sending to a local endpoint at http://{}",
-        local.addr()
-    );
-    Ok(Some(local))
 }
 
 /// What the local endpoint received, summed.
@@ -224,8 +170,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counts_every_request_and_flushes_on_sigterm() {
         let local = LocalEndpoint::start().await.unwrap();
-        let telemetry = local
-            .configure(Telemetry::builder().service_name("orders"))
+        let telemetry = Telemetry::builder()
+            .service_name("orders")
+            .local_endpoint(&local)
             // Nothing is harvested before shutdown: the final flush carries it all.
             .harvest_interval(Duration::from_secs(3600))
             .build()

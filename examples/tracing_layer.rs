@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut span_client = SpanClient::builder(&key);
     let mut log_client = LogClient::builder(&key);
     if let Some(server) = &server {
-        span_client = span_client.endpoint(server.trace_url());
+        span_client = span_client.endpoint(server.span_url());
         log_client = log_client.endpoint(server.log_url());
     }
 

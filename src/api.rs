@@ -9,9 +9,9 @@ use std::fmt;
 /// ```
 /// use newrelic_telemetry::{Api, Region};
 ///
-/// assert_eq!(Api::Log.endpoint(Region::EU), "https://log-api.eu.newrelic.com/log/v1");
+/// assert_eq!(Api::Log.endpoint(Region::Eu), "https://log-api.eu.newrelic.com/log/v1");
 /// assert_eq!(Api::Event.path(), "/v1/accounts/events");
-/// assert_eq!(Api::Trace.to_string(), "trace");
+/// assert_eq!(Api::Span.to_string(), "span");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -23,7 +23,7 @@ pub enum Api {
     /// The Log API: `logs` blocks, `POST /log/v1`.
     Log,
     /// The Trace API: `spans` blocks, `POST /trace/v1`.
-    Trace,
+    Span,
 }
 
 impl Api {
@@ -33,9 +33,9 @@ impl Api {
     /// use newrelic_telemetry::Api;
     ///
     /// let names: Vec<_> = Api::ALL.iter().map(|api| api.name()).collect();
-    /// assert_eq!(names, ["metric", "event", "log", "trace"]);
+    /// assert_eq!(names, ["metric", "event", "log", "span"]);
     /// ```
-    pub const ALL: [Api; 4] = [Api::Metric, Api::Event, Api::Log, Api::Trace];
+    pub const ALL: [Api; 4] = [Api::Metric, Api::Event, Api::Log, Api::Span];
 
     /// A short name for logs and reports: `metric`, `event`, `log`, `trace`.
     ///
@@ -49,7 +49,7 @@ impl Api {
             Api::Metric => "metric",
             Api::Event => "event",
             Api::Log => "log",
-            Api::Trace => "trace",
+            Api::Span => "span",
         }
     }
 
@@ -59,14 +59,14 @@ impl Api {
     /// use newrelic_telemetry::Api;
     ///
     /// assert_eq!(Api::Metric.path(), "/metric/v1");
-    /// assert!(Api::Trace.endpoint(Default::default()).ends_with(Api::Trace.path()));
+    /// assert!(Api::Span.endpoint(Default::default()).ends_with(Api::Span.path()));
     /// ```
     pub const fn path(self) -> &'static str {
         match self {
             Api::Metric => "/metric/v1",
             Api::Event => "/v1/accounts/events",
             Api::Log => "/log/v1",
-            Api::Trace => "/trace/v1",
+            Api::Span => "/trace/v1",
         }
     }
 
@@ -75,32 +75,32 @@ impl Api {
     /// ```
     /// use newrelic_telemetry::{Api, Region};
     ///
-    /// assert_eq!(Api::Metric.endpoint(Region::US), "https://metric-api.newrelic.com/metric/v1");
+    /// assert_eq!(Api::Metric.endpoint(Region::Us), "https://metric-api.newrelic.com/metric/v1");
     /// assert_eq!(
-    ///     Api::Event.endpoint(Region::EU),
+    ///     Api::Event.endpoint(Region::Eu),
     ///     "https://insights-collector.eu01.nr-data.net/v1/accounts/events"
     /// );
     /// ```
     pub const fn endpoint(self, region: Region) -> &'static str {
         match (region, self) {
-            (Region::US, Api::Metric) => "https://metric-api.newrelic.com/metric/v1",
-            (Region::US, Api::Event) => {
+            (Region::Us, Api::Metric) => "https://metric-api.newrelic.com/metric/v1",
+            (Region::Us, Api::Event) => {
                 "https://insights-collector.newrelic.com/v1/accounts/events"
             }
-            (Region::US, Api::Log) => "https://log-api.newrelic.com/log/v1",
-            (Region::US, Api::Trace) => "https://trace-api.newrelic.com/trace/v1",
-            (Region::EU, Api::Metric) => "https://metric-api.eu.newrelic.com/metric/v1",
-            (Region::EU, Api::Event) => {
+            (Region::Us, Api::Log) => "https://log-api.newrelic.com/log/v1",
+            (Region::Us, Api::Span) => "https://trace-api.newrelic.com/trace/v1",
+            (Region::Eu, Api::Metric) => "https://metric-api.eu.newrelic.com/metric/v1",
+            (Region::Eu, Api::Event) => {
                 "https://insights-collector.eu01.nr-data.net/v1/accounts/events"
             }
-            (Region::EU, Api::Log) => "https://log-api.eu.newrelic.com/log/v1",
-            (Region::EU, Api::Trace) => "https://trace-api.eu.newrelic.com/trace/v1",
+            (Region::Eu, Api::Log) => "https://log-api.eu.newrelic.com/log/v1",
+            (Region::Eu, Api::Span) => "https://trace-api.eu.newrelic.com/trace/v1",
             (Region::FedRamp, Api::Metric) => "https://gov-metric-api.newrelic.com/metric/v1",
             (Region::FedRamp, Api::Event) => {
                 "https://gov-insights-collector.newrelic.com/v1/accounts/events"
             }
             (Region::FedRamp, Api::Log) => "https://gov-log-api.newrelic.com/log/v1",
-            (Region::FedRamp, Api::Trace) => "https://gov-trace-api.newrelic.com/trace/v1",
+            (Region::FedRamp, Api::Span) => "https://gov-trace-api.newrelic.com/trace/v1",
         }
     }
 
@@ -110,7 +110,7 @@ impl Api {
     /// ```
     /// use newrelic_telemetry::Api;
     ///
-    /// assert_eq!(Api::Trace.payload_key(), Some("spans"));
+    /// assert_eq!(Api::Span.payload_key(), Some("spans"));
     /// assert_eq!(Api::Event.payload_key(), None);
     /// ```
     pub const fn payload_key(self) -> Option<&'static str> {
@@ -118,7 +118,7 @@ impl Api {
             Api::Metric => Some("metrics"),
             Api::Event => None,
             Api::Log => Some("logs"),
-            Api::Trace => Some("spans"),
+            Api::Span => Some("spans"),
         }
     }
 
@@ -146,8 +146,8 @@ impl fmt::Display for Api {
 /// ```
 /// use newrelic_telemetry::{EventClient, Region};
 ///
-/// assert_eq!(Region::default(), Region::US);
-/// let client = EventClient::builder("key").region(Region::EU).build().unwrap();
+/// assert_eq!(Region::default(), Region::Us);
+/// let client = EventClient::builder("key").region(Region::Eu).build().unwrap();
 /// assert_eq!(client.endpoint(), "https://insights-collector.eu01.nr-data.net/v1/accounts/events");
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,15 +155,15 @@ impl fmt::Display for Api {
 pub enum Region {
     /// The US data center (the default).
     #[default]
-    US,
+    Us,
     /// The EU data center.
-    EU,
+    Eu,
     /// New Relic's FedRAMP endpoints, for accounts authorised to use them:
     /// the `gov-` hosts (`gov-metric-api.newrelic.com`,
     /// `gov-insights-collector.newrelic.com`, `gov-log-api.newrelic.com`, and
     /// `gov-trace-api.newrelic.com` for the Trace API, which the ingest
     /// contract does not list: override it with
-    /// [`TRACE_API_URL`](crate::env::TRACE_API_URL) if your account uses
+    /// [`SPAN_API_URL`](crate::env::SPAN_API_URL) if your account uses
     /// another). Never picked from the key: set it in code or with
     /// `NEW_RELIC_REGION=FEDRAMP`.
     ///
@@ -181,19 +181,82 @@ pub enum Region {
     FedRamp,
 }
 
+impl std::fmt::Display for Region {
+    /// The region's name as [`REGION`](crate::env::REGION) takes it: `US`,
+    /// `EU` or `FEDRAMP`.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Region;
+    ///
+    /// assert_eq!(Region::Eu.to_string(), "EU");
+    /// assert_eq!(Region::FedRamp.to_string().parse::<Region>(), Ok(Region::FedRamp));
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Region::Us => "US",
+            Region::Eu => "EU",
+            Region::FedRamp => "FEDRAMP",
+        })
+    }
+}
+
+/// The error of parsing a [`Region`] from text that names none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseRegionError {
+    text: String,
+}
+
+impl std::fmt::Display for ParseRegionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown region {:?}: expected US, EU or FEDRAMP",
+            self.text
+        )
+    }
+}
+
+impl std::error::Error for ParseRegionError {}
+
+impl std::str::FromStr for Region {
+    type Err = ParseRegionError;
+
+    /// `US`, `EU`, or `FEDRAMP` (also `GOV`), in any case, surrounding
+    /// blanks ignored.
+    ///
+    /// ```
+    /// use newrelic_telemetry::Region;
+    ///
+    /// assert_eq!("eu".parse::<Region>(), Ok(Region::Eu));
+    /// assert_eq!(" FedRAMP ".parse::<Region>(), Ok(Region::FedRamp));
+    /// let err = "Mars".parse::<Region>().unwrap_err();
+    /// assert_eq!(err.to_string(), r#"unknown region "Mars": expected US, EU or FEDRAMP"#);
+    /// ```
+    fn from_str(text: &str) -> Result<Region, ParseRegionError> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "US" => Ok(Region::Us),
+            "EU" => Ok(Region::Eu),
+            "FEDRAMP" | "GOV" => Ok(Region::FedRamp),
+            _ => Err(ParseRegionError {
+                text: text.to_owned(),
+            }),
+        }
+    }
+}
+
 impl Region {
     /// The region a key belongs to: EU keys start with `eu01xx`.
     ///
     /// ```
     /// use newrelic_telemetry::Region;
-    /// assert_eq!(Region::from_api_key("eu01xxabc"), Region::EU);
-    /// assert_eq!(Region::from_api_key("NRAK-abc"), Region::US);
+    /// assert_eq!(Region::from_api_key("eu01xxabc"), Region::Eu);
+    /// assert_eq!(Region::from_api_key("NRAK-abc"), Region::Us);
     /// ```
     pub fn from_api_key(key: &str) -> Region {
         if key.starts_with("eu01xx") {
-            Region::EU
+            Region::Eu
         } else {
-            Region::US
+            Region::Us
         }
     }
 }

@@ -26,6 +26,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 /// assert_eq!(Value::from(true), Value::Bool(true));
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Value {
     /// A string value (shared, so cloning it is cheap).
     String(Arc<str>),
@@ -66,6 +67,7 @@ impl Value {
 /// assert_eq!(ValueRef::Str("eu").to_value(), Value::from("eu"));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum ValueRef<'a> {
     /// A borrowed string.
     Str(&'a str),
@@ -220,6 +222,9 @@ impl From<ValueRef<'_>> for Value {
 /// batch
 ///     .record_count("http.requests", 1, [("route", ValueRef::from(&route)), ("status", status.into())])
 ///     .await;
+/// let (metrics, _) = batch.flush().await;
+/// assert_eq!(metrics[0].attributes().get("route"), Some(&"/orders".into()));
+/// assert_eq!(metrics[0].attributes().get("status"), Some(&201.into()));
 /// # }
 /// ```
 impl<'a, T: AsValueRef + ?Sized> From<&'a T> for ValueRef<'a> {
@@ -336,9 +341,9 @@ impl<T: AsValueRef + ?Sized> AsValueRef for &T {
 /// replaces its value.
 ///
 /// ```
-/// use newrelic_telemetry::{attributes, Attributes, Value};
+/// use newrelic_telemetry::{attrs, Attributes, Value};
 ///
-/// let a = attributes! { "host" => "web-1", "port" => 8080 };
+/// let a = attrs! { "host" => "web-1", "port" => 8080 };
 /// let b = Attributes::from([("port", Value::from(8080)), ("host", Value::from("web-1"))]);
 /// assert_eq!(a, b);
 /// assert_eq!(a.get("port"), Some(&8080.into()));
@@ -593,32 +598,19 @@ impl<K: Into<Arc<str>>, V: Into<Value>> From<BTreeMap<K, V>> for Attributes {
     }
 }
 
+impl From<()> for Attributes {
+    /// No attributes: what `attrs![]` builds.
+    fn from((): ()) -> Self {
+        Attributes::new()
+    }
+}
+
 impl<'a> IntoIterator for &'a Attributes {
     type Item = (&'a str, &'a Value);
     type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a Value)> + 'a>;
     fn into_iter(self) -> Self::IntoIter {
         Box::new(self.iter())
     }
-}
-
-/// Builds [`Attributes`] from `key => value` pairs.
-///
-/// ```
-/// use newrelic_telemetry::attributes;
-///
-/// let attrs = attributes! { "route" => "/checkout", "status" => 200, "cached" => false };
-/// assert_eq!(attrs.len(), 3);
-/// let none = attributes! {};
-/// assert!(none.is_empty());
-/// ```
-#[macro_export]
-macro_rules! attributes {
-    () => { $crate::Attributes::new() };
-    ($($key:expr => $value:expr),+ $(,)?) => {{
-        let mut attrs = $crate::Attributes::with_capacity([$(stringify!($key)),+].len());
-        $( attrs.insert($key, $crate::Value::from($value)); )+
-        attrs
-    }};
 }
 
 /// What the recording calls accept as attributes: anything that can lend its
@@ -740,6 +732,16 @@ macro_rules! tuple_as_attributes {
                 $( f(self.$i.0.as_ref(), self.$i.1.as_value_ref()); )+
             }
         }
+
+        impl<$($k: AsRef<str>, $v: AsValueRef),+> From<($(($k, $v),)+)> for Attributes {
+            fn from(pairs: ($(($k, $v),)+)) -> Self {
+                let mut attributes = Attributes::with_capacity([$($i),+].len());
+                pairs.for_each_attribute(|key, value| {
+                    attributes.insert(key, value.to_value());
+                });
+                attributes
+            }
+        }
     )+};
 }
 tuple_as_attributes! {
@@ -790,8 +792,24 @@ tuple_as_attributes! {
 /// # }
 /// ```
 ///
-/// (The [`attributes!`](crate::attributes) macro builds an owned
-/// [`Attributes`] set instead, for common attributes and items.)
+/// The same macro serves every call that takes attributes: items
+/// ([`Event::with_attributes`](crate::Event::with_attributes) and its
+/// siblings), common attributes, bound handles and recording by name. Where
+/// an owned set is kept, the pairs are copied into an [`Attributes`]
+/// (`Attributes::from(attrs![..])` makes one directly).
+///
+/// ```
+/// use newrelic_telemetry::{Attributes, Event, attrs};
+///
+/// let status: u16 = 200;
+/// let event = Event::new("Order").with_attributes(attrs!["route" => "/orders", "status" => status]);
+/// assert_eq!(event.attributes().get("status"), Some(&200.into()));
+///
+/// let set = Attributes::from(attrs!["region" => "eu", "zone" => "b", "region" => "us"]);
+/// assert_eq!(set.len(), 2); // a key given twice keeps its last value
+/// assert_eq!(set.get("region"), Some(&"us".into()));
+/// assert!(Attributes::from(attrs![]).is_empty());
+/// ```
 #[macro_export]
 macro_rules! attrs {
     () => { () };
@@ -854,7 +872,7 @@ mod tests {
 
     #[test]
     fn serializes_as_object() {
-        let a = attributes! { "s" => "x", "i" => 1, "f" => 1.5, "b" => true };
+        let a = Attributes::from(attrs!["s" => "x", "i" => 1, "f" => 1.5, "b" => true]);
         assert_eq!(
             serde_json::to_string(&a).unwrap(),
             r#"{"b":true,"f":1.5,"i":1,"s":"x"}"#

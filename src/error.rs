@@ -2,9 +2,39 @@
 //! error, [`SendError`](crate::SendError), lives with the client that
 //! produces it.
 //!
+//! Each error prints its own message only, and returns what caused it from
+//! [`source`](std::error::Error::source): a cause is never printed twice
+//! when the chain is printed (anyhow's `{:#}`, or walking `source()`).
+//!
 //! None of them ever holds or prints the API key.
 
 use std::fmt;
+
+/// The most causes [`Chain`] prints: a bound on a `source()` chain that
+/// (wrongly) loops.
+const MAX_CHAIN: usize = 16;
+
+/// An error and its causes on one line, joined with `": "`, for the SDK's
+/// own log lines: each error prints only its own message, so a log line
+/// that printed `{err}` alone would lose the causes.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        let mut printed = 0;
+        while let Some(error) = cause {
+            if printed == MAX_CHAIN {
+                return f.write_str(": ...");
+            }
+            write!(f, ": {error}")?;
+            printed += 1;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
 
 /// Why a recording call refused an item.
 ///
@@ -257,13 +287,27 @@ impl std::error::Error for RecordError {}
 
 /// Why a client (or a [`Telemetry`](crate::Telemetry)) could not be built.
 ///
+/// Its message is its own; the HTTP client's error, when building that
+/// client failed, is its [`source`](std::error::Error::source).
+///
 /// ```
 /// use newrelic_telemetry::{BuildError, MetricClient};
+/// use std::error::Error as _;
 ///
 /// let err = MetricClient::builder("").build().unwrap_err();
 /// assert!(matches!(err, BuildError::EmptyApiKey));
 /// let err = MetricClient::builder("key").endpoint("ftp://example.com").build().unwrap_err();
 /// assert!(matches!(err, BuildError::InvalidEndpoint { .. }));
+/// assert_eq!(
+///     err.to_string(),
+///     r#"invalid endpoint URL "ftp://example.com": expected an http:// or https:// URL with a host"#
+/// );
+/// assert!(err.source().is_none()); // what is wrong is the message itself
+///
+/// // The key is never printed, even when it is what is wrong.
+/// let err = MetricClient::builder("NRAK-SECRET\n").build().unwrap_err();
+/// assert!(matches!(err, BuildError::InvalidApiKey));
+/// assert!(!format!("{err} {err:?}").contains("NRAK-SECRET"));
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -286,11 +330,40 @@ pub enum BuildError {
         /// The token as given.
         token: String,
     },
-    /// The HTTP client could not be built.
+    /// The `instrumentation.provider` set with
+    /// [`ClientBuilder::instrumentation_provider`](crate::client::ClientBuilder::instrumentation_provider)
+    /// is empty, blank, or over 4,000 characters.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{BuildError, MetricClient};
+    ///
+    /// let err = MetricClient::builder("key").instrumentation_provider(" ").build().unwrap_err();
+    /// assert!(matches!(err, BuildError::InvalidInstrumentationProvider { .. }));
+    /// assert_eq!(err.to_string(), r#"invalid instrumentation.provider " ": expected 1 to 4,000 characters, not all blank"#);
+    /// ```
+    InvalidInstrumentationProvider {
+        /// The name as given.
+        provider: String,
+    },
+    /// The retry policy cannot be used (a jitter outside 0 to 1, or NaN).
+    ///
+    /// ```
+    /// use newrelic_telemetry::{BuildError, MetricClient, RetryPolicy};
+    ///
+    /// let err = MetricClient::builder("key")
+    ///     .retry_policy(RetryPolicy::default().with_jitter(1.5))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, BuildError::InvalidRetryPolicy { .. }));
+    /// assert_eq!(err.to_string(), "invalid retry policy: retry jitter 1.5 is not a fraction from 0 to 1");
+    /// ```
+    InvalidRetryPolicy {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be built. The message says only that; the
+    /// HTTP client's error is the [`source`](std::error::Error::source).
     HttpClient(reqwest::Error),
-    /// TLS could not be set up for the HTTP client (feature `rustls`: the
-    /// platform's certificate verifier could not be created).
-    Tls(String),
 }
 
 impl fmt::Display for BuildError {
@@ -306,12 +379,20 @@ impl fmt::Display for BuildError {
             BuildError::InvalidVersionInfo { token } => {
                 write!(f, "invalid User-Agent product token {token:?}")
             }
-            BuildError::HttpClient(e) => write!(f, "could not build the HTTP client: {e}"),
-            BuildError::Tls(e) => write!(f, "could not set up TLS: {e}"),
+            BuildError::InvalidInstrumentationProvider { provider } => write!(
+                f,
+                "invalid instrumentation.provider {provider:?}: expected 1 to 4,000 characters, not all blank"
+            ),
+            BuildError::InvalidRetryPolicy { reason } => {
+                write!(f, "invalid retry policy: {reason}")
+            }
+            BuildError::HttpClient(_) => f.write_str("could not build the HTTP client"),
         }
     }
 }
 
+/// The source is the HTTP client's error for
+/// [`HttpClient`](BuildError::HttpClient), and none for the other variants.
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -357,7 +438,67 @@ pub enum ConfigError {
         /// What was expected.
         expected: &'static str,
     },
-    /// The configuration was readable but building the clients failed.
+    /// A value set in code cannot be used. It is checked like the variable
+    /// that would set it, never clamped.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{ConfigError, Telemetry};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = Telemetry::builder()
+    ///     .api_key("key")
+    ///     .harvest_interval(Duration::ZERO)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, ConfigError::InvalidSetting { name: "harvest_interval", .. }));
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "TelemetryBuilder::harvest_interval(0ns) is invalid: expected a duration above 0 and at most a day"
+    /// );
+    /// # }
+    /// ```
+    InvalidSetting {
+        /// The [`TelemetryBuilder`](crate::TelemetryBuilder) method's name.
+        name: &'static str,
+        /// The value, as `Debug` prints it.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// The configuration was readable but building the clients failed. The
+    /// message says only that; the [`BuildError`] is the
+    /// [`source`](std::error::Error::source), so printing the chain prints
+    /// each message once.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{BuildError, ConfigError, Telemetry};
+    /// use std::error::Error;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = Telemetry::builder()
+    ///     .environment([("NEW_RELIC_API_KEY", "key")])
+    ///     .metric_endpoint("ftp://example.com")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, ConfigError::Build(BuildError::InvalidEndpoint { .. })));
+    ///
+    /// // Walking `source()`: each layer's message, once.
+    /// let mut messages = vec![err.to_string()];
+    /// let mut cause = err.source();
+    /// while let Some(e) = cause {
+    ///     messages.push(e.to_string());
+    ///     cause = e.source();
+    /// }
+    /// assert_eq!(
+    ///     messages,
+    ///     [
+    ///         "could not build the telemetry clients",
+    ///         r#"invalid endpoint URL "ftp://example.com": expected an http:// or https:// URL with a host"#,
+    ///     ]
+    /// );
+    /// # }
+    /// ```
     Build(BuildError),
     /// Harvesters need a Tokio runtime to run on, and there is none here.
     NoRuntime,
@@ -376,7 +517,15 @@ impl fmt::Display for ConfigError {
                 value,
                 expected,
             } => write!(f, "{name}={value:?} is invalid: expected {expected}"),
-            ConfigError::Build(e) => write!(f, "{e}"),
+            ConfigError::InvalidSetting {
+                name,
+                value,
+                expected,
+            } => write!(
+                f,
+                "TelemetryBuilder::{name}({value}) is invalid: expected {expected}"
+            ),
+            ConfigError::Build(_) => f.write_str("could not build the telemetry clients"),
             ConfigError::NoRuntime => {
                 f.write_str("no Tokio runtime: build telemetry from within an async context")
             }
@@ -384,6 +533,8 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The source is the [`BuildError`] of [`Build`](ConfigError::Build), and
+/// none for the other variants.
 impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -396,5 +547,49 @@ impl std::error::Error for ConfigError {
 impl From<BuildError> for ConfigError {
     fn from(e: BuildError) -> Self {
         ConfigError::Build(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_joins_each_message_once() {
+        let err = ConfigError::Build(BuildError::InvalidEndpoint {
+            url: "ftp://x".into(),
+            reason: "not http".into(),
+        });
+        assert_eq!(
+            Chain(&err).to_string(),
+            r#"could not build the telemetry clients: invalid endpoint URL "ftp://x": not http"#
+        );
+        assert_eq!(
+            Chain(&ConfigError::MissingApiKey).to_string(),
+            ConfigError::MissingApiKey.to_string()
+        );
+    }
+
+    /// An error that (wrongly) is its own source.
+    #[derive(Debug)]
+    struct Loop;
+
+    impl fmt::Display for Loop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("loop")
+        }
+    }
+
+    impl std::error::Error for Loop {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&Loop)
+        }
+    }
+
+    #[test]
+    fn a_chain_that_does_not_end_is_cut() {
+        let text = Chain(&Loop).to_string();
+        assert_eq!(text.matches("loop").count(), 1 + MAX_CHAIN);
+        assert!(text.ends_with(": loop: ..."), "{text}");
     }
 }

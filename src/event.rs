@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::attributes::{Attributes, Value};
+use crate::common::Identity;
 use crate::time::{millis_since_epoch, now_ms};
 
 /// The keys the Event API reserves for an event's own type and time; they win
@@ -69,12 +70,12 @@ impl Event {
     /// `BTreeMap` with string keys.
     ///
     /// ```
-    /// use newrelic_telemetry::{Event, Value, attributes};
+    /// use newrelic_telemetry::{Event, Value, attrs};
     /// use std::collections::HashMap;
     ///
     /// let event = Event::new("Purchase")
     ///     .with_attribute("currency", "USD")
-    ///     .with_attributes(attributes! { "currency" => "EUR", "amount" => 10.0 });
+    ///     .with_attributes(attrs! { "currency" => "EUR", "amount" => 10.0 });
     /// assert_eq!(event.attributes().len(), 2);
     /// assert_eq!(event.attributes().get("currency"), Some(&"EUR".into()));
     ///
@@ -156,11 +157,16 @@ impl Event {
 }
 
 /// An event as the Event API receives it: its attributes merged with the
-/// batch's common attributes. Precedence: intrinsics, then the event's own
-/// attributes, then the common ones.
+/// batch's common attributes and the client's identity attributes.
+/// Precedence: intrinsics, then the event's own attributes, then the common
+/// ones, then the identity ones; the identity attributes take only the room
+/// left under `max_attributes` (the Event API's limit), so that they never
+/// push an event that passed validation over it.
 pub(crate) struct EventWithCommon<'a> {
     pub(crate) event: &'a Event,
     pub(crate) common: Option<&'a Attributes>,
+    pub(crate) identity: Option<&'a Identity>,
+    pub(crate) max_attributes: usize,
 }
 
 impl Serialize for EventWithCommon<'_> {
@@ -169,17 +175,30 @@ impl Serialize for EventWithCommon<'_> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("eventType", &*self.event.event_type)?;
         map.serialize_entry("timestamp", &self.event.timestamp_ms)?;
+        // Attributes written, to know the room left for the identity ones.
+        let mut written = 0;
         for (k, v) in own.iter() {
             if !INTRINSICS.contains(&k) {
                 map.serialize_entry(k, v)?;
+                written += 1;
             }
         }
         if let Some(common) = self.common {
             for (k, v) in common.iter() {
                 if !INTRINSICS.contains(&k) && !own.contains_key(k) {
                     map.serialize_entry(k, v)?;
+                    written += 1;
                 }
             }
+        }
+        if let Some(identity) = self.identity {
+            let common = self.common;
+            identity.serialize_defaults(
+                &mut map,
+                |key| own.contains_key(key) || common.is_some_and(|c| c.contains_key(key)),
+                written,
+                self.max_attributes,
+            )?;
         }
         map.end()
     }
@@ -190,6 +209,8 @@ impl Serialize for Event {
         EventWithCommon {
             event: self,
             common: None,
+            identity: None,
+            max_attributes: usize::MAX,
         }
         .serialize(serializer)
     }

@@ -36,8 +36,8 @@ mod metric;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics_recorder;
-#[cfg(feature = "tower")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tower", feature = "actix-web"))))]
 pub mod middleware;
 mod signal;
 mod span;
@@ -56,9 +56,11 @@ pub mod trace_context;
 pub mod tracing_layer;
 mod validate;
 
-pub use api::{Api, Region};
+pub use api::{Api, ParseRegionError, Region};
 pub use attributes::{AsAttributes, AsValueRef, Attributes, Value, ValueRef};
-pub use batch::{Counter, EventBatch, Gauge, LogBatch, MetricBatch, SpanBatch, SummaryHandle};
+pub use batch::{
+    CounterHandle, EventBatch, GaugeHandle, LogBatch, MetricBatch, SpanBatch, SummaryHandle,
+};
 pub use client::{EventClient, LogClient, MetricClient, RetryPolicy, SendError, SpanClient};
 pub use common::Common;
 pub use error::{BuildError, ConfigError, RecordError};
@@ -70,6 +72,4 @@ pub use metric::{
 };
 pub use signal::shutdown_signal;
 pub use span::{Span, SpanEvent};
-pub use telemetry::{
-    AllApis, Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, TelemetryStats, env,
-};
+pub use telemetry::{Endpoints, Telemetry, TelemetryBuilder, TelemetryReport, TelemetryStats, env};

@@ -32,6 +32,7 @@ use std::net::SocketAddr;
 // every well-formed request as New Relic does when it accepts one.
 use crate::api::Api;
 use crate::telemetry::TelemetryBuilder;
+use crate::telemetry::env::{API_KEY, ENABLED, LICENSE_KEY};
 pub use crate::test_util::ReceivedRequest;
 use crate::test_util::TestIngestServer;
 
@@ -67,6 +68,50 @@ impl LocalEndpoint {
         Ok(LocalEndpoint {
             server: TestIngestServer::start().await?,
         })
+    }
+
+    /// Starts the endpoint when the environment sets no API key
+    /// (`NEW_RELIC_API_KEY` or `NEW_RELIC_LICENSE_KEY`) and does not turn
+    /// telemetry off (`NEW_RELIC_ENABLED=false`), printing its address to
+    /// stderr; otherwise `None`, and telemetry goes where the environment
+    /// says. Hand the result to
+    /// [`TelemetryBuilder::local_endpoint`]: the one way to say "the local
+    /// endpoint unless configured", as the crate's examples do.
+    ///
+    /// ```
+    /// use newrelic_telemetry::local::LocalEndpoint;
+    /// use newrelic_telemetry::{Event, Telemetry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let local = LocalEndpoint::start_unless_keyed().await?;
+    /// let keyed = std::env::var("NEW_RELIC_API_KEY").is_ok() || std::env::var("NEW_RELIC_LICENSE_KEY").is_ok();
+    /// let off = std::env::var("NEW_RELIC_ENABLED").is_ok_and(|v| v.eq_ignore_ascii_case("false"));
+    /// assert_eq!(local.is_some(), !keyed && !off);
+    /// # if local.is_none() { return Ok(()) }
+    /// let telemetry = Telemetry::builder().local_endpoint(local.as_ref()).build()?;
+    /// telemetry.events().record(Event::new("Signup")).await;
+    /// telemetry.shutdown().await;
+    /// assert_eq!(local.unwrap().requests()[0].body[0]["eventType"], "Signup");
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_unless_keyed() -> std::io::Result<Option<LocalEndpoint>> {
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+        let off = std::env::var(ENABLED).is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "off"
+            )
+        });
+        if set(API_KEY) || set(LICENSE_KEY) || off {
+            return Ok(None);
+        }
+        let local = LocalEndpoint::start().await?;
+        eprintln!(
+            "No {API_KEY}: sending to a local ingest endpoint at http://{}",
+            local.addr()
+        );
+        Ok(Some(local))
     }
 
     /// The address the endpoint listens on.
@@ -117,7 +162,7 @@ impl LocalEndpoint {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let local = LocalEndpoint::start().await?;
     /// let telemetry = local.configure(Telemetry::builder()).build()?;
-    /// assert_eq!(telemetry.endpoints().log, format!("http://{}/log/v1", local.addr()));
+    /// assert_eq!(telemetry.endpoints().logs, format!("http://{}/log/v1", local.addr()));
     /// telemetry.logs().record(Log::new("hello")).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(local.requests()[0].header("api-key"), Some("local-endpoint"));
@@ -130,7 +175,7 @@ impl LocalEndpoint {
             .metric_endpoint(self.url(Api::Metric))
             .event_endpoint(self.url(Api::Event))
             .log_endpoint(self.url(Api::Log))
-            .trace_endpoint(self.url(Api::Trace))
+            .span_endpoint(self.url(Api::Span))
     }
 
     /// Every request received so far, in order, each with its body gunzipped
@@ -154,5 +199,38 @@ impl LocalEndpoint {
     /// ```
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         self.server.requests()
+    }
+}
+
+impl TelemetryBuilder {
+    /// Sends to `local` when it is there ([`LocalEndpoint::configure`]),
+    /// and leaves the builder as it is when it is `None`: with
+    /// [`LocalEndpoint::start_unless_keyed`], the local endpoint unless the
+    /// environment configures New Relic.
+    ///
+    /// ```
+    /// use newrelic_telemetry::local::LocalEndpoint;
+    /// use newrelic_telemetry::{Log, Telemetry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let local = LocalEndpoint::start().await?;
+    /// let telemetry = Telemetry::builder().local_endpoint(&local).build()?;
+    /// telemetry.logs().record(Log::new("hello")).await;
+    /// telemetry.shutdown().await;
+    /// assert_eq!(local.requests()[0].body[0]["logs"][0]["message"], "hello");
+    ///
+    /// let keyed = Telemetry::builder().api_key("key").local_endpoint(None).build()?;
+    /// assert_eq!(keyed.endpoints().logs, "https://log-api.newrelic.com/log/v1");
+    /// # keyed.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "local-endpoint")))]
+    #[must_use = "builder methods return the changed builder"]
+    pub fn local_endpoint<'a>(self, local: impl Into<Option<&'a LocalEndpoint>>) -> Self {
+        match local.into() {
+            Some(local) => local.configure(self),
+            None => self,
+        }
     }
 }

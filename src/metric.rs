@@ -18,6 +18,7 @@ use crate::time::{interval_millis, millis_since_epoch, now_ms};
 /// assert_eq!(m.kind(), MetricKind::Count);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MetricKind {
     /// A sum over an interval.
     Count,
@@ -579,6 +580,7 @@ impl SummaryMetric {
 /// assert_eq!(m.name(), "queue.depth");
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Metric {
     /// A count.
     Count(CountMetric),

@@ -18,7 +18,7 @@
 //! units (`describe_counter!` and the like) are ignored, and so is the
 //! metadata (target, level) of the call site.
 //!
-//! Each key is bound once to a [`Counter`], [`Gauge`] or [`SummaryHandle`]
+//! Each key is bound once to a [`CounterHandle`], [`GaugeHandle`] or [`SummaryHandle`]
 //! of the batch, kept in a `metrics_util` registry; so recording into a
 //! series that exists takes a read lock on a registry shard and a lock-free
 //! write, and allocates nothing. A series registered through the facade
@@ -65,7 +65,7 @@ use metrics_util::registry::{Registry, Storage};
 use tokio::runtime::Handle;
 
 use crate::attributes::{AsAttributes, ValueRef};
-use crate::batch::{Counter, Gauge, MetricBatch, SummaryHandle};
+use crate::batch::{CounterHandle, GaugeHandle, MetricBatch, SummaryHandle};
 use crate::error::RecordError;
 use crate::metric::Summary;
 
@@ -216,8 +216,8 @@ impl Binder {
 }
 
 impl Storage<Key> for Binder {
-    type Counter = Arc<Series<Counter>>;
-    type Gauge = Arc<Series<Gauge>>;
+    type Counter = Arc<Series<CounterHandle>>;
+    type Gauge = Arc<Series<GaugeHandle>>;
     type Histogram = Arc<Series<SummaryHandle>>;
 
     fn counter(&self, key: &Key) -> Self::Counter {
@@ -334,7 +334,7 @@ impl<H: Bind> Series<H> {
 #[derive(Default)]
 struct Total(AtomicU64);
 
-impl Bind for Counter {
+impl Bind for CounterHandle {
     type State = Total;
     /// The increase not yet added.
     type Held = u64;
@@ -362,7 +362,7 @@ impl Bind for Counter {
     }
 }
 
-impl Series<Counter> {
+impl Series<CounterHandle> {
     #[inline]
     fn add(&self, increase: u64) {
         self.write(
@@ -372,7 +372,7 @@ impl Series<Counter> {
     }
 }
 
-impl CounterFn for Series<Counter> {
+impl CounterFn for Series<CounterHandle> {
     /// Adds `value` to this interval's count.
     fn increment(&self, value: u64) {
         self.state.0.fetch_add(value, Ordering::Relaxed);
@@ -399,7 +399,7 @@ struct Level(AtomicU64);
 /// change it (a stale value is set at most this many times in a row).
 const GAUGE_PUBLISH_TRIES: usize = 4;
 
-impl Bind for Gauge {
+impl Bind for GaugeHandle {
     type State = Level;
     /// Whether the value changed before binding.
     type Held = bool;
@@ -437,7 +437,7 @@ impl Bind for Gauge {
 
 /// Sets the handle to the gauge's value, again if it changed meanwhile.
 #[inline]
-fn publish(gauge: &Gauge, level: &Level) {
+fn publish(gauge: &GaugeHandle, level: &Level) {
     for _ in 0..GAUGE_PUBLISH_TRIES {
         let bits = level.0.load(Ordering::Acquire);
         gauge.set(f64::from_bits(bits));
@@ -447,7 +447,7 @@ fn publish(gauge: &Gauge, level: &Level) {
     }
 }
 
-impl Series<Gauge> {
+impl Series<GaugeHandle> {
     #[inline]
     fn publish(&self) {
         self.write(
@@ -464,7 +464,7 @@ impl Series<Gauge> {
     }
 }
 
-impl GaugeFn for Series<Gauge> {
+impl GaugeFn for Series<GaugeHandle> {
     fn increment(&self, value: f64) {
         let changed = self
             .state

@@ -374,7 +374,7 @@ impl TestIngestServer {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// use newrelic_telemetry::Api;
-    /// assert!(server.url(Api::Trace).ends_with("/trace/v1"));
+    /// assert!(server.url(Api::Span).ends_with("/trace/v1"));
     /// # Ok(()) }
     /// ```
     pub fn url(&self, api: Api) -> String {
@@ -434,11 +434,11 @@ impl TestIngestServer {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
-    /// assert_eq!(server.trace_url(), format!("http://{}/trace/v1", server.addr()));
+    /// assert_eq!(server.span_url(), format!("http://{}/trace/v1", server.addr()));
     /// # Ok(()) }
     /// ```
-    pub fn trace_url(&self) -> String {
-        self.url(Api::Trace)
+    pub fn span_url(&self) -> String {
+        self.url(Api::Span)
     }
 
     /// A [`TelemetryBuilder`](crate::TelemetryBuilder) with all four APIs
@@ -469,7 +469,7 @@ impl TestIngestServer {
             .metric_endpoint(self.metric_url())
             .event_endpoint(self.event_url())
             .log_endpoint(self.log_url())
-            .trace_endpoint(self.trace_url())
+            .span_endpoint(self.span_url())
     }
 
     /// Answers the next request (to any API) as `response`. Scripts queue up
@@ -526,7 +526,7 @@ impl TestIngestServer {
     /// server.respond_n(2, ScriptedResponse::status(500));
     /// let client = LogClient::builder("test-key")
     ///     .endpoint(server.log_url())
-    ///     .retry_policy(RetryPolicy::default().backoff_factor(Duration::from_millis(1)))
+    ///     .retry_policy(RetryPolicy::default().with_backoff_factor(Duration::from_millis(1)))
     ///     .build()?;
     /// let report = client.send(Log::new("hi")).await?;
     /// assert_eq!(report.payloads()[0].attempts(), 3);
@@ -584,14 +584,14 @@ impl TestIngestServer {
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
-    /// use newrelic_telemetry::{Common, CountMetric, MetricClient, attributes};
+    /// use newrelic_telemetry::{Common, CountMetric, MetricClient, attrs};
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let client = MetricClient::builder("test-key").endpoint(server.metric_url()).build()?;
-    /// let common = Common::new().with_attributes(attributes! { "host" => "web-1" });
+    /// let common = Common::new().with_attributes(attrs! { "host" => "web-1" });
     /// let count = CountMetric::new("jobs", 2.0, Duration::from_secs(10));
     /// client.send_batch(vec![count.into()], common).await?;
     ///
@@ -648,7 +648,7 @@ impl TestIngestServer {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
-    /// let client = newrelic_telemetry::SpanClient::builder("test-key").endpoint(server.trace_url()).build()?;
+    /// let client = newrelic_telemetry::SpanClient::builder("test-key").endpoint(server.span_url()).build()?;
     /// let span = newrelic_telemetry::Span::new("GET /").with_service_name("web").finish();
     /// client.send(span.clone()).await?;
     /// assert_eq!(server.spans()[0]["id"], span.id());
@@ -656,7 +656,7 @@ impl TestIngestServer {
     /// # Ok(()) }
     /// ```
     pub fn spans(&self) -> Vec<Json> {
-        self.blocks(Api::Trace, "spans")
+        self.blocks(Api::Span, "spans")
     }
 
     /// Waits until `condition` holds for the requests received, or `timeout`

@@ -10,6 +10,14 @@
 //! [`TraceContext::inject_into`] write it into an outgoing request's headers
 //! or a [`reqwest::RequestBuilder`].
 //!
+//! Any other header map, or a message's metadata, is a carrier: implement
+//! [`Extractor`] (read a header's values by name) and [`Injector`] (write
+//! one), as OpenTelemetry's propagators have them, and use
+//! [`TraceContext::extract_from`] and [`TraceContext::inject_to`]. They are
+//! implemented for [`http::HeaderMap`], for a `HashMap<String, String>`
+//! (message metadata) and, with the `actix-web` feature, for actix-web's
+//! `HeaderMap`.
+//!
 //! Headers are user input, and a bad one is never an error: a malformed or
 //! unsupported `traceparent` (version `ff`, ids of the wrong length, all-zero
 //! ids, uppercase hex, several `traceparent` headers) reads as no context at
@@ -60,11 +68,67 @@
 //! bad.insert("traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01".parse().unwrap());
 //! assert!(TraceContext::extract(&bad).is_none());
 //! ```
+//!
+//! # Across a channel or a spawned task
+//!
+//! A trace is not only carried by HTTP headers. Work handed to a spawned
+//! task or sent over a channel (a job queue in the same process) continues
+//! the trace when the [`TraceContext`] goes with it: it is a small `Send`
+//! value (two ids, a flag and the `tracestate`). Take it from the current
+//! span where the work is handed off
+//! ([`current_trace_context`](crate::tracing_layer::current_trace_context)),
+//! and on the other side open the span of the work inside
+//! [`with_remote_parent`](crate::tracing_layer::with_remote_parent): it is a
+//! child of the sender's span, in the same trace, with the sender's
+//! sampling decision. (Within one task, `tracing::Instrument` with the span
+//! itself does the same; the context is what crosses a boundary where the
+//! span handle does not go, and it can be written into a message's
+//! metadata with [`TraceContext::inject_to`].)
+//!
+//! ```
+//! use newrelic_telemetry::SpanBatch;
+//! use newrelic_telemetry::trace_context::TraceContext;
+//! use newrelic_telemetry::tracing_layer::{NewRelicLayer, current_trace_context, with_remote_parent};
+//! use std::sync::Arc;
+//! use tracing_subscriber::prelude::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (layer, _worker) = NewRelicLayer::builder().spans(Arc::new(SpanBatch::new())).build();
+//! // In a service: the subscriber installed once with `.init()`.
+//! let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+//!
+//! // The consumer: a task that receives jobs with the context of whoever sent them.
+//! let (jobs, mut queue) = tokio::sync::mpsc::channel::<(u64, TraceContext)>(16);
+//! let consumer = tokio::spawn(async move {
+//!     let (order, sent_from) = queue.recv().await?;
+//!     let span = with_remote_parent(Some(&sent_from), || tracing::info_span!("ship order", order.id = order));
+//!     // What the job does runs in `span`; its context is the one to send on.
+//!     span.in_scope(current_trace_context)
+//! });
+//!
+//! // The producer: a request span hands the job over with its context.
+//! let request = tracing::info_span!("POST /orders");
+//! let context = request.in_scope(current_trace_context).expect("a span the layer tracks");
+//! jobs.send((7, context.clone())).await?;
+//!
+//! let shipped = consumer.await?.expect("the job's span");
+//! assert_eq!(shipped.trace_id(), context.trace_id()); // one trace
+//! assert_ne!(shipped.span_id(), context.span_id()); // a span of its own, under the request's
+//! assert_eq!(shipped.is_sampled(), context.is_sampled());
+//!
+//! // Without a tracing subscriber, the same with the SDK's own spans.
+//! let job = context.child_span("ship order").finish();
+//! assert_eq!((job.trace_id(), job.parent_id()), (context.trace_id(), Some(context.span_id())));
+//! # Ok(()) }
+//! ```
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::span::Span;
 
@@ -298,21 +362,44 @@ impl TraceContext {
     /// assert_eq!(context.trace_state(), None);
     /// ```
     pub fn extract(headers: &HeaderMap) -> Option<TraceContext> {
-        let mut values = headers.get_all(TRACEPARENT).iter();
+        TraceContext::extract_from(headers)
+    }
+
+    /// Reads `traceparent` (and `tracestate`) from any carrier: the
+    /// headers of another HTTP library, a message's metadata. The rules
+    /// are [`extract`](Self::extract)'s: `None` when there is no
+    /// `traceparent`, more than one, one that is not text, or a malformed
+    /// or unsupported one; several `tracestate` values are joined with `,`
+    /// (as one list), and dropped when any of them is not text or the list
+    /// is malformed.
+    ///
+    /// ```
+    /// use newrelic_telemetry::trace_context::TraceContext;
+    /// use std::collections::HashMap;
+    ///
+    /// // A message's metadata, as a queue delivers it.
+    /// let metadata = HashMap::from([
+    ///     ("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+    ///     ("tracestate".to_owned(), "congo=t61rcWkgMzE".to_owned()),
+    /// ]);
+    /// let context = TraceContext::extract_from(&metadata).expect("a valid traceparent");
+    /// assert_eq!(context.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    /// assert_eq!(context.trace_state(), Some("congo=t61rcWkgMzE"));
+    /// assert!(TraceContext::extract_from(&HashMap::<String, String>::new()).is_none());
+    /// ```
+    pub fn extract_from(carrier: &impl Extractor) -> Option<TraceContext> {
+        let mut values = carrier.get_all(TRACEPARENT);
         let (value, None) = (values.next()?, values.next()) else {
             return None; // several traceparent headers: none can be trusted
         };
-        let context = TraceContext::parse_traceparent(value.to_str().ok()?)?;
-        let mut state = headers.get_all(TRACESTATE).iter();
-        let Some(first) = state.next() else {
-            return Some(context);
-        };
-        let Ok(first) = first.to_str() else {
-            return Some(context);
+        let context = TraceContext::parse_traceparent(value?)?;
+        let mut state = carrier.get_all(TRACESTATE);
+        let Some(Some(first)) = state.next() else {
+            return Some(context); // none, or not text
         };
         let mut joined = std::borrow::Cow::Borrowed(first);
         for more in state {
-            let Ok(more) = more.to_str() else {
+            let Some(more) = more else {
                 return Some(context);
             };
             let joined = joined.to_mut();
@@ -528,23 +615,52 @@ impl TraceContext {
     /// assert_eq!(TraceContext::extract(&headers), Some(context));
     /// ```
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let (parent, state) = self.header_values();
-        headers.insert(TRACEPARENT, parent);
-        match state {
-            Some(state) => {
-                headers.insert(TRACESTATE, state);
-            }
-            None => {
-                headers.remove(TRACESTATE);
-            }
+        self.inject_to(headers);
+    }
+
+    /// Writes `traceparent` (and `tracestate`, when the context carries
+    /// entries) into any carrier, replacing what is there; asks the carrier
+    /// to [remove](Injector::remove) a `tracestate` when the context
+    /// carries none. (Not to be confused with
+    /// [`inject_into`](Self::inject_into), which adds the headers to a
+    /// `reqwest` request.)
+    ///
+    /// ```
+    /// use newrelic_telemetry::trace_context::TraceContext;
+    /// use std::collections::HashMap;
+    ///
+    /// let context = TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", true)
+    ///     .unwrap()
+    ///     .with_trace_state(Some("congo=t61rcWkgMzE"));
+    /// let mut metadata = HashMap::new();
+    /// context.inject_to(&mut metadata);
+    /// assert_eq!(metadata["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    /// assert_eq!(metadata["tracestate"], "congo=t61rcWkgMzE");
+    /// assert_eq!(TraceContext::extract_from(&metadata), Some(context));
+    /// ```
+    pub fn inject_to(&self, carrier: &mut impl Injector) {
+        carrier.set(TRACEPARENT, self.traceparent());
+        match self.trace_state() {
+            Some(state) => carrier.set(TRACESTATE, state.to_owned()),
+            None => carrier.remove(TRACESTATE),
         }
     }
 
     /// Adds `traceparent` (and `tracestate`, when the context carries
     /// entries) to an outgoing `reqwest` request.
     ///
+    /// The builder is **reqwest 0.13**'s, the version this crate depends on:
+    /// a `RequestBuilder` of another major version (0.12, say) is another
+    /// type and does not compile here. The version-independent ways are to
+    /// [`inject`](Self::inject) into an [`http::HeaderMap`] and hand it to
+    /// the request (`.headers(map)`: reqwest 0.12 and 0.13 both take
+    /// `http` 1's map), or to set the header values yourself from
+    /// [`traceparent`](Self::traceparent) and
+    /// [`trace_state`](Self::trace_state), which works with any client.
+    ///
     /// ```
-    /// use newrelic_telemetry::trace_context::TraceContext;
+    /// use http::HeaderMap;
+    /// use newrelic_telemetry::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
     ///
     /// let http = newrelic_telemetry::client::http_client_builder().unwrap().build().unwrap();
     /// let context = TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", false).unwrap();
@@ -553,6 +669,21 @@ impl TraceContext {
     ///     .build()
     ///     .unwrap();
     /// assert_eq!(request.headers()["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+    ///
+    /// // With any reqwest whose headers are `http` 1's: through a HeaderMap.
+    /// let mut headers = HeaderMap::new();
+    /// context.inject(&mut headers);
+    /// let request = http.get("http://127.0.0.1:9/orders").headers(headers).build().unwrap();
+    /// assert_eq!(request.headers()["traceparent"], context.traceparent().as_str());
+    ///
+    /// // With any client at all: the values as strings.
+    /// let context = context.with_trace_state(Some("congo=t61rcWkgMzE"));
+    /// let mut request = http.get("http://127.0.0.1:9/orders").header(TRACEPARENT, context.traceparent());
+    /// if let Some(state) = context.trace_state() {
+    ///     request = request.header(TRACESTATE, state);
+    /// }
+    /// let request = request.build().unwrap();
+    /// assert_eq!(TraceContext::extract(request.headers()), Some(context));
     /// ```
     pub fn inject_into(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let (parent, state) = self.header_values();
@@ -561,6 +692,232 @@ impl TraceContext {
             Some(state) => request.header(TRACESTATE, state),
             None => request,
         }
+    }
+}
+
+/// A carrier a [`TraceContext`] is read from: request headers, or a
+/// message's metadata. Names are the lowercase header names
+/// ([`TRACEPARENT`], [`TRACESTATE`]); a carrier whose names are case
+/// insensitive (HTTP headers) matches them so.
+///
+/// Implement [`get`](Self::get), and [`get_all`](Self::get_all) when a
+/// name can have several values (HTTP headers can): the rules of
+/// [`TraceContext::extract_from`] need every value, since several
+/// `traceparent` headers make none trustworthy and several `tracestate`
+/// headers are one list.
+///
+/// ```
+/// use newrelic_telemetry::trace_context::{Extractor, TraceContext};
+///
+/// /// A header list as some HTTP library keeps it: (name, value) pairs.
+/// struct Pairs(Vec<(String, String)>);
+///
+/// impl Extractor for Pairs {
+///     fn get(&self, name: &str) -> Option<&str> {
+///         self.get_all(name).next().flatten()
+///     }
+///
+///     fn get_all(&self, name: &str) -> impl Iterator<Item = Option<&str>> {
+///         let name = name.to_owned();
+///         self.0.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| Some(v.as_str()))
+///     }
+/// }
+///
+/// let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// let one = Pairs(vec![("Traceparent".into(), parent.into())]);
+/// assert_eq!(TraceContext::extract_from(&one).unwrap().span_id(), "00f067aa0ba902b7");
+/// // Two traceparent headers: neither is trusted, and a new trace starts.
+/// let two = Pairs(vec![("traceparent".into(), parent.into()), ("traceparent".into(), parent.into())]);
+/// assert!(TraceContext::extract_from(&two).is_none());
+/// ```
+pub trait Extractor {
+    /// The first value of the header `name`, if there is one and it is
+    /// text.
+    fn get(&self, name: &str) -> Option<&str>;
+
+    /// Every value of the header `name`, in order: `None` for a value
+    /// that is not text (an HTTP header value of bytes outside visible
+    /// ASCII). By default, [`get`](Self::get)'s value alone: right for a
+    /// carrier that holds one value per name.
+    fn get_all(&self, name: &str) -> impl Iterator<Item = Option<&str>> {
+        self.get(name).map(Some).into_iter()
+    }
+}
+
+/// A carrier a [`TraceContext`] is written into: outgoing request
+/// headers, or a message's metadata.
+///
+/// ```
+/// use newrelic_telemetry::trace_context::{Injector, TraceContext};
+///
+/// /// Headers for some HTTP library: (name, value) pairs.
+/// #[derive(Default)]
+/// struct Pairs(Vec<(String, String)>);
+///
+/// impl Injector for Pairs {
+///     fn set(&mut self, name: &str, value: String) {
+///         self.remove(name);
+///         self.0.push((name.to_owned(), value));
+///     }
+///
+///     fn remove(&mut self, name: &str) {
+///         self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+///     }
+/// }
+///
+/// let context = TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", true).unwrap();
+/// let mut headers = Pairs::default();
+/// context.inject_to(&mut headers);
+/// assert_eq!(headers.0, [("traceparent".to_owned(), context.traceparent())]);
+/// ```
+pub trait Injector {
+    /// Sets the header `name` to `value`, replacing any value it had.
+    fn set(&mut self, name: &str, value: String);
+
+    /// Removes the header `name`: [`TraceContext::inject_to`] removes a
+    /// `tracestate` when the context carries none, so that a carrier used
+    /// again (a reused header map) does not pass on another trace's
+    /// entries. By default it does nothing, which is right for a carrier
+    /// that starts empty every time.
+    fn remove(&mut self, name: &str) {
+        let _ = name;
+    }
+}
+
+/// Case-insensitive, as HTTP header names are; a value that is not
+/// visible ASCII reads as not text.
+impl Extractor for HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        HeaderMap::get(self, name)?.to_str().ok()
+    }
+
+    fn get_all(&self, name: &str) -> impl Iterator<Item = Option<&str>> {
+        HeaderMap::get_all(self, name)
+            .iter()
+            .map(|v| v.to_str().ok())
+    }
+}
+
+/// A name that is not a valid header name, or a value that is not a valid
+/// header value, is not written (and the value the header had is removed,
+/// so that no stale one goes on).
+impl Injector for HeaderMap {
+    fn set(&mut self, name: &str, value: String) {
+        let name = match name {
+            // The two names of this module, without parsing or allocating.
+            TRACEPARENT => HeaderName::from_static(TRACEPARENT),
+            TRACESTATE => HeaderName::from_static(TRACESTATE),
+            other => match HeaderName::from_bytes(other.as_bytes()) {
+                Ok(name) => name,
+                Err(_) => return,
+            },
+        };
+        match HeaderValue::try_from(value) {
+            Ok(value) => {
+                self.insert(name, value);
+            }
+            Err(_) => {
+                HeaderMap::remove(self, name);
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        HeaderMap::remove(self, name);
+    }
+}
+
+/// A message's metadata: one value per name, names as written (the
+/// lowercase [`TRACEPARENT`] and [`TRACESTATE`]).
+impl<S: BuildHasher> Extractor for HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<&str> {
+        HashMap::get(self, name).map(String::as_str)
+    }
+}
+
+/// A message's metadata: one value per name.
+impl<S: BuildHasher> Injector for HashMap<String, String, S> {
+    fn set(&mut self, name: &str, value: String) {
+        self.insert(name.to_owned(), value);
+    }
+
+    fn remove(&mut self, name: &str) {
+        HashMap::remove(self, name);
+    }
+}
+
+/// actix-web's header map (feature `actix-web`): the same rules as
+/// [`http::HeaderMap`]'s (it keeps every value of a name, in order).
+///
+/// ```
+/// use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+/// use newrelic_telemetry::trace_context::TraceContext;
+///
+/// let mut headers = HeaderMap::new();
+/// let context = TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", true).unwrap();
+/// context.inject_to(&mut headers);
+/// assert_eq!(TraceContext::extract_from(&headers), Some(context.clone()));
+/// // A second traceparent: none is trusted.
+/// headers.append(HeaderName::from_static("traceparent"), HeaderValue::from_static("garbage"));
+/// assert_eq!(TraceContext::extract_from(&headers), None);
+/// ```
+#[cfg(feature = "actix-web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
+impl Extractor for actix_web::http::header::HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        match actix_name(name) {
+            Some(name) => actix_web::http::header::HeaderMap::get(self, &name)?
+                .to_str()
+                .ok(),
+            None => None,
+        }
+    }
+
+    fn get_all(&self, name: &str) -> impl Iterator<Item = Option<&str>> {
+        let values = match actix_name(name) {
+            Some(name) => actix_web::http::header::HeaderMap::get_all(self, &name),
+            None => [].iter(),
+        };
+        values.map(|v| v.to_str().ok())
+    }
+}
+
+/// actix-web's header map (feature `actix-web`): the same rules as
+/// [`http::HeaderMap`]'s.
+#[cfg(feature = "actix-web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
+impl Injector for actix_web::http::header::HeaderMap {
+    fn set(&mut self, name: &str, value: String) {
+        let Some(name) = actix_name(name) else {
+            return;
+        };
+        match actix_web::http::header::HeaderValue::try_from(value) {
+            Ok(value) => {
+                self.insert(name, value);
+            }
+            Err(_) => {
+                actix_web::http::header::HeaderMap::remove(self, &name);
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(name) = actix_name(name) {
+            actix_web::http::header::HeaderMap::remove(self, &name);
+        }
+    }
+}
+
+/// `name` as actix-web's (`http` 0.2's) header name: this module's two
+/// without parsing or allocating (actix-web's map would parse a `&str` on
+/// every look-up); `None` when it is not a valid name.
+#[cfg(feature = "actix-web")]
+fn actix_name(name: &str) -> Option<actix_web::http::header::HeaderName> {
+    use actix_web::http::header::HeaderName;
+    match name {
+        TRACEPARENT => Some(HeaderName::from_static(TRACEPARENT)),
+        TRACESTATE => Some(HeaderName::from_static(TRACESTATE)),
+        other => HeaderName::from_bytes(other.as_bytes()).ok(),
     }
 }
 
@@ -617,6 +974,132 @@ mod tests {
             let id = crate::id::random_trace_id();
             if sampled_by_ratio(id, 0.1) {
                 assert!(sampled_by_ratio(id, 0.2));
+            }
+        }
+    }
+
+    /// The header lists every carrier must read alike: one, none or two
+    /// `traceparent`s, values that are not text, several `tracestate`s.
+    fn header_lists() -> Vec<Vec<(&'static str, &'static [u8])>> {
+        const VALID: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        vec![
+            vec![],
+            vec![("traceparent", VALID)],
+            vec![("Traceparent", VALID), ("tracestate", b"a=1")],
+            vec![("traceparent", VALID), ("traceparent", VALID)],
+            vec![(
+                "traceparent",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\xe9",
+            )],
+            vec![
+                ("traceparent", VALID),
+                ("tracestate", b"a=1"),
+                ("tracestate", b"b=2"),
+            ],
+            vec![
+                ("traceparent", VALID),
+                ("tracestate", b"a=1"),
+                ("tracestate", b"b=\xe9"),
+            ],
+            vec![
+                ("traceparent", VALID),
+                ("tracestate", b"\xe9"),
+                ("tracestate", b"b=2"),
+            ],
+            vec![
+                ("traceparent", VALID),
+                ("tracestate", b"a=1"),
+                ("tracestate", b"a=2"),
+            ],
+            vec![("tracestate", b"a=1")],
+        ]
+    }
+
+    fn http_map(headers: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            map.append(name, HeaderValue::from_bytes(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn extract_reads_the_http_header_map_as_before() {
+        let read = |headers: &[(&str, &[u8])]| TraceContext::extract(&http_map(headers));
+        let state =
+            |headers: &[(&str, &[u8])]| read(headers).map(|c| c.trace_state().map(str::to_owned));
+        let lists = header_lists();
+        assert_eq!(read(&lists[0]), None);
+        assert!(read(&lists[1]).is_some());
+        assert_eq!(state(&lists[2]), Some(Some("a=1".to_owned())));
+        assert_eq!(read(&lists[3]), None, "two traceparents");
+        assert_eq!(read(&lists[4]), None, "not text");
+        assert_eq!(state(&lists[5]), Some(Some("a=1,b=2".to_owned())));
+        assert_eq!(
+            state(&lists[6]),
+            Some(None),
+            "a tracestate that is not text"
+        );
+        assert_eq!(state(&lists[7]), Some(None));
+        assert_eq!(
+            state(&lists[8]),
+            Some(None),
+            "a repeated key across headers"
+        );
+        assert_eq!(read(&lists[9]), None);
+    }
+
+    #[test]
+    fn inject_replaces_and_removes() {
+        let context = TraceContext::parse_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .unwrap();
+        let mut headers = http_map(&[
+            ("traceparent", b"stale"),
+            ("traceparent", b"stale"),
+            ("tracestate", b"x=1"),
+        ]);
+        context.inject(&mut headers);
+        assert_eq!(headers.get_all(TRACEPARENT).iter().count(), 1);
+        assert_eq!(headers[TRACEPARENT], context.traceparent().as_str());
+        assert!(headers.get(TRACESTATE).is_none(), "no stale tracestate");
+        let with_state = context.with_trace_state(Some("y=2"));
+        with_state.inject(&mut headers);
+        assert_eq!(headers[TRACESTATE], "y=2");
+    }
+
+    #[cfg(feature = "actix-web")]
+    #[test]
+    fn actix_header_maps_read_and_write_as_http_ones() {
+        use actix_web::http::header as actix;
+        for headers in header_lists() {
+            let mut map = actix::HeaderMap::new();
+            for (name, value) in &headers {
+                let name = actix::HeaderName::from_bytes(name.as_bytes()).unwrap();
+                map.append(name, actix::HeaderValue::from_bytes(value).unwrap());
+            }
+            let expected = TraceContext::extract(&http_map(&headers));
+            assert_eq!(TraceContext::extract_from(&map), expected, "{headers:?}");
+            if let Some(context) = expected {
+                let mut out = actix::HeaderMap::new();
+                out.insert(
+                    actix::HeaderName::from_static(TRACESTATE),
+                    actix::HeaderValue::from_static("stale=1"),
+                );
+                context.inject_to(&mut out);
+                let mut http_out = HeaderMap::new();
+                context.inject(&mut http_out);
+                assert_eq!(
+                    out.get(TRACEPARENT).map(|v| v.as_bytes()),
+                    http_out.get(TRACEPARENT).map(|v| v.as_bytes())
+                );
+                assert_eq!(
+                    out.get(TRACESTATE).map(|v| v.as_bytes()),
+                    http_out.get(TRACESTATE).map(|v| v.as_bytes())
+                );
+                assert_eq!(TraceContext::extract_from(&out), Some(context));
             }
         }
     }

@@ -198,6 +198,12 @@ pub(crate) fn metric_attributes(
 
 /// Checks that an event still fits the attribute limit once the common
 /// attributes it will be sent with are merged into it.
+///
+/// The client's identity attributes (`instrumentation.provider`,
+/// `collector.name`, `collector.version`) are not counted: they are merged
+/// in only as room under the limit allows (see
+/// [`ClientBuilder::identity_attributes`](crate::client::ClientBuilder::identity_attributes)),
+/// so an event valid without them is never refused because of them.
 pub(crate) fn check_merged_count(
     own: &Attributes,
     common: Option<&Attributes>,

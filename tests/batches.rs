@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use newrelic_telemetry::{
     Attributes, CountMetric, Event, EventBatch, GaugeMetric, Log, LogBatch, Metric, MetricBatch,
-    MetricKind, RecordError, Span, SpanBatch, SpanEvent, Summary, SummaryMetric, Value, attributes,
+    MetricKind, RecordError, Span, SpanBatch, SpanEvent, Summary, SummaryMetric, Value, attrs,
 };
 
 mod support;
@@ -55,7 +55,7 @@ async fn identity_is_type_name_and_attribute_set_in_any_order() {
     batch
         .record_count("req", 1.0, [("b", "2"), ("a", "1")])
         .await;
-    let owned = attributes! { "b" => "2", "a" => "1" };
+    let owned = attrs! { "b" => "2", "a" => "1" };
     batch.record_count("req", 1.0, &owned).await;
     // Different attributes, value type, name or metric type: new series.
     batch
@@ -79,7 +79,7 @@ async fn identity_is_type_name_and_attribute_set_in_any_order() {
     let (metrics, _) = batch.flush().await;
     let same: Vec<_> = find(&metrics, MetricKind::Count, "req")
         .into_iter()
-        .filter(|m| *m.attributes() == attributes! { "a" => "1", "b" => "2" })
+        .filter(|m| *m.attributes() == Attributes::from(attrs!["a" => "1", "b" => "2"]))
         .collect();
     assert_eq!(same.len(), 1);
     assert_eq!(count_value(same[0]), 3.0);
@@ -191,7 +191,7 @@ async fn concurrent_recording_loses_no_count() {
             match m {
                 Metric::Count(c) => total_hits += c.value(),
                 Metric::Summary(s) => total_observations += s.summary().count,
-                Metric::Gauge(_) => unreachable!(),
+                other => panic!("only counts and summaries: {other:?}"),
             }
         }
     };
@@ -377,9 +377,12 @@ async fn item_batches_validate_and_cap() {
 #[tokio::test]
 async fn invalid_common_attributes_are_removed() {
     let batch = MetricBatch::builder()
-        .common_attributes(attributes! { "ok" => 1, "nan" => f64::NAN, "" => "empty key" })
+        .common_attributes(attrs! { "ok" => 1, "nan" => f64::NAN, "" => "empty key" })
         .build();
-    assert_eq!(batch.common_attributes(), Some(&attributes! { "ok" => 1 }));
+    assert_eq!(
+        batch.common_attributes(),
+        Some(&Attributes::from(attrs!["ok" => 1]))
+    );
 }
 
 #[tokio::test]

@@ -310,7 +310,7 @@ async fn a_callback_that_records_into_a_closed_batch_does_not_call_itself() {
         MetricBatch::builder()
             .on_refused(move |_: &RecordError| {
                 if let Some(handle) = slot.lock().expect("the slot").as_ref() {
-                    newrelic_telemetry::Counter::add(handle, 1.0);
+                    newrelic_telemetry::CounterHandle::add(handle, 1.0);
                 }
             })
             .build(),

@@ -7,7 +7,7 @@ use newrelic_telemetry::client::{DropReason, Events, Logs, Metrics, Spans};
 use newrelic_telemetry::test_util::ReceivedRequest;
 use newrelic_telemetry::{
     Api, Common, CountMetric, Event, EventClient, Log, Metric, MetricClient, RecordError, Span,
-    attributes,
+    attrs,
 };
 use uuid::Uuid;
 
@@ -48,7 +48,7 @@ async fn metric_client_posts_the_contract() {
     let metric: Metric = CountMetric::new("jobs", 3.0, Duration::from_secs(10))
         .with_attribute("queue", "default")
         .into();
-    let common = Common::new().with_attributes(attributes! { "host" => "web-1" });
+    let common = Common::new().with_attributes(attrs! { "host" => "web-1" });
     let report = client.send_batch(vec![metric], common).await.unwrap();
     assert_eq!(report.items_sent(), 1);
     assert_eq!(report.status().map(|s| s.as_u16()), Some(202));
@@ -100,7 +100,7 @@ async fn event_client_sends_a_flat_array_and_license_key_header() {
                 Event::new("Purchase").with_attribute("amount", 12.5),
                 Event::new("Refund"),
             ],
-            Common::new().with_attributes(attributes! { "app" => "shop" }),
+            Common::new().with_attributes(attrs! { "app" => "shop" }),
         )
         .await
         .unwrap();
@@ -256,15 +256,16 @@ async fn the_key_appears_in_no_error_or_debug_output() {
 async fn common_attributes_are_cleaned_to_the_apis_rules_before_sending() {
     let server = server().await;
     let metrics = client::<Metrics>(&server);
-    let common = Common::new().with_attributes(attributes! {
+    let common = Common::new().with_attributes(attrs! {
         "host" => "a", "nan" => f64::NAN, "count" => 1, "" => "empty key",
     });
     let metric: Metric = CountMetric::new("m", 1.0, Duration::from_secs(1)).into();
     metrics.send_batch(vec![metric], common).await.unwrap();
     assert_eq!(
         server.requests()[0].body[0]["common"]["attributes"],
-        serde_json::json!({"host": "a"}),
-        "NaN, the reserved key and the empty key never reach the wire"
+        serde_json::json!({"host": "a", "instrumentation.provider": "newRelic",
+            "collector.name": "newrelic-telemetry", "collector.version": env!("CARGO_PKG_VERSION")}),
+        "NaN, the reserved key and the empty key never reach the wire (the identity attributes do)"
     );
 }
 

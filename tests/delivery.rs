@@ -76,10 +76,10 @@ async fn the_specifications_example_schedule() {
     let server = server().await;
     server.respond_n(9, ScriptedResponse::status(503));
     let policy = RetryPolicy::default()
-        .backoff_factor(Duration::from_secs(5))
-        .max_backoff(Duration::from_secs(80))
-        .max_retries(8)
-        .total_budget(None);
+        .with_backoff_factor(Duration::from_secs(5))
+        .with_max_backoff(Duration::from_secs(80))
+        .with_max_retries(8)
+        .with_total_budget(None);
     let err = client(&server, policy)
         .await
         .send(Event::new("E"))
@@ -156,7 +156,7 @@ async fn status_429_without_retry_after_falls_back_to_backoff() {
 async fn a_retry_after_is_capped() {
     let server = server().await;
     server.respond_with(ScriptedResponse::status(429).with_header("Retry-After", "3600"));
-    let policy = RetryPolicy::default().max_retry_after(Duration::from_secs(30));
+    let policy = RetryPolicy::default().with_max_retry_after(Duration::from_secs(30));
     client(&server, policy)
         .await
         .send(Event::new("E"))
@@ -393,8 +393,8 @@ async fn a_429_storm_stays_within_its_budget() {
         ScriptedResponse::status(429).with_header("Retry-After", "5"),
     );
     let policy = RetryPolicy::default()
-        .max_retries(1000)
-        .total_budget(Some(Duration::from_secs(30)));
+        .with_max_retries(1000)
+        .with_total_budget(Some(Duration::from_secs(30)));
     let started = tokio::time::Instant::now();
     let err = client(&server, policy)
         .await
@@ -465,7 +465,9 @@ async fn a_full_queue_drops_the_oldest_payload_and_counts_it() {
     let server = server().await;
     // Down for the first 60 s of requests, then back.
     server.respond_n(9, ScriptedResponse::status(503));
-    let policy = RetryPolicy::default().max_retries(8).total_budget(None);
+    let policy = RetryPolicy::default()
+        .with_max_retries(8)
+        .with_total_budget(None);
     let report = harvest_events(&server, policy, Duration::from_secs(120), 15, 6, 10).await;
     let d = report.delivery;
     assert!(d.items_dropped_queue_full > 0, "{d:?}");
@@ -487,7 +489,7 @@ async fn every_item_is_accounted_for_under_mixed_faults() {
     server.respond_with(ScriptedResponse::status(502));
     server.respond_with(ScriptedResponse::status(413));
     server.respond_n(20, ScriptedResponse::status(503));
-    let policy = RetryPolicy::default().max_retries(4);
+    let policy = RetryPolicy::default().with_max_retries(4);
     let report = harvest_events(&server, policy, Duration::from_secs(60), 10_000, 8, 25).await;
     let d = report.delivery;
 

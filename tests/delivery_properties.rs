@@ -311,11 +311,11 @@ async fn check<K: Flavor>(case: &Case) -> Result<(), TestCaseError> {
         server.respond_with(answer.scripted());
     }
     let policy = RetryPolicy::default()
-        .max_retries(case.retries)
-        .backoff_factor(Duration::from_millis(1))
-        .max_backoff(Duration::from_millis(2))
-        .max_retry_after(Duration::from_millis(3))
-        .total_budget(case.budget.then_some(Duration::from_secs(5)));
+        .with_max_retries(case.retries)
+        .with_backoff_factor(Duration::from_millis(1))
+        .with_max_backoff(Duration::from_millis(2))
+        .with_max_retry_after(Duration::from_millis(3))
+        .with_total_budget(case.budget.then_some(Duration::from_secs(5)));
     let reported: Arc<Mutex<Vec<PayloadReport>>> = Arc::default();
     let sink = reported.clone();
     let mut builder = Client::<K>::builder("test-key")

@@ -22,12 +22,12 @@ async fn a_host_and_port_from_the_environment_gets_each_api_path() {
             (env::METRIC_API_URL, host.as_str()),
             (env::EVENT_API_URL, with_slash.as_str()),
             (env::LOG_API_URL, host.as_str()),
-            (env::TRACE_API_URL, host.as_str()),
+            (env::SPAN_API_URL, host.as_str()),
         ])
         .build()
         .unwrap();
-    assert_eq!(telemetry.endpoints().metric, server.metric_url());
-    assert_eq!(telemetry.endpoints().event, server.event_url());
+    assert_eq!(telemetry.endpoints().metrics, server.metric_url());
+    assert_eq!(telemetry.endpoints().events, server.event_url());
 
     record_one_of_each(&telemetry).await;
     let report = telemetry.shutdown().await;
@@ -54,7 +54,7 @@ async fn a_host_and_port_in_code_gets_the_api_path() {
         .metric_endpoint(&host)
         .event_endpoint(&host)
         .log_endpoint(&host)
-        .trace_endpoint(&host)
+        .span_endpoint(&host)
         .build()
         .unwrap();
     record_one_of_each(&telemetry).await;
@@ -74,7 +74,7 @@ async fn an_explicit_path_is_kept() {
         .metric_endpoint(&custom)
         .build()
         .unwrap();
-    assert_eq!(telemetry.endpoints().metric, custom);
+    assert_eq!(telemetry.endpoints().metrics, custom);
     telemetry.metrics().record_count("kept", 1.0, ()).await;
     let report = telemetry.shutdown().await;
     assert_eq!(report.metrics.delivery.items_dropped_rejected, 1);
@@ -98,23 +98,23 @@ async fn fedramp_endpoints_from_code_and_environment() {
     for telemetry in [&from_code, &from_env] {
         let endpoints = telemetry.endpoints();
         assert_eq!(
-            endpoints.metric,
+            endpoints.metrics,
             "https://gov-metric-api.newrelic.com/metric/v1"
         );
         assert_eq!(
-            endpoints.event,
+            endpoints.events,
             "https://gov-insights-collector.newrelic.com/v1/accounts/events"
         );
-        assert_eq!(endpoints.log, "https://gov-log-api.newrelic.com/log/v1");
+        assert_eq!(endpoints.logs, "https://gov-log-api.newrelic.com/log/v1");
         assert_eq!(
-            endpoints.trace,
+            endpoints.spans,
             "https://gov-trace-api.newrelic.com/trace/v1"
         );
         telemetry.cancellation_token().cancel();
     }
     assert_eq!(
-        Api::Trace.endpoint(Region::FedRamp),
-        from_code.endpoints().trace
+        Api::Span.endpoint(Region::FedRamp),
+        from_code.endpoints().spans
     );
 }
 

@@ -574,7 +574,7 @@ fn handles_work_from_sync_code_and_a_current_thread_runtime() {
         )
     });
     // Outside the runtime, as a Drop guard or a callback would.
-    struct Guard(newrelic_telemetry::Counter);
+    struct Guard(newrelic_telemetry::CounterHandle);
     impl Drop for Guard {
         fn drop(&mut self) {
             self.0.add(1.0);

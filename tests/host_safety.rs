@@ -153,8 +153,8 @@ async fn memory_stays_within_the_budget_during_an_outage() {
     let client = client_builder::<Logs>(&server)
         .retry_policy(
             RetryPolicy::default()
-                .max_retries(2)
-                .backoff_factor(Duration::from_millis(200)),
+                .with_max_retries(2)
+                .with_backoff_factor(Duration::from_millis(200)),
         )
         .build()
         .unwrap();

@@ -246,7 +246,7 @@ impl Case {
 
 // --- what is recorded, and what became of it --------------------------------
 
-const APIS: [Api; 4] = [Api::Metric, Api::Event, Api::Log, Api::Trace];
+const APIS: [Api; 4] = [Api::Metric, Api::Event, Api::Log, Api::Span];
 
 fn slot(api: Api) -> usize {
     APIS.iter()
@@ -302,7 +302,7 @@ async fn record_set(telemetry: &Telemetry, part: &'static str) -> Counts {
         let log = Log::new(format!("{part} log {seq}")).with_attribute("part", part);
         telemetry.logs().record(log).await;
     }
-    for seq in 0..SET.of(Api::Trace) {
+    for seq in 0..SET.of(Api::Span) {
         let span = Span::new(format!("{part} span {seq}"))
             .with_attribute("part", part)
             .finish();
@@ -419,7 +419,7 @@ impl Target {
                 .metric_endpoint(url.clone())
                 .event_endpoint(url.clone())
                 .log_endpoint(url.clone())
-                .trace_endpoint(url.clone()),
+                .span_endpoint(url.clone()),
             (None, None) => unreachable!("a target has a server or a refusing port"),
         }
     }
@@ -433,7 +433,7 @@ impl Target {
             Api::Metric => server.metrics().len(),
             Api::Event => server.events().len(),
             Api::Log => server.logs().len(),
-            Api::Trace => server.spans().len(),
+            Api::Span => server.spans().len(),
             _ => unreachable!("four APIs"),
         };
         items as u64
@@ -473,7 +473,7 @@ impl Batches {
             Api::Metric => self.metrics.memory(),
             Api::Event => self.events.memory(),
             Api::Log => self.logs.memory(),
-            Api::Trace => self.spans.memory(),
+            Api::Span => self.spans.memory(),
             _ => unreachable!("four APIs"),
         };
         memory.held_items as u64
@@ -485,7 +485,7 @@ impl Batches {
             Api::Metric => self.metrics.record_stats(),
             Api::Event => self.events.record_stats(),
             Api::Log => self.logs.record_stats(),
-            Api::Trace => self.spans.record_stats(),
+            Api::Span => self.spans.record_stats(),
             _ => unreachable!("four APIs"),
         };
         record.items_dropped()
@@ -677,7 +677,7 @@ fn harvests(report: &TelemetryReport) -> [(Api, &HarvestReport); 4] {
         (Api::Metric, &report.metrics),
         (Api::Event, &report.events),
         (Api::Log, &report.logs),
-        (Api::Trace, &report.spans),
+        (Api::Span, &report.spans),
     ]
 }
 

@@ -92,8 +92,8 @@ fn drops_are_logged_at_error_with_the_item_count_and_never_the_key() {
             .endpoint(server.event_url())
             .retry_policy(
                 RetryPolicy::default()
-                    .backoff_factor(Duration::from_millis(5))
-                    .jitter(0.0),
+                    .with_backoff_factor(Duration::from_millis(5))
+                    .with_jitter(0.0),
             )
             .audit_logging(true)
             .build()

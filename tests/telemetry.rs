@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use newrelic_telemetry::test_util::TestIngestServer;
-use newrelic_telemetry::{ConfigError, Event, Log, Span, Telemetry, TelemetryBuilder, attributes};
+use newrelic_telemetry::{ConfigError, Event, Log, Span, Telemetry, TelemetryBuilder, attrs};
 use tokio_util::sync::CancellationToken;
 
 mod support;
@@ -20,7 +20,7 @@ fn endpoints(server: &TestIngestServer) -> Vec<(&'static str, String)> {
         ("NEW_RELIC_METRIC_API_URL", server.metric_url()),
         ("NEW_RELIC_EVENT_API_URL", server.event_url()),
         ("NEW_RELIC_LOG_API_URL", server.log_url()),
-        ("NEW_RELIC_TRACE_API_URL", server.trace_url()),
+        ("NEW_RELIC_SPAN_API_URL", server.span_url()),
     ]
 }
 
@@ -40,7 +40,7 @@ async fn four_pipelines_from_the_environment_end_to_end() {
     let telemetry = Telemetry::builder()
         .environment(vars)
         .service_name("checkout")
-        .common_attributes(attributes! { "host" => "web-1" })
+        .common_attributes(attrs! { "host" => "web-1" })
         .client(|c| c.add_version_info("checkout", "1.0"))
         .build()
         .unwrap();
@@ -99,7 +99,7 @@ async fn code_wins_over_the_environment() {
     let telemetry = Telemetry::builder()
         .environment(vars)
         .api_key("code-key")
-        .region(newrelic_telemetry::Region::EU)
+        .region(newrelic_telemetry::Region::Eu)
         .harvest_interval(HOUR)
         .event_endpoint(code_server.event_url())
         .build()
@@ -169,7 +169,7 @@ async fn malformed_values_name_their_variable() {
         "NEW_RELIC_METRIC_API_URL",
         "NEW_RELIC_EVENT_API_URL",
         "NEW_RELIC_LOG_API_URL",
-        "NEW_RELIC_TRACE_API_URL",
+        "NEW_RELIC_SPAN_API_URL",
     ] {
         assert_eq!(
             invalid_variable(with_env(&[key, (var, "ftp://x/y")]).build()),
@@ -215,22 +215,22 @@ async fn region_from_variable_or_key_prefix() {
             .shutdown_timeout(Duration::ZERO)
             .build()
             .unwrap();
-        assert_eq!(telemetry.endpoints().metric, metric, "{vars:?}");
+        assert_eq!(telemetry.endpoints().metrics, metric, "{vars:?}");
         telemetry.shutdown().await;
     }
     let telemetry = with_env(&[("NEW_RELIC_API_KEY", "k"), ("NEW_RELIC_REGION", "US")])
-        .region(newrelic_telemetry::Region::EU)
+        .region(newrelic_telemetry::Region::Eu)
         .build()
         .unwrap();
     let endpoints = telemetry.endpoints();
-    assert_eq!(endpoints.metric, eu, "code wins");
+    assert_eq!(endpoints.metrics, eu, "code wins");
     assert_eq!(
-        endpoints.event,
+        endpoints.events,
         "https://insights-collector.eu01.nr-data.net/v1/accounts/events"
     );
-    assert_eq!(endpoints.log, "https://log-api.eu.newrelic.com/log/v1");
+    assert_eq!(endpoints.logs, "https://log-api.eu.newrelic.com/log/v1");
     assert_eq!(
-        endpoints.trace,
+        endpoints.spans,
         "https://trace-api.eu.newrelic.com/trace/v1"
     );
     telemetry.shutdown().await;
@@ -310,12 +310,12 @@ async fn client_settings_apply_to_all_four_clients_in_order() {
 #[tokio::test]
 async fn a_region_set_in_the_client_closure_wins() {
     let telemetry = with_env(&[("NEW_RELIC_API_KEY", "k"), ("NEW_RELIC_REGION", "US")])
-        .client(|c| c.region(newrelic_telemetry::Region::EU))
+        .client(|c| c.region(newrelic_telemetry::Region::Eu))
         .shutdown_timeout(Duration::ZERO)
         .build()
         .unwrap();
     assert_eq!(
-        telemetry.endpoints().log,
+        telemetry.endpoints().logs,
         "https://log-api.eu.newrelic.com/log/v1"
     );
     telemetry.shutdown().await;

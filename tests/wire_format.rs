@@ -7,11 +7,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use newrelic_telemetry::client::{Events, Kind, Logs, Metrics, Spans, encode_payload};
 use newrelic_telemetry::{
     Common, CountMetric, Event, EventBatch, GaugeMetric, Log, LogBatch, Metric, MetricBatch, Span,
-    SpanBatch, SpanEvent, Summary, SummaryMetric, attributes,
+    SpanBatch, SpanEvent, Summary, SummaryMetric, attrs,
 };
 use serde_json::{Value as Json, json};
 
 const T0: u64 = 1_700_000_000_000;
+
+/// `collector.version`, one of the identity attributes every payload carries.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn at(ms: u64) -> std::time::SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
@@ -86,12 +89,13 @@ async fn event_payload_merges_common_attributes_own_win() {
     let e = Event::new("Purchase")
         .with_timestamp(at(T0))
         .with_attribute("amount", 12.5);
-    let common = Common::new().with_attributes(attributes! {
+    let common = Common::new().with_attributes(attrs! {
         "host" => "web-1", "amount" => 0, "eventType" => "Nope", "timestamp" => 0,
     });
     assert_eq!(
         wire::<Events>(&[e], &common).await,
-        json!([{"eventType": "Purchase", "timestamp": T0, "amount": 12.5, "host": "web-1"}])
+        json!([{"eventType": "Purchase", "timestamp": T0, "amount": 12.5, "host": "web-1",
+                "instrumentation.provider": "newRelic", "collector.name": "newrelic-telemetry", "collector.version": VERSION}])
     );
 }
 
@@ -147,7 +151,7 @@ fn span_error_flag() {
 #[tokio::test(start_paused = true)]
 async fn flushed_metric_batch_payload() {
     let batch = MetricBatch::builder()
-        .common_attributes(attributes! { "host" => "a" })
+        .common_attributes(attrs! { "host" => "a" })
         .build();
     batch.record_count("errors", 2.0, [("code", 500)]).await;
     batch.record_count("errors", 3.0, [("code", 500)]).await;
@@ -177,7 +181,8 @@ async fn flushed_metric_batch_payload() {
     items.sort_by_key(|m| m["name"].as_str().unwrap().to_owned());
     assert_eq!(
         payload,
-        json!([{"common": {"timestamp": ts, "interval.ms": 5000, "attributes": {"host": "a"}},
+        json!([{"common": {"timestamp": ts, "interval.ms": 5000,
+                           "attributes": {"host": "a", "instrumentation.provider": "newRelic", "collector.name": "newrelic-telemetry", "collector.version": VERSION}},
                 "metrics": [
                     {"name": "errors", "type": "count", "value": 5.0, "attributes": {"code": 500}},
                     {"name": "latency", "type": "summary",
@@ -190,7 +195,7 @@ async fn flushed_metric_batch_payload() {
 #[tokio::test]
 async fn flushed_log_and_span_batches_carry_a_common_block() {
     let logs = LogBatch::builder()
-        .common_attributes(attributes! { "service.name" => "shop" })
+        .common_attributes(attrs! { "service.name" => "shop" })
         .build();
     // The Log API drops logs older than 48 hours, so the batch takes only
     // recent ones: an hour ago.
@@ -203,7 +208,7 @@ async fn flushed_log_and_span_batches_carry_a_common_block() {
     let (items, common) = logs.flush().await;
     assert_eq!(
         wire::<Logs>(&items, &common).await,
-        json!([{"common": {"attributes": {"service.name": "shop"}},
+        json!([{"common": {"attributes": {"service.name": "shop", "instrumentation.provider": "newRelic", "collector.name": "newrelic-telemetry", "collector.version": VERSION}},
                 "logs": [{"timestamp": recent_ms, "message": "hello"}]}])
     );
 
@@ -216,14 +221,15 @@ async fn flushed_log_and_span_batches_carry_a_common_block() {
     let (items, common) = spans.flush().await;
     assert_eq!(
         wire::<Spans>(&items, &common).await,
-        json!([{"spans": [{"id": "1", "trace.id": "2", "timestamp": T0, "attributes": {"name": "op"}}]}])
+        json!([{"common": {"attributes": {"instrumentation.provider": "newRelic", "collector.name": "newrelic-telemetry", "collector.version": VERSION}},
+                "spans": [{"id": "1", "trace.id": "2", "timestamp": T0, "attributes": {"name": "op"}}]}])
     );
 }
 
 #[tokio::test]
 async fn flushed_event_batch_merges_its_common_attributes() {
     let events = EventBatch::builder()
-        .common_attributes(attributes! { "app" => "shop", "region" => "eu" })
+        .common_attributes(attrs! { "app" => "shop", "region" => "eu" })
         .build();
     events
         .record(
@@ -235,7 +241,8 @@ async fn flushed_event_batch_merges_its_common_attributes() {
     let (items, common) = events.flush().await;
     assert_eq!(
         wire::<Events>(&items, &common).await,
-        json!([{"eventType": "Login", "timestamp": T0, "region": "us", "app": "shop"}])
+        json!([{"eventType": "Login", "timestamp": T0, "region": "us", "app": "shop",
+                "instrumentation.provider": "newRelic", "collector.name": "newrelic-telemetry", "collector.version": VERSION}])
     );
 }
 
@@ -254,7 +261,7 @@ async fn payloads_of_many_chunks_are_encoded_whole_and_in_order() {
     let metrics: Vec<Metric> = (0..n)
         .map(|i| CountMetric::new(format!("m{i}"), i as f64, Duration::from_secs(1)).into())
         .collect();
-    let common = Common::new().with_attributes(attributes! { "host" => "a" });
+    let common = Common::new().with_attributes(attrs! { "host" => "a" });
     let payload = wire::<Metrics>(&metrics, &common).await;
     let items = payload[0]["metrics"].as_array().unwrap();
     assert_eq!(items.len(), n);
@@ -285,7 +292,7 @@ async fn payloads_of_many_chunks_are_encoded_whole_and_in_order() {
 
     assert_eq!(
         wire::<Logs>(&[], &Common::new()).await,
-        json!([{"logs": []}])
+        json!([{"common": {"attributes": {"instrumentation.provider": "newRelic", "collector.name": "newrelic-telemetry", "collector.version": VERSION}}, "logs": []}])
     );
     assert_eq!(wire::<Events>(&[], &Common::new()).await, json!([]));
 }

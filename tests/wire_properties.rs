@@ -216,6 +216,7 @@ fn json_value(v: &Value) -> Json {
         Value::Int(i) => Json::from(*i),
         Value::Float(f) => Json::from(*f),
         Value::Bool(b) => Json::from(*b),
+        other => panic!("a value kind the model does not know: {other:?}"),
     }
 }
 
@@ -228,6 +229,17 @@ fn with_pairs(
     for (k, v) in pairs {
         map.insert(k.clone(), json_value(&cut_value(v, limit)));
     }
+    map
+}
+
+/// The identity attributes every client adds under the common attributes
+/// (the common block's on the Metric, Log and Trace APIs, each event's on
+/// the Event API); the user's attributes of the same keys win over them.
+fn identity() -> Map<String, Json> {
+    let mut map = Map::new();
+    map.insert("instrumentation.provider".into(), json!("newRelic"));
+    map.insert("collector.name".into(), json!("newrelic-telemetry"));
+    map.insert("collector.version".into(), json!(env!("CARGO_PKG_VERSION")));
     map
 }
 
@@ -762,10 +774,10 @@ async fn metrics_round_trip(cases: Vec<MetricCase>) -> Result<(), TestCaseError>
                 expected["timestamp"] = json!(gauge_times.get(&name).copied().flatten());
             }
         }
-        if !case.pairs.is_empty() {
-            let attrs = with_pairs(Map::new(), &case.pairs, METRIC_VALUE_CHARS);
-            expected["attributes"] = Json::Object(attrs);
-        }
+        // The identity attributes come from the common block; the metric's
+        // own win over them.
+        let attrs = with_pairs(identity(), &case.pairs, METRIC_VALUE_CHARS);
+        expected["attributes"] = Json::Object(attrs);
         let mut got = received.remove(&name).unwrap_or_default();
         if matches!(case.kind, MetricType::Gauge) {
             // A gauge has a time, not an interval: the common block's, filled
@@ -830,9 +842,9 @@ async fn events_round_trip(cases: Vec<EventCase>, common: Pairs) -> Result<(), T
     let expected: Vec<Json> = cases
         .iter()
         .map(|case| {
-            // The common attributes, the event's own over them, the
-            // intrinsics over both.
-            let mut event = with_pairs(Map::new(), &common, EVENT_VALUE_CHARS);
+            // The identity attributes, the common ones over them, the
+            // event's own over those, the intrinsics over all.
+            let mut event = with_pairs(identity(), &common, EVENT_VALUE_CHARS);
             event = with_pairs(event, &case.pairs, EVENT_VALUE_CHARS);
             event.insert("eventType".into(), json!(case.event_type));
             event.insert("timestamp".into(), json!(case.timestamp));
@@ -894,7 +906,7 @@ async fn logs_round_trip(cases: Vec<LogCase>, common: Pairs) -> Result<(), TestC
         .iter()
         .map(|case| {
             let attributes = with_pairs(
-                with_pairs(Map::new(), &common, LOG_VALUE_CHARS),
+                with_pairs(identity(), &common, LOG_VALUE_CHARS),
                 &case.pairs,
                 LOG_VALUE_CHARS,
             );
@@ -1023,7 +1035,7 @@ impl SpanCase {
     /// The span as the server reads it, with `common` filled in.
     fn expected(&self, common: &[(String, Value)]) -> Json {
         let mut attributes = with_pairs(
-            with_pairs(Map::new(), common, SPAN_VALUE_CHARS),
+            with_pairs(identity(), common, SPAN_VALUE_CHARS),
             &self.pairs,
             SPAN_VALUE_CHARS,
         );
@@ -1069,7 +1081,7 @@ impl SpanCase {
 async fn spans_round_trip(cases: Vec<SpanCase>, common: Pairs) -> Result<(), TestCaseError> {
     let server = TestIngestServer::start().await.map_err(fail)?;
     let client = SpanClient::builder("test-key")
-        .endpoint(server.trace_url())
+        .endpoint(server.span_url())
         .http_client(http())
         .retry_policy(RetryPolicy::none())
         .timeout(REQUEST_TIMEOUT)

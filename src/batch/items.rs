@@ -24,10 +24,10 @@ pub const DEFAULT_CAPACITY: usize = 50_000;
 /// when it is sent (the Event API has no common block).
 ///
 /// ```
-/// use newrelic_telemetry::{Event, EventBatch, attributes};
+/// use newrelic_telemetry::{Event, EventBatch, attrs};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let events = EventBatch::builder().common_attributes(attributes! { "env" => "prod" }).build();
+/// let events = EventBatch::builder().common_attributes(attrs! { "env" => "prod" }).build();
 /// events.record(Event::new("Order").with_attribute("total", 42.0)).await;
 /// assert_eq!(events.len().await, 1);
 /// # }
@@ -129,13 +129,13 @@ impl<T> std::fmt::Debug for ItemBatch<T> {
 /// Configures an [`ItemBatch`].
 ///
 /// ```
-/// use newrelic_telemetry::{attributes, LogBatch};
+/// use newrelic_telemetry::{Attributes, LogBatch, attrs};
 ///
 /// let logs = LogBatch::builder()
-///     .common_attributes(attributes! { "service.name" => "checkout" })
+///     .common_attributes(attrs! { "service.name" => "checkout" })
 ///     .capacity(10_000)
 ///     .build();
-/// assert_eq!(logs.common_attributes(), Some(&attributes! { "service.name" => "checkout" }));
+/// assert_eq!(logs.common_attributes(), Some(&Attributes::from(attrs!["service.name" => "checkout"])));
 /// ```
 #[derive(Debug, Clone)]
 #[must_use]
@@ -150,15 +150,25 @@ pub struct ItemBatchBuilder<T> {
 impl<T: BatchItem> ItemBatchBuilder<T> {
     /// Attributes every item shares: sent in the common block (logs, spans) or
     /// merged into each event. Invalid pairs are removed with a warning.
+    /// Called again, it merges: a key given again takes the new value, as in
+    /// [`TelemetryBuilder::common_attributes`](crate::TelemetryBuilder::common_attributes).
     ///
     /// ```
-    /// use newrelic_telemetry::{EventBatch, attributes};
+    /// use newrelic_telemetry::{EventBatch, attrs};
     ///
-    /// let events = EventBatch::builder().common_attributes(attributes! { "env" => "prod" }).build();
-    /// assert_eq!(events.common_attributes().unwrap().len(), 1);
+    /// let events = EventBatch::builder()
+    ///     .common_attributes(attrs!["env" => "staging", "team" => "payments"])
+    ///     .common_attributes(attrs!["env" => "prod"])
+    ///     .build();
+    /// let common = events.common_attributes().unwrap();
+    /// assert_eq!(common.len(), 2);
+    /// assert_eq!(common.get("env"), Some(&"prod".into()));
     /// ```
-    pub fn common_attributes(mut self, attributes: Attributes) -> Self {
-        self.common_attributes = Some(attributes);
+    #[must_use = "builder methods return the changed builder"]
+    pub fn common_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
+        self.common_attributes
+            .get_or_insert_with(Attributes::new)
+            .absorb(attributes.into());
         self
     }
 
@@ -387,10 +397,10 @@ impl<T: BatchItem> ItemBatch<T> {
     /// Takes every buffered item out (O(1) under the lock) with the common block.
     ///
     /// ```
-    /// use newrelic_telemetry::{Log, LogBatch, attributes};
+    /// use newrelic_telemetry::{Log, LogBatch, attrs};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let logs = LogBatch::builder().common_attributes(attributes! { "host" => "web-1" }).build();
+    /// let logs = LogBatch::builder().common_attributes(attrs! { "host" => "web-1" }).build();
     /// logs.record(Log::new("a")).await;
     /// let (items, common) = logs.flush().await;
     /// assert_eq!(items.len(), 1);
@@ -503,9 +513,9 @@ impl<T: BatchItem> ItemBatch<T> {
     /// The common attributes sent with every flush.
     ///
     /// ```
-    /// use newrelic_telemetry::{SpanBatch, attributes};
+    /// use newrelic_telemetry::{SpanBatch, attrs};
     ///
-    /// let spans = SpanBatch::builder().common_attributes(attributes! { "service.name" => "shop" }).build();
+    /// let spans = SpanBatch::builder().common_attributes(attrs! { "service.name" => "shop" }).build();
     /// assert_eq!(spans.common_attributes().unwrap().len(), 1);
     /// ```
     pub fn common_attributes(&self) -> Option<&Attributes> {

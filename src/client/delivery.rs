@@ -15,7 +15,7 @@ use super::report::{AttemptFailure, ConnectionError, DropReason, PayloadOutcome,
 use super::retry::RetryPolicy;
 use super::stats::DeliveryCounters;
 use crate::budget::HeldBytes;
-use crate::common::Common;
+use crate::common::{Common, Identity};
 
 /// The ingest APIs' limit on a compressed payload: 10^6 bytes. Payloads are
 /// cut under it as they are encoded; see [`ClientBuilder::max_payload_bytes`](crate::client::ClientBuilder::max_payload_bytes).
@@ -155,6 +155,8 @@ pub(crate) struct Sender<K: Kind> {
     pub(crate) on_drop: Option<DropCallback>,
     /// Telemetry is disabled: items are counted as discarded, never sent.
     pub(crate) disabled: bool,
+    /// The identity attributes every payload carries (`None`: turned off).
+    pub(crate) identity: Option<Identity>,
     pub(crate) kind: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -181,6 +183,7 @@ impl<K: Kind> Sender<K> {
             counters: Arc::default(),
             on_drop,
             disabled: false,
+            identity: Some(Identity::default()),
             kind: std::marker::PhantomData,
         }
     }
@@ -192,7 +195,9 @@ impl<K: Kind> Sender<K> {
     }
 
     /// An encoder of `items` sharing `common` into payloads under the size
-    /// limit in force; `held` counts the items' bytes against a budget.
+    /// limit in force; `held` counts the items' bytes against a budget. The
+    /// client's identity attributes join `common` here, so the encoder
+    /// writes (and measures) them with everything else.
     pub(crate) fn encoder<I>(
         &self,
         items: I,
@@ -205,7 +210,7 @@ impl<K: Kind> Sender<K> {
     {
         PayloadEncoder::new(
             items,
-            common,
+            common.with_identity(self.identity.clone()),
             held,
             self.size_limit.current(),
             self.size_limit.max,
@@ -325,7 +330,7 @@ impl<K: Kind> Sender<K> {
         // No attempt runs past the payload's budget, and no wait ends past it.
         let deadline = self
             .retry
-            .budget()
+            .total_budget()
             .and_then(|budget| started.checked_add(budget));
         let mut attempts = 0u32;
         loop {
@@ -345,7 +350,7 @@ impl<K: Kind> Sender<K> {
                 ),
                 Answer::Retry(failure) => (self.retry.wait_before(attempts), failure),
             };
-            let out_of_retries = attempts > self.retry.retries();
+            let out_of_retries = attempts > self.retry.max_retries();
             let out_of_budget = deadline.is_some_and(|d| {
                 tokio::time::Instant::now()
                     .checked_add(wait)
@@ -402,7 +407,7 @@ impl<K: Kind> Sender<K> {
                 }
                 Ok(None) => break,
                 Err(e) if status.is_success() => {
-                    tracing::debug!(api = K::API.name(), error = %e, "accepted, but the answer's body broke off");
+                    tracing::debug!(api = K::API.name(), error = %crate::error::Chain(&e), "accepted, but the answer's body broke off");
                     break;
                 }
                 Err(e) => return Err(e),

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::kind::Kind;
 use crate::budget::HeldBytes;
-use crate::common::Common;
+use crate::common::{Common, Identity};
 
 /// Target for audit log records (every payload at DEBUG, when enabled).
 pub(crate) const AUDIT_TARGET: &str = "newrelic_telemetry::audit";
@@ -451,9 +451,11 @@ where
     }
 }
 
-/// Encodes `items` sharing `common` exactly as a client of API `K` posts
-/// them: the API's JSON, gzipped, as one payload whatever its size. Useful to
-/// inspect or measure payloads.
+/// Encodes `items` sharing `common` exactly as a client of API `K` with
+/// default settings posts them: the API's JSON, with the identity attributes
+/// (`instrumentation.provider` = [`DEFAULT_INSTRUMENTATION_PROVIDER`](super::DEFAULT_INSTRUMENTATION_PROVIDER),
+/// `collector.name`, `collector.version`), gzipped, as one payload whatever
+/// its size. Useful to inspect or measure payloads.
 ///
 /// ```
 /// use newrelic_telemetry::{Common, Event};
@@ -465,6 +467,10 @@ where
 /// let mut json = String::new();
 /// flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut json)?;
 /// assert!(json.starts_with(r#"[{"eventType":"Ping""#));
+/// let events: serde_json::Value = serde_json::from_str(&json)?;
+/// assert_eq!(events[0]["instrumentation.provider"], "newRelic");
+/// assert_eq!(events[0]["collector.name"], "newrelic-telemetry");
+/// assert_eq!(events[0]["collector.version"], env!("CARGO_PKG_VERSION"));
 /// # Ok(()) }
 /// ```
 pub async fn encode_payload<K: Kind>(
@@ -473,7 +479,7 @@ pub async fn encode_payload<K: Kind>(
 ) -> std::io::Result<Vec<u8>> {
     let mut encoder = PayloadEncoder::<K, _>::new(
         items.iter(),
-        common.clone(),
+        common.clone().with_identity(Some(Identity::default())),
         HeldBytes::default(),
         usize::MAX,
         usize::MAX,

@@ -9,9 +9,16 @@ use super::report::{AttemptFailure, DropReason, SendReport};
 /// The [`SendReport`] says, payload by payload, what was accepted and what was
 /// dropped and why.
 ///
+/// The message says how many items were dropped and why, without the text
+/// of the error beneath (the rule an item broke, or a connection error):
+/// that is the [`source`](std::error::Error::source), so printing the chain
+/// (anyhow's `{:#}`, or walking `source()`) prints each message once. A drop
+/// with nothing beneath it (a status, a timeout) is told whole in the message.
+///
 /// ```
 /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
 /// use newrelic_telemetry::{Event, EventClient};
+/// use std::error::Error as _;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,7 +27,14 @@ use super::report::{AttemptFailure, DropReason, SendReport};
 /// let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
 /// let err = client.send(Event::new("Purchase")).await.unwrap_err();
 /// assert_eq!(err.report().items_dropped(), 1);
-/// assert!(err.to_string().starts_with("1 of 1 items dropped"));
+/// assert_eq!(err.to_string(), "1 of 1 items dropped: rejected by the API with 400 Bad Request");
+/// assert!(err.source().is_none()); // the status is the whole story
+///
+/// // An invalid item: the rule it broke is the source, not in the message.
+/// let err = client.send(Event::new("not a valid type!")).await.unwrap_err();
+/// assert_eq!(err.to_string(), "1 of 1 items dropped: invalid item");
+/// let rule = err.source().map(|e| e.to_string()).unwrap_or_default();
+/// assert!(rule.starts_with(r#"event type "not a valid type!" is invalid"#), "{rule}");
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -231,11 +245,25 @@ impl SendError {
     /// Whether any dropped payload's reason matches. A send can drop several
     /// payloads for different reasons, so more than one predicate can hold.
     fn any_dropped(&self, matches: impl Fn(&DropReason) -> bool) -> bool {
+        self.reasons().any(matches)
+    }
+
+    /// Every dropped payload's reason, in order.
+    fn reasons(&self) -> impl Iterator<Item = &DropReason> + Clone {
         self.report
             .payloads()
             .iter()
             .filter_map(|payload| payload.drop_reason())
-            .any(matches)
+    }
+
+    /// The reason the message tells and whose error is the source: the
+    /// first rule an item broke, else the first connection error that used
+    /// up a payload's retries, else the first reason of all.
+    fn main_reason(&self) -> Option<&DropReason> {
+        self.reasons()
+            .find(|reason| matches!(reason, DropReason::Invalid(_)))
+            .or_else(|| self.reasons().find(|reason| reason.cause().is_some()))
+            .or_else(|| self.reasons().next())
     }
 }
 
@@ -247,39 +275,21 @@ impl fmt::Display for SendError {
             self.report.items_dropped(),
             self.report.items_dropped() + self.report.items_sent()
         )?;
-        if let Some(reason) = self.report.first_drop_reason() {
-            write!(f, ": {reason}")?;
+        if let Some(reason) = self.main_reason() {
+            f.write_str(": ")?;
+            reason.fmt_without_cause(f)?;
         }
         Ok(())
     }
 }
 
-/// The source is the first API rule an item broke (a [`RecordError`](crate::RecordError)), when
-/// items were dropped as invalid. Other drops carry no underlying error: a
-/// status or a timeout is the whole story, and a connection error's text is
-/// in the [`DropReason`](DropReason).
+/// The source is the error beneath the reason the message tells: the first
+/// API rule an item broke (a [`RecordError`](crate::RecordError)), else the
+/// [`ConnectionError`](super::ConnectionError) that used up a payload's
+/// retries. Other drops carry no underlying error: a status or a timeout is
+/// the whole story, and is in the message.
 impl std::error::Error for SendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        let reasons = || {
-            self.report
-                .payloads()
-                .iter()
-                .filter_map(|p| p.drop_reason())
-        };
-        // The rule an item broke, or else the connection error that used up
-        // the retries.
-        reasons()
-            .find_map(|reason| match reason {
-                DropReason::Invalid(rule) => Some(rule as &(dyn std::error::Error + 'static)),
-                _ => None,
-            })
-            .or_else(|| {
-                reasons().find_map(|reason| match reason {
-                    DropReason::RetriesExhausted {
-                        last: AttemptFailure::Connection(e),
-                    } => Some(e as &(dyn std::error::Error + 'static)),
-                    _ => None,
-                })
-            })
+        self.main_reason().and_then(DropReason::cause)
     }
 }

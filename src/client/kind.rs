@@ -2,12 +2,15 @@
 //! looks on the wire.
 
 use crate::api::Api;
-use crate::common::Common;
+use crate::common::{Common, WireCommon};
+use crate::error::RecordError;
 use crate::event::{Event, EventWithCommon};
 use crate::log::Log;
 use crate::metric::Metric;
 use crate::span::Span;
-use crate::validate::Validate;
+use crate::validate::{
+    EVENT_LIMITS, LOG_LIMITS, METRIC_LIMITS, SPAN_LIMITS, Validate, check_timestamp,
+};
 
 /// The Metric API (`metrics` blocks).
 ///
@@ -50,6 +53,12 @@ pub struct Logs;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Spans;
 
+/// The kind of [`ClientSettings`](super::ClientSettings): no API of its own,
+/// the settings shared by the four clients a
+/// [`Telemetry`](crate::Telemetry) builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllApis {}
+
 /// One of the four ingest APIs: [`Metrics`], [`Events`], [`Logs`] or
 /// [`Spans`]. Sealed; it ties a client to the items of its API.
 ///
@@ -82,6 +91,14 @@ pub trait Kind: private::Sealed + Send + Sync + 'static {
     /// What comes after the last item.
     #[doc(hidden)]
     const CLOSE: &'static [u8] = b"]}]";
+    /// The fast path of [`Client::send_batch`](super::Client::send_batch):
+    /// an item a batch validated when it was recorded (and that nothing
+    /// changed since) needs only its timestamp checked again, since time has
+    /// passed. `None`: validate it in full.
+    #[doc(hidden)]
+    fn prevalidated(_item: &Self::Item) -> Option<Result<u64, RecordError>> {
+        None
+    }
 }
 
 pub(crate) mod private {
@@ -89,12 +106,23 @@ pub(crate) mod private {
 }
 
 /// Opens `[{"common": {...}, "<key>": [` (the common block only if it has
-/// anything to say).
-fn write_block_open(key: &str, common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
+/// anything to say). The common block carries the client's identity
+/// attributes under the user's, within the API's attribute limit
+/// `max_attributes`: every item of the payload carries them, written once.
+fn write_block_open(
+    key: &str,
+    common: &Common,
+    max_attributes: usize,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
     out.extend_from_slice(b"[{");
     if !common.is_empty() {
         out.extend_from_slice(b"\"common\":");
-        serde_json::to_writer(&mut *out, common)?;
+        let wire = WireCommon {
+            common,
+            max_attributes,
+        };
+        serde_json::to_writer(&mut *out, &wire)?;
         out.push(b',');
     }
     serde_json::to_writer(&mut *out, key)?;
@@ -108,10 +136,18 @@ impl Kind for Metrics {
     type Item = Metric;
     const API: Api = Api::Metric;
     fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        write_block_open("metrics", common, out)
+        write_block_open("metrics", common, METRIC_LIMITS.max_attributes, out)
     }
     fn write_item(item: &Metric, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, item)
+    }
+    fn prevalidated(metric: &Metric) -> Option<Result<u64, RecordError>> {
+        metric
+            .checked_by_batch()
+            .then(|| match metric.timestamp_ms() {
+                Some(timestamp_ms) => check_timestamp(timestamp_ms, &METRIC_LIMITS).map(|()| 0),
+                None => Ok(0),
+            })
     }
 }
 
@@ -126,8 +162,15 @@ impl Kind for Events {
         Ok(())
     }
     fn write_item(event: &Event, common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        let common = common.attributes();
-        serde_json::to_writer(out, &EventWithCommon { event, common })
+        // No common block: each event carries the common attributes and the
+        // identity attributes itself.
+        let merged = EventWithCommon {
+            event,
+            common: common.attributes(),
+            identity: common.identity(),
+            max_attributes: EVENT_LIMITS.max_attributes,
+        };
+        serde_json::to_writer(out, &merged)
     }
 }
 
@@ -137,7 +180,7 @@ impl Kind for Logs {
     type Item = Log;
     const API: Api = Api::Log;
     fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        write_block_open("logs", common, out)
+        write_block_open("logs", common, LOG_LIMITS.max_attributes, out)
     }
     fn write_item(item: &Log, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, item)
@@ -148,10 +191,10 @@ impl private::Sealed for Spans {}
 
 impl Kind for Spans {
     type Item = Span;
-    const API: Api = Api::Trace;
+    const API: Api = Api::Span;
     const DATA_FORMAT_HEADERS: bool = true;
     fn write_open(common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        write_block_open("spans", common, out)
+        write_block_open("spans", common, SPAN_LIMITS.max_attributes, out)
     }
     fn write_item(item: &Span, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, item)

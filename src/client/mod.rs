@@ -1,11 +1,77 @@
-//! Clients for the four ingest APIs.
+//! Clients for the four ingest APIs, and the delivery guarantees.
 //!
 //! [`MetricClient`], [`EventClient`], [`LogClient`] and [`SpanClient`] are one
 //! generic [`Client`] specialised by API [`Kind`]. A client gzips items into
 //! payloads under the 10^6-byte limit, posts them with the headers the APIs
 //! document, and follows the delivery policy of the ingest contract: drop on
 //! 400/401/403/404/405/409/410/411, split on 413, wait `Retry-After` on 429,
-//! retry everything else with bounded backoff.
+//! retry everything else with bounded backoff. A
+//! [`Harvester`](crate::Harvester) sends each harvest through one; a
+//! [`Telemetry`](crate::Telemetry) sets up four, whose shared settings are a
+//! [`ClientSettings`].
+//!
+//! # Delivery guarantees
+//!
+//! Every item a batch accepts ends up either accepted by New Relic or counted
+//! as dropped with a reason ([`DeliveryStats`],
+//! [`HarvestReport`](crate::harvester::HarvestReport)), and every such drop is
+//! logged at ERROR with the number of items lost and passed to the
+//! [`on_drop`](ClientBuilder::on_drop) callback if one is set. Items a batch
+//! refuses are never silent either: the batch counts them
+//! ([`RecordStats`](crate::batch::RecordStats), also in each `HarvestReport`),
+//! logs each reason at WARN once per harvest interval, and hands each to the
+//! `on_refused` callback if one is set (the `try_record_*` calls return them
+//! too; see the [`batch`](crate::batch) module for what is refused). Nothing
+//! is retried without end.
+//!
+//! | what happens | what the SDK does |
+//! |---|---|
+//! | 2xx | accepted |
+//! | 400, 401, 403, 404, 405, 409, 410, 411 | dropped at once, not retried (`items_dropped_rejected`) |
+//! | 3xx | dropped as a rejection: redirects are not followed, so the key never travels to another host |
+//! | 408, 5xx, any other status | retried with backoff 0, 1, 2, 4, 8, 16, 16, 16 s; at most 8 retries and 2 minutes per payload (both configurable with [`RetryPolicy`], or [`RetryPolicy::none`]), then dropped (`items_dropped_retries_exhausted`) |
+//! | connection refused or cut, request timeout ([`DEFAULT_TIMEOUT`], 15 s) | retried like a 5xx. A timed-out request may have been processed: its retry carries the same `x-request-id`, the one case where an item can arrive twice |
+//! | 429 | waits `Retry-After` (seconds or an HTTP date, capped at 60 s; the backoff, at least 1 s, when missing), then retries within the same limits |
+//! | payload size | payloads are cut while they are encoded, each under [`MAX_PAYLOAD_BYTES`] (10^6) gzipped ([`max_payload_bytes`](ClientBuilder::max_payload_bytes)); a single item whose payload is over that is never sent (`items_dropped_too_large`) |
+//! | 413 on several items | split in two (new request ids), again if needed. The client then cuts payloads to half the refused size (never below 64 KiB) for a minute, so a proxy with a smaller limit costs one 413 a minute |
+//! | 413 on one item | that item alone is dropped (`items_dropped_too_large`); nothing is learned from it, so a transient 413 never costs later data |
+//! | endpoint down or slow | harvests go on every interval and queue their payloads, one in flight at a time; past [`DEFAULT_MAX_QUEUED_ITEMS`](crate::harvester::DEFAULT_MAX_QUEUED_ITEMS) (200,000) items or **half the record limit** (the memory budget less 2 MB kept for sending work) waiting, the **oldest** payload is dropped (`items_dropped_queue_full`) |
+//! | memory budget full ([`DEFAULT_MEMORY_BUDGET`](crate::batch::DEFAULT_MEMORY_BUDGET), 16 MiB per pipeline: the batch, payloads being encoded, queued and in flight) | a new item (for metrics, the first series of a new name; a known name's new series goes to its overflow series) is refused with [`RecordError::MemoryBudgetFull`](crate::RecordError::MemoryBudgetFull) (`items_dropped_over_budget`) and an early harvest is asked for, which moves the batch into the queue and drops the oldest queued payloads; existing series keep aggregating. `memory()` on batches and harvesters shows the bytes and items held now and the peak |
+//! | a batch fills up | at half capacity it asks for an early harvest; when full (50,000 items; 100,000 metric series) new items are refused with `RecordError::BufferFull` / `SeriesLimitReached`, buffered ones kept; a metric name the batch holds records a new series into its overflow series instead (`measurements_overflowed`) |
+//! | shutdown | [`Telemetry::shutdown`](crate::Telemetry::shutdown) first drains its tracing layers into the batches; a span or log exported after that is counted (`items_refused`). Then, for each harvester, the deadline (10 s) starts when the harvester is stopped and covers everything: the batch is closed (a later recording gets `RecordError::Closed` and is counted), flushed, encoded in slices that yield, and the queue is sent; at the deadline the work is abandoned within [`SHUTDOWN_SLACK`](crate::harvester::SHUTDOWN_SLACK) (100 ms) and what is left, encoded or not, is dropped and reported (`items_dropped_shutdown`, `deadline_exceeded`); a request cut off at the deadline may still have been processed by the server. Calling shutdown twice is harmless |
+//!
+//! ```
+//! use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+//! use newrelic_telemetry::{Event, EventClient};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = TestIngestServer::start().await?;
+//! let client = EventClient::builder("test-key").endpoint(server.event_url()).build()?;
+//!
+//! // A 503 is retried (the first retry at once), then accepted.
+//! server.respond_with(ScriptedResponse::status(503));
+//! let report = client.send(Event::new("Order")).await?;
+//! assert_eq!(report.payloads()[0].attempts(), 2);
+//!
+//! // A 400 is dropped at once, with its reason, and never retried.
+//! server.respond_with(ScriptedResponse::status(400));
+//! let err = client.send(Event::new("Order")).await.unwrap_err();
+//! assert!(err.is_rejected());
+//! assert_eq!(client.stats().items_dropped_rejected, 1);
+//! assert_eq!(server.requests().len(), 3);
+//! # Ok(()) }
+//! ```
+//!
+//! Recording never waits on the network: the SDK never calls `block_on`,
+//! never holds a batch lock across I/O and never blocks in `Drop`. Dropping
+//! a `Harvester` cancels it and it flushes in the background, as long as
+//! the runtime keeps running; when `main` returns the runtime drops its
+//! tasks, so await `shutdown()` (or [`Harvester::join`](crate::Harvester::join))
+//! before leaving `main`: that is the only way to know what was sent. Audit
+//! logging of every payload at DEBUG (target `newrelic_telemetry::audit`)
+//! is off by default ([`audit_logging`](ClientBuilder::audit_logging)). The
+//! API key never appears in logs, errors or `Debug` output.
 
 mod delivery;
 mod encode;
@@ -29,17 +95,19 @@ pub use delivery::MAX_PAYLOAD_BYTES;
 pub(crate) use delivery::{Prepared, Sender};
 pub use encode::encode_payload;
 pub(crate) use encode::{Encoded, Payload, PayloadEncoder};
-pub use kind::{Events, Kind, Logs, Metrics, Spans};
+pub use kind::{AllApis, Events, Kind, Logs, Metrics, Spans};
 pub use report::{
     AttemptFailure, ConnectionError, DropReason, PayloadOutcome, PayloadReport, SendReport,
 };
 pub use retry::RetryPolicy;
 
 use crate::api::{Api, Region};
-use crate::common::Common;
-use crate::error::{BuildError, RecordError};
-use crate::metric::Metric;
-use crate::validate::{METRIC_LIMITS, Validate, check_timestamp};
+pub use crate::common::{
+    COLLECTOR_NAME, COLLECTOR_VERSION, DEFAULT_INSTRUMENTATION_PROVIDER, IDENTITY_KEYS,
+};
+use crate::common::{Common, Identity};
+use crate::error::BuildError;
+use crate::validate::Validate;
 pub use error::SendError;
 pub use stats::DeliveryStats;
 
@@ -98,12 +166,39 @@ pub type LogClient = Client<Logs>;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = TestIngestServer::start().await?;
-/// let client = SpanClient::builder("test-key").endpoint(server.trace_url()).build()?;
+/// let client = SpanClient::builder("test-key").endpoint(server.span_url()).build()?;
 /// client.send(Span::new("GET /orders").finish()).await?;
 /// assert_eq!(server.spans()[0]["attributes"]["name"], "GET /orders");
 /// # Ok(()) }
 /// ```
 pub type SpanClient = Client<Spans>;
+
+/// Settings for the four clients of a [`Telemetry`](crate::Telemetry) at
+/// once, as [`TelemetryBuilder::client`](crate::TelemetryBuilder::client)
+/// hands them to its closure: a [`ClientBuilder`] with no API of its own and
+/// no `build()` (the builder only collects settings; `Telemetry` builds the
+/// four clients from them).
+///
+/// ```
+/// use newrelic_telemetry::RetryPolicy;
+/// use newrelic_telemetry::client::ClientSettings;
+/// use std::time::Duration;
+///
+/// // A function that configures the clients of any Telemetry it is given to.
+/// fn patient(clients: ClientSettings) -> ClientSettings {
+///     clients
+///         .timeout(Duration::from_secs(30))
+///         .retry_policy(RetryPolicy::default().with_max_retries(3))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = newrelic_telemetry::test_util::TestIngestServer::start().await?;
+/// let telemetry = server.telemetry_builder().client(patient).build()?;
+/// # telemetry.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub type ClientSettings = ClientBuilder<AllApis>;
 
 /// How long one request may take unless told otherwise: 15 s. See
 /// [`ClientBuilder::timeout`].
@@ -112,19 +207,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// 5 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The fast path of [`Client::send_batch`]: a metric a batch built from a
-/// series it validated when it was recorded (and that nothing changed since)
-/// needs only its timestamp checked again, since time has passed; `None` for
-/// every other item, which is validated in full.
-fn prevalidated<T: 'static>(item: &T) -> Option<Result<u64, RecordError>> {
-    let metric = (item as &dyn std::any::Any).downcast_ref::<Metric>()?;
-    metric
-        .checked_by_batch()
-        .then(|| match metric.timestamp_ms() {
-            Some(timestamp_ms) => check_timestamp(timestamp_ms, &METRIC_LIMITS).map(|()| 0),
-            None => Ok(0),
-        })
-}
+/// Longest `instrumentation.provider` sent: the Trace API's value limit, the
+/// smallest of the four APIs'.
+const MAX_PROVIDER_CHARS: usize = 4000;
 
 const SDK_USER_AGENT: &str = concat!("NewRelic-Rust-TelemetrySDK/", env!("CARGO_PKG_VERSION"));
 
@@ -222,13 +307,13 @@ impl<K: Kind> Client<K> {
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
-    /// use newrelic_telemetry::{Common, GaugeMetric, MetricClient, attributes};
+    /// use newrelic_telemetry::{Common, GaugeMetric, MetricClient, attrs};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let client = MetricClient::builder("test-key").endpoint(server.metric_url()).build()?;
-    /// let common = Common::new().with_attributes(attributes! { "host" => "web-1" });
+    /// let common = Common::new().with_attributes(attrs! { "host" => "web-1" });
     /// let items = vec![GaugeMetric::new("cpu", 0.5).into(), GaugeMetric::new("mem", 0.25).into()];
     /// let report = client.send_batch(items, common).await?;
     /// assert_eq!(report.items_sent(), 2);
@@ -255,7 +340,7 @@ impl<K: Kind> Client<K> {
         let mut invalid = None;
         let mut invalid_count = 0;
         items.retain_mut(|item| {
-            let checked = match prevalidated(&*item) {
+            let checked = match K::prevalidated(item) {
                 Some(result) => result,
                 None => item.validate(common.attributes()),
             };
@@ -336,7 +421,7 @@ impl<K: Kind> Client<K> {
     /// ```
     /// use newrelic_telemetry::{LogClient, Region};
     ///
-    /// let client = LogClient::builder("key").region(Region::EU).build().unwrap();
+    /// let client = LogClient::builder("key").region(Region::Eu).build().unwrap();
     /// assert_eq!(client.endpoint(), "https://log-api.eu.newrelic.com/log/v1");
     /// ```
     pub fn endpoint(&self) -> &str {
@@ -355,9 +440,9 @@ impl<K: Kind> Client<K> {
 /// use std::time::Duration;
 ///
 /// let client = LogClient::builder("eu01xx0000000000000000000000000000000000")
-///     .region(Region::EU)
+///     .region(Region::Eu)
 ///     .timeout(Duration::from_secs(5))
-///     .retry_policy(RetryPolicy::default().max_retries(3))
+///     .retry_policy(RetryPolicy::default().with_max_retries(3))
 ///     .add_version_info("checkout", "2.1.0")
 ///     .build()
 ///     .unwrap();
@@ -385,6 +470,10 @@ struct ClientConfig {
     audit: bool,
     on_drop: Option<delivery::DropCallback>,
     disabled: bool,
+    /// Whether payloads carry the identity attributes.
+    identity_attributes: bool,
+    /// Their `instrumentation.provider`.
+    instrumentation_provider: Arc<str>,
 }
 
 impl<K> Clone for ClientBuilder<K> {
@@ -408,6 +497,8 @@ impl<K> fmt::Debug for ClientBuilder<K> {
             .field("retry", &c.retry)
             .field("max_payload_bytes", &c.max_payload_bytes)
             .field("audit", &c.audit)
+            .field("identity_attributes", &c.identity_attributes)
+            .field("instrumentation_provider", &c.instrumentation_provider)
             .finish_non_exhaustive()
     }
 }
@@ -415,16 +506,11 @@ impl<K> fmt::Debug for ClientBuilder<K> {
 /// A `reqwest::ClientBuilder` set up as the SDK sets up its own client, to
 /// add your settings to (proxies, timeouts, headers) and hand the client to
 /// [`ClientBuilder::http_client`]: the TLS backend of this crate's features
-/// (rustls with the `ring` provider, or `native-tls`), a connect timeout of
+/// (reqwest's default rustls stack, or `native-tls`), a connect timeout of
 /// [`DEFAULT_CONNECT_TIMEOUT`], and no redirects (the key travels in a
 /// custom header that reqwest would carry to another host; the ingest APIs
-/// never redirect).
-///
-/// With the default `rustls` feature, reqwest is built without a crypto
-/// provider of its own, so a plain `reqwest::Client::builder().build()`
-/// panics unless your own dependencies give reqwest one; this builder
-/// carries the SDK's. An error only if the TLS setup fails
-/// ([`BuildError::Tls`]).
+/// never redirect). A plain `reqwest::Client::builder()` works as well: the
+/// crate's features never leave reqwest without a crypto provider.
 ///
 /// ```
 /// use std::time::Duration;
@@ -463,33 +549,15 @@ pub(crate) fn sdk_http_client(
     builder.build().map_err(BuildError::HttpClient)
 }
 
-/// The TLS backend of the features enabled: `native-tls` if on, else rustls
-/// with the `ring` provider (without either, only `http://` endpoints work).
+/// The TLS backend of the features enabled: `native-tls` if on, else
+/// reqwest's default (rustls with aws-lc-rs, feature `default-tls`); without
+/// either, only `http://` endpoints work.
 #[allow(clippy::unnecessary_wraps)]
 fn with_tls(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, BuildError> {
     #[cfg(feature = "native-tls")]
     return Ok(builder.tls_backend_native());
-    #[cfg(all(feature = "rustls", not(feature = "native-tls")))]
-    return Ok(builder.tls_backend_preconfigured(rustls_config()?));
-    #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+    #[cfg(not(feature = "native-tls"))]
     Ok(builder)
-}
-
-/// rustls with the `ring` crypto provider (chosen here, not installed for
-/// the whole process) and the platform's certificate verifier; HTTP/2 or
-/// HTTP/1.1 by ALPN, as reqwest would set it up itself.
-#[cfg(feature = "rustls")]
-#[cfg_attr(feature = "native-tls", allow(dead_code))]
-fn rustls_config() -> Result<rustls::ClientConfig, BuildError> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_platform_verifier())
-        .map_err(|e| BuildError::Tls(e.to_string()))?
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 /// An endpoint URL for `api`, checked to be absolute `http(s)` with a host.
@@ -513,7 +581,7 @@ impl<K> ClientBuilder<K> {
             config: ClientConfig {
                 api_key: api_key.into(),
                 key_header: KeyHeader::ApiKey,
-                region: Region::US,
+                region: Region::Us,
                 endpoint: None,
                 timeout: DEFAULT_TIMEOUT,
                 http: None,
@@ -524,6 +592,8 @@ impl<K> ClientBuilder<K> {
                 audit: false,
                 on_drop: None,
                 disabled: false,
+                identity_attributes: true,
+                instrumentation_provider: Arc::from(DEFAULT_INSTRUMENTATION_PROVIDER),
             },
             kind: PhantomData,
         }
@@ -602,7 +672,7 @@ impl<K> ClientBuilder<K> {
     /// ```
     /// use newrelic_telemetry::{Region, SpanClient};
     ///
-    /// let client = SpanClient::builder("key").region(Region::EU).build().unwrap();
+    /// let client = SpanClient::builder("key").region(Region::Eu).build().unwrap();
     /// assert_eq!(client.endpoint(), "https://trace-api.eu.newrelic.com/trace/v1");
     /// ```
     pub fn region(mut self, region: Region) -> Self {
@@ -668,12 +738,8 @@ impl<K> ClientBuilder<K> {
     /// (`reqwest::redirect::Policy::none()`), as the SDK's own client does:
     /// reqwest would carry the key header to another host.
     ///
-    /// With this crate's default `rustls` feature, reqwest is built without
-    /// a crypto provider of its own (the SDK hands its client one): start
-    /// from [`http_client_builder`], which carries the SDK's TLS setup, or
-    /// give yours a provider (reqwest with its default features, or
-    /// `tls_backend_preconfigured`); otherwise
-    /// `reqwest::Client::builder().build()` panics.
+    /// [`http_client_builder`] starts from the SDK's own settings (connect
+    /// timeout, no redirects).
     ///
     /// ```
     /// use newrelic_telemetry::{LogClient, client};
@@ -744,7 +810,7 @@ impl<K> ClientBuilder<K> {
     /// use std::time::Duration;
     ///
     /// let client = MetricClient::builder("key")
-    ///     .retry_policy(RetryPolicy::default().max_retries(3).total_budget(Some(Duration::from_secs(30))))
+    ///     .retry_policy(RetryPolicy::default().with_max_retries(3).with_total_budget(Some(Duration::from_secs(30))))
     ///     .build();
     /// assert!(client.is_ok());
     /// ```
@@ -764,7 +830,7 @@ impl<K> ClientBuilder<K> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let client = SpanClient::builder("test-key")
-    ///     .endpoint(server.trace_url())
+    ///     .endpoint(server.span_url())
     ///     .max_payload_bytes(1_000)
     ///     .build()?;
     /// let spans: Vec<Span> = (0..200).map(|i| Span::new(format!("step {i}")).finish()).collect();
@@ -790,6 +856,87 @@ impl<K> ClientBuilder<K> {
     /// ```
     pub fn audit_logging(mut self, enabled: bool) -> Self {
         self.config.audit = enabled;
+        self
+    }
+
+    /// The `instrumentation.provider` every item carries (default
+    /// [`DEFAULT_INSTRUMENTATION_PROVIDER`], `newRelic`: see there why).
+    /// Name the system that made the telemetry when this SDK only carries
+    /// it, e.g. `opentelemetry` for a bridge from OpenTelemetry.
+    ///
+    /// An empty or blank name, or one over 4,000 characters (the smallest
+    /// value limit of the four APIs), fails [`build`](Self::build) with
+    /// [`BuildError::InvalidInstrumentationProvider`]; it is never cut or
+    /// ignored. An attribute of the same key that a user sets (a common
+    /// attribute, or an event's own) still wins.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Event, EventClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let client = EventClient::builder("test-key")
+    ///     .endpoint(server.event_url())
+    ///     .instrumentation_provider("opentelemetry")
+    ///     .build()?;
+    /// client.send(Event::new("Ping")).await?;
+    /// let event = &server.events()[0];
+    /// assert_eq!(event["instrumentation.provider"], "opentelemetry");
+    /// assert_eq!(event["collector.name"], "newrelic-telemetry");
+    /// assert_eq!(event["collector.version"], env!("CARGO_PKG_VERSION"));
+    /// # Ok(()) }
+    /// ```
+    pub fn instrumentation_provider(mut self, provider: impl Into<String>) -> Self {
+        self.config.instrumentation_provider = Arc::from(provider.into());
+        self
+    }
+
+    /// Whether every item carries the identity attributes New Relic's
+    /// exporter specification asks for (on by default):
+    /// `instrumentation.provider` (see
+    /// [`instrumentation_provider`](Self::instrumentation_provider)),
+    /// `collector.name` ([`COLLECTOR_NAME`]) and `collector.version`
+    /// ([`COLLECTOR_VERSION`]).
+    ///
+    /// Metric, Log and Trace payloads carry them once, in the common block's
+    /// attributes; events, which have no common block, each carry them. They
+    /// are defaults: an attribute of the same key that a user sets wins, and
+    /// they take only the room an API's attribute limit leaves, so they never
+    /// make an item that passed validation exceed it (an event with 255
+    /// attributes of its own is sent without them). Turn them off only if
+    /// something downstream cannot take them: the specification makes
+    /// `instrumentation.provider` a MUST.
+    ///
+    /// ```
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use newrelic_telemetry::{Log, LogClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let on = LogClient::builder("test-key").endpoint(server.log_url()).build()?;
+    /// on.send(Log::new("with identity")).await?;
+    /// let off = LogClient::builder("test-key")
+    ///     .endpoint(server.log_url())
+    ///     .identity_attributes(false)
+    ///     .build()?;
+    /// off.send(Log::new("without")).await?;
+    ///
+    /// let logs = server.logs();
+    /// assert_eq!(logs[0]["attributes"]["instrumentation.provider"], "newRelic");
+    /// assert_eq!(logs[0]["attributes"]["collector.name"], "newrelic-telemetry");
+    /// assert!(logs[1].get("attributes").is_none());
+    /// // The common block is where they travel on the Log, Metric and Trace APIs.
+    /// assert_eq!(
+    ///     server.requests()[0].body[0]["common"]["attributes"]["collector.version"],
+    ///     env!("CARGO_PKG_VERSION")
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn identity_attributes(mut self, enabled: bool) -> Self {
+        self.config.identity_attributes = enabled;
         self
     }
 
@@ -840,6 +987,15 @@ impl<K: Kind> ClientBuilder<K> {
             return Err(BuildError::EmptyApiKey);
         }
         let mut key = HeaderValue::from_str(&c.api_key).map_err(|_| BuildError::InvalidApiKey)?;
+        let provider = &c.instrumentation_provider;
+        if provider.trim().is_empty() || provider.chars().count() > MAX_PROVIDER_CHARS {
+            return Err(BuildError::InvalidInstrumentationProvider {
+                provider: provider.to_string(),
+            });
+        }
+        if let Some(reason) = c.retry.invalid() {
+            return Err(BuildError::InvalidRetryPolicy { reason });
+        }
         key.set_sensitive(true);
 
         let url_text = c
@@ -881,6 +1037,9 @@ impl<K: Kind> ClientBuilder<K> {
             c.on_drop,
         );
         sender.disabled = c.disabled;
+        sender.identity = c
+            .identity_attributes
+            .then(|| Identity::new(c.instrumentation_provider));
         Ok(Client {
             sender: Arc::new(sender),
         })
@@ -938,7 +1097,7 @@ mod tests {
         let c = SpanClient::builder("k").build().unwrap();
         assert_eq!(c.endpoint(), "https://trace-api.newrelic.com/trace/v1");
         let c = EventClient::builder("k")
-            .region(Region::EU)
+            .region(Region::Eu)
             .build()
             .unwrap();
         assert_eq!(
@@ -960,20 +1119,13 @@ mod tests {
         ));
     }
 
-    #[cfg(feature = "rustls")]
+    /// A user's own `reqwest::Client` still builds beside the SDK's: the
+    /// crate's TLS features never leave reqwest without a crypto provider.
     #[test]
-    fn the_rustls_configuration_is_one_reqwest_accepts() {
-        let config = rustls_config().unwrap();
-        assert_eq!(
-            config.alpn_protocols,
-            [b"h2".to_vec(), b"http/1.1".to_vec()]
-        );
-        // An unrecognised configuration would fail here ("unknown TLS
-        // backend"), e.g. with two semver-incompatible rustls versions.
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .build();
-        assert!(http.is_ok(), "{http:?}");
+    fn a_plain_reqwest_client_builds_beside_the_sdks() {
+        assert!(sdk_http_client(None).is_ok());
+        let plain = reqwest::Client::builder().build();
+        assert!(plain.is_ok(), "{plain:?}");
     }
 
     #[test]

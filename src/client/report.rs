@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::api::Api;
-use crate::error::RecordError;
+use crate::error::{Chain, RecordError};
 
 /// Why items were dropped instead of delivered.
 ///
@@ -60,6 +60,53 @@ pub enum DropReason {
     },
 }
 
+impl DropReason {
+    /// The error beneath the reason, if any: the rule an item broke, or the
+    /// connection error that ended the last attempt.
+    pub(crate) fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DropReason::Invalid(rule) => Some(rule),
+            DropReason::RetriesExhausted {
+                last: AttemptFailure::Connection(e),
+            } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Writes the reason without the text of its [`cause`](Self::cause),
+    /// for an error whose `source()` is that cause.
+    pub(crate) fn fmt_without_cause(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::Invalid(_) => f.write_str("invalid item"),
+            DropReason::RetriesExhausted {
+                last: AttemptFailure::Connection(_),
+            } => f.write_str("retries exhausted; last attempt: connection error"),
+            other => fmt::Display::fmt(other, f),
+        }
+    }
+}
+
+/// The whole story on one line, causes included (a `DropReason` is not an
+/// error with a `source()`): the reason, then the rule an item broke or the
+/// connection error with its causes.
+///
+/// ```
+/// use newrelic_telemetry::{EventClient, Event, RetryPolicy};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let socket = tokio::net::TcpSocket::new_v4()?;
+/// socket.bind("127.0.0.1:0".parse()?)?; // bound, never listening: refused
+/// let client = EventClient::builder("key")
+///     .endpoint(format!("http://{}/v1/accounts/events", socket.local_addr()?))
+///     .retry_policy(RetryPolicy::none())
+///     .build()?;
+/// let err = client.send(Event::new("Ping")).await.unwrap_err();
+/// let reason = err.report().first_drop_reason().unwrap().to_string();
+/// assert!(reason.starts_with("retries exhausted; last attempt: connection error: could not connect"));
+/// assert!(reason.to_lowercase().contains("connection refused"), "{reason}");
+/// # Ok(()) }
+/// ```
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -115,51 +162,67 @@ pub enum AttemptFailure {
     Connection(ConnectionError),
 }
 
-/// A connection that could not be made or broke off: its message (with the
-/// causes, on one line) and, as its [`source`](std::error::Error::source),
-/// the HTTP client's error.
+/// A connection that could not be made or broke off. Its message says which
+/// ("could not connect", or "the connection broke off before an answer");
+/// its [`source`](std::error::Error::source) is the HTTP client's error,
+/// which leads on to the operating system's. Printing the chain (anyhow's
+/// `{:#}`, or walking `source()`) prints each message once.
 ///
 /// ```
 /// use newrelic_telemetry::{EventClient, Event, RetryPolicy};
-/// use newrelic_telemetry::client::{AttemptFailure, DropReason};
+/// use newrelic_telemetry::client::{AttemptFailure, ConnectionError, DropReason};
 /// use std::error::Error;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let socket = tokio::net::TcpSocket::new_v4()?;
+/// socket.bind("127.0.0.1:0".parse()?)?; // bound, never listening: refused
 /// let client = EventClient::builder("key")
-///     .endpoint("http://127.0.0.1:9/v1/accounts/events") // nothing listens there
+///     .endpoint(format!("http://{}/v1/accounts/events", socket.local_addr()?))
 ///     .retry_policy(RetryPolicy::none())
 ///     .build()?;
 /// let err = client.send(Event::new("Ping")).await.unwrap_err();
 /// match err.report().first_drop_reason() {
 ///     Some(DropReason::RetriesExhausted { last: AttemptFailure::Connection(e) }) => {
-///         assert!(e.source().is_some()); // the HTTP client's own error
+///         assert_eq!(e.to_string(), "could not connect");
+///         assert!(e.source().is_some_and(|e| e.is::<reqwest::Error>()));
 ///     }
 ///     other => panic!("unexpected: {other:?}"),
 /// }
 /// assert!(err.is_connect());
-/// // The send's error leads to it too, and through it to the HTTP client's.
-/// let cause = err.source().and_then(|e| e.downcast_ref::<newrelic_telemetry::client::ConnectionError>());
-/// assert!(cause.is_some_and(|e| e.source().is_some()));
+///
+/// // The send's error leads to it, and on to the HTTP client's error.
+/// let mut messages = vec![err.to_string()];
+/// let mut cause = err.source();
+/// while let Some(e) = cause {
+///     messages.push(e.to_string());
+///     cause = e.source();
+/// }
+/// assert_eq!(messages[0], "1 of 1 items dropped: retries exhausted; last attempt: connection error");
+/// assert_eq!(messages[1], "could not connect");
+/// // Each message once: none repeats the one after it.
+/// for pair in messages.windows(2) {
+///     assert!(!pair[0].contains(&pair[1]), "{pair:?}");
+/// }
+/// // And the whole chain still names the root cause.
+/// assert!(messages.join(": ").to_lowercase().contains("connection refused"), "{messages:?}");
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
 pub struct ConnectionError {
-    message: String,
+    /// Whether the connection could not be made (rather than broke off).
+    connect: bool,
+    /// The HTTP client's error with its causes, on one line: what two
+    /// connection errors are compared by.
+    detail: String,
     source: std::sync::Arc<reqwest::Error>,
 }
 
 impl ConnectionError {
     pub(crate) fn new(error: reqwest::Error) -> Self {
-        let mut message = error.to_string();
-        let mut cause = std::error::Error::source(&error);
-        while let Some(c) = cause {
-            message.push_str(": ");
-            message.push_str(&c.to_string());
-            cause = c.source();
-        }
         ConnectionError {
-            message,
+            connect: error.is_connect(),
+            detail: Chain(&error).to_string(),
             source: std::sync::Arc::new(error),
         }
     }
@@ -167,16 +230,21 @@ impl ConnectionError {
 
 impl PartialEq for ConnectionError {
     fn eq(&self, other: &Self) -> bool {
-        self.message == other.message
+        self.connect == other.connect && self.detail == other.detail
     }
 }
 
 impl fmt::Display for ConnectionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(if self.connect {
+            "could not connect"
+        } else {
+            "the connection broke off before an answer"
+        })
     }
 }
 
+/// The source is the HTTP client's error (a `reqwest::Error`).
 impl std::error::Error for ConnectionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.source)
@@ -188,7 +256,7 @@ impl fmt::Display for AttemptFailure {
         match self {
             AttemptFailure::Status(s) => write!(f, "status {s}"),
             AttemptFailure::Timeout => f.write_str("timed out"),
-            AttemptFailure::Connection(e) => write!(f, "connection error: {e}"),
+            AttemptFailure::Connection(e) => write!(f, "connection error: {}", Chain(e)),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::id::random_unit;
 /// `2^(n-1)` but counts retries from 0; its example schedule, followed here, is
 /// the same): with the defaults (factor 1 s, max 16 s) that is
 /// 0, 1, 2, 4, 8, 16, 16, 16 s. A 429 waits for its `Retry-After` instead
-/// (capped by [`max_retry_after`](Self::max_retry_after)). A payload is dropped
+/// (capped by [`with_max_retry_after`](Self::with_max_retry_after)). A payload is dropped
 /// when it has used `max_retries` retries or when the next wait would take it
 /// past its `total_budget`, so no payload is retried without end.
 ///
@@ -25,13 +25,13 @@ use crate::id::random_unit;
 /// assert_eq!(waits, [0, 1, 2, 4, 8, 16, 16, 16]);
 ///
 /// let spec = RetryPolicy::default()
-///     .backoff_factor(Duration::from_secs(5))
-///     .max_backoff(Duration::from_secs(80))
-///     .max_retries(8);
+///     .with_backoff_factor(Duration::from_secs(5))
+///     .with_max_backoff(Duration::from_secs(80))
+///     .with_max_retries(8);
 /// assert_eq!(spec.backoff(3), Duration::from_secs(10));
 ///
 /// let once = RetryPolicy::none();
-/// assert_eq!(once.retries(), 0);
+/// assert_eq!(once.max_retries(), 0);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
@@ -64,7 +64,7 @@ impl RetryPolicy {
     /// ```
     /// use newrelic_telemetry::RetryPolicy;
     ///
-    /// assert_eq!(RetryPolicy::none().retries(), 0);
+    /// assert_eq!(RetryPolicy::none().max_retries(), 0);
     /// ```
     pub fn none() -> Self {
         RetryPolicy {
@@ -73,84 +73,87 @@ impl RetryPolicy {
         }
     }
 
-    /// The most retries per payload (after the first attempt).
+    /// Sets the most retries per payload (after the first attempt).
     ///
     /// ```
     /// use newrelic_telemetry::RetryPolicy;
     ///
-    /// assert_eq!(RetryPolicy::default().max_retries(3).retries(), 3);
+    /// assert_eq!(RetryPolicy::default().with_max_retries(3).max_retries(), 3);
     /// ```
-    pub fn max_retries(mut self, retries: u32) -> Self {
+    #[must_use]
+    pub fn with_max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
         self
     }
 
-    /// The backoff factor: the wait before the second retry.
+    /// Sets the backoff factor: the wait before the second retry.
     ///
     /// ```
     /// use newrelic_telemetry::RetryPolicy;
     /// use std::time::Duration;
     ///
-    /// let policy = RetryPolicy::default().backoff_factor(Duration::from_millis(500));
+    /// let policy = RetryPolicy::default().with_backoff_factor(Duration::from_millis(500));
     /// assert_eq!(policy.backoff(2), Duration::from_millis(500));
     /// assert_eq!(policy.backoff(3), Duration::from_secs(1));
     /// ```
-    pub fn backoff_factor(mut self, factor: Duration) -> Self {
+    #[must_use]
+    pub fn with_backoff_factor(mut self, factor: Duration) -> Self {
         self.factor = factor;
         self
     }
 
-    /// The longest wait between two attempts (for backoff).
+    /// Sets the longest wait between two attempts (for backoff).
     ///
     /// ```
     /// use newrelic_telemetry::RetryPolicy;
     /// use std::time::Duration;
     ///
-    /// let policy = RetryPolicy::default().max_backoff(Duration::from_secs(3));
+    /// let policy = RetryPolicy::default().with_max_backoff(Duration::from_secs(3));
     /// assert_eq!(policy.backoff(8), Duration::from_secs(3));
     /// ```
-    pub fn max_backoff(mut self, max: Duration) -> Self {
+    #[must_use]
+    pub fn with_max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
         self
     }
 
-    /// The most time one payload may spend being retried, from its first
+    /// Sets the most time one payload may spend being retried, from its first
     /// attempt; `None` bounds it by `max_retries` alone.
     ///
     /// ```
     /// use newrelic_telemetry::RetryPolicy;
     /// use std::time::Duration;
     ///
-    /// let policy = RetryPolicy::default().total_budget(Some(Duration::from_secs(30)));
-    /// assert_eq!(policy.budget(), Some(Duration::from_secs(30)));
-    /// assert_eq!(RetryPolicy::default().total_budget(None).budget(), None);
+    /// let policy = RetryPolicy::default().with_total_budget(Some(Duration::from_secs(30)));
+    /// assert_eq!(policy.total_budget(), Some(Duration::from_secs(30)));
+    /// assert_eq!(RetryPolicy::default().with_total_budget(None).total_budget(), None);
     /// ```
-    pub fn total_budget(mut self, budget: Option<Duration>) -> Self {
+    #[must_use]
+    pub fn with_total_budget(mut self, budget: Option<Duration>) -> Self {
         self.total_budget = budget;
         self
     }
 
     /// Randomly shortens each wait by up to this fraction (0 to 1), so that
-    /// many processes recovering at once do not retry in step.
+    /// many processes recovering at once do not retry in step. A value
+    /// outside 0 to 1, or NaN, is not clamped: building the client fails
+    /// with an error naming it.
     ///
     /// ```
     /// use newrelic_telemetry::RetryPolicy;
     /// use std::time::Duration;
     ///
     /// // Waits become random in [0.75, 1] of the backoff; `backoff` shows the maximum.
-    /// let policy = RetryPolicy::default().jitter(0.25);
+    /// let policy = RetryPolicy::default().with_jitter(0.25);
     /// assert_eq!(policy.backoff(3), Duration::from_secs(2));
     /// ```
-    pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+    #[must_use]
+    pub fn with_jitter(mut self, fraction: f64) -> Self {
+        self.jitter = fraction;
         self
     }
 
-    /// The longest wait a 429 answer's `Retry-After` can impose; a longer one
+    /// Sets the longest wait a 429 answer's `Retry-After` can impose; a longer one
     /// is cut to this. A 429 without the header waits like a backoff, at least
     /// the backoff factor.
     ///
@@ -158,35 +161,96 @@ impl RetryPolicy {
     /// use newrelic_telemetry::RetryPolicy;
     /// use std::time::Duration;
     ///
-    /// let policy = RetryPolicy::default().max_retry_after(Duration::from_secs(10));
+    /// let policy = RetryPolicy::default().with_max_retry_after(Duration::from_secs(10));
     /// assert_ne!(policy, RetryPolicy::default());
     /// ```
-    pub fn max_retry_after(mut self, max: Duration) -> Self {
+    #[must_use]
+    pub fn with_max_retry_after(mut self, max: Duration) -> Self {
         self.max_retry_after = max;
         self
     }
 
-    /// The configured retry count.
+    /// The most retries per payload, as set by
+    /// [`with_max_retries`](Self::with_max_retries).
     ///
     /// ```
     /// use newrelic_telemetry::RetryPolicy;
     ///
-    /// assert_eq!(RetryPolicy::default().retries(), 8);
+    /// assert_eq!(RetryPolicy::default().max_retries(), 8);
+    /// assert_eq!(RetryPolicy::default().with_max_retries(2).max_retries(), 2);
     /// ```
-    pub fn retries(&self) -> u32 {
+    pub fn max_retries(&self) -> u32 {
         self.max_retries
     }
 
-    /// The configured total budget.
+    /// The backoff factor, as set by
+    /// [`with_backoff_factor`](Self::with_backoff_factor).
     ///
     /// ```
     /// use newrelic_telemetry::RetryPolicy;
     /// use std::time::Duration;
     ///
-    /// assert_eq!(RetryPolicy::default().budget(), Some(Duration::from_secs(120)));
+    /// assert_eq!(RetryPolicy::default().backoff_factor(), Duration::from_secs(1));
     /// ```
-    pub fn budget(&self) -> Option<Duration> {
+    pub fn backoff_factor(&self) -> Duration {
+        self.factor
+    }
+
+    /// The longest backoff, as set by [`with_max_backoff`](Self::with_max_backoff).
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(RetryPolicy::default().max_backoff(), Duration::from_secs(16));
+    /// ```
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
+    }
+
+    /// The total budget per payload, as set by
+    /// [`with_total_budget`](Self::with_total_budget).
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(RetryPolicy::default().total_budget(), Some(Duration::from_secs(120)));
+    /// ```
+    pub fn total_budget(&self) -> Option<Duration> {
         self.total_budget
+    }
+
+    /// The jitter fraction, as set by [`with_jitter`](Self::with_jitter).
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    ///
+    /// assert_eq!(RetryPolicy::default().jitter(), 0.0);
+    /// assert_eq!(RetryPolicy::default().with_jitter(0.2).jitter(), 0.2);
+    /// ```
+    pub fn jitter(&self) -> f64 {
+        self.jitter
+    }
+
+    /// The cap on a `Retry-After` wait, as set by
+    /// [`with_max_retry_after`](Self::with_max_retry_after).
+    ///
+    /// ```
+    /// use newrelic_telemetry::RetryPolicy;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(RetryPolicy::default().max_retry_after(), Duration::from_secs(60));
+    /// ```
+    pub fn max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+
+    /// Why this policy cannot be used, if it cannot: a jitter outside 0 to 1
+    /// (or not a number). Checked when a client is built.
+    pub(crate) fn invalid(&self) -> Option<String> {
+        (!(0.0..=1.0).contains(&self.jitter))
+            .then(|| format!("retry jitter {} is not a fraction from 0 to 1", self.jitter))
     }
 
     /// The backoff before retry `n` (1-based), without jitter.
@@ -237,7 +301,7 @@ mod tests {
 
     #[test]
     fn jitter_only_shortens() {
-        let p = RetryPolicy::default().jitter(0.5);
+        let p = RetryPolicy::default().with_jitter(0.5);
         for _ in 0..100 {
             let w = p.wait_before(3);
             assert!(
@@ -249,7 +313,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_capped_and_has_a_fallback() {
-        let p = RetryPolicy::default().max_retry_after(Duration::from_secs(30));
+        let p = RetryPolicy::default().with_max_retry_after(Duration::from_secs(30));
         assert_eq!(
             p.wait_after_429(1, Some(Duration::from_secs(90))),
             Duration::from_secs(30)

@@ -8,14 +8,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::env::{Config, FromCode, Source};
 use super::handle::Telemetry;
-use super::per_api::{AllApis, ConfigureClients};
+use super::per_api::ConfigureClients;
 use super::pipelines;
 use crate::api::Region;
 use crate::attributes::{Attributes, Value};
 use crate::batch::SeriesLimits;
 use crate::batch::refusal::OnRefused;
 use crate::budget::DEFAULT_MEMORY_BUDGET;
-use crate::client::ClientBuilder;
+use crate::client::ClientSettings;
 use crate::error::{ConfigError, RecordError};
 use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
 
@@ -28,14 +28,14 @@ use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
 /// | on or off | [`enabled`](Self::enabled) | `NEW_RELIC_ENABLED` (`true`, `false`) | on |
 /// | key | [`api_key`](Self::api_key) | `NEW_RELIC_API_KEY`, then `NEW_RELIC_LICENSE_KEY` | none: an error (unless off) |
 /// | region | [`region`](Self::region) | `NEW_RELIC_REGION` (`US`, `EU`, `FEDRAMP`) | EU for `eu01xx` keys, else US |
-/// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ... | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_TRACE_API_URL` (no path: the API's path is appended) | the region's |
+/// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ... | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_SPAN_API_URL` (no path: the API's path is appended) | the region's |
 /// | harvest interval | [`harvest_interval`](Self::harvest_interval) | `NEW_RELIC_HARVEST_INTERVAL` (seconds) | 5 s |
 /// | proxy | [`client`](Self::client)`(\|c\| c.proxy(..))` | `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY` (reqwest's handling) | none |
 ///
 /// Everything else the four clients share (request timeout, retry policy,
 /// key header, `User-Agent` tokens, audit logging, the `on_drop` callback,
 /// your own `reqwest::Client`) is set with [`client`](Self::client), in terms
-/// of [`ClientBuilder`]'s own methods.
+/// of [`ClientSettings`]' own methods.
 ///
 /// ```
 /// use newrelic_telemetry::{Region, Telemetry};
@@ -45,11 +45,11 @@ use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
 /// # async fn main() -> Result<(), newrelic_telemetry::ConfigError> {
 /// let telemetry = Telemetry::builder()
 ///     .environment([("NEW_RELIC_API_KEY", "eu01xx-example"), ("NEW_RELIC_REGION", "nowhere")])
-///     .region(Region::US) // code wins: the variable is not even read
+///     .region(Region::Us) // code wins: the variable is not even read
 ///     .harvest_interval(Duration::from_secs(2))
 ///     .client(|c| c.timeout(Duration::from_secs(5)))
 ///     .build()?;
-/// assert_eq!(telemetry.endpoints().metric, "https://metric-api.newrelic.com/metric/v1");
+/// assert_eq!(telemetry.endpoints().metrics, "https://metric-api.newrelic.com/metric/v1");
 /// # telemetry.shutdown().await;
 /// # Ok(()) }
 /// ```
@@ -61,9 +61,8 @@ pub struct TelemetryBuilder {
     memory_budget: usize,
     series_limits: SeriesLimits,
     token: Option<CancellationToken>,
+    /// Laid over the attributes from the environment and the service name.
     common_attributes: Attributes,
-    /// Also given to the tracing layers the `Telemetry` makes.
-    service_name: Option<Arc<str>>,
     /// Applied in order to the four clients' shared settings, once the key
     /// and region are known.
     configure_clients: Vec<ConfigureClients>,
@@ -99,7 +98,6 @@ impl Default for TelemetryBuilder {
             series_limits: SeriesLimits::default(),
             token: None,
             common_attributes: Attributes::new(),
-            service_name: None,
             configure_clients: Vec::new(),
             on_refused: None,
         }
@@ -118,7 +116,7 @@ impl TelemetryBuilder {
     /// let telemetry = Telemetry::builder()
     ///     .environment([("NEW_RELIC_API_KEY", "key"), ("NEW_RELIC_REGION", "EU")])
     ///     .build()?;
-    /// assert_eq!(telemetry.endpoints().log, "https://log-api.eu.newrelic.com/log/v1");
+    /// assert_eq!(telemetry.endpoints().logs, "https://log-api.eu.newrelic.com/log/v1");
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
@@ -177,7 +175,7 @@ impl TelemetryBuilder {
     /// let no_env: [(&str, &str); 0] = [];
     /// let telemetry = Telemetry::builder().environment(no_env).api_key("eu01xxkey").build()?;
     /// // An `eu01xx` key picks the EU region unless one is set.
-    /// assert_eq!(telemetry.endpoints().metric, "https://metric-api.eu.newrelic.com/metric/v1");
+    /// assert_eq!(telemetry.endpoints().metrics, "https://metric-api.eu.newrelic.com/metric/v1");
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
@@ -196,8 +194,8 @@ impl TelemetryBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let no_env: [(&str, &str); 0] = [];
-    /// let telemetry = Telemetry::builder().environment(no_env).api_key("key").region(Region::EU).build()?;
-    /// assert_eq!(telemetry.endpoints().trace, "https://trace-api.eu.newrelic.com/trace/v1");
+    /// let telemetry = Telemetry::builder().environment(no_env).api_key("key").region(Region::Eu).build()?;
+    /// assert_eq!(telemetry.endpoints().spans, "https://trace-api.eu.newrelic.com/trace/v1");
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
@@ -220,13 +218,13 @@ impl TelemetryBuilder {
     ///     .api_key("key")
     ///     .metric_endpoint("http://localhost:8080/metric")
     ///     .build()?;
-    /// assert_eq!(telemetry.endpoints().metric, "http://localhost:8080/metric");
+    /// assert_eq!(telemetry.endpoints().metrics, "http://localhost:8080/metric");
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
     pub fn metric_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.code.endpoints.metric = Some(url.into());
+        self.code.endpoints.metrics = Some(url.into());
         self
     }
 
@@ -243,13 +241,13 @@ impl TelemetryBuilder {
     ///     .api_key("key")
     ///     .event_endpoint("http://localhost:8080/event")
     ///     .build()?;
-    /// assert_eq!(telemetry.endpoints().event, "http://localhost:8080/event");
+    /// assert_eq!(telemetry.endpoints().events, "http://localhost:8080/event");
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
     pub fn event_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.code.endpoints.event = Some(url.into());
+        self.code.endpoints.events = Some(url.into());
         self
     }
 
@@ -266,13 +264,13 @@ impl TelemetryBuilder {
     ///     .api_key("key")
     ///     .log_endpoint("http://localhost:8080/log")
     ///     .build()?;
-    /// assert_eq!(telemetry.endpoints().log, "http://localhost:8080/log");
+    /// assert_eq!(telemetry.endpoints().logs, "http://localhost:8080/log");
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
     pub fn log_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.code.endpoints.log = Some(url.into());
+        self.code.endpoints.logs = Some(url.into());
         self
     }
 
@@ -287,15 +285,15 @@ impl TelemetryBuilder {
     /// let telemetry = Telemetry::builder()
     ///     .environment(no_env)
     ///     .api_key("key")
-    ///     .trace_endpoint("http://localhost:8080/trace")
+    ///     .span_endpoint("http://localhost:8080/trace")
     ///     .build()?;
-    /// assert_eq!(telemetry.endpoints().trace, "http://localhost:8080/trace");
+    /// assert_eq!(telemetry.endpoints().spans, "http://localhost:8080/trace");
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
-    pub fn trace_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.code.endpoints.trace = Some(url.into());
+    pub fn span_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.code.endpoints.spans = Some(url.into());
         self
     }
 
@@ -401,10 +399,10 @@ impl TelemetryBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
-    /// use newrelic_telemetry::attributes;
+    /// use newrelic_telemetry::attrs;
     /// let telemetry = server
     ///     .telemetry_builder()
-    ///     .common_attributes(attributes! { "host" => "web-1", "env" => "prod" })
+    ///     .common_attributes(attrs! { "host" => "web-1", "env" => "prod" })
     ///     .build()?;
     /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await;
     /// telemetry.shutdown().await;
@@ -464,7 +462,7 @@ impl TelemetryBuilder {
     /// telemetry.shutdown().await;
     /// let metrics = server.metrics();
     /// assert_eq!(metrics.len(), 2);
-    /// assert!(metrics.iter().any(|m| m["attributes"]["otel.metric.overflow"] == true));
+    /// assert!(metrics.iter().any(|m| m["attributes"]["otel.metrics.overflow"] == true));
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
@@ -500,7 +498,12 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Sets the common attribute `service.name`.
+    /// Sets the common attribute `service.name` (also given to the tracing
+    /// layers this telemetry makes), instead of
+    /// [`env::SERVICE_NAME`](crate::env::SERVICE_NAME) or
+    /// [`env::OTEL_SERVICE_NAME`](crate::env::OTEL_SERVICE_NAME). A
+    /// `service.name` given to [`common_attributes`](Self::common_attributes)
+    /// wins over it.
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -516,15 +519,75 @@ impl TelemetryBuilder {
     /// ```
     #[must_use = "builder methods return the changed builder"]
     pub fn service_name(mut self, name: impl Into<Arc<str>>) -> Self {
-        let name = name.into();
-        self.common_attributes
-            .insert("service.name", Value::String(name.clone()));
-        self.service_name = Some(name);
+        self.code.service_name = Some(name.into());
+        self
+    }
+
+    /// The share of traces the tracing layers of
+    /// [`Telemetry::tracing_layer`](crate::Telemetry::tracing_layer) keep,
+    /// from 0 to 1 (default 1), instead of
+    /// [`env::TRACE_SAMPLE_RATIO`](crate::env::TRACE_SAMPLE_RATIO). The
+    /// decision is made once per trace, at its root. A ratio outside 0 to 1,
+    /// or NaN, fails [`build`](Self::build) with
+    /// [`ConfigError::InvalidSetting`]; it is never clamped.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{ConfigError, Telemetry};
+    /// # use newrelic_telemetry::test_util::TestIngestServer;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().trace_sample_ratio(0.0).build()?;
+    /// let _guard = tracing::subscriber::set_default(
+    ///     tracing_subscriber::registry().with(telemetry.tracing_layer()),
+    /// );
+    /// tracing::info_span!("request").in_scope(|| {});
+    /// let report = telemetry.shutdown().await;
+    /// assert_eq!((report.layer.spans_recorded, report.layer.spans_unsampled), (0, 1));
+    ///
+    /// let err = server.telemetry_builder().trace_sample_ratio(f64::NAN).build().unwrap_err();
+    /// assert!(matches!(err, ConfigError::InvalidSetting { name: "trace_sample_ratio", .. }));
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn trace_sample_ratio(mut self, ratio: f64) -> Self {
+        self.code.trace_sample_ratio = Some(ratio);
+        self
+    }
+
+    /// Whether a missing API key fails [`build`](Self::build) (`true`, the
+    /// default: [`ConfigError::MissingApiKey`]). With `false`, a service
+    /// started with no key (no key in code, no
+    /// [`env::API_KEY`](crate::env::API_KEY) or
+    /// [`env::LICENSE_KEY`](crate::env::LICENSE_KEY)) starts with telemetry
+    /// disabled and one WARN, instead of not starting: recording works and
+    /// is counted, nothing is sent.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{ConfigError, Telemetry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let no_key: [(&str, &str); 0] = [];
+    /// let err = Telemetry::builder().environment(no_key).build().unwrap_err();
+    /// assert!(matches!(err, ConfigError::MissingApiKey));
+    ///
+    /// let telemetry = Telemetry::builder().environment(no_key).require_api_key(false).build()?;
+    /// assert!(!telemetry.is_enabled());
+    /// telemetry.metrics().record_count("requests", 1, ()).await;
+    /// assert_eq!(telemetry.shutdown().await.items_discarded(), 1);
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn require_api_key(mut self, required: bool) -> Self {
+        self.code.key_optional = !required;
         self
     }
 
     /// Configures the four clients (metric, event, log, trace) at once, with
-    /// [`ClientBuilder`]'s own methods: request timeout, retry policy, key
+    /// [`ClientSettings`]' own methods (a [`ClientBuilder`](crate::client::ClientBuilder)): request timeout, retry policy, key
     /// header, `User-Agent` tokens, proxy or your own `reqwest::Client`,
     /// payload size, audit logging, the `on_drop` callback. Calls add up, in
     /// order.
@@ -573,7 +636,7 @@ impl TelemetryBuilder {
     #[must_use = "builder methods return the changed builder"]
     pub fn client(
         mut self,
-        configure: impl FnOnce(ClientBuilder<AllApis>) -> ClientBuilder<AllApis> + Send + Sync + 'static,
+        configure: impl FnOnce(ClientSettings) -> ClientSettings + Send + Sync + 'static,
     ) -> Self {
         self.configure_clients.push(Box::new(configure));
         self
@@ -598,13 +661,18 @@ impl TelemetryBuilder {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConfigError::NoRuntime);
         }
-        let config = Config::resolve(&self.code, &self.source)?;
+        let mut config = Config::resolve(&self.code, &self.source)?;
+        // The environment's attributes, then the service name, then code's.
+        let mut common_attributes = std::mem::take(&mut config.common_attributes);
+        if let Some(name) = &config.service_name {
+            common_attributes.insert("service.name", Value::String(name.clone()));
+        }
+        common_attributes.absorb(self.common_attributes);
         pipelines::start(
             config,
             self.configure_clients,
             pipelines::Settings {
-                common_attributes: self.common_attributes,
-                service_name: self.service_name,
+                common_attributes,
                 shutdown_timeout: self.shutdown_timeout,
                 memory_budget: self.memory_budget,
                 series_limits: self.series_limits,
@@ -641,13 +709,20 @@ impl Telemetry {
     /// Everything from the environment: `Telemetry::builder().build()`.
     ///
     /// ```
-    /// use newrelic_telemetry::Telemetry;
+    /// use newrelic_telemetry::{ConfigError, Telemetry};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// // Fails with a `ConfigError` when no key is set.
+    /// // Fails with a `ConfigError` when no key is set (and telemetry is on).
+    /// let keyed = ["NEW_RELIC_API_KEY", "NEW_RELIC_LICENSE_KEY"]
+    ///     .iter()
+    ///     .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
+    /// let off = std::env::var("NEW_RELIC_ENABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("false"));
     /// match Telemetry::from_env() {
-    ///     Ok(telemetry) => { telemetry.shutdown().await; }
-    ///     Err(e) => eprintln!("telemetry disabled: {e}"),
+    ///     Ok(telemetry) => {
+    ///         assert!(keyed || off);
+    ///         telemetry.shutdown().await;
+    ///     }
+    ///     Err(e) => assert!(matches!(e, ConfigError::MissingApiKey) && !keyed),
     /// }
     /// # }
     /// ```

@@ -15,8 +15,8 @@
 //!     ])
 //!     .build()?;
 //! let endpoints = telemetry.endpoints();
-//! assert_eq!(endpoints.log, "http://127.0.0.1:9/log/v1");
-//! assert_eq!(endpoints.metric, "https://metric-api.eu.newrelic.com/metric/v1");
+//! assert_eq!(endpoints.logs, "http://127.0.0.1:9/log/v1");
+//! assert_eq!(endpoints.metrics, "https://metric-api.eu.newrelic.com/metric/v1");
 //! # telemetry.cancellation_token().cancel();
 //!
 //! let err = Telemetry::builder()
@@ -31,10 +31,12 @@
 // environment holds into one typed `Config`, variable by variable.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::per_api::PerApi;
 use crate::api::{Api, Region};
+use crate::attributes::Attributes;
 use crate::client::parse_endpoint;
 use crate::error::ConfigError;
 use crate::harvester::DEFAULT_HARVEST_INTERVAL;
@@ -78,7 +80,7 @@ pub const LICENSE_KEY: &str = "NEW_RELIC_LICENSE_KEY";
 /// let telemetry = Telemetry::builder()
 ///     .environment([(env::API_KEY, "key"), (env::REGION, "eu")])
 ///     .build()?;
-/// assert_eq!(telemetry.endpoints().trace, "https://trace-api.eu.newrelic.com/trace/v1");
+/// assert_eq!(telemetry.endpoints().spans, "https://trace-api.eu.newrelic.com/trace/v1");
 /// # telemetry.cancellation_token().cancel();
 /// # Ok(()) }
 /// ```
@@ -102,8 +104,8 @@ pub const REGION: &str = "NEW_RELIC_REGION";
 ///         (env::LOG_API_URL, "http://127.0.0.1:4318/custom/logs"),
 ///     ])
 ///     .build()?;
-/// assert_eq!(telemetry.endpoints().metric, "http://127.0.0.1:4318/metric/v1");
-/// assert_eq!(telemetry.endpoints().log, "http://127.0.0.1:4318/custom/logs");
+/// assert_eq!(telemetry.endpoints().metrics, "http://127.0.0.1:4318/metric/v1");
+/// assert_eq!(telemetry.endpoints().logs, "http://127.0.0.1:4318/custom/logs");
 /// # telemetry.cancellation_token().cancel();
 /// # Ok(()) }
 /// ```
@@ -117,9 +119,9 @@ pub const EVENT_API_URL: &str = "NEW_RELIC_EVENT_API_URL";
 /// is for the Metric API.
 pub const LOG_API_URL: &str = "NEW_RELIC_LOG_API_URL";
 
-/// `NEW_RELIC_TRACE_API_URL`: a URL for the Trace API, as
+/// `NEW_RELIC_SPAN_API_URL`: a URL for the Trace API, as
 /// [`METRIC_API_URL`] is for the Metric API.
-pub const TRACE_API_URL: &str = "NEW_RELIC_TRACE_API_URL";
+pub const SPAN_API_URL: &str = "NEW_RELIC_SPAN_API_URL";
 
 /// `NEW_RELIC_HARVEST_INTERVAL`: how often each harvester harvests, in
 /// seconds: a number above 0 and at most a day, fractions allowed (default 5).
@@ -169,23 +171,117 @@ pub const HARVEST_INTERVAL: &str = "NEW_RELIC_HARVEST_INTERVAL";
 /// ```
 pub const ENABLED: &str = "NEW_RELIC_ENABLED";
 
+/// `NEW_RELIC_SERVICE_NAME`: the service's name, sent as the common
+/// attribute `service.name` on every item and given to the tracing layers.
+/// A name set in code with
+/// [`TelemetryBuilder::service_name`](crate::TelemetryBuilder::service_name)
+/// wins; without either, [`OTEL_SERVICE_NAME`] is read.
+///
+/// ```
+/// use newrelic_telemetry::{Event, env};
+/// # use newrelic_telemetry::test_util::TestIngestServer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = TestIngestServer::start().await?;
+/// let telemetry = server
+///     .telemetry_builder()
+///     .environment([(env::SERVICE_NAME, "checkout"), (env::OTEL_SERVICE_NAME, "ignored")])
+///     .build()?;
+/// telemetry.events().record(Event::new("Order")).await;
+/// telemetry.shutdown().await;
+/// assert_eq!(server.events()[0]["service.name"], "checkout");
+/// # Ok(()) }
+/// ```
+pub const SERVICE_NAME: &str = "NEW_RELIC_SERVICE_NAME";
+
+/// `OTEL_SERVICE_NAME`: OpenTelemetry's variable for the service's name,
+/// read when [`SERVICE_NAME`] is not set, so that a service moving from
+/// OpenTelemetry keeps its name.
+///
+/// ```
+/// use newrelic_telemetry::{Log, env};
+/// # use newrelic_telemetry::test_util::TestIngestServer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = TestIngestServer::start().await?;
+/// let telemetry = server.telemetry_builder().environment([(env::OTEL_SERVICE_NAME, "billing")]).build()?;
+/// telemetry.logs().record(Log::new("ready")).await;
+/// telemetry.shutdown().await;
+/// assert_eq!(server.logs()[0]["attributes"]["service.name"], "billing");
+/// # Ok(()) }
+/// ```
+pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+
+/// `NEW_RELIC_COMMON_ATTRIBUTES`: attributes every item carries, as
+/// `key=value` pairs separated by commas (`env=prod,team=payments`); keys
+/// and values are trimmed and sent as strings, and a value cannot hold a
+/// comma. Attributes set in code with
+/// [`TelemetryBuilder::common_attributes`](crate::TelemetryBuilder::common_attributes)
+/// win key by key. A pair with no `=` or an empty key is an error naming
+/// the variable.
+///
+/// ```
+/// use newrelic_telemetry::{ConfigError, Event, attrs, env};
+/// # use newrelic_telemetry::test_util::TestIngestServer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = TestIngestServer::start().await?;
+/// let telemetry = server
+///     .telemetry_builder()
+///     .environment([(env::COMMON_ATTRIBUTES, "env=staging, team = payments")])
+///     .common_attributes(attrs!["env" => "prod"])
+///     .build()?;
+/// telemetry.events().record(Event::new("Order")).await;
+/// telemetry.shutdown().await;
+/// let event = &server.events()[0];
+/// assert_eq!((&event["env"], &event["team"]), (&"prod".into(), &"payments".into()));
+///
+/// let err = server.telemetry_builder().environment([(env::COMMON_ATTRIBUTES, "env")]).build().unwrap_err();
+/// assert!(matches!(err, ConfigError::InvalidVariable { name: env::COMMON_ATTRIBUTES, .. }));
+/// # Ok(()) }
+/// ```
+pub const COMMON_ATTRIBUTES: &str = "NEW_RELIC_COMMON_ATTRIBUTES";
+
+/// `NEW_RELIC_TRACE_SAMPLE_RATIO`: the share of traces the tracing layers
+/// of [`Telemetry::tracing_layer`](crate::Telemetry::tracing_layer) keep,
+/// from 0 to 1 (default 1: every trace). A ratio set in code with
+/// [`TelemetryBuilder::trace_sample_ratio`](crate::TelemetryBuilder::trace_sample_ratio)
+/// wins, as does one set on the layer itself.
+///
+/// ```
+/// use newrelic_telemetry::{ConfigError, Telemetry, env};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = Telemetry::builder()
+///     .environment([(env::API_KEY, "key"), (env::TRACE_SAMPLE_RATIO, "1.5")])
+///     .build()
+///     .unwrap_err();
+/// assert!(matches!(err, ConfigError::InvalidVariable { name: env::TRACE_SAMPLE_RATIO, .. }));
+/// # }
+/// ```
+pub const TRACE_SAMPLE_RATIO: &str = "NEW_RELIC_TRACE_SAMPLE_RATIO";
+
 /// A key that is never sent, for a disabled `Telemetry` given none.
 const DISABLED_KEY: &str = "telemetry-disabled";
 
 /// The variable naming each API's URL.
 const URL_VARIABLES: PerApi<&str> = PerApi {
-    metric: METRIC_API_URL,
-    event: EVENT_API_URL,
-    log: LOG_API_URL,
-    trace: TRACE_API_URL,
+    metrics: METRIC_API_URL,
+    events: EVENT_API_URL,
+    logs: LOG_API_URL,
+    spans: SPAN_API_URL,
 };
 
 /// Each API, in `PerApi` form.
 const API: PerApi<Api> = PerApi {
-    metric: Api::Metric,
-    event: Api::Event,
-    log: Api::Log,
-    trace: Api::Trace,
+    metrics: Api::Metric,
+    events: Api::Event,
+    logs: Api::Log,
+    spans: Api::Span,
 };
 
 /// Where configuration values that code did not set come from.
@@ -223,9 +319,13 @@ impl Source {
 pub(super) struct FromCode {
     pub(super) enabled: Option<bool>,
     pub(super) api_key: Option<String>,
+    /// With no key anywhere: start disabled with a WARN instead of failing.
+    pub(super) key_optional: bool,
     pub(super) region: Option<Region>,
     pub(super) harvest_interval: Option<Duration>,
     pub(super) endpoints: PerApi<Option<String>>,
+    pub(super) service_name: Option<Arc<str>>,
+    pub(super) trace_sample_ratio: Option<f64>,
 }
 
 /// The settings with code and environment merged, each value checked.
@@ -237,6 +337,10 @@ pub(super) struct Config {
     pub(super) harvest_interval: Duration,
     /// An endpoint for each API, or `None` for the region's.
     pub(super) endpoints: PerApi<Option<String>>,
+    pub(super) service_name: Option<Arc<str>>,
+    /// From [`COMMON_ATTRIBUTES`]; code's attributes are laid over them.
+    pub(super) common_attributes: Attributes,
+    pub(super) trace_sample_ratio: f64,
 }
 
 impl Config {
@@ -245,20 +349,36 @@ impl Config {
     /// key, region, harvest interval, endpoints. Disabled, a missing key is
     /// no error (one that is never sent stands in).
     pub(super) fn resolve(code: &FromCode, source: &Source) -> Result<Config, ConfigError> {
-        let enabled = enabled(code.enabled, source)?;
+        let mut enabled = enabled(code.enabled, source)?;
         let api_key = match api_key(code.api_key.as_deref(), source) {
             Err(ConfigError::MissingApiKey) if !enabled => DISABLED_KEY.to_owned(),
+            Err(ConfigError::MissingApiKey) if code.key_optional => {
+                tracing::warn!(
+                    "no New Relic API key ({API_KEY} or {LICENSE_KEY}): telemetry starts \
+                     disabled, recording and counting but sending nothing"
+                );
+                enabled = false;
+                DISABLED_KEY.to_owned()
+            }
             other => other?,
         };
         let region = region(code.region, source, &api_key)?;
         let harvest_interval = harvest_interval(code.harvest_interval, source)?;
         let endpoints = endpoints(&code.endpoints, source)?;
+        let service_name = code
+            .service_name
+            .clone()
+            .or_else(|| source.get(SERVICE_NAME).map(Arc::from))
+            .or_else(|| source.get(OTEL_SERVICE_NAME).map(Arc::from));
         Ok(Config {
             enabled,
             api_key,
             region,
             harvest_interval,
             endpoints,
+            service_name,
+            common_attributes: common_attributes(source)?,
+            trace_sample_ratio: trace_sample_ratio(code.trace_sample_ratio, source)?,
         })
     }
 }
@@ -307,28 +427,81 @@ fn region(code: Option<Region>, source: &Source, api_key: &str) -> Result<Region
     let Some(text) = source.get(REGION) else {
         return Ok(Region::from_api_key(api_key));
     };
-    match text.to_ascii_uppercase().as_str() {
-        "US" => Ok(Region::US),
-        "EU" => Ok(Region::EU),
-        "FEDRAMP" | "GOV" => Ok(Region::FedRamp),
-        _ => Err(invalid(REGION, &text, "US, EU or FEDRAMP")),
-    }
+    text.parse()
+        .map_err(|_| invalid(REGION, &text, "US, EU or FEDRAMP"))
 }
 
+/// The longest harvest interval, from code or the environment: a day.
+const MAX_HARVEST_INTERVAL: Duration = Duration::from_secs(86_400);
+
 /// The interval from code, else [`HARVEST_INTERVAL`] (seconds, above 0 and at
-/// most a day), else the default.
+/// most a day), else the default. Code's value is held to the same range.
 fn harvest_interval(code: Option<Duration>, source: &Source) -> Result<Duration, ConfigError> {
     if let Some(interval) = code {
-        return Ok(interval);
+        return if interval.is_zero() || interval > MAX_HARVEST_INTERVAL {
+            Err(ConfigError::InvalidSetting {
+                name: "harvest_interval",
+                value: format!("{interval:?}"),
+                expected: "a duration above 0 and at most a day",
+            })
+        } else {
+            Ok(interval)
+        };
     }
     let Some(text) = source.get(HARVEST_INTERVAL) else {
         return Ok(DEFAULT_HARVEST_INTERVAL);
     };
     text.parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= MAX_HARVEST_INTERVAL.as_secs_f64())
         .map(Duration::from_secs_f64)
         .ok_or_else(|| invalid(HARVEST_INTERVAL, &text, "a number of seconds above 0"))
+}
+
+/// The pairs of [`COMMON_ATTRIBUTES`], or none.
+fn common_attributes(source: &Source) -> Result<Attributes, ConfigError> {
+    let Some(text) = source.get(COMMON_ATTRIBUTES) else {
+        return Ok(Attributes::new());
+    };
+    let mut attributes = Attributes::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                attributes.insert(key.trim(), value.trim());
+            }
+            _ => {
+                return Err(invalid(
+                    COMMON_ATTRIBUTES,
+                    &text,
+                    "key=value pairs separated by commas",
+                ));
+            }
+        }
+    }
+    Ok(attributes)
+}
+
+/// The ratio from code, else [`TRACE_SAMPLE_RATIO`], else 1; from 0 to 1.
+fn trace_sample_ratio(code: Option<f64>, source: &Source) -> Result<f64, ConfigError> {
+    const EXPECTED: &str = "a number from 0 to 1";
+    if let Some(ratio) = code {
+        return if (0.0..=1.0).contains(&ratio) {
+            Ok(ratio)
+        } else {
+            Err(ConfigError::InvalidSetting {
+                name: "trace_sample_ratio",
+                value: ratio.to_string(),
+                expected: EXPECTED,
+            })
+        };
+    }
+    let Some(text) = source.get(TRACE_SAMPLE_RATIO) else {
+        return Ok(1.0);
+    };
+    text.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| invalid(TRACE_SAMPLE_RATIO, &text, EXPECTED))
 }
 
 /// Each API's URL from code, else from its variable (checked to be an

@@ -76,6 +76,9 @@ pub(super) struct Parts {
     pub(super) recorder: std::sync::OnceLock<NewRelicRecorder>,
     #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
     pub(super) service_name: Option<Arc<str>>,
+    /// The layers' sample ratio, unless a layer's own settings change it.
+    #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+    pub(super) trace_sample_ratio: f64,
 }
 
 /// Shared by the clones of a `Telemetry`.
@@ -117,8 +120,8 @@ impl fmt::Debug for Telemetry {
 /// let server = TestIngestServer::start().await?;
 /// let telemetry = server.telemetry_builder().build()?;
 /// let endpoints = telemetry.endpoints();
-/// assert_eq!(endpoints.metric, server.metric_url());
-/// assert_eq!(endpoints.trace, server.trace_url());
+/// assert_eq!(endpoints.metrics, server.metric_url());
+/// assert_eq!(endpoints.spans, server.span_url());
 /// # telemetry.shutdown().await;
 /// # Ok(()) }
 /// ```
@@ -126,13 +129,13 @@ impl fmt::Debug for Telemetry {
 #[non_exhaustive]
 pub struct Endpoints {
     /// The Metric API's URL.
-    pub metric: String,
+    pub metrics: String,
     /// The Event API's URL.
-    pub event: String,
+    pub events: String,
     /// The Log API's URL.
-    pub log: String,
+    pub logs: String,
     /// The Trace API's URL.
-    pub trace: String,
+    pub spans: String,
 }
 
 /// How the four harvesters of a [`Telemetry`] ended.
@@ -448,7 +451,7 @@ impl Telemetry {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let telemetry = server.telemetry_builder().build()?;
-    /// assert_eq!(telemetry.endpoints().event, server.event_url());
+    /// assert_eq!(telemetry.endpoints().events, server.event_url());
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
@@ -569,10 +572,10 @@ impl Telemetry {
     pub fn stats(&self) -> TelemetryStats {
         let h = &self.inner.0.harvesters;
         TelemetryStats {
-            metrics: h.metric.pipeline_stats(),
-            events: h.event.pipeline_stats(),
-            logs: h.log.pipeline_stats(),
-            spans: h.trace.pipeline_stats(),
+            metrics: h.metrics.pipeline_stats(),
+            events: h.events.pipeline_stats(),
+            logs: h.logs.pipeline_stats(),
+            spans: h.spans.pipeline_stats(),
             #[cfg(feature = "tracing-layer")]
             layer: self.inner.0.lifecycle.layers.stats(),
         }
@@ -654,10 +657,10 @@ impl Telemetry {
         let parts = &self.inner.0;
         let h = &parts.harvesters;
         let (mut metrics, mut events, mut logs, mut spans) = tokio::join!(
-            h.metric.join(),
-            h.event.join(),
-            h.log.join(),
-            h.trace.join()
+            h.metrics.join(),
+            h.events.join(),
+            h.logs.join(),
+            h.spans.join()
         );
         // Refusals go on after the end (a recording into a closed batch):
         // count them up to now.
@@ -763,7 +766,8 @@ impl Telemetry {
         configure: impl FnOnce(NewRelicLayerBuilder) -> NewRelicLayerBuilder,
     ) -> NewRelicLayer {
         let parts = &self.inner.0;
-        let mut builder = configure(NewRelicLayer::builder());
+        let mut builder =
+            configure(NewRelicLayer::builder().sample_ratio(parts.trace_sample_ratio));
         builder = builder.spans(parts.spans.clone()).logs(parts.logs.clone());
         if let Some(name) = &parts.service_name {
             builder = builder.service_name(name.clone());

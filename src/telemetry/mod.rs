@@ -6,9 +6,8 @@ mod builder; // TelemetryBuilder: settings made in code, and build()
 pub mod env; // the NEW_RELIC_* variables, and their parsing into a typed config
 mod handle; // Telemetry, Endpoints, TelemetryReport, TelemetryStats
 mod lifecycle; // the order of a stop: tracing layers drained, then harvesters
-mod per_api; // PerApi<T> (one value per API) and AllApis (settings for all four clients)
+mod per_api; // PerApi<T> (one value per API) and the closures that configure all four clients
 mod pipelines; // what build() assembles: clients, batches, harvesters
 
 pub use builder::TelemetryBuilder;
 pub use handle::{Endpoints, Telemetry, TelemetryReport, TelemetryStats};
-pub use per_api::AllApis;

@@ -1,63 +1,33 @@
 //! The four ingest APIs as a group: [`PerApi`], one value for each, and
-//! [`AllApis`], the client settings they share.
+//! the change to the client settings they share.
 
-use crate::client::ClientBuilder;
-
-/// The API kind of the [`ClientBuilder`] that
-/// [`TelemetryBuilder::client`](crate::TelemetryBuilder::client) configures:
-/// settings for the metric, event, log and trace clients at once.
-///
-/// It has no values and no `build()`: the builder only collects settings, and
-/// [`Telemetry`](crate::Telemetry) builds the four clients from them.
-///
-/// ```
-/// use newrelic_telemetry::{AllApis, RetryPolicy};
-/// use newrelic_telemetry::client::ClientBuilder;
-/// use std::time::Duration;
-///
-/// // A function that configures the clients of any Telemetry it is given to.
-/// fn patient(clients: ClientBuilder<AllApis>) -> ClientBuilder<AllApis> {
-///     clients
-///         .timeout(Duration::from_secs(30))
-///         .retry_policy(RetryPolicy::default().max_retries(3))
-/// }
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let server = newrelic_telemetry::test_util::TestIngestServer::start().await?;
-/// let telemetry = server.telemetry_builder().client(patient).build()?;
-/// # telemetry.shutdown().await;
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AllApis {}
+use crate::client::ClientSettings;
 
 /// A change to the four clients' shared settings, from
 /// [`TelemetryBuilder::client`](crate::TelemetryBuilder::client).
-pub(crate) type ConfigureClients =
-    Box<dyn FnOnce(ClientBuilder<AllApis>) -> ClientBuilder<AllApis> + Send + Sync>;
+pub(crate) type ConfigureClients = Box<dyn FnOnce(ClientSettings) -> ClientSettings + Send + Sync>;
 
 /// One `T` for each ingest API, named rather than indexed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PerApi<T> {
     /// The Metric API's.
-    pub(crate) metric: T,
+    pub(crate) metrics: T,
     /// The Event API's.
-    pub(crate) event: T,
+    pub(crate) events: T,
     /// The Log API's.
-    pub(crate) log: T,
+    pub(crate) logs: T,
     /// The Trace API's.
-    pub(crate) trace: T,
+    pub(crate) spans: T,
 }
 
 impl<T> PerApi<T> {
     /// Pairs each API's value with its value in `other`.
     pub(crate) fn zip<U>(self, other: PerApi<U>) -> PerApi<(T, U)> {
         PerApi {
-            metric: (self.metric, other.metric),
-            event: (self.event, other.event),
-            log: (self.log, other.log),
-            trace: (self.trace, other.trace),
+            metrics: (self.metrics, other.metrics),
+            events: (self.events, other.events),
+            logs: (self.logs, other.logs),
+            spans: (self.spans, other.spans),
         }
     }
 
@@ -68,16 +38,16 @@ impl<T> PerApi<T> {
         mut f: impl FnMut(T) -> Result<U, E>,
     ) -> Result<PerApi<U>, E> {
         Ok(PerApi {
-            metric: f(self.metric)?,
-            event: f(self.event)?,
-            log: f(self.log)?,
-            trace: f(self.trace)?,
+            metrics: f(self.metrics)?,
+            events: f(self.events)?,
+            logs: f(self.logs)?,
+            spans: f(self.spans)?,
         })
     }
 
     /// The four values, in the order metric, event, log, trace.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
-        [&self.metric, &self.event, &self.log, &self.trace].into_iter()
+        [&self.metrics, &self.events, &self.logs, &self.spans].into_iter()
     }
 }
 
@@ -87,23 +57,23 @@ mod tests {
 
     fn numbered() -> PerApi<u32> {
         PerApi {
-            metric: 1,
-            event: 2,
-            log: 3,
-            trace: 4,
+            metrics: 1,
+            events: 2,
+            logs: 3,
+            spans: 4,
         }
     }
 
     #[test]
     fn zip_pairs_the_same_api() {
         let names = PerApi {
-            metric: "m",
-            event: "e",
-            log: "l",
-            trace: "t",
+            metrics: "m",
+            events: "e",
+            logs: "l",
+            spans: "t",
         };
         let zipped = numbered().zip(names);
-        assert_eq!((zipped.metric, zipped.trace), ((1, "m"), (4, "t")));
+        assert_eq!((zipped.metrics, zipped.spans), ((1, "m"), (4, "t")));
     }
 
     #[test]
@@ -116,7 +86,7 @@ mod tests {
         assert_eq!(result, Err(2));
         assert_eq!(seen, [1, 2]);
         assert_eq!(
-            numbered().try_map(|n| Ok::<_, ()>(n * 10)).map(|p| p.log),
+            numbered().try_map(|n| Ok::<_, ()>(n * 10)).map(|p| p.logs),
             Ok(30)
         );
     }

@@ -10,18 +10,19 @@ use tokio_util::sync::CancellationToken;
 use super::env::Config;
 use super::handle::{Endpoints, Parts, Telemetry};
 use super::lifecycle::Lifecycle;
-use super::per_api::{AllApis, ConfigureClients, PerApi};
+use super::per_api::{ConfigureClients, PerApi};
 use crate::attributes::Attributes;
 use crate::batch::refusal::OnRefused;
 use crate::batch::{Batch, EventBatch, LogBatch, MetricBatch, SeriesLimits, SpanBatch};
-use crate::client::{Client, ClientBuilder, Events, Kind, Logs, Metrics, Spans, sdk_http_client};
+use crate::client::{
+    AllApis, Client, ClientSettings, Events, Kind, Logs, Metrics, Spans, sdk_http_client,
+};
 use crate::error::ConfigError;
 use crate::harvester::Harvester;
 
 /// The builder's settings that are not read from the environment.
 pub(super) struct Settings {
     pub(super) common_attributes: Attributes,
-    pub(super) service_name: Option<Arc<str>>,
     pub(super) shutdown_timeout: Duration,
     pub(super) memory_budget: usize,
     pub(super) series_limits: SeriesLimits,
@@ -74,7 +75,8 @@ pub(super) fn start(
         runtime,
         #[cfg(feature = "metrics")]
         recorder: std::sync::OnceLock::new(),
-        service_name: settings.service_name,
+        service_name: config.service_name,
+        trace_sample_ratio: config.trace_sample_ratio,
     }))
 }
 
@@ -90,10 +92,7 @@ async fn watch(stop: CancellationToken, lifecycle: Arc<Lifecycle>) {
 
 /// The settings the four clients share: the key and region, then what code
 /// configured, in order.
-fn client_settings(
-    config: &Config,
-    configure_clients: Vec<ConfigureClients>,
-) -> ClientBuilder<AllApis> {
+fn client_settings(config: &Config, configure_clients: Vec<ConfigureClients>) -> ClientSettings {
     // `Client::builder` needs an API kind to start from; any will do.
     let resolved = Client::<Metrics>::builder(String::new())
         .for_kind::<AllApis>()
@@ -106,9 +105,7 @@ fn client_settings(
 
 /// Gives the settings one HTTP client (one connection pool for all four
 /// APIs), unless code gave its own.
-fn with_shared_http_client(
-    mut settings: ClientBuilder<AllApis>,
-) -> Result<ClientBuilder<AllApis>, ConfigError> {
+fn with_shared_http_client(mut settings: ClientSettings) -> Result<ClientSettings, ConfigError> {
     if settings.has_http_client() {
         return Ok(settings);
     }
@@ -118,39 +115,39 @@ fn with_shared_http_client(
 
 /// The four clients.
 struct Clients {
-    metric: Client<Metrics>,
-    event: Client<Events>,
-    log: Client<Logs>,
-    trace: Client<Spans>,
+    metrics: Client<Metrics>,
+    events: Client<Events>,
+    logs: Client<Logs>,
+    spans: Client<Spans>,
 }
 
 impl Clients {
     /// One client per API from the shared `settings`, each sent to its
     /// endpoint (`None`: the region's).
     fn new(
-        settings: &ClientBuilder<AllApis>,
+        settings: &ClientSettings,
         endpoints: PerApi<Option<String>>,
     ) -> Result<Clients, ConfigError> {
         Ok(Clients {
-            metric: client(settings, endpoints.metric)?,
-            event: client(settings, endpoints.event)?,
-            log: client(settings, endpoints.log)?,
-            trace: client(settings, endpoints.trace)?,
+            metrics: client(settings, endpoints.metrics)?,
+            events: client(settings, endpoints.events)?,
+            logs: client(settings, endpoints.logs)?,
+            spans: client(settings, endpoints.spans)?,
         })
     }
 
     fn endpoints(&self) -> Endpoints {
         Endpoints {
-            metric: self.metric.endpoint().to_owned(),
-            event: self.event.endpoint().to_owned(),
-            log: self.log.endpoint().to_owned(),
-            trace: self.trace.endpoint().to_owned(),
+            metrics: self.metrics.endpoint().to_owned(),
+            events: self.events.endpoint().to_owned(),
+            logs: self.logs.endpoint().to_owned(),
+            spans: self.spans.endpoint().to_owned(),
         }
     }
 }
 
 fn client<K: Kind>(
-    settings: &ClientBuilder<AllApis>,
+    settings: &ClientSettings,
     endpoint: Option<String>,
 ) -> Result<Client<K>, ConfigError> {
     let builder = settings.for_kind::<K>();
@@ -226,10 +223,10 @@ fn spawn_harvesters(
     token: &CancellationToken,
 ) -> PerApi<Harvester> {
     PerApi {
-        metric: spawn_harvester(batches.metrics.clone(), clients.metric, timing, token),
-        event: spawn_harvester(batches.events.clone(), clients.event, timing, token),
-        log: spawn_harvester(batches.logs.clone(), clients.log, timing, token),
-        trace: spawn_harvester(batches.spans.clone(), clients.trace, timing, token),
+        metrics: spawn_harvester(batches.metrics.clone(), clients.metrics, timing, token),
+        events: spawn_harvester(batches.events.clone(), clients.events, timing, token),
+        logs: spawn_harvester(batches.logs.clone(), clients.logs, timing, token),
+        spans: spawn_harvester(batches.spans.clone(), clients.spans, timing, token),
     }
 }
 

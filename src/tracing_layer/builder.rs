@@ -71,13 +71,30 @@ pub const DEFAULT_EXCLUDED_TARGETS: &[&str] = &[
 /// use newrelic_telemetry::SpanBatch;
 /// use std::sync::Arc;
 ///
+/// use tokio_util::sync::CancellationToken;
+/// use tracing_subscriber::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let spans = Arc::new(SpanBatch::new());
 /// let (layer, worker) = NewRelicLayer::builder()
-///     .spans(Arc::new(SpanBatch::new()))
+///     .spans(spans.clone())
 ///     .service_name("billing")
 ///     .channel_capacity(50_000)
 ///     .span_events(true)
 ///     .exclude_target("my_app::noisy")
 ///     .build();
+/// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+///     tracing::info_span!("invoice").in_scope(|| tracing::info!("sent"));
+///     tracing::info_span!(target: "my_app::noisy::poll", "tick").in_scope(|| {});
+/// });
+/// let stop = CancellationToken::new();
+/// stop.cancel(); // the worker drains what was sent, then returns
+/// let stats = worker.run(stop).await;
+/// assert_eq!(stats.spans_recorded, 1); // "tick" was excluded
+/// let (exported, _) = spans.flush().await;
+/// assert_eq!(exported[0].attributes().get("service.name"), Some(&"billing".into()));
+/// assert_eq!(exported[0].events().len(), 1); // "sent", as a span event
+/// # }
 /// ```
 #[derive(Clone)]
 #[must_use = "a builder does nothing until `build()` is called"]
@@ -299,7 +316,11 @@ impl NewRelicLayerBuilder {
     }
 
     /// The share of new traces exported, from 0.0 (none) to 1.0 (all, the
-    /// default); values outside are clamped, NaN counts as 1.0.
+    /// default). A value outside, or NaN, is a mistake this builder cannot
+    /// return (its `build` does not fail): it logs a WARN naming the value
+    /// and keeps the nearest valid ratio (NaN: 1.0, export everything).
+    /// [`TelemetryBuilder::trace_sample_ratio`](crate::TelemetryBuilder::trace_sample_ratio)
+    /// refuses such values instead.
     ///
     /// The decision is made once per trace, from its trace id (its rightmost
     /// 56 bits, the random part of a W3C trace id, compared with a threshold
@@ -340,6 +361,13 @@ impl NewRelicLayerBuilder {
         } else {
             ratio.clamp(0.0, 1.0)
         };
+        if self.sample_ratio != ratio {
+            tracing::warn!(
+                ratio,
+                kept = self.sample_ratio,
+                "trace sample ratio outside 0 to 1: the nearest valid ratio is used"
+            );
+        }
         self
     }
 

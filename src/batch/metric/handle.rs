@@ -97,18 +97,18 @@ macro_rules! handle_common {
 /// assert!(batch.flush().await.0.is_empty()); // nothing added: nothing sent
 /// # Ok(()) }
 /// ```
-pub struct Counter {
+pub struct CounterHandle {
     cell: CellArc<CountState>,
     shared: Arc<Shared>,
     name: Arc<str>,
     attributes: Arc<Attributes>,
 }
 
-handle_common!(Counter);
+handle_common!(CounterHandle);
 
-impl Counter {
+impl CounterHandle {
     pub(super) fn new(series: Series, cell: CellArc<CountState>, shared: Arc<Shared>) -> Self {
-        Counter {
+        CounterHandle {
             cell,
             shared,
             name: series.name,
@@ -172,18 +172,18 @@ impl Counter {
 /// }
 /// # Ok(()) }
 /// ```
-pub struct Gauge {
+pub struct GaugeHandle {
     cell: CellArc<GaugeState>,
     shared: Arc<Shared>,
     name: Arc<str>,
     attributes: Arc<Attributes>,
 }
 
-handle_common!(Gauge);
+handle_common!(GaugeHandle);
 
-impl Gauge {
+impl GaugeHandle {
     pub(super) fn new(series: Series, cell: CellArc<GaugeState>, shared: Arc<Shared>) -> Self {
-        Gauge {
+        GaugeHandle {
             cell,
             shared,
             name: series.name,

@@ -22,7 +22,7 @@
 //! with no lock like any other series and whose room every name keeps from
 //! its first series on.
 //!
-//! Handles bound to a series ([`Counter`], [`Gauge`], [`SummaryHandle`])
+//! Handles bound to a series ([`CounterHandle`], [`GaugeHandle`], [`SummaryHandle`])
 //! write the same atomics with no lookup at all, and a flush reads and
 //! resets each series without stopping anyone. Series persist across
 //! flushes: a flush sends the series written to since the previous one, and
@@ -51,7 +51,7 @@ pub(crate) use cardinality::SeriesLimits;
 pub use cardinality::{DEFAULT_SERIES_LIMIT, NameOverflow, OVERFLOW_ATTRIBUTE};
 use cardinality::{NameState, Names, SAMPLE_EVERY};
 use drain::Release;
-pub use handle::{Counter, Gauge, SummaryHandle};
+pub use handle::{CounterHandle, GaugeHandle, SummaryHandle};
 use index::Table;
 use key::{HashBuilder, Seeds, str_eq};
 use series::{Applied, Placement, Series, Shared, WallClock};
@@ -245,13 +245,13 @@ pub(crate) struct HeldShards<'a>(#[allow(dead_code)] Vec<tokio::sync::MutexGuard
 /// Configures a [`MetricBatch`].
 ///
 /// ```
-/// use newrelic_telemetry::{attributes, MetricBatch};
+/// use newrelic_telemetry::{attrs, MetricBatch};
 ///
 /// let batch = MetricBatch::builder()
-///     .common_attributes(attributes! { "host" => "web-1" })
+///     .common_attributes(attrs! { "host" => "web-1" })
 ///     .max_series(10_000)
 ///     .build();
-/// assert_eq!(batch.common_attributes(), Some(&attributes! { "host" => "web-1" }));
+/// assert_eq!(batch.common_attributes(), Some(&attrs! { "host" => "web-1" }));
 /// assert_eq!(batch.series_count(), 0);
 /// ```
 #[derive(Debug, Clone)]
@@ -268,16 +268,25 @@ pub struct MetricBatchBuilder {
 
 impl MetricBatchBuilder {
     /// Attributes sent once per payload in the common block. Invalid pairs are
-    /// removed with a warning.
+    /// removed with a warning. Called again, it merges: a key given again
+    /// takes the new value, as in
+    /// [`TelemetryBuilder::common_attributes`](crate::TelemetryBuilder::common_attributes).
     ///
     /// ```
-    /// use newrelic_telemetry::{MetricBatch, attributes};
+    /// use newrelic_telemetry::{MetricBatch, attrs};
     ///
-    /// let batch = MetricBatch::builder().common_attributes(attributes! { "host" => "web-1" }).build();
-    /// assert_eq!(batch.common_attributes().unwrap().len(), 1);
+    /// let batch = MetricBatch::builder()
+    ///     .common_attributes(attrs!["host" => "web-1", "env" => "staging"])
+    ///     .common_attributes(attrs!["env" => "prod"])
+    ///     .build();
+    /// let common = batch.common_attributes().unwrap();
+    /// assert_eq!(common.len(), 2);
+    /// assert_eq!(common.get("env"), Some(&"prod".into()));
     /// ```
-    pub fn common_attributes(mut self, attributes: Attributes) -> Self {
-        self.common_attributes = Some(attributes);
+    pub fn common_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
+        self.common_attributes
+            .get_or_insert_with(Attributes::new)
+            .absorb(attributes.into());
         self
     }
 
@@ -423,7 +432,7 @@ impl MetricBatchBuilder {
     /// it leaves memory, when no handle holds it (default
     /// [`DEFAULT_IDLE_HARVESTS`]). Keeping a series a little longer saves
     /// building it again when it is recorded into every few intervals; a
-    /// series bound to a live [`Counter`], [`Gauge`] or [`SummaryHandle`]
+    /// series bound to a live [`CounterHandle`], [`GaugeHandle`] or [`SummaryHandle`]
     /// stays for as long as the handle lives. [`MetricBatch::flush`] and the
     /// last harvest of a closed batch let go of every unbound series at once.
     ///
@@ -770,7 +779,7 @@ impl MetricBatch {
     /// Binds the count `name` with `attributes` once: validated now (and
     /// created if new; past the name's series limit, or with no room left
     /// in the batch, bound to the name's overflow series instead, and for
-    /// a name the batch does not hold yet refused), then [`Counter::add`]
+    /// a name the batch does not hold yet refused), then [`CounterHandle::add`]
     /// records into it synchronously, with no lock and no allocation. The
     /// series stays in the batch while a handle to it lives.
     ///
@@ -806,21 +815,21 @@ impl MetricBatch {
         &self,
         name: impl AsRef<str>,
         attributes: impl AsAttributes,
-    ) -> Result<Counter, RecordError> {
+    ) -> Result<CounterHandle, RecordError> {
         let series = self
             .bind(MetricKind::Count, name.as_ref(), &attributes)
             .await?;
         Ok(self.counter_of(series))
     }
 
-    fn counter_of(&self, series: Series) -> Counter {
+    fn counter_of(&self, series: Series) -> CounterHandle {
         match series.cell.count() {
-            Some(cell) => Counter::new(series, cell, self.shared.clone()),
+            Some(cell) => CounterHandle::new(series, cell, self.shared.clone()),
             None => unreachable!("series are found by their type"),
         }
     }
 
-    /// Binds the gauge `name` with `attributes` once; then [`Gauge::set`]
+    /// Binds the gauge `name` with `attributes` once; then [`GaugeHandle::set`]
     /// records into it synchronously, with no lock and no allocation. See
     /// [`counter`](Self::counter).
     ///
@@ -840,16 +849,16 @@ impl MetricBatch {
         &self,
         name: impl AsRef<str>,
         attributes: impl AsAttributes,
-    ) -> Result<Gauge, RecordError> {
+    ) -> Result<GaugeHandle, RecordError> {
         let series = self
             .bind(MetricKind::Gauge, name.as_ref(), &attributes)
             .await?;
         Ok(self.gauge_of(series))
     }
 
-    fn gauge_of(&self, series: Series) -> Gauge {
+    fn gauge_of(&self, series: Series) -> GaugeHandle {
         match series.cell.gauge() {
-            Some(cell) => Gauge::new(series, cell, self.shared.clone()),
+            Some(cell) => GaugeHandle::new(series, cell, self.shared.clone()),
             None => unreachable!("series are found by their type"),
         }
     }
@@ -1104,7 +1113,7 @@ impl MetricBatch {
         &self,
         name: &str,
         attributes: &(impl AsAttributes + ?Sized),
-    ) -> Result<Option<Counter>, RecordError> {
+    ) -> Result<Option<CounterHandle>, RecordError> {
         let series = self.try_bind(MetricKind::Count, name, attributes)?;
         Ok(series.map(|s| self.counter_of(s)))
     }
@@ -1115,7 +1124,7 @@ impl MetricBatch {
         &self,
         name: &str,
         attributes: &(impl AsAttributes + ?Sized),
-    ) -> Result<Option<Gauge>, RecordError> {
+    ) -> Result<Option<GaugeHandle>, RecordError> {
         let series = self.try_bind(MetricKind::Gauge, name, attributes)?;
         Ok(series.map(|s| self.gauge_of(s)))
     }
@@ -1665,9 +1674,9 @@ impl MetricBatch {
     /// The common attributes sent with every flush.
     ///
     /// ```
-    /// use newrelic_telemetry::{MetricBatch, attributes};
+    /// use newrelic_telemetry::{MetricBatch, attrs};
     ///
-    /// let batch = MetricBatch::builder().common_attributes(attributes! { "host" => "web-1" }).build();
+    /// let batch = MetricBatch::builder().common_attributes(attrs! { "host" => "web-1" }).build();
     /// assert_eq!(batch.common_attributes().unwrap().len(), 1);
     /// ```
     pub fn common_attributes(&self) -> Option<&Attributes> {

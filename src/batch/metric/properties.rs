@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::drain::Release;
-use super::{Counter, MetricBatch};
+use super::{CounterHandle, MetricBatch};
 use crate::error::RecordError;
 use crate::metric::Metric;
 
@@ -107,7 +107,7 @@ async fn run(ops: Vec<Op>, max_series: usize) {
         .shards(2)
         .build();
     let mut ledger = Ledger::default();
-    let mut handles: Vec<(String, Counter)> = Vec::new();
+    let mut handles: Vec<(String, CounterHandle)> = Vec::new();
     // Each name's own limit if it has one, else the default; and the most
     // series a name may have held: the largest limit it had.
     let mut rules: HashMap<String, usize> = HashMap::new();

@@ -1,79 +1,5 @@
-//! HTTP server middleware (feature `tower`): a [`tower_layer::Layer`] that
-//! instruments every request of an axum, hyper or other `tower` service.
-//!
-//! Per request, [`HttpServerLayer`]
-//! * opens a root `tracing` span (target [`SPAN_TARGET`], level INFO) that
-//!   continues the trace of the request's `traceparent` header (a missing,
-//!   malformed or unsupported one starts a new trace; see
-//!   [`trace_context`](crate::trace_context)), named `{method} {route}`,
-//!   with `span.kind: server`, `http.request.method`, `http.route`,
-//!   `url.path` and, once the response is ready,
-//!   `http.response.status_code`; a 5xx response (or an error from the
-//!   service) flags it as an error (`error: true`). The handler runs inside
-//!   it, so the handler's spans are its children and its logs carry its
-//!   `trace.id`. The layer of
-//!   [`Telemetry::tracing_layer`](crate::Telemetry::tracing_layer) exports
-//!   it, or counts it unsampled;
-//! * counts the request in [`REQUESTS_METRIC`] and adds its duration (until
-//!   the response's head is ready) to the [`DURATION_METRIC`] summary, in
-//!   milliseconds, both by `http.request.method`, `http.route` and
-//!   `http.response.status_code` (or `http.response.status_class`, `2xx`
-//!   ..., with [`HttpServerLayer::status_classes`]).
-//!
-//! The route is a template, never the raw path, so that `/users/7` and
-//! `/users/8` are one series: axum's [`MatchedPath`] with the `axum` feature,
-//! or what the function given to [`HttpServerLayer::route_with`] returns.
-//! A request with no known route (a 404 from axum's fallback, say) has no
-//! `http.route`. Methods other than the nine standard ones count as
-//! `_OTHER`: a client cannot make new series by inventing methods.
-//!
-//! The span is created inside
-//! [`with_remote_parent`], so the
-//! sampling decision is made when it is created: an unsampled request
-//! costs a span with no attributes and two metric updates.
-//!
-//! [`MatchedPath`]: https://docs.rs/axum/0.8/axum/extract/struct.MatchedPath.html
-//!
-//! ```
-//! use axum::{Router, routing::get};
-//! use newrelic_telemetry::middleware::HttpServerLayer;
-//! use newrelic_telemetry::test_util::TestIngestServer;
-//! use tracing_subscriber::prelude::*;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let server = TestIngestServer::start().await?;
-//! let telemetry = server.telemetry_builder().service_name("orders").build()?;
-//! // In a service: `.init()`, once, in `main`.
-//! let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(telemetry.tracing_layer()));
-//!
-//! let app = Router::new()
-//!     .route("/orders/{id}", get(|| async { "an order" }))
-//!     .layer(HttpServerLayer::new(&telemetry));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let url = format!("http://{}/orders/7", listener.local_addr()?);
-//! tokio::spawn(async move { axum::serve(listener, app).await });
-//!
-//! // The SDK's reqwest setup: with the default `rustls` feature a plain
-//! // `reqwest::Client::new()` has no crypto provider.
-//! let http = newrelic_telemetry::client::http_client_builder()?.build()?;
-//! let response = http
-//!     .get(&url)
-//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-//!     .send()
-//!     .await?;
-//! assert!(response.status().is_success());
-//! telemetry.shutdown().await;
-//!
-//! let span = &server.spans()[0];
-//! assert_eq!(span["trace.id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-//! assert_eq!(span["attributes"]["parent.id"], "00f067aa0ba902b7");
-//! assert_eq!(span["attributes"]["name"], "GET /orders/{id}");
-//! let requests = server.metrics().into_iter().find(|m| m["name"] == "http.server.requests").unwrap();
-//! assert_eq!(requests["attributes"]["http.route"], "/orders/{id}");
-//! assert_eq!(requests["attributes"]["http.response.status_code"], 200);
-//! # Ok(()) }
-//! ```
+//! The tower layer (feature `tower`): see the
+//! [module documentation](crate::middleware).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -83,27 +9,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 
-use crate::attributes::{AsAttributes, ValueRef};
+use super::{
+    DURATION_METRIC, Outcome, REQUESTS_METRIC, RequestAttributes, method_label, record_status,
+    request_span,
+};
 use crate::batch::MetricBatch;
 use crate::telemetry::Telemetry;
 use crate::trace_context::TraceContext;
 use crate::tracing_layer::with_remote_parent;
-
-/// The target of the middleware's request spans. It is not a module of
-/// this crate, whose own targets the tracing layer never exports; a
-/// per-layer filter by target must let it through for request spans to be
-/// exported.
-pub const SPAN_TARGET: &str = "http_server";
-
-/// The count of requests, by method, route and status.
-pub const REQUESTS_METRIC: &str = "http.server.requests";
-
-/// The summary of request durations in milliseconds (from the request's
-/// arrival to its response's head), by method, route and status.
-pub const DURATION_METRIC: &str = "http.server.duration.ms";
 
 /// A route function: the route template of a request, from its head.
 type RouteFn = dyn Fn(&http::request::Parts) -> Option<Cow<'static, str>> + Send + Sync;
@@ -117,7 +33,7 @@ struct Config {
 
 /// Instruments every request of the service it wraps: a span continuing the
 /// incoming trace, a count and a duration summary. See the
-/// [module documentation](self).
+/// [module documentation](crate::middleware).
 ///
 /// ```
 /// use newrelic_telemetry::middleware::HttpServerLayer;
@@ -271,23 +187,6 @@ impl<S: fmt::Debug> fmt::Debug for HttpServerService<S> {
     }
 }
 
-/// A method as a metric attribute: the standard ones by name, any other as
-/// `_OTHER` (a client must not be able to make series).
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "_OTHER",
-    }
-}
-
 /// A request's route template.
 enum Route {
     Named(Cow<'static, str>),
@@ -318,36 +217,6 @@ impl Config {
     }
 }
 
-/// The request span: named `{method} {route}` (`otel.name`), the route
-/// and status fields filled when known.
-fn request_span(method: &'static str, route: Option<&str>, path: &str) -> tracing::Span {
-    match route {
-        Some(route) => tracing::info_span!(
-            target: SPAN_TARGET,
-            parent: None,
-            "http.server",
-            otel.name = %format_args!("{method} {route}"),
-            otel.kind = "server",
-            http.request.method = method,
-            http.route = route,
-            url.path = path,
-            http.response.status_code = tracing::field::Empty,
-            error = tracing::field::Empty,
-        ),
-        None => tracing::info_span!(
-            target: SPAN_TARGET,
-            parent: None,
-            "http.server",
-            otel.name = method,
-            otel.kind = "server",
-            http.request.method = method,
-            url.path = path,
-            http.response.status_code = tracing::field::Empty,
-            error = tracing::field::Empty,
-        ),
-    }
-}
-
 impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for HttpServerService<S>
 where
     S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -363,7 +232,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
-        let method = method_label(&parts.method);
+        let method = method_label(parts.method.as_str());
         let route = self.config.route(&parts);
         let remote = TraceContext::extract(&parts.headers);
         let span = with_remote_parent(remote.as_ref(), || {
@@ -384,48 +253,6 @@ where
                 timed: false,
             },
             result: None,
-        }
-    }
-}
-
-/// How a request ended, as the metrics record it.
-#[derive(Clone, Copy)]
-enum Outcome {
-    Status(u16),
-    Error,
-}
-
-/// The metric attributes of a request, borrowed (no allocation once the
-/// series exists).
-struct RequestAttributes<'a> {
-    method: &'static str,
-    route: Option<&'a str>,
-    outcome: Outcome,
-    status_classes: bool,
-}
-
-const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-
-impl AsAttributes for RequestAttributes<'_> {
-    fn attribute_count(&self) -> usize {
-        2 + usize::from(self.route.is_some())
-    }
-
-    fn for_each_attribute<'s>(&'s self, mut f: impl FnMut(&'s str, ValueRef<'s>)) {
-        f("http.request.method", ValueRef::Str(self.method));
-        if let Some(route) = self.route {
-            f("http.route", ValueRef::Str(route));
-        }
-        match self.outcome {
-            Outcome::Status(code) if self.status_classes => {
-                let class = match code {
-                    100..=599 => STATUS_CLASSES[usize::from(code / 100) - 1],
-                    _ => STATUS_CLASSES[5],
-                };
-                f("http.response.status_class", ValueRef::Str(class));
-            }
-            Outcome::Status(code) => f("http.response.status_code", ValueRef::Int(i64::from(code))),
-            Outcome::Error => f("error", ValueRef::Bool(true)),
         }
     }
 }
@@ -511,14 +338,7 @@ where
                 ready!(this.inner.poll(cx))
             };
             let outcome = match &result {
-                Ok(response) => {
-                    let code = response.status().as_u16();
-                    this.span.record("http.response.status_code", code);
-                    if code >= 500 {
-                        this.span.record("error", true);
-                    }
-                    Outcome::Status(code)
-                }
+                Ok(response) => record_status(this.span, response.status().as_u16()),
                 Err(_) => {
                     this.span.record("error", true);
                     Outcome::Error
