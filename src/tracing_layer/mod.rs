@@ -119,7 +119,7 @@
 //!
 //! With the `log` feature, records of the [`log`](https://docs.rs/log) crate
 //! (`log::info!` in your dependencies) are exported as New Relic logs with
-//! their level and target: install [`LogTracer`] once in `main` (it turns
+//! their level and target: install `LogTracer` (re-exported here) once in `main` (it turns
 //! each record into a `tracing` event), and the layer reads the record's own
 //! target and level (not `tracing-log`'s generic ones) and leaves out its
 //! `log.*` bookkeeping fields. Records of excluded targets (`reqwest`,
