@@ -343,7 +343,7 @@ impl<T: AsValueRef + ?Sized> AsValueRef for &T {
 /// ```
 /// use newrelic_telemetry::{attrs, Attributes, Value};
 ///
-/// let a = attrs! { "host" => "web-1", "port" => 8080 };
+/// let a = Attributes::from(attrs!["host" => "web-1", "port" => 8080]);
 /// let b = Attributes::from([("port", Value::from(8080)), ("host", Value::from("web-1"))]);
 /// assert_eq!(a, b);
 /// assert_eq!(a.get("port"), Some(&8080.into()));

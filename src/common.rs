@@ -19,7 +19,7 @@ use crate::time::{interval_millis, millis_since_epoch};
 /// use std::time::Duration;
 ///
 /// let common = Common::new()
-///     .with_attributes(attrs! { "host" => "web-1" })
+///     .with_attributes(attrs!["host" => "web-1"])
 ///     .with_interval(Duration::from_secs(5));
 /// assert_eq!(common.interval_ms(), Some(5000));
 /// ```
@@ -50,7 +50,7 @@ impl Common {
     /// ```
     /// use newrelic_telemetry::{Attributes, Common, attrs};
     ///
-    /// let common = Common::new().with_attributes(attrs! { "host" => "web-1" });
+    /// let common = Common::new().with_attributes(attrs!["host" => "web-1"]);
     /// assert_eq!(common.attributes().unwrap().len(), 1);
     /// // An empty set leaves the block without attributes.
     /// assert!(Common::new().with_attributes(Attributes::new()).is_empty());
@@ -147,7 +147,7 @@ impl Common {
     /// ```
     /// use newrelic_telemetry::{Common, Value, attrs};
     ///
-    /// let common = Common::new().with_attributes(attrs! { "env" => "prod" });
+    /// let common = Common::new().with_attributes(attrs!["env" => "prod"]);
     /// assert_eq!(common.attributes().unwrap().get("env"), Some(&Value::from("prod")));
     /// ```
     pub fn attributes(&self) -> Option<&Attributes> {

@@ -75,7 +75,7 @@ impl Event {
     ///
     /// let event = Event::new("Purchase")
     ///     .with_attribute("currency", "USD")
-    ///     .with_attributes(attrs! { "currency" => "EUR", "amount" => 10.0 });
+    ///     .with_attributes(attrs!["currency" => "EUR", "amount" => 10.0]);
     /// assert_eq!(event.attributes().len(), 2);
     /// assert_eq!(event.attributes().get("currency"), Some(&"EUR".into()));
     ///

@@ -93,7 +93,7 @@ impl Log {
     /// ```
     /// use newrelic_telemetry::{Log, attrs};
     ///
-    /// let log = Log::new("request").with_attributes(attrs! { "route" => "/pay", "ms" => 12 });
+    /// let log = Log::new("request").with_attributes(attrs!["route" => "/pay", "ms" => 12]);
     /// assert_eq!(log.attributes().len(), 2);
     /// ```
     #[must_use = "returns the changed value; the original is consumed"]

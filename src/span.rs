@@ -197,7 +197,7 @@ impl Span {
     /// ```
     /// use newrelic_telemetry::{Span, attrs};
     ///
-    /// let span = Span::new("db").with_attributes(attrs! { "db.system" => "postgres", "rows" => 3 });
+    /// let span = Span::new("db").with_attributes(attrs!["db.system" => "postgres", "rows" => 3]);
     /// assert_eq!(span.attributes().len(), 2);
     /// ```
     #[must_use = "returns the changed value; the original is consumed"]

@@ -591,7 +591,7 @@ impl TestIngestServer {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let client = MetricClient::builder("test-key").endpoint(server.metric_url()).build()?;
-    /// let common = Common::new().with_attributes(attrs! { "host" => "web-1" });
+    /// let common = Common::new().with_attributes(attrs!["host" => "web-1"]);
     /// let count = CountMetric::new("jobs", 2.0, Duration::from_secs(10));
     /// client.send_batch(vec![count.into()], common).await?;
     ///

@@ -55,7 +55,7 @@ async fn identity_is_type_name_and_attribute_set_in_any_order() {
     batch
         .record_count("req", 1.0, [("b", "2"), ("a", "1")])
         .await;
-    let owned = attrs! { "b" => "2", "a" => "1" };
+    let owned = attrs!["b" => "2", "a" => "1"];
     batch.record_count("req", 1.0, &owned).await;
     // Different attributes, value type, name or metric type: new series.
     batch
@@ -377,7 +377,7 @@ async fn item_batches_validate_and_cap() {
 #[tokio::test]
 async fn invalid_common_attributes_are_removed() {
     let batch = MetricBatch::builder()
-        .common_attributes(attrs! { "ok" => 1, "nan" => f64::NAN, "" => "empty key" })
+        .common_attributes(attrs!["ok" => 1, "nan" => f64::NAN, "" => "empty key"])
         .build();
     assert_eq!(
         batch.common_attributes(),

@@ -48,7 +48,7 @@ async fn metric_client_posts_the_contract() {
     let metric: Metric = CountMetric::new("jobs", 3.0, Duration::from_secs(10))
         .with_attribute("queue", "default")
         .into();
-    let common = Common::new().with_attributes(attrs! { "host" => "web-1" });
+    let common = Common::new().with_attributes(attrs!["host" => "web-1"]);
     let report = client.send_batch(vec![metric], common).await.unwrap();
     assert_eq!(report.items_sent(), 1);
     assert_eq!(report.status().map(|s| s.as_u16()), Some(202));
@@ -100,7 +100,7 @@ async fn event_client_sends_a_flat_array_and_license_key_header() {
                 Event::new("Purchase").with_attribute("amount", 12.5),
                 Event::new("Refund"),
             ],
-            Common::new().with_attributes(attrs! { "app" => "shop" }),
+            Common::new().with_attributes(attrs!["app" => "shop"]),
         )
         .await
         .unwrap();

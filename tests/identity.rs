@@ -188,7 +188,7 @@ async fn the_user_agent_is_exactly_the_contracts() {
 async fn a_users_common_provider_wins_on_all_four_apis() {
     let server = server().await;
     let telemetry = telemetry(&server)
-        .common_attributes(attrs! { "instrumentation.provider" => "myBridge" })
+        .common_attributes(attrs!["instrumentation.provider" => "myBridge"])
         .build()
         .unwrap();
     one_of_each(telemetry).await;
@@ -218,7 +218,7 @@ async fn an_events_own_attribute_wins_over_common_and_identity() {
     let own = Event::new("Order")
         .with_attribute("collector.name", "mine")
         .with_attribute("instrumentation.provider", 7);
-    let common = Common::new().with_attributes(attrs! { "instrumentation.provider" => "theirs" });
+    let common = Common::new().with_attributes(attrs!["instrumentation.provider" => "theirs"]);
     client
         .send_batch(vec![own, Event::new("Plain")], common)
         .await

@@ -40,7 +40,7 @@ async fn four_pipelines_from_the_environment_end_to_end() {
     let telemetry = Telemetry::builder()
         .environment(vars)
         .service_name("checkout")
-        .common_attributes(attrs! { "host" => "web-1" })
+        .common_attributes(attrs!["host" => "web-1"])
         .client(|c| c.add_version_info("checkout", "1.0"))
         .build()
         .unwrap();

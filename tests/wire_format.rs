@@ -151,7 +151,7 @@ fn span_error_flag() {
 #[tokio::test(start_paused = true)]
 async fn flushed_metric_batch_payload() {
     let batch = MetricBatch::builder()
-        .common_attributes(attrs! { "host" => "a" })
+        .common_attributes(attrs!["host" => "a"])
         .build();
     batch.record_count("errors", 2.0, [("code", 500)]).await;
     batch.record_count("errors", 3.0, [("code", 500)]).await;
@@ -195,7 +195,7 @@ async fn flushed_metric_batch_payload() {
 #[tokio::test]
 async fn flushed_log_and_span_batches_carry_a_common_block() {
     let logs = LogBatch::builder()
-        .common_attributes(attrs! { "service.name" => "shop" })
+        .common_attributes(attrs!["service.name" => "shop"])
         .build();
     // The Log API drops logs older than 48 hours, so the batch takes only
     // recent ones: an hour ago.
@@ -229,7 +229,7 @@ async fn flushed_log_and_span_batches_carry_a_common_block() {
 #[tokio::test]
 async fn flushed_event_batch_merges_its_common_attributes() {
     let events = EventBatch::builder()
-        .common_attributes(attrs! { "app" => "shop", "region" => "eu" })
+        .common_attributes(attrs!["app" => "shop", "region" => "eu"])
         .build();
     events
         .record(
@@ -261,7 +261,7 @@ async fn payloads_of_many_chunks_are_encoded_whole_and_in_order() {
     let metrics: Vec<Metric> = (0..n)
         .map(|i| CountMetric::new(format!("m{i}"), i as f64, Duration::from_secs(1)).into())
         .collect();
-    let common = Common::new().with_attributes(attrs! { "host" => "a" });
+    let common = Common::new().with_attributes(attrs!["host" => "a"]);
     let payload = wire::<Metrics>(&metrics, &common).await;
     let items = payload[0]["metrics"].as_array().unwrap();
     assert_eq!(items.len(), n);

@@ -27,7 +27,7 @@ pub const DEFAULT_CAPACITY: usize = 50_000;
 /// use newrelic_telemetry::{Event, EventBatch, attrs};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let events = EventBatch::builder().common_attributes(attrs! { "env" => "prod" }).build();
+/// let events = EventBatch::builder().common_attributes(attrs!["env" => "prod"]).build();
 /// events.record(Event::new("Order").with_attribute("total", 42.0)).await;
 /// assert_eq!(events.len().await, 1);
 /// # }
@@ -132,7 +132,7 @@ impl<T> std::fmt::Debug for ItemBatch<T> {
 /// use newrelic_telemetry::{Attributes, LogBatch, attrs};
 ///
 /// let logs = LogBatch::builder()
-///     .common_attributes(attrs! { "service.name" => "checkout" })
+///     .common_attributes(attrs!["service.name" => "checkout"])
 ///     .capacity(10_000)
 ///     .build();
 /// assert_eq!(logs.common_attributes(), Some(&Attributes::from(attrs!["service.name" => "checkout"])));
@@ -400,7 +400,7 @@ impl<T: BatchItem> ItemBatch<T> {
     /// use newrelic_telemetry::{Log, LogBatch, attrs};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let logs = LogBatch::builder().common_attributes(attrs! { "host" => "web-1" }).build();
+    /// let logs = LogBatch::builder().common_attributes(attrs!["host" => "web-1"]).build();
     /// logs.record(Log::new("a")).await;
     /// let (items, common) = logs.flush().await;
     /// assert_eq!(items.len(), 1);
@@ -515,7 +515,7 @@ impl<T: BatchItem> ItemBatch<T> {
     /// ```
     /// use newrelic_telemetry::{SpanBatch, attrs};
     ///
-    /// let spans = SpanBatch::builder().common_attributes(attrs! { "service.name" => "shop" }).build();
+    /// let spans = SpanBatch::builder().common_attributes(attrs!["service.name" => "shop"]).build();
     /// assert_eq!(spans.common_attributes().unwrap().len(), 1);
     /// ```
     pub fn common_attributes(&self) -> Option<&Attributes> {

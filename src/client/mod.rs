@@ -313,7 +313,7 @@ impl<K: Kind> Client<K> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
     /// let client = MetricClient::builder("test-key").endpoint(server.metric_url()).build()?;
-    /// let common = Common::new().with_attributes(attrs! { "host" => "web-1" });
+    /// let common = Common::new().with_attributes(attrs!["host" => "web-1"]);
     /// let items = vec![GaugeMetric::new("cpu", 0.5).into(), GaugeMetric::new("mem", 0.25).into()];
     /// let report = client.send_batch(items, common).await?;
     /// assert_eq!(report.items_sent(), 2);

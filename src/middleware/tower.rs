@@ -94,11 +94,26 @@ impl HttpServerLayer {
     /// assembled by hand).
     ///
     /// ```
+    /// use axum::{Router, body::Body, http::Request, routing::get};
     /// use newrelic_telemetry::MetricBatch;
-    /// use newrelic_telemetry::middleware::HttpServerLayer;
+    /// use newrelic_telemetry::middleware::{HttpServerLayer, REQUESTS_METRIC};
     /// use std::sync::Arc;
+    /// use tower_service::Service;
     ///
-    /// let layer = HttpServerLayer::with_metrics(Arc::new(MetricBatch::new()));
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let metrics = Arc::new(MetricBatch::new());
+    /// let mut service = Router::new()
+    ///     .route("/orders/{id}", get(|| async { "an order" }))
+    ///     .layer(HttpServerLayer::with_metrics(metrics.clone()));
+    /// # const PATH: &str = "/orders/7";
+    /// std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut service, cx)).await.unwrap();
+    /// let request = Request::get(PATH).body(Body::empty()).unwrap();
+    /// let status = service.call(request).await.unwrap().status();
+    /// let (recorded, _) = metrics.flush().await;
+    /// let requests = recorded.iter().find(|m| m.name() == REQUESTS_METRIC).unwrap();
+    /// assert!(status.is_success());
+    /// assert_eq!(requests.attributes().get("http.route"), Some(&"/orders/{id}".into()));
+    /// # }
     /// ```
     pub fn with_metrics(metrics: Arc<MetricBatch>) -> Self {
         HttpServerLayer {
@@ -116,12 +131,27 @@ impl HttpServerLayer {
     /// path, or `None` when no route matches.
     ///
     /// ```
+    /// use axum::{Router, body::Body, http::Request, routing::get};
     /// use newrelic_telemetry::MetricBatch;
-    /// use newrelic_telemetry::middleware::HttpServerLayer;
+    /// use newrelic_telemetry::middleware::{HttpServerLayer, REQUESTS_METRIC};
     /// use std::sync::Arc;
+    /// use tower_service::Service;
     ///
-    /// let layer = HttpServerLayer::with_metrics(Arc::new(MetricBatch::new()))
-    ///     .route_with(|request| request.uri.path().starts_with("/api/").then(|| "/api/*".into()));
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let metrics = Arc::new(MetricBatch::new());
+    /// let mut service = Router::new().route("/api/{*rest}", get(|| async { "ok" })).layer(
+    ///     HttpServerLayer::with_metrics(metrics.clone())
+    ///         .route_with(|request| request.uri.path().starts_with("/api/").then(|| "/api/*".into())),
+    /// );
+    /// # const PATH: &str = "/api/users/7";
+    /// std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut service, cx)).await.unwrap();
+    /// let request = Request::get(PATH).body(Body::empty()).unwrap();
+    /// let status = service.call(request).await.unwrap().status();
+    /// let (recorded, _) = metrics.flush().await;
+    /// let requests = recorded.iter().find(|m| m.name() == REQUESTS_METRIC).unwrap();
+    /// assert!(status.is_success());
+    /// assert_eq!(requests.attributes().get("http.route"), Some(&"/api/*".into()));
+    /// # }
     /// ```
     pub fn route_with(
         self,
@@ -135,11 +165,27 @@ impl HttpServerLayer {
     /// always carry the code.
     ///
     /// ```
+    /// use axum::{Router, body::Body, http::Request, routing::get};
     /// use newrelic_telemetry::MetricBatch;
-    /// use newrelic_telemetry::middleware::HttpServerLayer;
+    /// use newrelic_telemetry::middleware::{HttpServerLayer, REQUESTS_METRIC};
     /// use std::sync::Arc;
+    /// use tower_service::Service;
     ///
-    /// let layer = HttpServerLayer::with_metrics(Arc::new(MetricBatch::new())).status_classes(true);
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let metrics = Arc::new(MetricBatch::new());
+    /// let mut service = Router::new()
+    ///     .route("/orders/{id}", get(|| async { "an order" }))
+    ///     .layer(HttpServerLayer::with_metrics(metrics.clone()).status_classes(true));
+    /// # const PATH: &str = "/nowhere";
+    /// std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut service, cx)).await.unwrap();
+    /// let request = Request::get(PATH).body(Body::empty()).unwrap();
+    /// let status = service.call(request).await.unwrap().status();
+    /// let (recorded, _) = metrics.flush().await;
+    /// let requests = recorded.iter().find(|m| m.name() == REQUESTS_METRIC).unwrap();
+    /// assert_eq!(status, 404);
+    /// assert_eq!(requests.attributes().get("http.response.status_class"), Some(&"4xx".into()));
+    /// assert_eq!(requests.attributes().get("http.response.status_code"), None);
+    /// # }
     /// ```
     pub fn status_classes(self, enabled: bool) -> Self {
         self.change(|c| c.status_classes = enabled)

@@ -402,7 +402,7 @@ impl TelemetryBuilder {
     /// use newrelic_telemetry::attrs;
     /// let telemetry = server
     ///     .telemetry_builder()
-    ///     .common_attributes(attrs! { "host" => "web-1", "env" => "prod" })
+    ///     .common_attributes(attrs!["host" => "web-1", "env" => "prod"])
     ///     .build()?;
     /// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await;
     /// telemetry.shutdown().await;
@@ -462,7 +462,7 @@ impl TelemetryBuilder {
     /// telemetry.shutdown().await;
     /// let metrics = server.metrics();
     /// assert_eq!(metrics.len(), 2);
-    /// assert!(metrics.iter().any(|m| m["attributes"]["otel.metrics.overflow"] == true));
+    /// assert!(metrics.iter().any(|m| m["attributes"]["otel.metric.overflow"] == true));
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]

@@ -92,7 +92,7 @@ pub const DEFAULT_EXCLUDED_TARGETS: &[&str] = &[
 /// let stats = worker.run(stop).await;
 /// assert_eq!(stats.spans_recorded, 1); // "tick" was excluded
 /// let (exported, _) = spans.flush().await;
-/// assert_eq!(exported[0].attributes().get("service.name"), Some(&"billing".into()));
+/// assert_eq!(exported[0].service_name(), Some("billing"));
 /// assert_eq!(exported[0].events().len(), 1); // "sent", as a span event
 /// # }
 /// ```

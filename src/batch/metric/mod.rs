@@ -245,13 +245,13 @@ pub(crate) struct HeldShards<'a>(#[allow(dead_code)] Vec<tokio::sync::MutexGuard
 /// Configures a [`MetricBatch`].
 ///
 /// ```
-/// use newrelic_telemetry::{attrs, MetricBatch};
+/// use newrelic_telemetry::{Attributes, MetricBatch, attrs};
 ///
 /// let batch = MetricBatch::builder()
-///     .common_attributes(attrs! { "host" => "web-1" })
+///     .common_attributes(attrs!["host" => "web-1"])
 ///     .max_series(10_000)
 ///     .build();
-/// assert_eq!(batch.common_attributes(), Some(&attrs! { "host" => "web-1" }));
+/// assert_eq!(batch.common_attributes(), Some(&Attributes::from(attrs!["host" => "web-1"])));
 /// assert_eq!(batch.series_count(), 0);
 /// ```
 #[derive(Debug, Clone)]
@@ -1676,7 +1676,7 @@ impl MetricBatch {
     /// ```
     /// use newrelic_telemetry::{MetricBatch, attrs};
     ///
-    /// let batch = MetricBatch::builder().common_attributes(attrs! { "host" => "web-1" }).build();
+    /// let batch = MetricBatch::builder().common_attributes(attrs!["host" => "web-1"]).build();
     /// assert_eq!(batch.common_attributes().unwrap().len(), 1);
     /// ```
     pub fn common_attributes(&self) -> Option<&Attributes> {
