@@ -25,7 +25,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 mod support;
-use support::{HOUR, server};
+use support::{HOUR, assert_trace_continued, is_lower_hex, server, spans_named};
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -237,13 +237,6 @@ async fn get_with(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Str
     send(reqwest::Method::GET, base, path, &headers).await
 }
 
-fn by_name<'a>(spans: &'a [Json], name: &str) -> Vec<&'a Json> {
-    spans
-        .iter()
-        .filter(|s| s["attributes"]["name"] == name)
-        .collect()
-}
-
 fn server_spans(spans: &[Json]) -> Vec<&Json> {
     spans
         .iter()
@@ -271,12 +264,6 @@ fn requests_timed(metrics: &[Json]) -> u64 {
         .sum()
 }
 
-fn is_hex(value: &Json, len: usize) -> bool {
-    value
-        .as_str()
-        .is_some_and(|s| s.len() == len && s.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')))
-}
-
 fn default_middleware(middleware: ActixMiddleware) -> ActixMiddleware {
     middleware
 }
@@ -302,16 +289,12 @@ async fn a_valid_traceparent_is_continued_and_passed_on() {
     assert_eq!(status, 200);
     let received = service.stop().await;
 
-    let root = by_name(&received.spans, "GET /orders/{id}")[0];
-    let load = by_name(&received.spans, "load order")[0];
-    assert_eq!(root["trace.id"], TRACE_ID);
-    assert_eq!(root["attributes"]["parent.id"], PARENT_ID);
-    assert_eq!(load["trace.id"], TRACE_ID);
-    assert_eq!(load["attributes"]["parent.id"], root["id"]);
-    assert!(is_hex(&root["id"], 16) && is_hex(&load["id"], 16));
-    let log = &received.logs[0];
-    assert_eq!(log["attributes"]["trace.id"], TRACE_ID);
-    assert_eq!(log["attributes"]["span.id"], load["id"]);
+    let (_, load) = assert_trace_continued(
+        &received.spans,
+        &received.logs,
+        ("GET /orders/{id}", "load order"),
+        (TRACE_ID, PARENT_ID),
+    );
 
     // Out: the same trace, under the handler's span, sampled, with both
     // tracestate headers carried on as one list.
@@ -327,8 +310,8 @@ async fn without_a_traceparent_a_request_starts_a_w3c_trace() {
     let (_, body) = get(&service.base, "/orders/1").await;
     let received = service.stop().await;
 
-    let root = by_name(&received.spans, "GET /orders/{id}")[0];
-    assert!(is_hex(&root["trace.id"], 32), "{root}");
+    let root = spans_named(&received.spans, "GET /orders/{id}")[0];
+    assert!(is_lower_hex(&root["trace.id"], 32), "{root}");
     assert_ne!(root["trace.id"], TRACE_ID);
     assert!(root["attributes"].get("parent.id").is_none(), "{root}");
     let trace_id = root["trace.id"].as_str().expect("trace id");
@@ -384,14 +367,14 @@ async fn malformed_duplicated_and_unsupported_traceparents_start_a_new_trace() {
     get_with(&service.base, "/orders/99", &[("traceparent", &future)]).await;
     let received = service.stop().await;
 
-    let roots = by_name(&received.spans, "GET /orders/{id}");
+    let roots = spans_named(&received.spans, "GET /orders/{id}");
     assert_eq!(roots.len(), bad.len() + 1);
     let continued: Vec<_> = roots.iter().filter(|r| r["trace.id"] == TRACE_ID).collect();
     assert_eq!(continued.len(), 1, "only the future version continues");
     assert_eq!(continued[0]["attributes"]["url.path"], "/orders/99");
     let mut new_traces = HashSet::new();
     for root in roots.iter().filter(|r| r["trace.id"] != TRACE_ID) {
-        assert!(is_hex(&root["trace.id"], 32), "{root}");
+        assert!(is_lower_hex(&root["trace.id"], 32), "{root}");
         assert!(root["attributes"].get("parent.id").is_none(), "{root}");
         new_traces.insert(root["trace.id"].as_str().expect("trace id"));
     }
@@ -463,7 +446,7 @@ async fn routes_are_patterns_and_spans_carry_http_attributes() {
         .expect("a duration summary");
     assert_eq!(get_orders_time["value"]["count"], 3);
 
-    let root = by_name(&received.spans, "GET /orders/{id}")
+    let root = spans_named(&received.spans, "GET /orders/{id}")
         .into_iter()
         .find(|s| s["attributes"]["url.path"] == "/orders/22")
         .expect("the span of /orders/22");
@@ -474,7 +457,7 @@ async fn routes_are_patterns_and_spans_carry_http_attributes() {
     assert_eq!(a["http.response.status_code"], 200);
     assert!(a.get("error").is_none());
     assert!(a["duration.ms"].as_f64().is_some());
-    let unrouted = by_name(&received.spans, "GET")[0];
+    let unrouted = spans_named(&received.spans, "GET")[0];
     assert_eq!(unrouted["attributes"]["url.path"], "/no/such/route/42");
     assert!(unrouted["attributes"].get("http.route").is_none());
     assert_eq!(unrouted["attributes"]["http.response.status_code"], 404);
@@ -491,18 +474,18 @@ async fn status_classes_and_server_errors() {
     assert_eq!(post.0, 201);
     let received = service.stop().await;
 
-    let fail = by_name(&received.spans, "GET /fail");
+    let fail = spans_named(&received.spans, "GET /fail");
     assert_eq!(fail.len(), 2);
     assert_eq!(fail[0]["attributes"]["error"], true);
     assert_eq!(fail[0]["attributes"]["http.response.status_code"], 500);
-    let teapot = by_name(&received.spans, "GET /teapot")[0];
+    let teapot = spans_named(&received.spans, "GET /teapot")[0];
     assert!(
         teapot["attributes"].get("error").is_none(),
         "a 4xx is the client's error"
     );
     // An error returned by the scope's middleware: recorded with the status
     // actix-web answers with.
-    let admin = by_name(&received.spans, "GET /admin/{page}")[0];
+    let admin = spans_named(&received.spans, "GET /admin/{page}")[0];
     assert_eq!(admin["attributes"]["http.response.status_code"], 403);
     assert!(admin["attributes"].get("error").is_none());
 
@@ -623,7 +606,7 @@ async fn requests_served_by_every_worker_are_recorded() {
     assert_eq!(requests_timed(&received.metrics), N as u64);
     let roots = server_spans(&received.spans);
     assert_eq!(roots.len(), N);
-    let loads = by_name(&received.spans, "load order");
+    let loads = spans_named(&received.spans, "load order");
     assert_eq!(loads.len(), N);
     for load in loads {
         let root = roots

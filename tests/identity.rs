@@ -9,17 +9,17 @@
 use std::time::Duration;
 
 use newrelic_telemetry::client::{
-    COLLECTOR_NAME, COLLECTOR_VERSION, DEFAULT_INSTRUMENTATION_PROVIDER, IDENTITY_KEYS,
+    COLLECTOR_NAME, COLLECTOR_VERSION, DEFAULT_INSTRUMENTATION_PROVIDER, Events, IDENTITY_KEYS,
+    Logs, Metrics, Spans,
 };
 use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::{
-    Attributes, BuildError, Common, Event, EventClient, Log, LogClient, MetricClient, Span,
-    SpanClient, Telemetry, TelemetryBuilder, attrs,
+    Attributes, BuildError, Common, Event, Log, LogClient, Span, Telemetry, TelemetryBuilder, attrs,
 };
 use serde_json::{Map, Value as Json};
 
 mod support;
-use support::{HOUR, server};
+use support::{HOUR, client, client_builder, server};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -211,10 +211,7 @@ async fn a_users_common_provider_wins_on_all_four_apis() {
 #[tokio::test]
 async fn an_events_own_attribute_wins_over_common_and_identity() {
     let server = server().await;
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
-        .build()
-        .unwrap();
+    let client = client::<Events>(&server);
     let own = Event::new("Order")
         .with_attribute("collector.name", "mine")
         .with_attribute("instrumentation.provider", 7);
@@ -271,8 +268,7 @@ async fn turning_identity_off_removes_it_from_all_four_apis() {
 
 async fn server_with_identity_toggled() -> TestIngestServer {
     let server = server().await;
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
+    let client = client_builder::<Events>(&server)
         .identity_attributes(false)
         .identity_attributes(true)
         .build()
@@ -295,8 +291,7 @@ async fn a_blank_or_overlong_provider_fails_the_build_and_the_longest_allowed_is
     }
     let server = server().await;
     let longest = "p".repeat(4000);
-    let client = LogClient::builder("k")
-        .endpoint(server.log_url())
+    let client = client_builder::<Logs>(&server)
         .instrumentation_provider(longest.clone())
         .build()
         .unwrap();
@@ -327,10 +322,7 @@ fn identity_keys(attributes: &Map<String, Json>) -> Vec<&'static str> {
 #[tokio::test]
 async fn identity_never_pushes_a_valid_event_over_the_attribute_limit() {
     let server = server().await;
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
-        .build()
-        .unwrap();
+    let client = client::<Events>(&server);
     // Own attributes, common attributes: 255 in all is the Event API's limit.
     let cases = [(255, 0), (250, 5), (254, 0), (253, 0), (252, 0), (200, 10)];
     for (own, shared) in cases {
@@ -385,10 +377,7 @@ async fn identity_through_telemetry_never_makes_a_recorded_event_refused() {
 #[tokio::test]
 async fn identity_takes_only_the_room_a_full_common_block_leaves() {
     let server = server().await;
-    let client = MetricClient::builder("k")
-        .endpoint(server.metric_url())
-        .build()
-        .unwrap();
+    let client = client::<Metrics>(&server);
     let gauge = || newrelic_telemetry::GaugeMetric::new("depth", 1.0).into();
     // 100 is the Metric API's attribute limit, and the most common
     // attributes a client keeps.
@@ -430,10 +419,7 @@ async fn identity_takes_only_the_room_a_full_common_block_leaves() {
 #[tokio::test]
 async fn a_span_at_its_attribute_limit_is_still_sent_with_the_identity() {
     let server = server().await;
-    let client = SpanClient::builder("k")
-        .endpoint(server.span_url())
-        .build()
-        .unwrap();
+    let client = client::<Spans>(&server);
     // 198 own + `name` + `duration.ms` = the Trace API's 200.
     let span = Span::new("full")
         .with_attributes(attributes(198, "own"))
@@ -452,8 +438,7 @@ async fn a_span_at_its_attribute_limit_is_still_sent_with_the_identity() {
 #[tokio::test]
 async fn payloads_with_the_identity_stay_under_the_size_limit() {
     let server = server().await;
-    let client = EventClient::builder("k")
-        .endpoint(server.event_url())
+    let client = client_builder::<Events>(&server)
         .max_payload_bytes(2_000)
         .build()
         .unwrap();
@@ -478,10 +463,7 @@ async fn payloads_with_the_identity_stay_under_the_size_limit() {
 #[tokio::test]
 async fn both_halves_of_a_split_payload_carry_the_identity() {
     let server = server().await;
-    let client = LogClient::builder("k")
-        .endpoint(server.log_url())
-        .build()
-        .unwrap();
+    let client = client::<Logs>(&server);
     let logs = || -> Vec<Log> { (0..200).map(|i| Log::new(format!("line {i}"))).collect() };
     let whole = newrelic_telemetry::client::encode_payload::<newrelic_telemetry::client::Logs>(
         &logs(),
@@ -504,10 +486,7 @@ async fn both_halves_of_a_split_payload_carry_the_identity() {
 async fn the_encoder_measures_what_the_client_sends() {
     // encode_payload encodes as a default client does, identity included.
     let server = server().await;
-    let client = SpanClient::builder("k")
-        .endpoint(server.span_url())
-        .build()
-        .unwrap();
+    let client = client::<Spans>(&server);
     let span = Span::new("one")
         .with_id("a1")
         .with_trace_id("t1")

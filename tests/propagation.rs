@@ -21,7 +21,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 mod support;
-use support::{HOUR, current_thread, server};
+use support::{HOUR, assert_trace_continued, current_thread, is_lower_hex, server, spans_named};
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -164,21 +164,8 @@ fn default_layer(layer: HttpServerLayer) -> HttpServerLayer {
     layer
 }
 
-fn by_name<'a>(spans: &'a [Json], name: &str) -> Vec<&'a Json> {
-    spans
-        .iter()
-        .filter(|s| s["attributes"]["name"] == name)
-        .collect()
-}
-
 fn metric<'a>(metrics: &'a [Json], name: &str) -> Vec<&'a Json> {
     metrics.iter().filter(|m| m["name"] == name).collect()
-}
-
-fn is_hex(value: &Json, len: usize) -> bool {
-    value
-        .as_str()
-        .is_some_and(|s| s.len() == len && s.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')))
 }
 
 thread_local! {
@@ -216,17 +203,12 @@ async fn a_valid_traceparent_is_continued_and_passed_on() {
     assert_eq!(status, 200);
     let received = service.stop().await;
 
-    let root = by_name(&received.spans, "GET /users/{id}")[0];
-    let load = by_name(&received.spans, "load user")[0];
-    assert_eq!(root["trace.id"], TRACE_ID);
-    assert_eq!(root["attributes"]["parent.id"], PARENT_ID);
-    assert_eq!(load["trace.id"], TRACE_ID);
-    assert_eq!(load["attributes"]["parent.id"], root["id"]);
-    assert!(is_hex(&root["id"], 16) && is_hex(&load["id"], 16));
-    // The handler's log is in the trace, in the handler's span.
-    let log = &received.logs[0];
-    assert_eq!(log["attributes"]["trace.id"], TRACE_ID);
-    assert_eq!(log["attributes"]["span.id"], load["id"]);
+    let (_, load) = assert_trace_continued(
+        &received.spans,
+        &received.logs,
+        ("GET /users/{id}", "load user"),
+        (TRACE_ID, PARENT_ID),
+    );
 
     // Out: the same trace, under the span the request is made in, sampled,
     // with the tracestate carried on unchanged.
@@ -242,8 +224,8 @@ async fn without_a_traceparent_a_request_starts_a_w3c_trace() {
     let (_, body) = get_with(&service.base, "/users/1", &[]).await;
     let received = service.stop().await;
 
-    let root = by_name(&received.spans, "GET /users/{id}")[0];
-    assert!(is_hex(&root["trace.id"], 32), "{root}");
+    let root = spans_named(&received.spans, "GET /users/{id}")[0];
+    assert!(is_lower_hex(&root["trace.id"], 32), "{root}");
     assert!(root["attributes"].get("parent.id").is_none(), "{root}");
     let (out_parent, out_state) = body.split_once('\n').expect("two lines");
     let trace_id = root["trace.id"].as_str().expect("trace id");
@@ -287,7 +269,7 @@ async fn malformed_and_unsupported_traceparents_start_a_new_trace() {
     get_with(&service.base, "/users/99", &[("traceparent", &future)]).await;
     let received = service.stop().await;
 
-    let roots = by_name(&received.spans, "GET /users/{id}");
+    let roots = spans_named(&received.spans, "GET /users/{id}");
     assert_eq!(roots.len(), bad.len() + 1);
     let continued: Vec<_> = roots.iter().filter(|r| r["trace.id"] == TRACE_ID).collect();
     assert_eq!(
@@ -298,7 +280,7 @@ async fn malformed_and_unsupported_traceparents_start_a_new_trace() {
     assert_eq!(continued[0]["attributes"]["url.path"], "/users/99");
     assert_eq!(continued[0]["attributes"]["parent.id"], PARENT_ID);
     for root in roots.iter().filter(|r| r["trace.id"] != TRACE_ID) {
-        assert!(is_hex(&root["trace.id"], 32), "{root}");
+        assert!(is_lower_hex(&root["trace.id"], 32), "{root}");
         assert!(root["attributes"].get("parent.id").is_none(), "{root}");
     }
 }
@@ -332,7 +314,7 @@ async fn the_incoming_sampled_flag_wins_over_the_ratio() {
         .collect();
     assert_eq!(received.spans.len(), 2, "{paths:?}"); // the root and its child
     assert_eq!(
-        by_name(&received.spans, "GET /users/{id}")[0]["attributes"]["url.path"],
+        spans_named(&received.spans, "GET /users/{id}")[0]["attributes"]["url.path"],
         "/users/1"
     );
     assert_eq!(received.layer.spans_unsampled, 4);
@@ -354,8 +336,8 @@ async fn new_traces_are_sampled_at_the_ratio() {
     }
     let received = service.stop().await;
 
-    let roots = by_name(&received.spans, "GET /users/{id}");
-    let children = by_name(&received.spans, "load user");
+    let roots = spans_named(&received.spans, "GET /users/{id}");
+    let children = spans_named(&received.spans, "load user");
     // 0.25 of 400 is 100, with a standard deviation of 8.7: 60..140 is
     // more than four of them either way.
     assert!((60..140).contains(&roots.len()), "{} sampled", roots.len());
@@ -448,11 +430,11 @@ async fn the_decision_travels_across_two_services() {
         back.spans
     );
     assert_eq!((front.spans.len(), back.spans.len()), (2, 2));
-    let client_span = by_name(&front.spans, "GET /users/{id}")[0];
+    let client_span = spans_named(&front.spans, "GET /users/{id}")[0];
     assert_eq!(client_span["attributes"]["span.kind"], "client");
-    let front_root = by_name(&front.spans, "GET /checkout")[0];
+    let front_root = spans_named(&front.spans, "GET /checkout")[0];
     assert_eq!(client_span["attributes"]["parent.id"], front_root["id"]);
-    let back_root = by_name(&back.spans, "GET /users/{id}")
+    let back_root = spans_named(&back.spans, "GET /users/{id}")
         .into_iter()
         .find(|s| s["attributes"]["span.kind"] == "server")
         .expect("the backend's request span");
@@ -521,7 +503,7 @@ async fn routes_are_templates_and_spans_carry_http_attributes() {
         .expect("a duration summary");
     assert_eq!(get_users_time["value"]["count"], 3);
 
-    let root = by_name(&received.spans, "GET /users/{id}")
+    let root = spans_named(&received.spans, "GET /users/{id}")
         .into_iter()
         .find(|s| s["attributes"]["url.path"] == "/users/22")
         .expect("the span of /users/22");
@@ -532,7 +514,7 @@ async fn routes_are_templates_and_spans_carry_http_attributes() {
     assert_eq!(a["http.response.status_code"], 200);
     assert!(a.get("error").is_none());
     assert!(a["duration.ms"].as_f64().is_some());
-    let unrouted = by_name(&received.spans, "GET")[0];
+    let unrouted = spans_named(&received.spans, "GET")[0];
     assert_eq!(unrouted["attributes"]["url.path"], "/no/such/route/42");
 }
 
@@ -548,11 +530,11 @@ async fn server_errors_are_flagged() {
     assert_eq!(get_with(&service.base, "/teapot", &[]).await.0, 418);
     let received = service.stop().await;
 
-    let fail = by_name(&received.spans, "GET /fail");
+    let fail = spans_named(&received.spans, "GET /fail");
     assert_eq!(fail.len(), 2);
     assert_eq!(fail[0]["attributes"]["error"], true);
     assert_eq!(fail[0]["attributes"]["http.response.status_code"], 500);
-    let teapot = by_name(&received.spans, "GET /teapot")[0];
+    let teapot = spans_named(&received.spans, "GET /teapot")[0];
     assert!(
         teapot["attributes"].get("error").is_none(),
         "a 4xx is the client's error"
@@ -605,5 +587,5 @@ async fn a_route_function_names_the_routes() {
         .find(|m| m["attributes"]["http.response.status_code"] == 418)
         .expect("the teapot series");
     assert!(teapot["attributes"].get("http.route").is_none());
-    assert_eq!(by_name(&received.spans, "GET /people/{id}").len(), 2);
+    assert_eq!(spans_named(&received.spans, "GET /people/{id}").len(), 2);
 }

@@ -277,3 +277,43 @@ pub fn shared_runtime() -> &'static Runtime {
     static RUNTIME: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
     RUNTIME.get_or_init(|| multi_thread(2))
 }
+
+// --- spans as the test server received them ---------------------------------
+
+/// The received spans named `name`.
+pub fn spans_named<'a>(spans: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    spans
+        .iter()
+        .filter(|s| s["attributes"]["name"] == name)
+        .collect()
+}
+
+/// Whether `value` is a string of `len` lowercase hex digits (a W3C id).
+pub fn is_lower_hex(value: &serde_json::Value, len: usize) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.len() == len && s.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')))
+}
+
+/// Asserts that the server span `root` continued the caller's trace
+/// (`trace_id`, parent `parent_id`), that the handler's span `child` sits
+/// under it, and that the first log is in the child span: what every
+/// middleware owes an incoming `traceparent`. Returns `(root, child)`.
+pub fn assert_trace_continued<'a>(
+    spans: &'a [serde_json::Value],
+    logs: &[serde_json::Value],
+    (root, child): (&str, &str),
+    (trace_id, parent_id): (&str, &str),
+) -> (&'a serde_json::Value, &'a serde_json::Value) {
+    let root = spans_named(spans, root)[0];
+    let child = spans_named(spans, child)[0];
+    assert_eq!(root["trace.id"], trace_id);
+    assert_eq!(root["attributes"]["parent.id"], parent_id);
+    assert_eq!(child["trace.id"], trace_id);
+    assert_eq!(child["attributes"]["parent.id"], root["id"]);
+    assert!(is_lower_hex(&root["id"], 16) && is_lower_hex(&child["id"], 16));
+    let log = &logs[0];
+    assert_eq!(log["attributes"]["trace.id"], trace_id);
+    assert_eq!(log["attributes"]["span.id"], child["id"]);
+    (root, child)
+}
