@@ -92,6 +92,12 @@ impl fmt::Debug for NewRelicRecorder {
 }
 
 impl NewRelicRecorder {
+    /// A disabled `Telemetry`'s recorder: every key gets a handle that does
+    /// nothing, and no series is made.
+    fn is_off(&self) -> bool {
+        self.registry.storage().batch.is_off()
+    }
+
     /// A recorder into `batch`; a series whose shard is busy when it is
     /// registered is bound by a task spawned on `runtime`.
     pub(crate) fn new(batch: Arc<MetricBatch>, runtime: Handle) -> Self {
@@ -147,6 +153,9 @@ impl metrics::Recorder for NewRelicRecorder {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> metrics::Counter {
+        if self.is_off() {
+            return metrics::Counter::noop();
+        }
         let series = self.registry.get_or_create_counter(key, Arc::clone);
         if series.retry() {
             // Refused for lack of room: the next registration tries again.
@@ -156,6 +165,9 @@ impl metrics::Recorder for NewRelicRecorder {
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> metrics::Gauge {
+        if self.is_off() {
+            return metrics::Gauge::noop();
+        }
         let series = self.registry.get_or_create_gauge(key, Arc::clone);
         if series.retry() {
             self.registry.delete_gauge(key);
@@ -164,6 +176,9 @@ impl metrics::Recorder for NewRelicRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
+        if self.is_off() {
+            return metrics::Histogram::noop();
+        }
         let series = self.registry.get_or_create_histogram(key, Arc::clone);
         if series.retry() {
             self.registry.delete_histogram(key);

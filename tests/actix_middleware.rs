@@ -125,11 +125,21 @@ impl Service {
     /// Starts the routes behind the middleware (changed by `configure`) on
     /// `workers` workers, with a tracing layer that samples every new trace.
     async fn start(workers: usize, configure: fn(ActixMiddleware) -> ActixMiddleware) -> Service {
+        Service::start_enabled(workers, configure, true).await
+    }
+
+    /// [`start`](Self::start), with telemetry on or off.
+    async fn start_enabled(
+        workers: usize,
+        configure: fn(ActixMiddleware) -> ActixMiddleware,
+        enabled: bool,
+    ) -> Service {
         let ingest = server().await;
         let telemetry = ingest
             .telemetry_builder()
             .service_name("orders")
             .harvest_interval(HOUR)
+            .enabled(enabled)
             .build()
             .expect("telemetry");
         let dispatch = tracing::Dispatch::new(
@@ -619,4 +629,22 @@ async fn requests_served_by_every_worker_are_recorded() {
     }
     let traces: HashSet<_> = roots.iter().map(|r| r["trace.id"].to_string()).collect();
     assert_eq!(traces.len(), N, "a trace per request");
+}
+
+#[tokio::test]
+async fn disabled_telemetry_serves_requests_and_records_nothing() {
+    let service = Service::start_enabled(2, default_middleware, false).await;
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    for path in ["/orders/7", "/nowhere"] {
+        let (status, _) = get_with(&service.base, path, &[("traceparent", &traceparent)]).await;
+        assert!(status == 200 || status == 404, "{path}: {status}");
+    }
+    // Off means off: no series made, no span or log exported.
+    assert_eq!(service.telemetry.metrics().series_count(), 0);
+    let received = service.stop().await;
+    assert!(received.spans.is_empty() && received.metrics.is_empty() && received.logs.is_empty());
+    assert_eq!(
+        (received.layer.spans_recorded, received.layer.logs_recorded),
+        (0, 0)
+    );
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use newrelic_telemetry::{ConfigError, Log, Telemetry, env};
+use newrelic_telemetry::{ConfigError, Event, Log, Telemetry, env};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::prelude::*;
 
@@ -192,7 +192,7 @@ async fn a_cancelled_service_token_stops_in_the_same_order() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn disabled_telemetry_records_and_counts_but_sends_nothing() {
+async fn disabled_telemetry_keeps_nothing_counts_nothing_and_sends_nothing() {
     let server = server().await;
     // Pointed at a real server, to see that nothing reaches it.
     let telemetry = server.telemetry_builder().enabled(false).build().unwrap();
@@ -201,33 +201,46 @@ async fn disabled_telemetry_records_and_counts_but_sends_nothing() {
         tracing_subscriber::registry().with(telemetry.tracing_layer()),
     );
 
+    // By name, items, the tracing layer, the metrics facade: nothing kept,
+    // nothing checked (a NaN is not even refused).
     for _ in 0..3 {
         telemetry
             .metrics()
             .record_count("requests", 1, [("route", "/")])
             .await;
     }
-    telemetry.harvest_now();
-    // A harvest lets the series go, counted (bounded wait).
-    let discarded = eventually(BOUND, || telemetry.stats().items_discarded() >= 1).await;
-    assert!(discarded, "{:?}", telemetry.stats());
-    tracing::info_span!("handle").in_scope(|| tracing::info!("handled"));
-    // Validation still applies.
-    assert!(
+    assert_eq!(
         telemetry
             .metrics()
             .try_record_gauge("load", f64::NAN, ())
-            .await
-            .is_err()
+            .await,
+        Ok(())
     );
+    telemetry.events().record(Event::new("Order")).await;
+    tracing::info_span!("handle").in_scope(|| tracing::info!("handled"));
+    metrics::with_local_recorder(&telemetry.metrics_recorder(), || {
+        metrics::counter!("facade").increment(1);
+    });
+    assert_eq!(telemetry.metrics().series_count(), 0);
+    assert_eq!(telemetry.stats().held_items(), 0);
+
+    // A bound handle still aggregates; the harvest lets it go, counted.
+    let jobs = telemetry.metrics().counter("jobs", ()).await.unwrap();
+    jobs.add(2.0);
+    telemetry.harvest_now();
+    let discarded = eventually(BOUND, || telemetry.stats().items_discarded() >= 1).await;
+    assert!(discarded, "{:?}", telemetry.stats());
 
     let report = telemetry.shutdown().await;
     assert!(server.requests().is_empty(), "no request reaches a server");
     assert_eq!(report.items_sent(), 0);
     assert_eq!(report.items_dropped(), 0);
-    assert_eq!(report.items_discarded(), 3); // the series, the span and the log
-    assert_eq!(report.items_refused(), 1); // the NaN
-    assert_eq!(report.layer.logs_recorded, 1);
+    assert_eq!(report.items_discarded(), 1); // the handle's series
+    assert_eq!(report.items_refused(), 0);
+    assert_eq!(
+        (report.layer.spans_recorded, report.layer.logs_recorded),
+        (0, 0)
+    );
     assert_eq!(telemetry.stats().held_items(), 0);
 }
 
@@ -238,11 +251,12 @@ async fn disabled_from_the_environment_needs_no_key() {
         .build()
         .unwrap();
     assert!(!telemetry.is_enabled());
-    telemetry.logs().record(Log::new("kept local")).await;
+    telemetry.logs().record(Log::new("not kept")).await;
+    assert_eq!(telemetry.stats().held_items(), 0);
     let report = tokio::time::timeout(BOUND, telemetry.shutdown())
         .await
         .unwrap();
-    assert_eq!((report.items_discarded(), report.items_sent()), (1, 0));
+    assert_eq!((report.items_discarded(), report.items_sent()), (0, 0));
 
     // Code wins over the variable.
     let on = Telemetry::builder()

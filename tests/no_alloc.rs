@@ -307,16 +307,18 @@ fn handles_allocate_nothing() {
 #[test]
 fn the_metrics_facade_allocates_nothing_for_existing_series() {
     use metrics::{Key, Level, Metadata, Recorder};
-    use newrelic_telemetry::Telemetry;
 
     const ROUNDS: u64 = 200;
     let rt = current_thread();
-    let no_env: [(&str, &str); 0] = [];
+    // Pointed at a local server, harvested only at shutdown.
+    let server = rt
+        .block_on(newrelic_telemetry::test_util::TestIngestServer::start())
+        .unwrap();
     let telemetry = rt
         .block_on(async {
-            Telemetry::builder()
-                .environment(no_env)
-                .enabled(false)
+            server
+                .telemetry_builder()
+                .harvest_interval(std::time::Duration::from_secs(3600))
                 .build()
         })
         .unwrap();

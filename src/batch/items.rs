@@ -113,6 +113,8 @@ pub struct ItemBatch<T> {
     refusals: Refusals,
     harvest: Notify,
     budget: Arc<MemoryBudget>,
+    /// A disabled `Telemetry`'s batch: recording does nothing.
+    off: bool,
 }
 
 impl<T> std::fmt::Debug for ItemBatch<T> {
@@ -144,6 +146,7 @@ pub struct ItemBatchBuilder<T> {
     capacity: usize,
     memory_budget: usize,
     on_refused: Option<OnRefused>,
+    off: bool,
     item: PhantomData<fn() -> T>,
 }
 
@@ -254,6 +257,13 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
         self
     }
 
+    /// A batch of a disabled `Telemetry`: recording returns at once, before
+    /// any check, and keeps nothing.
+    pub(crate) fn off(mut self, off: bool) -> Self {
+        self.off = off;
+        self
+    }
+
     /// Builds the batch.
     ///
     /// ```
@@ -280,6 +290,7 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
             refusals: Refusals::new(self.on_refused),
             harvest: Notify::new(),
             budget: MemoryBudget::new(self.memory_budget),
+            off: self.off,
         }
     }
 }
@@ -319,6 +330,7 @@ impl<T: BatchItem> ItemBatch<T> {
             capacity: DEFAULT_CAPACITY,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             on_refused: None,
+            off: false,
             item: PhantomData,
         }
     }
@@ -359,6 +371,9 @@ impl<T: BatchItem> ItemBatch<T> {
     /// # }
     /// ```
     pub async fn try_record(&self, mut item: T) -> Result<(), RecordError> {
+        if self.off {
+            return Ok(());
+        }
         let truncations = item
             .validate(self.common_attributes.as_deref())
             .map_err(|e| self.refusals.refused(e))?;

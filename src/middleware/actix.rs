@@ -238,6 +238,10 @@ where
     forward_ready!(inner);
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
+        // A disabled `Telemetry`: no span, no route, nothing recorded.
+        if self.config.metrics.is_off() {
+            return Box::pin(self.inner.call(request));
+        }
         let started = Instant::now();
         let method = method_label(request.method().as_str());
         let route = request.match_pattern();

@@ -71,19 +71,31 @@ impl fmt::Debug for HttpServerLayer {
 impl HttpServerLayer {
     /// A layer recording into `telemetry`'s metric batch. Its spans are
     /// exported by the subscriber's tracing layer
-    /// ([`Telemetry::tracing_layer`]).
+    /// ([`Telemetry::tracing_layer`]). With telemetry
+    /// [disabled](crate::TelemetryBuilder::enabled), it passes requests
+    /// through: no span, no route lookup, nothing recorded.
     ///
     /// ```
+    /// use axum::{Router, body::Body, http::Request, routing::get};
     /// use newrelic_telemetry::middleware::HttpServerLayer;
     /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use tower_service::Service;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let server = TestIngestServer::start().await?;
-    /// let telemetry = server.telemetry_builder().build()?;
-    /// let app = axum::Router::<()>::new()
-    ///     .route("/", axum::routing::get(|| async { "ok" }))
-    ///     .layer(HttpServerLayer::new(&telemetry));
+    /// for enabled in [true, false] {
+    ///     let telemetry = server.telemetry_builder().enabled(enabled).build()?;
+    ///     let mut app = Router::new()
+    ///         .route("/", get(|| async { "ok" }))
+    ///         .layer(HttpServerLayer::new(&telemetry));
+    ///     std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut app, cx)).await?;
+    ///     let response = app.call(Request::get("/").body(Body::empty())?).await?;
+    ///     assert!(response.status().is_success());
+    ///     // A count and a duration when on; nothing when off.
+    ///     assert_eq!(telemetry.metrics().series_count(), if enabled { 2 } else { 0 });
+    ///     telemetry.shutdown().await;
+    /// }
     /// # Ok(()) }
     /// ```
     pub fn new(telemetry: &Telemetry) -> Self {
@@ -279,11 +291,18 @@ where
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let method = method_label(parts.method.as_str());
-        let route = self.config.route(&parts);
-        let remote = TraceContext::extract(&parts.headers);
-        let span = with_remote_parent(remote.as_ref(), || {
-            request_span(method, route.as_ref().map(Route::as_str), parts.uri.path())
-        });
+        // A disabled `Telemetry`: no span, no route, nothing recorded.
+        let off = self.config.metrics.is_off();
+        let (route, span) = if off {
+            (None, tracing::Span::none())
+        } else {
+            let route = self.config.route(&parts);
+            let remote = TraceContext::extract(&parts.headers);
+            let span = with_remote_parent(remote.as_ref(), || {
+                request_span(method, route.as_ref().map(Route::as_str), parts.uri.path())
+            });
+            (route, span)
+        };
         let request = Request::from_parts(parts, body);
         let inner = span.in_scope(|| self.inner.call(request));
         ResponseFuture {
@@ -295,8 +314,8 @@ where
                 method,
                 route,
                 outcome: None,
-                counted: false,
-                timed: false,
+                counted: off,
+                timed: off,
             },
             result: None,
         }

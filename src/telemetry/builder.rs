@@ -134,10 +134,15 @@ impl TelemetryBuilder {
     }
 
     /// Whether anything is sent (default: on, unless `NEW_RELIC_ENABLED` says
-    /// `false`; this setting wins over the variable). Disabled, a `Telemetry`
-    /// needs no key and makes no request: recording validates and counts as
-    /// usual, the tracing layer exports into the batches, and each harvest
-    /// lets the items go, counted in
+    /// `false`; this setting wins over the variable). Off means off: a
+    /// disabled `Telemetry` needs no key and makes no request; recording by
+    /// name and recording items return at once, before any check, keeping
+    /// and counting nothing; the tracing layer and the HTTP middlewares
+    /// build no span or log for export; the `metrics` recorder hands out
+    /// handles that do nothing. Handles bound with
+    /// [`MetricBatch::counter`](crate::MetricBatch::counter) and its siblings
+    /// still work, and what they aggregate is let go at each harvest,
+    /// counted in
     /// [`DeliveryStats::items_discarded`](crate::client::DeliveryStats::items_discarded).
     /// For development machines and tests, instead of carrying an
     /// `Option<Telemetry>` around.
@@ -150,13 +155,14 @@ impl TelemetryBuilder {
     /// let no_env: [(&str, &str); 0] = [];
     /// let telemetry = Telemetry::builder().environment(no_env).enabled(false).build()?; // no key
     /// telemetry.metrics().record_count("requests", 1, [("route", "/")]).await;
-    /// // Still validated: a bad recording is an error, and counted.
-    /// assert!(telemetry.metrics().try_record_gauge("load", f64::NAN, ()).await.is_err());
+    /// // Not even checked: nothing is kept, so nothing is refused.
+    /// assert_eq!(telemetry.metrics().try_record_gauge("load", f64::NAN, ()).await, Ok(()));
+    /// assert_eq!(telemetry.metrics().series_count(), 0);
     ///
     /// let report = telemetry.shutdown().await;
     /// assert_eq!(report.items_sent(), 0);
-    /// assert_eq!(report.items_discarded(), 1);
-    /// assert_eq!(report.items_refused(), 1);
+    /// assert_eq!(report.items_discarded(), 0);
+    /// assert_eq!(report.items_refused(), 0);
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
@@ -577,7 +583,8 @@ impl TelemetryBuilder {
     /// let telemetry = Telemetry::builder().environment(no_key).require_api_key(false).build()?;
     /// assert!(!telemetry.is_enabled());
     /// telemetry.metrics().record_count("requests", 1, ()).await;
-    /// assert_eq!(telemetry.shutdown().await.items_discarded(), 1);
+    /// let report = telemetry.shutdown().await;
+    /// assert_eq!((report.items_sent(), report.items_refused()), (0, 0));
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]

@@ -149,10 +149,9 @@ pub const SPAN_API_URL: &str = "NEW_RELIC_SPAN_API_URL";
 pub const HARVEST_INTERVAL: &str = "NEW_RELIC_HARVEST_INTERVAL";
 
 /// `NEW_RELIC_ENABLED`: `false` (or `0`, `no`, `off`; case-insensitive)
-/// turns telemetry off: recording still validates and counts, harvests let
-/// the items go (counted in
-/// [`DeliveryStats::items_discarded`](crate::client::DeliveryStats::items_discarded)),
-/// no request is made, and no key is needed. `true`, `1`, `yes`, `on` or unset:
+/// turns telemetry off: recording returns at once and keeps nothing, no
+/// request is made, and no key is needed (see
+/// [`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled)). `true`, `1`, `yes`, `on` or unset:
 /// on. A value set in code with
 /// [`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled) wins.
 ///
@@ -165,8 +164,9 @@ pub const HARVEST_INTERVAL: &str = "NEW_RELIC_HARVEST_INTERVAL";
 /// let telemetry = Telemetry::builder().environment([(env::ENABLED, "false")]).build()?;
 /// assert!(!telemetry.is_enabled());
 /// telemetry.metrics().record_count("requests", 1, ()).await;
+/// assert_eq!(telemetry.metrics().series_count(), 0); // nothing kept
 /// let report = telemetry.shutdown().await;
-/// assert_eq!((report.items_sent(), report.items_discarded()), (0, 1));
+/// assert_eq!(report.items_sent(), 0);
 /// # Ok(()) }
 /// ```
 pub const ENABLED: &str = "NEW_RELIC_ENABLED";

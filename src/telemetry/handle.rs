@@ -422,7 +422,9 @@ impl TelemetryReport {
     }
 
     /// Items let go unsent because telemetry is disabled
-    /// ([`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled)).
+    /// ([`TelemetryBuilder::enabled`](crate::TelemetryBuilder::enabled)):
+    /// what bound handles aggregated (recording by name and items keep
+    /// nothing when disabled, so they are not counted).
     ///
     /// ```
     /// use newrelic_telemetry::Telemetry;
@@ -431,7 +433,9 @@ impl TelemetryReport {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let no_env: [(&str, &str); 0] = [];
     /// let telemetry = Telemetry::builder().environment(no_env).enabled(false).build()?;
-    /// telemetry.logs().record(newrelic_telemetry::Log::new("kept local")).await;
+    /// let jobs = telemetry.metrics().counter("jobs.done", ()).await?;
+    /// jobs.add(3.0);
+    /// telemetry.logs().record(newrelic_telemetry::Log::new("not kept")).await;
     /// let report = telemetry.shutdown().await;
     /// assert_eq!((report.items_discarded(), report.items_sent(), report.items_dropped()), (1, 0, 0));
     /// # Ok(()) }
@@ -768,7 +772,11 @@ impl Telemetry {
         let parts = &self.inner.0;
         let mut builder =
             configure(NewRelicLayer::builder().sample_ratio(parts.trace_sample_ratio));
-        builder = builder.spans(parts.spans.clone()).logs(parts.logs.clone());
+        // Disabled, the layer is given no batch: it exports nothing, and
+        // returns from each callback before looking at the span or event.
+        if parts.enabled {
+            builder = builder.spans(parts.spans.clone()).logs(parts.logs.clone());
+        }
         if let Some(name) = &parts.service_name {
             builder = builder.service_name(name.clone());
         }

@@ -49,6 +49,7 @@ pub(super) fn start(
         settings.memory_budget,
         settings.series_limits,
         settings.on_refused,
+        !config.enabled,
     );
     let lifecycle = Arc::new(Lifecycle::new());
     let timing = Timing {
@@ -174,6 +175,7 @@ impl Batches {
         memory_budget: usize,
         series_limits: SeriesLimits,
         on_refused: Option<OnRefused>,
+        off: bool,
     ) -> Batches {
         Batches {
             metrics: Arc::new(
@@ -182,6 +184,7 @@ impl Batches {
                     .memory_budget(memory_budget)
                     .series_limits(series_limits)
                     .on_refused_shared(on_refused.clone())
+                    .off(off)
                     .build(),
             ),
             events: Arc::new(
@@ -189,6 +192,7 @@ impl Batches {
                     .common_attributes(common.clone())
                     .memory_budget(memory_budget)
                     .on_refused_shared(on_refused.clone())
+                    .off(off)
                     .build(),
             ),
             logs: Arc::new(
@@ -196,6 +200,7 @@ impl Batches {
                     .common_attributes(common.clone())
                     .memory_budget(memory_budget)
                     .on_refused_shared(on_refused.clone())
+                    .off(off)
                     .build(),
             ),
             spans: Arc::new(
@@ -203,6 +208,7 @@ impl Batches {
                     .common_attributes(common)
                     .memory_budget(memory_budget)
                     .on_refused_shared(on_refused)
+                    .off(off)
                     .build(),
             ),
         }

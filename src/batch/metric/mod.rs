@@ -143,6 +143,8 @@ pub struct MetricBatch {
     /// The attribute set of every overflow series, and its hash.
     overflow_set: Arc<Attributes>,
     overflow_set_hash: u64,
+    /// A disabled `Telemetry`'s batch: recording by name does nothing.
+    off: bool,
 }
 
 impl std::fmt::Debug for MetricBatch {
@@ -264,6 +266,7 @@ pub struct MetricBatchBuilder {
     idle_harvests: u8,
     series_limits: SeriesLimits,
     on_refused: Option<OnRefused>,
+    off: bool,
 }
 
 impl MetricBatchBuilder {
@@ -493,6 +496,13 @@ impl MetricBatchBuilder {
         self
     }
 
+    /// A batch of a disabled `Telemetry`: recording by name returns at
+    /// once, before any check, and keeps nothing.
+    pub(crate) fn off(mut self, off: bool) -> Self {
+        self.off = off;
+        self
+    }
+
     /// Builds the batch; its first interval starts now.
     ///
     /// ```
@@ -531,6 +541,7 @@ impl MetricBatchBuilder {
             }),
             harvest: Notify::new(),
             orphans: std::sync::Mutex::new(Vec::new()),
+            off: self.off,
         }
     }
 }
@@ -546,6 +557,7 @@ impl Default for MetricBatchBuilder {
             idle_harvests: DEFAULT_IDLE_HARVESTS,
             series_limits: SeriesLimits::default(),
             on_refused: None,
+            off: false,
         }
     }
 }
@@ -922,6 +934,9 @@ impl MetricBatch {
         update: Update,
         outcome: fn(Result<(), RecordError>) -> R,
     ) -> R {
+        if self.off {
+            return outcome(Ok(()));
+        }
         let (name, attrs) = (name.as_ref(), &attributes);
         if !update.is_valid() {
             return outcome(Err(self.invalid(name, update)));
@@ -1552,6 +1567,12 @@ impl MetricBatch {
     /// ```
     pub fn memory(&self) -> MemoryStats {
         self.shared.budget.snapshot()
+    }
+
+    /// Whether this is a disabled `Telemetry`'s batch, where recording does
+    /// nothing.
+    pub(crate) fn is_off(&self) -> bool {
+        self.off
     }
 
     /// How many series the batch holds now (written to or bound to a handle,
