@@ -77,6 +77,7 @@ mod delivery;
 mod encode;
 mod error;
 mod kind;
+mod otlp;
 mod report;
 mod retry;
 mod stats;

@@ -1570,7 +1570,11 @@ impl MetricBatch {
     }
 
     /// Whether this is a disabled `Telemetry`'s batch, where recording does
-    /// nothing.
+    /// nothing (the middlewares and the `metrics` recorder ask).
+    #[cfg_attr(
+        not(any(feature = "metrics", feature = "tower", feature = "actix-web")),
+        allow(dead_code)
+    )]
     pub(crate) fn is_off(&self) -> bool {
         self.off
     }
