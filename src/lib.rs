@@ -24,6 +24,7 @@ mod budget;
 pub mod client;
 mod common;
 mod counters;
+pub mod distribution;
 mod error;
 mod event;
 pub mod harvester;
@@ -63,6 +64,7 @@ pub use batch::{
 };
 pub use client::{EventClient, LogClient, MetricClient, RetryPolicy, SendError, SpanClient};
 pub use common::Common;
+pub use distribution::Distribution;
 pub use error::{BuildError, ConfigError, RecordError};
 pub use event::Event;
 pub use harvester::Harvester;
