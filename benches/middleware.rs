@@ -200,10 +200,8 @@ fn main() {
 
         // Over loopback: each variant served on its own port, from this
         // thread (its subscriber covers the service's tasks: one thread).
-        // The SDK's builder: with the default `rustls` feature a plain
-        // reqwest builder has no crypto provider and panics when built.
+        // Set up as the SDK's own client is (connect timeout, no redirects).
         let http = newrelic_telemetry::client::http_client_builder()
-            .expect("TLS setup")
             .no_proxy()
             .build()
             .expect("client");

@@ -177,7 +177,6 @@ mod tests {
             // A new connection per request: actix-web hands connections to
             // its workers in turn, so every worker serves some.
             let http = newrelic_telemetry::client::http_client_builder()
-                .unwrap()
                 .no_proxy()
                 .pool_max_idle_per_host(0)
                 .build()

@@ -226,7 +226,6 @@ impl Service {
                     listener.local_addr().map_err(|e| e.to_string())?
                 );
                 let http = newrelic_telemetry::client::http_client_builder()
-                    .map_err(|e| e.to_string())?
                     .no_proxy()
                     .build()
                     .map_err(|e| e.to_string())?;

@@ -184,7 +184,6 @@ mod tests {
         let service = tokio::spawn(run(listener, telemetry.clone(), shutdown_signal()));
 
         let http = newrelic_telemetry::client::http_client_builder()
-            .unwrap()
             .no_proxy()
             .build()
             .unwrap();

@@ -37,7 +37,7 @@ impl Api {
     /// ```
     pub const ALL: [Api; 4] = [Api::Metric, Api::Event, Api::Log, Api::Span];
 
-    /// A short name for logs and reports: `metric`, `event`, `log`, `trace`.
+    /// A short name for logs and reports: `metric`, `event`, `log`, `span`.
     ///
     /// ```
     /// use newrelic_telemetry::Api;

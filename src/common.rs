@@ -302,8 +302,9 @@ pub const IDENTITY_KEYS: [&str; 3] = [
 /// `collector.name` and `collector.version`.
 ///
 /// They are defaults: a user's attribute of the same key (a common one, or
-/// an event's own) wins, and they take only the room the API's attribute
-/// limit leaves, so they never push an item that passed validation over it.
+/// an event's own) wins, and they take only the room left under the limit
+/// this crate checks: an event's own and common attributes together, or a
+/// common block's own count (see `ClientBuilder::identity_attributes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Identity {
     provider: Arc<str>,

@@ -43,7 +43,7 @@
 //! scale 4, 0.54% at scale 6).
 //!
 //! ```
-//! use newrelic_telemetry::Distribution;
+//! use newrelic_telemetry::distribution::Distribution;
 //!
 //! let mut latency = Distribution::new();
 //! for ms in 1..=1000 {
@@ -65,7 +65,7 @@ use std::fmt;
 /// per power of two (OpenTelemetry's default maximum scale).
 ///
 /// ```
-/// use newrelic_telemetry::Distribution;
+/// use newrelic_telemetry::distribution::Distribution;
 /// use newrelic_telemetry::distribution::MAX_SCALE;
 ///
 /// assert_eq!(MAX_SCALE, 20);
@@ -77,7 +77,7 @@ pub const MAX_SCALE: i8 = 20;
 /// two buckets per side hold every finite value (OpenTelemetry's minimum).
 ///
 /// ```
-/// use newrelic_telemetry::Distribution;
+/// use newrelic_telemetry::distribution::Distribution;
 /// use newrelic_telemetry::distribution::MIN_SCALE;
 ///
 /// let mut d = Distribution::with_max_size(2)?;
@@ -94,7 +94,7 @@ pub const MIN_SCALE: i8 = -10;
 /// unless told otherwise: 160, OpenTelemetry's default.
 ///
 /// ```
-/// use newrelic_telemetry::Distribution;
+/// use newrelic_telemetry::distribution::Distribution;
 /// use newrelic_telemetry::distribution::DEFAULT_MAX_SIZE;
 ///
 /// assert_eq!(DEFAULT_MAX_SIZE, 160);
@@ -106,7 +106,7 @@ pub const DEFAULT_MAX_SIZE: usize = 160;
 /// number that holds every finite value at [`MIN_SCALE`].
 ///
 /// ```
-/// use newrelic_telemetry::Distribution;
+/// use newrelic_telemetry::distribution::Distribution;
 /// use newrelic_telemetry::distribution::MIN_MAX_SIZE;
 ///
 /// assert!(Distribution::with_max_size(MIN_MAX_SIZE).is_ok());
@@ -126,7 +126,7 @@ const MIN_NORMAL_EXPONENT: i32 = -1022;
 /// A refused value or merge leaves the distribution as it was.
 ///
 /// ```
-/// use newrelic_telemetry::Distribution;
+/// use newrelic_telemetry::distribution::Distribution;
 /// use newrelic_telemetry::distribution::DistributionError;
 ///
 /// let mut d = Distribution::new();
@@ -158,6 +158,13 @@ pub enum DistributionError {
         /// The size asked for.
         requested: usize,
     },
+    /// [`Distribution::from_parts`] or [`Buckets::new`] was given parts
+    /// that no distribution has (a scale out of range, counts that do not
+    /// add up, ...): see [`PartsError`].
+    InvalidParts {
+        /// What was wrong with them.
+        reason: PartsError,
+    },
 }
 
 impl fmt::Display for DistributionError {
@@ -174,11 +181,119 @@ impl fmt::Display for DistributionError {
                 f,
                 "a distribution needs a max_size of at least {MIN_MAX_SIZE} buckets per side, not {requested}"
             ),
+            DistributionError::InvalidParts { reason } => {
+                write!(f, "invalid distribution parts: {reason}")
+            }
         }
     }
 }
 
 impl std::error::Error for DistributionError {}
+
+/// What [`Distribution::from_parts`] or [`Buckets::new`] found wrong with
+/// the parts it was given ([`DistributionError::InvalidParts`]).
+///
+/// ```
+/// use newrelic_telemetry::distribution::Distribution;
+/// use newrelic_telemetry::distribution::{DistributionError, DistributionParts, PartsError};
+///
+/// let parts = DistributionParts { scale: 21, ..DistributionParts::default() };
+/// let err = Distribution::from_parts(parts).unwrap_err();
+/// assert_eq!(err, DistributionError::InvalidParts { reason: PartsError::ScaleOutOfRange { scale: 21 } });
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid distribution parts: scale 21 is outside -10..=20"
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum PartsError {
+    /// The scale is outside [`MIN_SCALE`]`..=`[`MAX_SCALE`].
+    ScaleOutOfRange {
+        /// The scale given.
+        scale: i32,
+    },
+    /// A bucket range reaches past the indices of finite values at the
+    /// scale (or, in [`Buckets::new`], past `i32::MAX`).
+    BucketsOutOfRange {
+        /// The index of the range's first non-empty bucket.
+        offset: i32,
+        /// How many buckets the range spans, from its first non-empty
+        /// bucket to its last.
+        len: usize,
+        /// The scale it was checked at (`None` in [`Buckets::new`], which
+        /// knows no scale).
+        scale: Option<i32>,
+    },
+    /// `count` is not `zero_count` plus the counts of both sides.
+    CountMismatch {
+        /// The count given.
+        count: u64,
+        /// What the zero bucket and the buckets hold together
+        /// (`u64::MAX` if more).
+        in_buckets: u64,
+    },
+    /// The sum is NaN or infinite.
+    NonFiniteSum {
+        /// The sum given.
+        sum: f64,
+    },
+    /// The count is 0 but the sum is not.
+    SumOfEmpty {
+        /// The sum given.
+        sum: f64,
+    },
+    /// The count is not 0 but the minimum or the maximum is missing.
+    MissingBounds,
+    /// The minimum or maximum is not finite, the minimum is above the
+    /// maximum, or they contradict the buckets (negative values counted
+    /// but a minimum of at least 0, positive values counted but a maximum
+    /// of at most 0).
+    InvalidBounds {
+        /// The minimum given.
+        min: f64,
+        /// The maximum given.
+        max: f64,
+    },
+}
+
+impl fmt::Display for PartsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartsError::ScaleOutOfRange { scale } => {
+                write!(f, "scale {scale} is outside {MIN_SCALE}..={MAX_SCALE}")
+            }
+            PartsError::BucketsOutOfRange { offset, len, scale } => {
+                write!(f, "{len} buckets from index {offset} reach past ")?;
+                match scale {
+                    Some(scale) => write!(f, "the indices of finite values at scale {scale}"),
+                    None => f.write_str("the largest index, 2^31 - 1"),
+                }
+            }
+            PartsError::CountMismatch { count, in_buckets } => write!(
+                f,
+                "count is {count} but the zero bucket and the buckets hold {in_buckets}"
+            ),
+            PartsError::NonFiniteSum { sum } => write!(f, "the sum is {sum}, not a finite number"),
+            PartsError::SumOfEmpty { sum } => {
+                write!(f, "the count is 0 but the sum is {sum}, not 0")
+            }
+            PartsError::MissingBounds => {
+                f.write_str("the count is not 0 but the minimum or the maximum is missing")
+            }
+            PartsError::InvalidBounds { min, max } => write!(
+                f,
+                "a minimum of {min} and a maximum of {max} do not bound the values counted"
+            ),
+        }
+    }
+}
+
+impl From<PartsError> for DistributionError {
+    fn from(reason: PartsError) -> Self {
+        DistributionError::InvalidParts { reason }
+    }
+}
 
 /// One side's buckets (positive or negative values): the count of bucket
 /// `offset() + k` is `counts()[k]`.
@@ -188,7 +303,7 @@ impl std::error::Error for DistributionError {}
 /// are never zero; an empty side has offset 0 and no counts.
 ///
 /// ```
-/// use newrelic_telemetry::Distribution;
+/// use newrelic_telemetry::distribution::Distribution;
 ///
 /// let mut d = Distribution::new();
 /// d.record(-1.0)?;
@@ -209,7 +324,7 @@ impl Buckets {
     /// The index of the first bucket (`counts()[0]`); 0 when empty.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(2.0)?;
@@ -224,7 +339,7 @@ impl Buckets {
     /// The counts of consecutive buckets from [`offset`](Self::offset).
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(1.0)?;
@@ -239,7 +354,7 @@ impl Buckets {
     /// How many buckets the range spans (empty ones inside it included).
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(1.0)?;
@@ -257,7 +372,7 @@ impl Buckets {
     /// Whether no value was counted on this side.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// assert!(d.positive().is_empty());
@@ -273,7 +388,7 @@ impl Buckets {
     /// The sum of the counts: how many values this side holds.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// for v in [-3.0, -2.0, 0.0, 5.0] {
@@ -290,7 +405,7 @@ impl Buckets {
     /// Each bucket's index and count, empty ones included, in index order.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(1.0)?;
@@ -408,7 +523,7 @@ impl Buckets {
 /// (8 bytes each) per side ([`held_bytes`](Self::held_bytes)).
 ///
 /// ```
-/// use newrelic_telemetry::Distribution;
+/// use newrelic_telemetry::distribution::Distribution;
 ///
 /// let mut d = Distribution::new();
 /// for v in [-2.0, 0.0, 0.5, 3.0, 3.0] {
@@ -441,7 +556,7 @@ impl Default for Distribution {
     /// The same as [`Distribution::new`].
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// assert_eq!(Distribution::default(), Distribution::new());
     /// ```
@@ -456,7 +571,7 @@ impl Distribution {
     /// until a non-zero value is recorded.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let d = Distribution::new();
     /// assert!(d.is_empty());
@@ -482,7 +597,7 @@ impl Distribution {
     /// refused with [`DistributionError::InvalidMaxSize`].
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     /// use newrelic_telemetry::distribution::DistributionError;
     ///
     /// let mut d = Distribution::with_max_size(20)?;
@@ -519,7 +634,7 @@ impl Distribution {
     /// the sum infinite; a refused value changes nothing.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     /// use newrelic_telemetry::distribution::DistributionError;
     ///
     /// let mut d = Distribution::new();
@@ -595,7 +710,7 @@ impl Distribution {
     /// an empty distribution changes nothing.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let (mut a, mut b, mut both) = (Distribution::new(), Distribution::new(), Distribution::new());
     /// for v in [1.0, 2.0, 3.0] {
@@ -671,7 +786,7 @@ impl Distribution {
     /// `base - 1` of its lower boundary).
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// assert_eq!(d.quantile(0.5), None);
@@ -724,7 +839,7 @@ impl Distribution {
     /// How many values were recorded (zeros included).
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(0.0)?;
@@ -741,7 +856,7 @@ impl Distribution {
     /// finite; 0 when empty.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(1.5)?;
@@ -756,7 +871,7 @@ impl Distribution {
     /// The smallest value recorded, exactly; `None` when empty.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// assert_eq!(d.min(), None);
@@ -772,7 +887,7 @@ impl Distribution {
     /// The largest value recorded, exactly; `None` when empty.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// assert_eq!(d.max(), None);
@@ -788,7 +903,7 @@ impl Distribution {
     /// How many values were exactly zero (`0.0` or `-0.0`).
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(0.0)?;
@@ -806,7 +921,7 @@ impl Distribution {
     /// counted as zero (OTLP's `zero_threshold` field).
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// assert_eq!(Distribution::new().zero_threshold(), 0.0);
     /// ```
@@ -818,7 +933,7 @@ impl Distribution {
     /// buckets grow by `base = 2^(2^-scale)`.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(1.5)?;
@@ -836,7 +951,7 @@ impl Distribution {
     /// The most buckets each side keeps.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// assert_eq!(Distribution::with_max_size(40)?.max_size(), 40);
     /// # Ok::<(), newrelic_telemetry::distribution::DistributionError>(())
@@ -848,7 +963,7 @@ impl Distribution {
     /// The buckets of the positive values.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(3.0)?;
@@ -865,7 +980,7 @@ impl Distribution {
     /// the bucket that holds 3.0 on the positive side.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(-3.0)?;
@@ -879,7 +994,7 @@ impl Distribution {
     /// Whether nothing was recorded.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// assert!(d.is_empty());
@@ -897,7 +1012,7 @@ impl Distribution {
     /// bytes at the default 160).
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(0.0)?;
@@ -920,7 +1035,7 @@ impl Distribution {
     /// boundary is `f64::MIN_POSITIVE`.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let d = Distribution::new();
     /// // Scale 20: 2^20 buckets per power of two; 1 ends bucket -1.
@@ -941,7 +1056,7 @@ impl Distribution {
     /// boundary past the range of `f64` is 0 or infinity.
     ///
     /// ```
-    /// use newrelic_telemetry::Distribution;
+    /// use newrelic_telemetry::distribution::Distribution;
     ///
     /// let mut d = Distribution::new();
     /// d.record(1.0)?;
@@ -979,6 +1094,282 @@ impl Distribution {
         self.positive.downscale(by);
         self.negative.downscale(by);
     }
+}
+
+impl Buckets {
+    /// A bucket range as an exporter sends it: the count of bucket
+    /// `offset + k` is `counts[k]`. Empty buckets at either end are
+    /// trimmed (so the first and last counts are never zero, and counts
+    /// that are all zero make an empty range, offset 0). Refused with
+    /// [`PartsError::BucketsOutOfRange`] when the last non-empty bucket's
+    /// index is past `i32::MAX`; [`Distribution::from_parts`] checks the
+    /// range against its scale.
+    ///
+    /// ```
+    /// use newrelic_telemetry::distribution::{Buckets, DistributionError, PartsError};
+    ///
+    /// let b = Buckets::new(-3, vec![0, 2, 0, 5, 0])?;
+    /// assert_eq!((b.offset(), b.counts()), (-2, &[2, 0, 5][..]));
+    /// assert!(Buckets::new(7, vec![0, 0])?.is_empty());
+    /// assert_eq!(Buckets::new(7, vec![0, 0])?.offset(), 0);
+    /// assert!(matches!(
+    ///     Buckets::new(i32::MAX, vec![1, 1]),
+    ///     Err(DistributionError::InvalidParts { reason: PartsError::BucketsOutOfRange { .. } })
+    /// ));
+    /// # Ok::<(), DistributionError>(())
+    /// ```
+    pub fn new(offset: i32, mut counts: Vec<u64>) -> Result<Buckets, DistributionError> {
+        let Some(first) = counts.iter().position(|&c| c != 0) else {
+            return Ok(Buckets::default());
+        };
+        // `first` exists, so `last` does too.
+        let last = counts.iter().rposition(|&c| c != 0).unwrap_or(first);
+        counts.truncate(last + 1);
+        counts.drain(..first);
+        let start = i64::from(offset) + first as i64;
+        let end = i64::from(offset) + last as i64;
+        match (i32::try_from(start), i32::try_from(end)) {
+            (Ok(offset), Ok(_)) => Ok(Buckets { offset, counts }),
+            _ => Err(PartsError::BucketsOutOfRange {
+                offset: i32::try_from(start).unwrap_or(i32::MAX),
+                len: counts.len(),
+                scale: None,
+            }
+            .into()),
+        }
+    }
+}
+
+/// The parts of a distribution as an exporter sends them (an OTLP
+/// exponential histogram point's scale, zero count, bucket ranges, count,
+/// sum, minimum and maximum), for [`Distribution::from_parts`] to rebuild
+/// it, and as [`Distribution::to_parts`] gives them.
+///
+/// ```
+/// use newrelic_telemetry::distribution::Distribution;
+/// use newrelic_telemetry::distribution::{Buckets, DistributionParts};
+///
+/// let parts = DistributionParts {
+///     scale: 0, // buckets (2^i, 2^(i+1)]
+///     zero_count: 1,
+///     positive: Buckets::new(0, vec![3, 1])?, // 3 in (1, 2], 1 in (2, 4]
+///     negative: Buckets::default(),
+///     count: 5,
+///     sum: 8.0,
+///     min: Some(0.0),
+///     max: Some(3.5),
+/// };
+/// let d = Distribution::from_parts(parts.clone())?;
+/// assert_eq!(d.to_parts(), parts);
+/// # Ok::<(), newrelic_telemetry::distribution::DistributionError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DistributionParts {
+    /// The scale (OTLP's `sint32`: anything outside
+    /// [`MIN_SCALE`]`..=`[`MAX_SCALE`] is refused).
+    pub scale: i32,
+    /// Values in the zero bucket.
+    pub zero_count: u64,
+    /// Buckets of the positive values.
+    pub positive: Buckets,
+    /// Buckets of the negative values, by magnitude.
+    pub negative: Buckets,
+    /// Values in all: `zero_count` plus both sides' counts.
+    pub count: u64,
+    /// Their sum (finite; 0 when `count` is 0).
+    pub sum: f64,
+    /// The smallest value: needed when `count` is not 0, ignored when it
+    /// is.
+    pub min: Option<f64>,
+    /// The largest value: needed when `count` is not 0, ignored when it
+    /// is.
+    pub max: Option<f64>,
+}
+
+impl Distribution {
+    /// Rebuilds a distribution from its exported parts, as a receiver of
+    /// OTLP exponential histograms does to read quantiles from what
+    /// arrived. The parts are checked, and refused with
+    /// [`DistributionError::InvalidParts`] when:
+    ///
+    /// - the scale is outside [`MIN_SCALE`]`..=`[`MAX_SCALE`];
+    /// - a bucket range reaches past the indices of finite values at that
+    ///   scale (down to the bucket of the smallest subnormal, up to that
+    ///   of `f64::MAX`);
+    /// - `count` is not `zero_count` plus both sides' counts;
+    /// - the sum is not finite, or not 0 when `count` is 0;
+    /// - `count` is not 0 and the minimum or maximum is missing, not
+    ///   finite, above the other, or contradicts the buckets (negative
+    ///   values with a minimum of at least 0, positive values with a
+    ///   maximum of at most 0).
+    ///
+    /// The distribution keeps the scale given (a sender may have stopped
+    /// at a lower one than its values need), and keeps at most
+    /// [`DEFAULT_MAX_SIZE`] buckets per side, or as many as the wider side
+    /// spans when that is more (a sender's own limit may have been
+    /// higher). Values recorded or merged into it afterwards are counted
+    /// as in any distribution. The zero threshold is always 0: a sender's
+    /// zero bucket is kept as zeros. `to_parts` gives back the same parts
+    /// (with empty buckets at the ends of a range trimmed by
+    /// [`Buckets::new`], and `min` and `max` `None` when `count` is 0).
+    ///
+    /// ```
+    /// use newrelic_telemetry::distribution::Distribution;
+    /// use newrelic_telemetry::distribution::{Buckets, DistributionError, DistributionParts, PartsError};
+    ///
+    /// // What a sender recorded...
+    /// let mut sent = Distribution::new();
+    /// for ms in 1..=200 {
+    ///     sent.record(f64::from(ms))?;
+    /// }
+    /// // ... crosses the wire as parts, and reads the same on arrival.
+    /// let p = sent.to_parts();
+    /// let parts = DistributionParts {
+    ///     scale: p.scale,
+    ///     zero_count: p.zero_count,
+    ///     positive: Buckets::new(p.positive.offset(), p.positive.counts().to_vec())?,
+    ///     negative: Buckets::default(),
+    ///     count: p.count,
+    ///     sum: p.sum,
+    ///     min: p.min,
+    ///     max: p.max,
+    /// };
+    /// let received = Distribution::from_parts(parts.clone())?;
+    /// assert_eq!(received, sent);
+    /// assert_eq!(received.quantile(0.99), sent.quantile(0.99));
+    /// let p99 = received.quantile(0.99).unwrap();
+    /// assert!((p99 - 198.0).abs() / 198.0 < 0.03, "{p99}");
+    ///
+    /// // Counts that do not add up are refused.
+    /// let wrong = DistributionParts { count: 201, ..parts };
+    /// assert_eq!(
+    ///     Distribution::from_parts(wrong),
+    ///     Err(DistributionError::InvalidParts {
+    ///         reason: PartsError::CountMismatch { count: 201, in_buckets: 200 }
+    ///     })
+    /// );
+    /// # Ok::<(), DistributionError>(())
+    /// ```
+    pub fn from_parts(parts: DistributionParts) -> Result<Distribution, DistributionError> {
+        let DistributionParts {
+            scale,
+            zero_count,
+            mut positive,
+            mut negative,
+            count,
+            sum,
+            min,
+            max,
+        } = parts;
+        let scale = i8::try_from(scale)
+            .ok()
+            .filter(|s| (MIN_SCALE..=MAX_SCALE).contains(s))
+            .ok_or(PartsError::ScaleOutOfRange { scale })?;
+        let (lo, hi) = finite_index_range(scale);
+        for side in [&positive, &negative] {
+            if let Some((start, end)) = side.span_with(None) {
+                if start < lo || end > hi {
+                    return Err(PartsError::BucketsOutOfRange {
+                        offset: start,
+                        len: side.len(),
+                        scale: Some(i32::from(scale)),
+                    }
+                    .into());
+                }
+            }
+        }
+        let in_buckets = positive
+            .counts
+            .iter()
+            .chain(&negative.counts)
+            .try_fold(zero_count, |total, &c| total.checked_add(c));
+        if in_buckets != Some(count) {
+            return Err(PartsError::CountMismatch {
+                count,
+                in_buckets: in_buckets.unwrap_or(u64::MAX),
+            }
+            .into());
+        }
+        if !sum.is_finite() {
+            return Err(PartsError::NonFiniteSum { sum }.into());
+        }
+        let (min, max) = if count == 0 {
+            if sum != 0.0 {
+                return Err(PartsError::SumOfEmpty { sum }.into());
+            }
+            (f64::INFINITY, f64::NEG_INFINITY)
+        } else {
+            let (Some(min), Some(max)) = (min, max) else {
+                return Err(PartsError::MissingBounds.into());
+            };
+            let valid = min.is_finite()
+                && max.is_finite()
+                && min <= max
+                && (negative.is_empty() || min < 0.0)
+                && (positive.is_empty() || max > 0.0);
+            if !valid {
+                return Err(PartsError::InvalidBounds { min, max }.into());
+            }
+            (min, max)
+        };
+        positive.counts.shrink_to_fit();
+        negative.counts.shrink_to_fit();
+        Ok(Distribution {
+            count,
+            sum,
+            min,
+            max,
+            zero_count,
+            scale,
+            max_size: DEFAULT_MAX_SIZE.max(positive.len()).max(negative.len()),
+            positive,
+            negative,
+        })
+    }
+
+    /// The distribution's parts, as an exporter sends them: the inverse of
+    /// [`from_parts`](Self::from_parts).
+    ///
+    /// ```
+    /// use newrelic_telemetry::distribution::Distribution;
+    ///
+    /// let mut d = Distribution::new();
+    /// assert_eq!((d.to_parts().min, d.to_parts().max), (None, None));
+    /// d.record(-2.0)?;
+    /// d.record(0.0)?;
+    /// let parts = d.to_parts();
+    /// assert_eq!((parts.count, parts.zero_count, parts.sum), (2, 1, -2.0));
+    /// assert_eq!((parts.min, parts.max), (Some(-2.0), Some(0.0)));
+    /// assert_eq!(&parts.negative, d.negative());
+    /// assert_eq!(Distribution::from_parts(parts)?, d);
+    /// # Ok::<(), newrelic_telemetry::distribution::DistributionError>(())
+    /// ```
+    pub fn to_parts(&self) -> DistributionParts {
+        DistributionParts {
+            scale: i32::from(self.scale),
+            zero_count: self.zero_count,
+            positive: self.positive.clone(),
+            negative: self.negative.clone(),
+            count: self.count,
+            sum: self.sum,
+            min: self.min(),
+            max: self.max(),
+        }
+    }
+}
+
+/// The indices of the buckets that can hold a finite value at `scale`:
+/// from the bucket whose upper boundary is the smallest subnormal, 2^-1074
+/// (lower than [`lowest_index`], where this crate counts subnormals, for
+/// senders that index them), to the bucket of `f64::MAX`.
+fn finite_index_range(scale: i8) -> (i32, i32) {
+    const SMALLEST_SUBNORMAL_EXPONENT: i32 = -1074;
+    let lo = if scale >= 0 {
+        (SMALLEST_SUBNORMAL_EXPONENT << scale as u32) - 1
+    } else {
+        (SMALLEST_SUBNORMAL_EXPONENT - 1) >> -scale
+    };
+    (lo, map_to_index(scale, f64::MAX))
 }
 
 /// How many steps down from `scale` a range of indices `lo..=hi` must go
@@ -1389,5 +1780,244 @@ mod tests {
         let before = ab.clone();
         ab.merge(&empty).unwrap();
         assert_eq!(ab, before);
+    }
+
+    fn parts_error(parts: DistributionParts) -> PartsError {
+        match Distribution::from_parts(parts) {
+            Err(DistributionError::InvalidParts { reason }) => reason,
+            other => panic!("invalid parts, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parts_round_trip_with_the_same_quantiles() {
+        let sets: Vec<Vec<f64>> = vec![
+            vec![],
+            vec![0.0, -0.0],
+            vec![1.0],
+            vec![-3.0, -2.0, 0.0, 5.0, 1e9],
+            edges(),
+            edges().into_iter().map(|v| -v).collect(),
+            (1..=10_000).map(|i| f64::from(i) * 0.37).collect(),
+        ];
+        for values in sets {
+            let mut d = Distribution::new();
+            for &v in &values {
+                let _ = d.record(v); // edges() may overflow the sum near f64::MAX
+            }
+            let rebuilt = Distribution::from_parts(d.to_parts()).unwrap();
+            assert_eq!(rebuilt, d, "{values:?}");
+            for q in [0.0, 0.01, 0.5, 0.9, 0.99, 1.0] {
+                assert_eq!(rebuilt.quantile(q), d.quantile(q), "q {q} of {values:?}");
+            }
+            assert!(rebuilt.held_bytes() <= 2 * 8 * rebuilt.max_size());
+        }
+        let mut small = Distribution::with_max_size(4).unwrap();
+        for v in [1.0, 3.0, 7.0] {
+            small.record(v).unwrap();
+        }
+        let rebuilt = Distribution::from_parts(small.to_parts()).unwrap();
+        // The sender's smaller limit is not known: the default applies.
+        assert_eq!(rebuilt.max_size(), DEFAULT_MAX_SIZE);
+        assert_eq!(
+            (rebuilt.scale(), rebuilt.positive(), rebuilt.count()),
+            (small.scale(), small.positive(), 3)
+        );
+    }
+
+    #[test]
+    fn a_rebuilt_distribution_records_and_merges_like_any_other() {
+        let mut a = Distribution::new();
+        let mut all = Distribution::new();
+        for v in [1.0, 2.0, 3.0] {
+            a.record(v).unwrap();
+            all.record(v).unwrap();
+        }
+        let mut rebuilt = Distribution::from_parts(a.to_parts()).unwrap();
+        for v in [-5.0, 1e6] {
+            rebuilt.record(v).unwrap();
+            all.record(v).unwrap();
+        }
+        assert_eq!(rebuilt, all);
+        let mut merged = Distribution::new();
+        merged.merge(&rebuilt).unwrap();
+        assert_eq!(merged, all);
+    }
+
+    #[test]
+    fn buckets_new_trims_the_ends_and_refuses_indices_past_i32() {
+        let b = Buckets::new(10, vec![0, 0, 4, 0, 1, 0]).unwrap();
+        assert_eq!((b.offset(), b.counts()), (12, &[4u64, 0, 1][..]));
+        assert_eq!(Buckets::new(-5, vec![]).unwrap(), Buckets::default());
+        assert_eq!(Buckets::new(-5, vec![0; 9]).unwrap(), Buckets::default());
+        // Trailing zeros past i32::MAX are trimmed away, not refused.
+        let top = Buckets::new(i32::MAX, vec![7, 0, 0]).unwrap();
+        assert_eq!((top.offset(), top.counts()), (i32::MAX, &[7u64][..]));
+        assert_eq!(top.iter().collect::<Vec<_>>(), [(i32::MAX, 7)]);
+        let err = Buckets::new(i32::MAX - 1, vec![1, 0, 1]).unwrap_err();
+        assert_eq!(
+            err,
+            DistributionError::InvalidParts {
+                reason: PartsError::BucketsOutOfRange {
+                    offset: i32::MAX - 1,
+                    len: 3,
+                    scale: None
+                }
+            }
+        );
+        assert!(err.to_string().contains("2^31 - 1"), "{err}");
+        // Leading zeros below i32::MIN are trimmed too.
+        let low = Buckets::new(i32::MIN, vec![0, 0, 2]).unwrap();
+        assert_eq!(low.offset(), i32::MIN + 2);
+    }
+
+    #[test]
+    fn bucket_ranges_must_hold_finite_values_at_their_scale() {
+        for scale in MIN_SCALE..=MAX_SCALE {
+            let (lo, hi) = finite_index_range(scale);
+            assert_eq!(hi, map_to_index(scale, f64::MAX));
+            assert!(lo <= lowest_index(scale), "scale {scale}");
+            // Both extremes, on both sides.
+            let edge = |offset: i32| Buckets::new(offset, vec![1]).unwrap();
+            let parts = DistributionParts {
+                scale: i32::from(scale),
+                positive: edge(hi),
+                negative: edge(lo),
+                count: 2,
+                sum: f64::MAX,
+                min: Some(-f64::from_bits(1)),
+                max: Some(f64::MAX),
+                ..DistributionParts::default()
+            };
+            let d = Distribution::from_parts(parts.clone()).unwrap();
+            assert_eq!(d.quantile(1.0), Some(f64::MAX));
+            assert!(d.quantile(0.25).unwrap() <= 0.0, "scale {scale}");
+            assert!(d.quantile(0.75).unwrap().is_finite(), "scale {scale}");
+            for (positive, negative) in [(edge(hi + 1), edge(lo)), (edge(hi), edge(lo - 1))] {
+                let bad = DistributionParts {
+                    positive,
+                    negative,
+                    ..parts.clone()
+                };
+                assert!(
+                    matches!(
+                        parts_error(bad),
+                        PartsError::BucketsOutOfRange { len: 1, scale: Some(s), .. } if s == i32::from(scale)
+                    ),
+                    "scale {scale}"
+                );
+            }
+        }
+        assert_eq!(finite_index_range(MIN_SCALE), (-2, 0));
+        assert_eq!(finite_index_range(0), (-1075, 1023));
+    }
+
+    #[test]
+    fn max_size_grows_to_the_wider_side() {
+        let parts = DistributionParts {
+            scale: 8,
+            positive: Buckets::new(0, vec![1; 300]).unwrap(),
+            negative: Buckets::new(0, vec![1; 200]).unwrap(),
+            count: 500,
+            sum: 1.0,
+            min: Some(-4.0),
+            max: Some(4.0),
+            ..DistributionParts::default()
+        };
+        let mut d = Distribution::from_parts(parts).unwrap();
+        assert_eq!(d.max_size(), 300);
+        assert_eq!(d.scale(), 8);
+        // A value far away downscales until both sides fit in 300 again.
+        d.record(1e6).unwrap();
+        assert!(d.scale() < 8);
+        assert!(d.positive().len() <= 300 && d.negative().len() <= 300);
+        assert_eq!(d.count(), 501);
+    }
+
+    #[test]
+    fn inconsistent_parts_are_refused_with_their_reason() {
+        let good = DistributionParts {
+            scale: 3,
+            zero_count: 2,
+            positive: Buckets::new(4, vec![1, 0, 3]).unwrap(),
+            negative: Buckets::new(-2, vec![5]).unwrap(),
+            count: 11,
+            sum: 7.5,
+            min: Some(-1.0),
+            max: Some(2.0),
+        };
+        assert!(Distribution::from_parts(good.clone()).is_ok());
+        let with = |f: &dyn Fn(&mut DistributionParts)| {
+            let mut p = good.clone();
+            f(&mut p);
+            parts_error(p)
+        };
+        assert_eq!(
+            with(&|p| p.scale = -11),
+            PartsError::ScaleOutOfRange { scale: -11 }
+        );
+        assert_eq!(
+            with(&|p| p.scale = i32::MAX),
+            PartsError::ScaleOutOfRange { scale: i32::MAX }
+        );
+        assert_eq!(
+            with(&|p| p.count = 10),
+            PartsError::CountMismatch {
+                count: 10,
+                in_buckets: 11
+            }
+        );
+        assert_eq!(
+            with(&|p| p.zero_count = u64::MAX),
+            PartsError::CountMismatch {
+                count: 11,
+                in_buckets: u64::MAX
+            }
+        );
+        for sum in [f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                with(&|p| p.sum = sum),
+                PartsError::NonFiniteSum { .. }
+            ));
+        }
+        assert_eq!(with(&|p| p.min = None), PartsError::MissingBounds);
+        assert_eq!(with(&|p| p.max = None), PartsError::MissingBounds);
+        for (min, max) in [
+            (3.0, 2.0),      // above the maximum
+            (f64::NAN, 2.0), // not finite
+            (-1.0, f64::INFINITY),
+            (0.0, 2.0),  // negative values counted
+            (-1.0, 0.0), // positive values counted
+        ] {
+            assert!(
+                matches!(
+                    with(&|p| (p.min, p.max) = (Some(min), Some(max))),
+                    PartsError::InvalidBounds { .. }
+                ),
+                "{min} {max}"
+            );
+        }
+        // Empty: the sum must be 0; min and max are ignored.
+        let empty = DistributionParts {
+            scale: 5,
+            min: Some(9.0),
+            max: Some(-9.0),
+            ..DistributionParts::default()
+        };
+        let d = Distribution::from_parts(empty.clone()).unwrap();
+        assert!(d.is_empty());
+        assert_eq!(
+            (d.scale(), d.min(), d.max(), d.quantile(0.5)),
+            (5, None, None, None)
+        );
+        assert_eq!(
+            parts_error(DistributionParts { sum: 1.0, ..empty }),
+            PartsError::SumOfEmpty { sum: 1.0 }
+        );
+        let err = Distribution::from_parts(DistributionParts { count: 1, ..good }).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid distribution parts: count is 1 but the zero bucket and the buckets hold 11"
+        );
     }
 }

@@ -379,10 +379,20 @@ impl fmt::Display for BuildError {
             BuildError::InvalidVersionInfo { token } => {
                 write!(f, "invalid User-Agent product token {token:?}")
             }
-            BuildError::InvalidInstrumentationProvider { provider } => write!(
-                f,
-                "invalid instrumentation.provider {provider:?}: expected 1 to 4,000 characters, not all blank"
-            ),
+            BuildError::InvalidInstrumentationProvider { provider } => {
+                // Shown up to 100 characters: a 10,000-character mistake
+                // would drown the message.
+                let shown: String = provider.chars().take(100).collect();
+                let cut = if shown.len() < provider.len() {
+                    "..."
+                } else {
+                    ""
+                };
+                write!(
+                    f,
+                    "invalid instrumentation.provider {shown:?}{cut}: expected 1 to 4,000 characters, not all blank"
+                )
+            }
             BuildError::InvalidRetryPolicy { reason } => {
                 write!(f, "invalid retry policy: {reason}")
             }
@@ -454,7 +464,7 @@ pub enum ConfigError {
     /// assert!(matches!(err, ConfigError::InvalidSetting { name: "harvest_interval", .. }));
     /// assert_eq!(
     ///     err.to_string(),
-    ///     "TelemetryBuilder::harvest_interval(0ns) is invalid: expected a duration above 0 and at most a day"
+    ///     "TelemetryBuilder::harvest_interval(0ns) is invalid: expected from 1 ms to a day"
     /// );
     /// # }
     /// ```

@@ -64,7 +64,6 @@ pub use batch::{
 };
 pub use client::{EventClient, LogClient, MetricClient, RetryPolicy, SendError, SpanClient};
 pub use common::Common;
-pub use distribution::Distribution;
 pub use error::{BuildError, ConfigError, RecordError};
 pub use event::Event;
 pub use harvester::Harvester;

@@ -662,7 +662,7 @@ impl TraceContext {
     /// use http::HeaderMap;
     /// use newrelic_telemetry::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
     ///
-    /// let http = newrelic_telemetry::client::http_client_builder().unwrap().build().unwrap();
+    /// let http = newrelic_telemetry::client::http_client_builder().build().unwrap();
     /// let context = TraceContext::new("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", false).unwrap();
     /// let request = context
     ///     .inject_into(http.get("http://127.0.0.1:9/orders"))

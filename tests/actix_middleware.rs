@@ -198,7 +198,6 @@ impl Service {
 /// idle connection to hold up a graceful stop.
 fn client() -> reqwest::Client {
     newrelic_telemetry::client::http_client_builder()
-        .expect("TLS setup")
         .no_proxy()
         .pool_max_idle_per_host(0)
         .build()

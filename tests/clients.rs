@@ -216,7 +216,6 @@ async fn a_callers_own_http_client_is_used() {
         reqwest::header::HeaderValue::from_static("my-client"),
     );
     let http = newrelic_telemetry::client::http_client_builder()
-        .unwrap()
         .default_headers(marker)
         .build()
         .unwrap();

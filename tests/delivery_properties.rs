@@ -67,7 +67,6 @@ fn http() -> reqwest::Client {
     static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
     HTTP.get_or_init(|| {
         newrelic_telemetry::client::http_client_builder()
-            .expect("the SDK's TLS setup")
             .no_proxy()
             .build()
             .expect("an HTTP client")

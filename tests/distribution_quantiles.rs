@@ -27,7 +27,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use newrelic_telemetry::Distribution;
+use newrelic_telemetry::distribution::Distribution;
 use newrelic_telemetry::distribution::{DistributionError, MAX_SCALE, MIN_SCALE};
 use proptest::collection::vec;
 use proptest::prelude::*;

@@ -285,11 +285,7 @@ async fn client_settings_apply_to_all_four_clients_in_order() {
     let telemetry = server
         .telemetry_builder()
         .client(|c| c.add_version_info("first", "1"))
-        .client(|c| {
-            c.add_version_info("second", "2")
-                .license_key_header()
-                .endpoint("http://127.0.0.1:9/not-used")
-        })
+        .client(|c| c.add_version_info("second", "2").license_key_header())
         .build()
         .unwrap();
     telemetry.metrics().record_gauge("g", 1.0, ()).await;
@@ -297,7 +293,7 @@ async fn client_settings_apply_to_all_four_clients_in_order() {
     telemetry.logs().record(Log::new("l")).await;
     telemetry.spans().record(Span::new("s").finish()).await;
     let report = telemetry.shutdown().await;
-    assert_eq!(report.items_sent(), 4, "the closure's endpoint is not used");
+    assert_eq!(report.items_sent(), 4);
     let requests = server.requests();
     assert_eq!(requests.len(), 4);
     for request in &requests {
@@ -319,4 +315,48 @@ async fn a_region_set_in_the_client_closure_wins() {
         "https://log-api.eu.newrelic.com/log/v1"
     );
     telemetry.shutdown().await;
+}
+
+/// One service name everywhere: a `service.name` common attribute set in
+/// code wins over `service_name()` and the variables, on metrics and on the
+/// spans and logs of the tracing layer alike.
+#[tokio::test]
+async fn a_common_service_name_wins_on_every_item_the_tracing_layer_included() {
+    use tracing_subscriber::prelude::*;
+
+    let server = server().await;
+    let telemetry = server
+        .telemetry_builder()
+        .environment([("NEW_RELIC_SERVICE_NAME", "from-env")])
+        .service_name("from-code")
+        .common_attributes(attrs!["service.name" => "common"])
+        .build()
+        .unwrap();
+    {
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(telemetry.tracing_layer()),
+        );
+        tracing::info_span!("work").in_scope(|| tracing::info!("done"));
+    }
+    telemetry.metrics().record_count("jobs", 1, ()).await;
+    telemetry.shutdown().await;
+    assert_eq!(server.metrics()[0]["attributes"]["service.name"], "common");
+    assert_eq!(server.spans()[0]["attributes"]["service.name"], "common");
+    assert_eq!(server.logs()[0]["attributes"]["service.name"], "common");
+}
+
+/// Off means off for every way of recording a metric, a whole `Metric`
+/// included: not even checked, so not refused.
+#[tokio::test]
+async fn a_disabled_telemetry_does_not_check_a_whole_metric() {
+    let no_env: [(&str, &str); 0] = [];
+    let telemetry = Telemetry::builder()
+        .environment(no_env)
+        .enabled(false)
+        .build()
+        .unwrap();
+    let bad = newrelic_telemetry::CountMetric::new("jobs", f64::NAN, Duration::from_secs(1));
+    assert_eq!(telemetry.metrics().try_record_metric(bad).await, Ok(()));
+    let report = telemetry.shutdown().await;
+    assert_eq!((report.items_refused(), report.items_discarded()), (0, 0));
 }

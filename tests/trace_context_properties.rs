@@ -1184,7 +1184,6 @@ async fn w3c_test_suite_vectors_through_the_middleware() {
             .await
     });
     let http = newrelic_telemetry::client::http_client_builder()
-        .expect("TLS setup")
         .no_proxy()
         .build()
         .expect("client");

@@ -28,7 +28,7 @@
 //! |---|---|
 //! | 2xx | accepted |
 //! | 400, 401, 403, 404, 405, 409, 410, 411 | dropped at once, not retried (`items_dropped_rejected`) |
-//! | 3xx | dropped as a rejection: redirects are not followed, so the key never travels to another host |
+//! | 3xx | dropped as a rejection: the SDK's HTTP client follows no redirect, so the key never travels to another host (a `reqwest::Client` of your own must be built with `redirect::Policy::none()` for the same promise) |
 //! | 408, 5xx, any other status | retried with backoff 0, 1, 2, 4, 8, 16, 16, 16 s; at most 8 retries and 2 minutes per payload (both configurable with [`RetryPolicy`], or [`RetryPolicy::none`]), then dropped (`items_dropped_retries_exhausted`) |
 //! | connection refused or cut, request timeout ([`DEFAULT_TIMEOUT`], 15 s) | retried like a 5xx. A timed-out request may have been processed: its retry carries the same `x-request-id`, the one case where an item can arrive twice |
 //! | 429 | waits `Retry-After` (seconds or an HTTP date, capped at 60 s; the backoff, at least 1 s, when missing), then retries within the same limits |
@@ -77,7 +77,8 @@ mod delivery;
 mod encode;
 mod error;
 mod kind;
-mod otlp;
+// Crate-visible: the test server and the local endpoint decode OTLP requests.
+pub(crate) mod otlp;
 mod report;
 mod retry;
 mod stats;
@@ -236,6 +237,7 @@ const SDK_USER_AGENT: &str = concat!("NewRelic-Rust-TelemetrySDK/", env!("CARGO_
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyHeader {
     /// `Api-Key` (the default): an ingest or license key.
     #[default]
@@ -510,8 +512,10 @@ impl<K> fmt::Debug for ClientBuilder<K> {
 /// (reqwest's default rustls stack, or `native-tls`), a connect timeout of
 /// [`DEFAULT_CONNECT_TIMEOUT`], and no redirects (the key travels in a
 /// custom header that reqwest would carry to another host; the ingest APIs
-/// never redirect). A plain `reqwest::Client::builder()` works as well: the
-/// crate's features never leave reqwest without a crypto provider.
+/// never redirect). A plain `reqwest::Client::builder()` builds as well (the
+/// crate's features never leave reqwest without a crypto provider), but it
+/// follows redirects: give it `.redirect(reqwest::redirect::Policy::none())`
+/// before handing it to a client.
 ///
 /// ```
 /// use std::time::Duration;
@@ -521,7 +525,7 @@ impl<K> fmt::Debug for ClientBuilder<K> {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = TestIngestServer::start().await?;
-/// let http = client::http_client_builder()?
+/// let http = client::http_client_builder()
 ///     .timeout(Duration::from_secs(20))
 ///     .build()?;
 /// let logs = LogClient::builder("key").endpoint(server.log_url()).http_client(http).build()?;
@@ -529,7 +533,7 @@ impl<K> fmt::Debug for ClientBuilder<K> {
 /// assert_eq!(server.logs()[0]["message"], "through my own reqwest client");
 /// # Ok(()) }
 /// ```
-pub fn http_client_builder() -> Result<reqwest::ClientBuilder, BuildError> {
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     with_tls(
         reqwest::Client::builder()
             .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
@@ -543,7 +547,7 @@ pub fn http_client_builder() -> Result<reqwest::ClientBuilder, BuildError> {
 pub(crate) fn sdk_http_client(
     proxy: Option<reqwest::Proxy>,
 ) -> Result<reqwest::Client, BuildError> {
-    let mut builder = http_client_builder()?;
+    let mut builder = http_client_builder();
     if let Some(proxy) = proxy {
         builder = builder.proxy(proxy);
     }
@@ -553,12 +557,11 @@ pub(crate) fn sdk_http_client(
 /// The TLS backend of the features enabled: `native-tls` if on, else
 /// reqwest's default (rustls with aws-lc-rs, feature `default-tls`); without
 /// either, only `http://` endpoints work.
-#[allow(clippy::unnecessary_wraps)]
-fn with_tls(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, BuildError> {
+fn with_tls(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
     #[cfg(feature = "native-tls")]
-    return Ok(builder.tls_backend_native());
+    return builder.tls_backend_native();
     #[cfg(not(feature = "native-tls"))]
-    Ok(builder)
+    builder
 }
 
 /// An endpoint URL for `api`, checked to be absolute `http(s)` with a host.
@@ -681,28 +684,6 @@ impl<K> ClientBuilder<K> {
         self
     }
 
-    /// Posts to this URL instead of the region's endpoint (plain `http://` is
-    /// allowed, for local servers and alternative back ends). A URL with no
-    /// path means "this host": the API's own path is appended. A path given
-    /// is kept as it is.
-    ///
-    /// ```
-    /// use newrelic_telemetry::{LogClient, MetricClient};
-    ///
-    /// let client = MetricClient::builder("key").endpoint("http://localhost:8080/metric/v1").build().unwrap();
-    /// assert_eq!(client.endpoint(), "http://localhost:8080/metric/v1");
-    /// // A host and port only: the Log API's path is appended.
-    /// let client = LogClient::builder("key").endpoint("http://127.0.0.1:4318").build().unwrap();
-    /// assert_eq!(client.endpoint(), "http://127.0.0.1:4318/log/v1");
-    /// // Any other path is kept (a proxy that forwards it, say).
-    /// let client = LogClient::builder("key").endpoint("https://proxy.internal/nr-logs").build().unwrap();
-    /// assert_eq!(client.endpoint(), "https://proxy.internal/nr-logs");
-    /// ```
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
-        self.config.endpoint = Some(url.into());
-        self
-    }
-
     /// The timeout of each request, from sending to the end of the answer
     /// (default 15 s). It applies to a caller's own `reqwest::Client` too.
     ///
@@ -746,7 +727,6 @@ impl<K> ClientBuilder<K> {
     /// use newrelic_telemetry::{LogClient, client};
     ///
     /// let http = client::http_client_builder()
-    ///     .unwrap()
     ///     .user_agent("checkout/1.4")
     ///     .build()
     ///     .unwrap();
@@ -904,9 +884,12 @@ impl<K> ClientBuilder<K> {
     /// Metric, Log and Trace payloads carry them once, in the common block's
     /// attributes; events, which have no common block, each carry them. They
     /// are defaults: an attribute of the same key that a user sets wins, and
-    /// they take only the room an API's attribute limit leaves, so they never
-    /// make an item that passed validation exceed it (an event with 255
-    /// attributes of its own is sent without them). Turn them off only if
+    /// they take only the room the limit leaves where this crate checks it:
+    /// an event's own and common attributes together (an event with 255 is
+    /// sent without them), and a common block's own count. For metrics, logs
+    /// and spans the APIs' per-item limit is checked on an item's own
+    /// attributes, as for common attributes a user sets: the identity
+    /// attributes add up to three to what each item carries. Turn them off only if
     /// something downstream cannot take them: the specification makes
     /// `instrumentation.provider` a MUST.
     ///
@@ -971,6 +954,31 @@ impl<K> ClientBuilder<K> {
 }
 
 impl<K: Kind> ClientBuilder<K> {
+    /// Posts to this URL instead of the region's endpoint (plain `http://` is
+    /// allowed, for local servers and alternative back ends). A URL with no
+    /// path means "this host": the API's own path is appended. A path given
+    /// is kept as it is.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{LogClient, MetricClient};
+    ///
+    /// let client = MetricClient::builder("key").endpoint("http://localhost:8080/metric/v1").build().unwrap();
+    /// assert_eq!(client.endpoint(), "http://localhost:8080/metric/v1");
+    /// // A host and port only: the Log API's path is appended.
+    /// let client = LogClient::builder("key").endpoint("http://127.0.0.1:4318").build().unwrap();
+    /// assert_eq!(client.endpoint(), "http://127.0.0.1:4318/log/v1");
+    /// // Any other path is kept (a proxy that forwards it, say).
+    /// let client = LogClient::builder("key").endpoint("https://proxy.internal/nr-logs").build().unwrap();
+    /// assert_eq!(client.endpoint(), "https://proxy.internal/nr-logs");
+    /// ```
+    /// (Not on [`ClientSettings`]: a `Telemetry`'s endpoints are per API,
+    /// set with [`TelemetryBuilder::metric_endpoint`](crate::TelemetryBuilder::metric_endpoint)
+    /// and its siblings.)
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.config.endpoint = Some(url.into());
+        self
+    }
+
     /// Builds the client. Fails on an empty key or one that cannot be sent in a
     /// header, on an endpoint that is not an absolute `http(s)` URL, and on a
     /// bad product token.

@@ -27,9 +27,18 @@
 //! The response is read by a small wire-format reader that skips every field
 //! it does not know (any wire type, groups included) and refuses truncated or
 //! malformed input with a [`DecodeError`], never a panic.
+//!
+//! The receiving side (the test server and the local endpoint) reads
+//! requests with the same reader: [`decode_request`] gives every resource,
+//! scope and exponential-histogram point, skips other metric data types
+//! and unknown fields, and refuses malformed input with the place and the
+//! reason; [`DecodedPoint::to_distribution`] rebuilds the point's
+//! [`Distribution`]; [`encode_response`] and [`encode_status`] write the
+//! answers.
 
-// The OTLP encoder awaiting the distribution pipeline (issue 20): nothing
-// outside its tests calls it yet.
+// The OTLP encoder awaits the distribution pipeline (issue 20): nothing
+// outside its tests calls it yet. The request decoder serves the test server
+// and the local endpoint, so it is dead code without `local-endpoint`.
 #![allow(dead_code)]
 
 use std::fmt;
@@ -37,6 +46,9 @@ use std::sync::Arc;
 
 use crate::attributes::{Attributes, Value};
 use crate::common::{COLLECTOR_NAME, COLLECTOR_VERSION};
+use crate::distribution::{
+    Buckets as DistributionBuckets, Distribution, DistributionError, DistributionParts,
+};
 
 /// The `Content-Type` of an OTLP/HTTP binary protobuf request.
 pub(crate) const CONTENT_TYPE: &str = "application/x-protobuf";
@@ -118,6 +130,37 @@ pub(crate) struct ExponentialPoint {
     pub(crate) positive: Buckets,
     /// Buckets of the negative values, by magnitude.
     pub(crate) negative: Buckets,
+}
+
+impl ExponentialPoint {
+    /// The point that carries `distribution` over one interval: its count,
+    /// sum, min, max, scale, zero bucket and bucket ranges.
+    pub(crate) fn from_distribution(
+        distribution: &Distribution,
+        attributes: Arc<Attributes>,
+        start_time_unix_nano: u64,
+        time_unix_nano: u64,
+    ) -> Self {
+        let side = |b: &DistributionBuckets| Buckets {
+            offset: b.offset(),
+            counts: b.counts().to_vec(),
+        };
+        ExponentialPoint {
+            attributes,
+            start_time_unix_nano,
+            time_unix_nano,
+            count: distribution.count(),
+            sum: distribution.sum(),
+            // Left out of the encoding when empty.
+            min: distribution.min().unwrap_or(0.0),
+            max: distribution.max().unwrap_or(0.0),
+            scale: i32::from(distribution.scale()),
+            zero_count: distribution.zero_count(),
+            zero_threshold: distribution.zero_threshold(),
+            positive: side(distribution.positive()),
+            negative: side(distribution.negative()),
+        }
+    }
 }
 
 /// The points of one metric name.
@@ -332,6 +375,10 @@ fn zigzag32(n: i32) -> u32 {
     ((n << 1) ^ (n >> 31)) as u32
 }
 
+fn unzigzag32(n: u32) -> i32 {
+    ((n >> 1) as i32) ^ -((n & 1) as i32)
+}
+
 fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least one byte.
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
@@ -518,16 +565,23 @@ pub(crate) enum DecodeErrorReason {
     TooDeep,
     /// A negative `rejected_data_points`.
     NegativeCount(i64),
+    /// A `string` field whose bytes are not UTF-8.
+    InvalidUtf8 { field: u32 },
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "malformed OTLP export response at byte {}: ",
-            self.offset
-        )?;
-        match &self.reason {
+            "malformed OTLP export response at byte {}: {}",
+            self.offset, self.reason
+        )
+    }
+}
+
+impl fmt::Display for DecodeErrorReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             DecodeErrorReason::Truncated => f.write_str("the body ends inside a field"),
             DecodeErrorReason::VarintOverflow => f.write_str("a varint runs past 64 bits"),
             DecodeErrorReason::InvalidWireType(t) => write!(f, "invalid wire type {t}"),
@@ -546,6 +600,9 @@ impl fmt::Display for DecodeError {
             }
             DecodeErrorReason::NegativeCount(n) => {
                 write!(f, "rejected_data_points is negative ({n})")
+            }
+            DecodeErrorReason::InvalidUtf8 { field } => {
+                write!(f, "field {field} is a string that is not UTF-8")
             }
         }
     }
@@ -608,6 +665,38 @@ impl<'a> WireField<'a> {
             WireValue::Bytes(b) => Ok(b),
             _ => Err(self.wrong_type()),
         }
+    }
+
+    /// The value of a 64-bit field (fixed64, sfixed64, double).
+    pub(crate) fn fixed64(&self) -> Result<u64, DecodeError> {
+        match self.value {
+            WireValue::Fixed64(v) => Ok(v),
+            _ => Err(self.wrong_type()),
+        }
+    }
+
+    /// The value of a `double` field.
+    pub(crate) fn double(&self) -> Result<f64, DecodeError> {
+        self.fixed64().map(f64::from_bits)
+    }
+
+    /// The value of a `sint32` field: zigzag, truncated to 32 bits as
+    /// protobuf's decoders do.
+    pub(crate) fn sint32(&self) -> Result<i32, DecodeError> {
+        self.varint().map(|v| unzigzag32(v as u32))
+    }
+
+    /// The text of a `string` field, refused unless UTF-8.
+    pub(crate) fn string(&self) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| DecodeError {
+            offset: self.offset,
+            reason: DecodeErrorReason::InvalidUtf8 { field: self.number },
+        })
+    }
+
+    /// A reader of the embedded message this field holds.
+    pub(crate) fn message(&self) -> Result<WireReader<'a>, DecodeError> {
+        Ok(WireReader::nested(self.bytes()?, self.value_offset))
     }
 }
 
@@ -760,6 +849,343 @@ impl<'a> WireReader<'a> {
             }));
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Encoding the response, decoding the request: the receiving side (the test
+// server and the local endpoint)
+// ---------------------------------------------------------------------------
+
+/// Encodes an `ExportMetricsServiceResponse`: empty (zero bytes) for full
+/// success, else a `partial_success`, as [`decode_response`] reads it.
+pub(crate) fn encode_response(partial: Option<&PartialSuccess>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(partial) = partial {
+        // ExportMetricsServiceResponse.partial_success = 1
+        put_message(&mut buf, 1, |buf| {
+            // int64 rejected_data_points = 1 (never negative here)
+            put_varint_field(buf, 1, partial.rejected_data_points);
+            put_string(buf, 2, &partial.error_message);
+        });
+    }
+    buf
+}
+
+/// `google.rpc.Code.INVALID_ARGUMENT`, the code of a malformed request.
+pub(crate) const STATUS_INVALID_ARGUMENT: u64 = 3;
+
+/// Encodes a `google.rpc.Status` (`code` 1, `message` 2), the body OTLP/HTTP
+/// servers answer a refused request with.
+pub(crate) fn encode_status(code: u64, message: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    put_varint_field(&mut buf, 1, code);
+    put_string(&mut buf, 2, message);
+    buf
+}
+
+/// A request body that is not a valid `ExportMetricsServiceRequest`: where
+/// and why, as [`DecodeError`] says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RequestDecodeError(pub(crate) DecodeError);
+
+impl fmt::Display for RequestDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "malformed OTLP ExportMetricsServiceRequest at byte {}: {}",
+            self.0.offset, self.0.reason
+        )
+    }
+}
+
+impl std::error::Error for RequestDecodeError {}
+
+impl From<DecodeError> for RequestDecodeError {
+    fn from(e: DecodeError) -> Self {
+        RequestDecodeError(e)
+    }
+}
+
+/// An `ExportMetricsServiceRequest` as [`decode_request`] reads it: every
+/// resource and scope, and the metrics that are exponential histograms.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct DecodedRequest {
+    /// `resource_metrics`, in order.
+    pub(crate) resource_metrics: Vec<DecodedResourceMetrics>,
+    /// Metrics of another data type (gauge, sum, histogram, summary) or of
+    /// none, skipped.
+    pub(crate) skipped_metrics: usize,
+}
+
+/// One `ResourceMetrics`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct DecodedResourceMetrics {
+    /// The resource's attributes (a key given twice: the last wins).
+    pub(crate) resource: Attributes,
+    /// `scope_metrics`, in order.
+    pub(crate) scope_metrics: Vec<DecodedScopeMetrics>,
+}
+
+/// One `ScopeMetrics`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct DecodedScopeMetrics {
+    /// The instrumentation scope's name ("" when absent).
+    pub(crate) scope_name: String,
+    /// Its version ("" when absent).
+    pub(crate) scope_version: String,
+    /// Its exponential-histogram metrics, in order (a name sent twice is
+    /// two entries).
+    pub(crate) metrics: Vec<DecodedMetric>,
+}
+
+/// One `Metric` holding an exponential histogram.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct DecodedMetric {
+    pub(crate) name: String,
+    /// "" when absent.
+    pub(crate) description: String,
+    /// "" when absent.
+    pub(crate) unit: String,
+    /// `AggregationTemporality`: 1 delta, 2 cumulative, 0 unspecified.
+    pub(crate) aggregation_temporality: i32,
+    /// `data_points`, in order.
+    pub(crate) points: Vec<DecodedPoint>,
+}
+
+/// One `ExponentialHistogramDataPoint`, every field as sent (`optional`
+/// ones `None` when absent).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct DecodedPoint {
+    /// The series' attributes: string, bool, int and double values (others,
+    /// arrays, maps and bytes, are left out; a key given twice: the last
+    /// wins).
+    pub(crate) attributes: Attributes,
+    pub(crate) start_time_unix_nano: u64,
+    pub(crate) time_unix_nano: u64,
+    pub(crate) count: u64,
+    pub(crate) sum: Option<f64>,
+    pub(crate) scale: i32,
+    pub(crate) zero_count: u64,
+    /// Bucket ranges as sent (no zero trimmed).
+    pub(crate) positive: Buckets,
+    pub(crate) negative: Buckets,
+    pub(crate) flags: u32,
+    pub(crate) min: Option<f64>,
+    pub(crate) max: Option<f64>,
+    pub(crate) zero_threshold: f64,
+}
+
+impl DecodedPoint {
+    /// The distribution the point describes, checked by
+    /// [`Distribution::from_parts`]; a point with no sum is refused as a
+    /// sum of NaN.
+    pub(crate) fn to_distribution(&self) -> Result<Distribution, DistributionError> {
+        let side = |b: &Buckets| DistributionBuckets::new(b.offset, b.counts.clone());
+        Distribution::from_parts(DistributionParts {
+            scale: self.scale,
+            zero_count: self.zero_count,
+            positive: side(&self.positive)?,
+            negative: side(&self.negative)?,
+            count: self.count,
+            sum: self.sum.unwrap_or(f64::NAN),
+            min: self.min,
+            max: self.max,
+        })
+    }
+}
+
+/// Decodes an `ExportMetricsServiceRequest` (the inverse of
+/// [`encode_request`], for any sender's request): unknown fields, groups
+/// and metrics of other data types are skipped; truncated or malformed
+/// input, a known field of the wrong wire type and a string that is not
+/// UTF-8 are refused with the place and the reason. A field sent twice is
+/// read as protobuf merges it: the last scalar wins, repeated fields and
+/// embedded messages accumulate.
+pub(crate) fn decode_request(body: &[u8]) -> Result<DecodedRequest, RequestDecodeError> {
+    let mut request = DecodedRequest::default();
+    let mut reader = WireReader::new(body);
+    while let Some(field) = reader.next_field()? {
+        if field.number == 1 {
+            let resource_metrics = decode_resource_metrics(field, &mut request.skipped_metrics)?;
+            request.resource_metrics.push(resource_metrics);
+        }
+    }
+    Ok(request)
+}
+
+fn decode_resource_metrics(
+    field: WireField<'_>,
+    skipped: &mut usize,
+) -> Result<DecodedResourceMetrics, DecodeError> {
+    let mut out = DecodedResourceMetrics::default();
+    let mut reader = field.message()?;
+    while let Some(field) = reader.next_field()? {
+        match field.number {
+            // Resource resource = 1: attributes = 1.
+            1 => {
+                let mut resource = field.message()?;
+                while let Some(field) = resource.next_field()? {
+                    if field.number == 1 {
+                        decode_key_value(field, &mut out.resource)?;
+                    }
+                }
+            }
+            2 => {
+                let scope_metrics = decode_scope_metrics(field, skipped)?;
+                out.scope_metrics.push(scope_metrics);
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn decode_scope_metrics(
+    field: WireField<'_>,
+    skipped: &mut usize,
+) -> Result<DecodedScopeMetrics, DecodeError> {
+    let mut out = DecodedScopeMetrics::default();
+    let mut reader = field.message()?;
+    while let Some(field) = reader.next_field()? {
+        match field.number {
+            // InstrumentationScope scope = 1: name = 1, version = 2.
+            1 => {
+                let mut scope = field.message()?;
+                while let Some(field) = scope.next_field()? {
+                    match field.number {
+                        1 => field.string()?.clone_into(&mut out.scope_name),
+                        2 => field.string()?.clone_into(&mut out.scope_version),
+                        _ => {}
+                    }
+                }
+            }
+            2 => match decode_metric(field)? {
+                Some(metric) => out.metrics.push(metric),
+                None => *skipped += 1,
+            },
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A `Metric`, or `None` when its data is not an exponential histogram.
+fn decode_metric(field: WireField<'_>) -> Result<Option<DecodedMetric>, DecodeError> {
+    let mut out = DecodedMetric::default();
+    // The `data` oneof: the last member sent is the one it holds.
+    let mut exponential = false;
+    let mut reader = field.message()?;
+    while let Some(field) = reader.next_field()? {
+        match field.number {
+            1 => field.string()?.clone_into(&mut out.name),
+            2 => field.string()?.clone_into(&mut out.description),
+            3 => field.string()?.clone_into(&mut out.unit),
+            // gauge, sum, histogram, summary
+            5 | 7 | 9 | 11 => {
+                field.bytes()?;
+                exponential = false;
+                out.points.clear();
+                out.aggregation_temporality = 0;
+            }
+            // ExponentialHistogram exponential_histogram = 10, merged
+            // into the one before it.
+            10 => {
+                exponential = true;
+                let mut histogram = field.message()?;
+                while let Some(field) = histogram.next_field()? {
+                    match field.number {
+                        1 => out.points.push(decode_point(field)?),
+                        2 => out.aggregation_temporality = field.varint()? as i32,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(exponential.then_some(out))
+}
+
+fn decode_point(field: WireField<'_>) -> Result<DecodedPoint, DecodeError> {
+    let mut out = DecodedPoint::default();
+    let mut reader = field.message()?;
+    while let Some(field) = reader.next_field()? {
+        match field.number {
+            1 => decode_key_value(field, &mut out.attributes)?,
+            2 => out.start_time_unix_nano = field.fixed64()?,
+            3 => out.time_unix_nano = field.fixed64()?,
+            4 => out.count = field.fixed64()?,
+            5 => out.sum = Some(field.double()?),
+            6 => out.scale = field.sint32()?,
+            7 => out.zero_count = field.fixed64()?,
+            8 => decode_buckets(field, &mut out.positive)?,
+            9 => decode_buckets(field, &mut out.negative)?,
+            10 => out.flags = field.varint()? as u32,
+            12 => out.min = Some(field.double()?),
+            13 => out.max = Some(field.double()?),
+            14 => out.zero_threshold = field.double()?,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A `Buckets` message, merged into `into`: the last offset wins and the
+/// counts accumulate, packed or not.
+fn decode_buckets(field: WireField<'_>, into: &mut Buckets) -> Result<(), DecodeError> {
+    let mut reader = field.message()?;
+    while let Some(field) = reader.next_field()? {
+        match (field.number, field.value) {
+            (1, _) => into.offset = field.sint32()?,
+            (2, WireValue::Varint(count)) => into.counts.push(count),
+            (2, WireValue::Bytes(packed)) => {
+                let mut varints = WireReader::nested(packed, field.value_offset);
+                while varints.pos < packed.len() {
+                    into.counts.push(varints.read_varint()?);
+                }
+            }
+            (2, _) => return Err(field.wrong_type()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A `KeyValue`, inserted into `into` when its value is a string, bool,
+/// int or double.
+fn decode_key_value(field: WireField<'_>, into: &mut Attributes) -> Result<(), DecodeError> {
+    let mut key = "";
+    let mut value = None;
+    let mut reader = field.message()?;
+    while let Some(field) = reader.next_field()? {
+        match field.number {
+            1 => key = field.string()?,
+            // AnyValue value = 2: a oneof, merged (the last member wins).
+            2 => {
+                let mut any = field.message()?;
+                while let Some(field) = any.next_field()? {
+                    match field.number {
+                        1 => value = Some(Value::from(field.string()?)),
+                        2 => value = Some(Value::Bool(field.varint()? != 0)),
+                        3 => value = Some(Value::Int(field.varint()? as i64)),
+                        4 => value = Some(Value::Float(field.double()?)),
+                        // array_value, kvlist_value, bytes_value: kept
+                        // out.
+                        5..=7 => {
+                            field.bytes()?;
+                            value = None;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(value) = value {
+        into.insert(key, value);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

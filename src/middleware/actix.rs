@@ -77,7 +77,7 @@ struct Config {
 ///     let handle = server.handle();
 ///     let serving = actix_web::rt::spawn(server);
 ///
-///     let http = newrelic_telemetry::client::http_client_builder()?.no_proxy().build()?;
+///     let http = newrelic_telemetry::client::http_client_builder().no_proxy().build()?;
 ///     assert!(http.get(&url).send().await?.status().is_success());
 ///     drop(http); // its idle connection would hold up a graceful stop
 ///     handle.stop(true).await;

@@ -26,10 +26,13 @@ use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
 /// | setting | code | environment | default |
 /// |---|---|---|---|
 /// | on or off | [`enabled`](Self::enabled) | `NEW_RELIC_ENABLED` (`true`, `false`) | on |
-/// | key | [`api_key`](Self::api_key) | `NEW_RELIC_API_KEY`, then `NEW_RELIC_LICENSE_KEY` | none: an error (unless off) |
+/// | key | [`api_key`](Self::api_key) | `NEW_RELIC_API_KEY`, then `NEW_RELIC_LICENSE_KEY` | none: an error (unless off, or [`require_api_key(false)`](Self::require_api_key): off with a WARN) |
 /// | region | [`region`](Self::region) | `NEW_RELIC_REGION` (`US`, `EU`, `FEDRAMP`) | EU for `eu01xx` keys, else US |
 /// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ... | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_SPAN_API_URL` (no path: the API's path is appended) | the region's |
-/// | harvest interval | [`harvest_interval`](Self::harvest_interval) | `NEW_RELIC_HARVEST_INTERVAL` (seconds) | 5 s |
+/// | harvest interval | [`harvest_interval`](Self::harvest_interval) | `NEW_RELIC_HARVEST_INTERVAL` (seconds, 0.001 to 86,400) | 5 s |
+/// | service name | [`service_name`](Self::service_name) | `NEW_RELIC_SERVICE_NAME`, then `OTEL_SERVICE_NAME` | none |
+/// | common attributes | [`common_attributes`](Self::common_attributes) (wins key by key, `service.name` included) | `NEW_RELIC_COMMON_ATTRIBUTES` (`k=v,k2=v2`; a service name from the variables above wins over its `service.name`) | none |
+/// | trace sample ratio | [`trace_sample_ratio`](Self::trace_sample_ratio) | `NEW_RELIC_TRACE_SAMPLE_RATIO` (0 to 1) | 1 |
 /// | proxy | [`client`](Self::client)`(\|c\| c.proxy(..))` | `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY` (reqwest's handling) | none |
 ///
 /// Everything else the four clients share (request timeout, retry policy,
@@ -144,7 +147,9 @@ impl TelemetryBuilder {
     /// still work, and what they aggregate is let go at each harvest,
     /// counted in
     /// [`DeliveryStats::items_discarded`](crate::client::DeliveryStats::items_discarded).
-    /// For development machines and tests, instead of carrying an
+    /// Since no span is built, a disabled service does not pass an incoming
+    /// `traceparent` on: a trace through it starts again after it. For
+    /// development machines and tests, instead of carrying an
     /// `Option<Telemetry>` around.
     ///
     /// ```
@@ -303,7 +308,9 @@ impl TelemetryBuilder {
         self
     }
 
-    /// How often each harvester harvests.
+    /// How often each harvester harvests: from 1 ms to a day; outside that
+    /// range [`build`](Self::build) fails with
+    /// [`ConfigError::InvalidSetting`].
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -568,8 +575,8 @@ impl TelemetryBuilder {
     /// started with no key (no key in code, no
     /// [`env::API_KEY`](crate::env::API_KEY) or
     /// [`env::LICENSE_KEY`](crate::env::LICENSE_KEY)) starts with telemetry
-    /// disabled and one WARN, instead of not starting: recording works and
-    /// is counted, nothing is sent.
+    /// disabled and one WARN, instead of not starting: recording returns at
+    /// once, nothing is kept or sent (see [`enabled`](Self::enabled)).
     ///
     /// ```
     /// use newrelic_telemetry::{ConfigError, Telemetry};
@@ -593,17 +600,18 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Configures the four clients (metric, event, log, trace) at once, with
-    /// [`ClientSettings`]' own methods (a [`ClientBuilder`](crate::client::ClientBuilder)): request timeout, retry policy, key
-    /// header, `User-Agent` tokens, proxy or your own `reqwest::Client`,
+    /// Configures the four clients (metric, event, log, span) at once, with
+    /// [`ClientSettings`]' own methods (those of a
+    /// [`ClientBuilder`](crate::client::ClientBuilder) that belong to all
+    /// four): request timeout, retry policy, key header, `User-Agent`
+    /// tokens, identity attributes, proxy or your own `reqwest::Client`,
     /// payload size, audit logging, the `on_drop` callback. Calls add up, in
     /// order.
     ///
     /// The closure runs in [`build`](Self::build), after the key and region
     /// are resolved, so a region it sets wins over [`region`](Self::region)
     /// and the environment. Endpoints are per API: set them with
-    /// [`metric_endpoint`](Self::metric_endpoint) and its siblings (an
-    /// `endpoint` set in the closure is not used).
+    /// [`metric_endpoint`](Self::metric_endpoint) and its siblings.
     ///
     /// ```
     /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
@@ -675,6 +683,11 @@ impl TelemetryBuilder {
             common_attributes.insert("service.name", Value::String(name.clone()));
         }
         common_attributes.absorb(self.common_attributes);
+        // The tracing layers name spans and logs as the common block does.
+        config.service_name = match common_attributes.get("service.name") {
+            Some(Value::String(name)) => Some(name.clone()),
+            _ => config.service_name,
+        };
         pipelines::start(
             config,
             self.configure_clients,
@@ -723,14 +736,13 @@ impl Telemetry {
     /// let keyed = ["NEW_RELIC_API_KEY", "NEW_RELIC_LICENSE_KEY"]
     ///     .iter()
     ///     .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
-    /// let off = std::env::var("NEW_RELIC_ENABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("false"));
     /// match Telemetry::from_env() {
-    ///     Ok(telemetry) => {
-    ///         assert!(keyed || off);
-    ///         telemetry.shutdown().await;
+    ///     Ok(telemetry) => telemetry.shutdown().await.items_sent(),
+    ///     Err(e) => {
+    ///         assert!(matches!(e, ConfigError::MissingApiKey) && !keyed);
+    ///         0
     ///     }
-    ///     Err(e) => assert!(matches!(e, ConfigError::MissingApiKey) && !keyed),
-    /// }
+    /// };
     /// # }
     /// ```
     pub fn from_env() -> Result<Telemetry, ConfigError> {

@@ -314,8 +314,9 @@ impl Source {
     }
 }
 
-/// The settings made in code; `None` means "read the environment".
-#[derive(Clone, Debug, Default)]
+/// The settings made in code; `None` means "read the environment". Its
+/// `Debug` never shows the key.
+#[derive(Clone, Default)]
 pub(super) struct FromCode {
     pub(super) enabled: Option<bool>,
     pub(super) api_key: Option<String>,
@@ -328,9 +329,25 @@ pub(super) struct FromCode {
     pub(super) trace_sample_ratio: Option<f64>,
 }
 
+impl std::fmt::Debug for FromCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromCode")
+            .field("enabled", &self.enabled)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("key_optional", &self.key_optional)
+            .field("region", &self.region)
+            .field("harvest_interval", &self.harvest_interval)
+            .field("endpoints", &self.endpoints)
+            .field("service_name", &self.service_name)
+            .field("trace_sample_ratio", &self.trace_sample_ratio)
+            .finish()
+    }
+}
+
 /// The settings with code and environment merged, each value checked.
 pub(super) struct Config {
-    /// Whether anything is sent (a disabled `Telemetry` records and counts).
+    /// Whether anything is recorded and sent (a disabled `Telemetry` keeps
+    /// nothing).
     pub(super) enabled: bool,
     pub(super) api_key: String,
     pub(super) region: Region,
@@ -345,19 +362,18 @@ pub(super) struct Config {
 
 impl Config {
     /// Each setting from `code` if set there, else from `source`, else its
-    /// default. Fails on the first malformed variable, in the order enabled,
-    /// key, region, harvest interval, endpoints. Disabled, a missing key is
-    /// no error (one that is never sent stands in).
+    /// default. Fails on the first malformed value, in the order enabled,
+    /// key, region, harvest interval, endpoints, common attributes, trace
+    /// sample ratio. Disabled, a missing key is no error (one that is never
+    /// sent stands in); with `key_optional`, it turns telemetry off, with one
+    /// WARN once everything else has been checked.
     pub(super) fn resolve(code: &FromCode, source: &Source) -> Result<Config, ConfigError> {
         let mut enabled = enabled(code.enabled, source)?;
+        let mut no_key = false;
         let api_key = match api_key(code.api_key.as_deref(), source) {
             Err(ConfigError::MissingApiKey) if !enabled => DISABLED_KEY.to_owned(),
             Err(ConfigError::MissingApiKey) if code.key_optional => {
-                tracing::warn!(
-                    "no New Relic API key ({API_KEY} or {LICENSE_KEY}): telemetry starts \
-                     disabled, recording and counting but sending nothing"
-                );
-                enabled = false;
+                (enabled, no_key) = (false, true);
                 DISABLED_KEY.to_owned()
             }
             other => other?,
@@ -370,7 +386,7 @@ impl Config {
             .clone()
             .or_else(|| source.get(SERVICE_NAME).map(Arc::from))
             .or_else(|| source.get(OTEL_SERVICE_NAME).map(Arc::from));
-        Ok(Config {
+        let config = Config {
             enabled,
             api_key,
             region,
@@ -379,7 +395,14 @@ impl Config {
             service_name,
             common_attributes: common_attributes(source)?,
             trace_sample_ratio: trace_sample_ratio(code.trace_sample_ratio, source)?,
-        })
+        };
+        if no_key {
+            tracing::warn!(
+                "no New Relic API key ({API_KEY} or {LICENSE_KEY}): telemetry is off, \
+                 keeping and sending nothing"
+            );
+        }
+        Ok(config)
     }
 }
 
@@ -391,10 +414,16 @@ fn enabled(code: Option<bool>, source: &Source) -> Result<bool, ConfigError> {
     let Some(text) = source.get(ENABLED) else {
         return Ok(true);
     };
-    match text.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(invalid(ENABLED, &text, "true or false")),
+    parse_switch(&text).ok_or_else(|| invalid(ENABLED, &text, "true or false"))
+}
+
+/// [`ENABLED`]'s words: `true`, `1`, `yes`, `on`, or `false`, `0`, `no`,
+/// `off`, in any case; `None` for anything else.
+pub(crate) fn parse_switch(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -431,31 +460,33 @@ fn region(code: Option<Region>, source: &Source, api_key: &str) -> Result<Region
         .map_err(|_| invalid(REGION, &text, "US, EU or FEDRAMP"))
 }
 
-/// The longest harvest interval, from code or the environment: a day.
-const MAX_HARVEST_INTERVAL: Duration = Duration::from_secs(86_400);
+/// The harvest intervals code or the environment may set: 1 ms (the
+/// harvester's own floor) to a day.
+const HARVEST_INTERVALS: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(86_400);
 
-/// The interval from code, else [`HARVEST_INTERVAL`] (seconds, above 0 and at
-/// most a day), else the default. Code's value is held to the same range.
+/// The interval from code, else [`HARVEST_INTERVAL`] (seconds), else the
+/// default; either way within [`HARVEST_INTERVALS`].
 fn harvest_interval(code: Option<Duration>, source: &Source) -> Result<Duration, ConfigError> {
+    const EXPECTED: &str = "from 1 ms to a day";
     if let Some(interval) = code {
-        return if interval.is_zero() || interval > MAX_HARVEST_INTERVAL {
-            Err(ConfigError::InvalidSetting {
+        return HARVEST_INTERVALS
+            .contains(&interval)
+            .then_some(interval)
+            .ok_or_else(|| ConfigError::InvalidSetting {
                 name: "harvest_interval",
                 value: format!("{interval:?}"),
-                expected: "a duration above 0 and at most a day",
-            })
-        } else {
-            Ok(interval)
-        };
+                expected: EXPECTED,
+            });
     }
     let Some(text) = source.get(HARVEST_INTERVAL) else {
         return Ok(DEFAULT_HARVEST_INTERVAL);
     };
     text.parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s > 0.0 && *s <= MAX_HARVEST_INTERVAL.as_secs_f64())
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| invalid(HARVEST_INTERVAL, &text, "a number of seconds above 0"))
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .filter(|interval| HARVEST_INTERVALS.contains(interval))
+        .ok_or_else(|| invalid(HARVEST_INTERVAL, &text, EXPECTED))
 }
 
 /// The pairs of [`COMMON_ATTRIBUTES`], or none.
@@ -485,15 +516,14 @@ fn common_attributes(source: &Source) -> Result<Attributes, ConfigError> {
 fn trace_sample_ratio(code: Option<f64>, source: &Source) -> Result<f64, ConfigError> {
     const EXPECTED: &str = "a number from 0 to 1";
     if let Some(ratio) = code {
-        return if (0.0..=1.0).contains(&ratio) {
-            Ok(ratio)
-        } else {
-            Err(ConfigError::InvalidSetting {
+        return (0.0..=1.0)
+            .contains(&ratio)
+            .then_some(ratio)
+            .ok_or_else(|| ConfigError::InvalidSetting {
                 name: "trace_sample_ratio",
-                value: ratio.to_string(),
+                value: format!("{ratio:?}"),
                 expected: EXPECTED,
-            })
-        };
+            });
     }
     let Some(text) = source.get(TRACE_SAMPLE_RATIO) else {
         return Ok(1.0);

@@ -772,8 +772,10 @@ impl Telemetry {
         let parts = &self.inner.0;
         let mut builder =
             configure(NewRelicLayer::builder().sample_ratio(parts.trace_sample_ratio));
-        // Disabled, the layer is given no batch: it exports nothing, and
-        // returns from each callback before looking at the span or event.
+        // Always this telemetry's batches; disabled, none (not even one the
+        // closure gave): the layer exports nothing, and returns from each
+        // callback before looking at the span or event.
+        builder = builder.without_batches();
         if parts.enabled {
             builder = builder.spans(parts.spans.clone()).logs(parts.logs.clone());
         }

@@ -32,7 +32,7 @@ impl<T> PerApi<T> {
     }
 
     /// Applies `f` to each API's value, in the order metric, event, log,
-    /// trace, stopping at the first error.
+    /// span, stopping at the first error.
     pub(crate) fn try_map<U, E>(
         self,
         mut f: impl FnMut(T) -> Result<U, E>,
@@ -45,7 +45,7 @@ impl<T> PerApi<T> {
         })
     }
 
-    /// The four values, in the order metric, event, log, trace.
+    /// The four values, in the order metric, event, log, span.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         [&self.metrics, &self.events, &self.logs, &self.spans].into_iter()
     }

@@ -218,6 +218,12 @@ impl NewRelicLayerBuilder {
         self
     }
 
+    /// Forgets the span and log batches set so far.
+    pub(crate) fn without_batches(mut self) -> Self {
+        (self.spans, self.logs) = (None, None);
+        self
+    }
+
     /// The `service.name` every span and log carries (none by default; it can
     /// also come from the batches' common attributes).
     ///

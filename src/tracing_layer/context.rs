@@ -200,7 +200,7 @@ impl SpanExt for tracing::Span {
 /// use std::sync::Arc;
 /// use tracing_subscriber::prelude::*;
 ///
-/// let http = newrelic_telemetry::client::http_client_builder().unwrap().build().unwrap();
+/// let http = newrelic_telemetry::client::http_client_builder().build().unwrap();
 /// let (layer, _worker) = NewRelicLayer::builder().spans(Arc::new(SpanBatch::new())).build();
 /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
 ///     assert!(current_trace_context().is_none());

@@ -286,6 +286,7 @@ impl MetricBatchBuilder {
     /// assert_eq!(common.len(), 2);
     /// assert_eq!(common.get("env"), Some(&"prod".into()));
     /// ```
+    #[must_use = "builder methods return the changed builder"]
     pub fn common_attributes(mut self, attributes: impl Into<Attributes>) -> Self {
         self.common_attributes
             .get_or_insert_with(Attributes::new)
@@ -773,6 +774,9 @@ impl MetricBatch {
     /// # }
     /// ```
     pub async fn try_record_metric(&self, metric: impl Into<Metric>) -> Result<(), RecordError> {
+        if self.off {
+            return Ok(());
+        }
         let metric = metric.into();
         let update = match &metric {
             Metric::Count(m) => Update::Add(m.value()),

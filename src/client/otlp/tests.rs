@@ -1129,3 +1129,789 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Requests decoded (the receiving side)
+// ---------------------------------------------------------------------------
+
+/// What [`super::decode_request`] should read from `encode_request(resource,
+/// metrics)`: the inputs as the wire carries them.
+fn expected_decoded(resource: &OtlpResource<'_>, metrics: &[ExponentialMetric]) -> DecodedRequest {
+    let mut attributes = Attributes::new();
+    let own_name = resource
+        .attributes
+        .is_some_and(|a| a.get("service.name").is_some());
+    if let (Some(name), false) = (resource.service_name, own_name) {
+        attributes.insert("service.name", name);
+    }
+    if let Some(common) = resource.attributes {
+        attributes.extend(common.iter().map(|(k, v)| (k, v.clone())));
+    }
+    let side = |b: &Buckets| {
+        if b.counts.is_empty() {
+            Buckets::default()
+        } else {
+            b.clone()
+        }
+    };
+    let point = |p: &ExponentialPoint| DecodedPoint {
+        attributes: (*p.attributes).clone(),
+        start_time_unix_nano: p.start_time_unix_nano,
+        time_unix_nano: p.time_unix_nano,
+        count: p.count,
+        sum: p.sum.is_finite().then_some(p.sum),
+        scale: p.scale,
+        zero_count: p.zero_count,
+        positive: side(&p.positive),
+        negative: side(&p.negative),
+        flags: 0,
+        min: (p.count > 0 && p.min.is_finite()).then_some(p.min),
+        max: (p.count > 0 && p.max.is_finite()).then_some(p.max),
+        zero_threshold: if p.zero_threshold.is_finite() {
+            p.zero_threshold
+        } else {
+            0.0
+        },
+    };
+    DecodedRequest {
+        resource_metrics: vec![DecodedResourceMetrics {
+            resource: attributes,
+            scope_metrics: vec![DecodedScopeMetrics {
+                scope_name: "newrelic-telemetry".to_owned(),
+                scope_version: env!("CARGO_PKG_VERSION").to_owned(),
+                metrics: metrics
+                    .iter()
+                    .map(|m| DecodedMetric {
+                        name: m.name.to_string(),
+                        description: m.description.as_deref().unwrap_or("").to_owned(),
+                        unit: m.unit.as_deref().unwrap_or("").to_owned(),
+                        aggregation_temporality: 1,
+                        points: m.points.iter().map(point).collect(),
+                    })
+                    .collect(),
+            }],
+        }],
+        skipped_metrics: 0,
+    }
+}
+
+fn from_pb_attributes(key_values: &[pb::KeyValue]) -> Attributes {
+    use pb::any_value::Value as V;
+    let mut out = Attributes::new();
+    for kv in key_values {
+        let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(V::String(s)) => Value::from(s.as_str()),
+            Some(V::Bool(b)) => Value::Bool(*b),
+            Some(V::Int(i)) => Value::Int(*i),
+            Some(V::Double(f)) => Value::Float(*f),
+            Some(V::Bytes(_)) | None => continue,
+        };
+        out.insert(kv.key.as_str(), value);
+    }
+    out
+}
+
+/// prost's reading of a request, mapped to the decoder's types: the
+/// independent decoder's answer.
+fn from_pb(request: &pb::ExportMetricsServiceRequest) -> DecodedRequest {
+    let mut skipped = 0;
+    let resource_metrics = request
+        .resource_metrics
+        .iter()
+        .map(|rm| DecodedResourceMetrics {
+            resource: rm
+                .resource
+                .as_ref()
+                .map(|r| from_pb_attributes(&r.attributes))
+                .unwrap_or_default(),
+            scope_metrics: rm
+                .scope_metrics
+                .iter()
+                .map(|sm| DecodedScopeMetrics {
+                    scope_name: sm
+                        .scope
+                        .as_ref()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default(),
+                    scope_version: sm
+                        .scope
+                        .as_ref()
+                        .map(|s| s.version.clone())
+                        .unwrap_or_default(),
+                    metrics: sm
+                        .metrics
+                        .iter()
+                        .filter_map(|m| {
+                            let Some(pb::metric::Data::ExponentialHistogram(h)) = &m.data else {
+                                skipped += 1;
+                                return None;
+                            };
+                            let side = |b: &Option<pb::Buckets>| {
+                                b.as_ref()
+                                    .map(|b| Buckets {
+                                        offset: b.offset,
+                                        counts: b.bucket_counts.clone(),
+                                    })
+                                    .unwrap_or_default()
+                            };
+                            Some(DecodedMetric {
+                                name: m.name.clone(),
+                                description: m.description.clone(),
+                                unit: m.unit.clone(),
+                                aggregation_temporality: h.aggregation_temporality,
+                                points: h
+                                    .data_points
+                                    .iter()
+                                    .map(|p| DecodedPoint {
+                                        attributes: from_pb_attributes(&p.attributes),
+                                        start_time_unix_nano: p.start_time_unix_nano,
+                                        time_unix_nano: p.time_unix_nano,
+                                        count: p.count,
+                                        sum: p.sum,
+                                        scale: p.scale,
+                                        zero_count: p.zero_count,
+                                        positive: side(&p.positive),
+                                        negative: side(&p.negative),
+                                        flags: p.flags,
+                                        min: p.min,
+                                        max: p.max,
+                                        zero_threshold: p.zero_threshold,
+                                    })
+                                    .collect(),
+                            })
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    DecodedRequest {
+        resource_metrics,
+        skipped_metrics: skipped,
+    }
+}
+
+fn decoded(body: &[u8]) -> DecodedRequest {
+    super::decode_request(body).expect("a valid request")
+}
+
+fn request_reason(body: &[u8]) -> DecodeErrorReason {
+    super::decode_request(body)
+        .expect_err("a malformed request")
+        .0
+        .reason
+}
+
+/// A request with one metric of one point, encoded.
+fn one_point_request(p: ExponentialPoint) -> Vec<u8> {
+    encode_request(
+        &OtlpResource::default(),
+        &[ExponentialMetric {
+            name: "m".into(),
+            points: vec![p],
+            ..ExponentialMetric::default()
+        }],
+    )
+}
+
+#[test]
+fn a_request_decodes_to_what_was_encoded() {
+    let common = Attributes::from_iter([
+        ("host", Value::from("web-1")),
+        ("shard", Value::from(-3)),
+        ("canary", Value::from(true)),
+        ("weight", Value::from(0.25)),
+    ]);
+    let resource = OtlpResource {
+        attributes: Some(&common),
+        service_name: Some("checkout"),
+    };
+    let metrics = vec![
+        ExponentialMetric {
+            name: "http.server.duration".into(),
+            description: Some("Time to answer a request".into()),
+            unit: Some("ms".into()),
+            points: vec![ExponentialPoint {
+                attributes: attrs(&[
+                    ("route", Value::from("/orders")),
+                    ("min.int", Value::from(i64::MIN)),
+                ]),
+                count: 9,
+                sum: 12.75,
+                min: -4.0,
+                max: 8.0,
+                scale: -3,
+                zero_count: 1,
+                zero_threshold: 1e-9,
+                positive: Buckets {
+                    offset: -7,
+                    counts: vec![1, 0, 2, 3],
+                },
+                negative: Buckets {
+                    offset: i32::MIN,
+                    counts: vec![2, u64::MAX],
+                },
+                ..point()
+            }],
+        },
+        ExponentialMetric {
+            name: "queue.wait".into(),
+            points: vec![
+                ExponentialPoint {
+                    count: 0,
+                    ..point()
+                },
+                ExponentialPoint {
+                    count: 2,
+                    sum: f64::INFINITY,
+                    min: 1.0,
+                    max: f64::NAN,
+                    positive: Buckets {
+                        offset: 3,
+                        counts: vec![2],
+                    },
+                    ..point()
+                },
+            ],
+            ..ExponentialMetric::default()
+        },
+    ];
+    let bytes = encode_request(&resource, &metrics);
+    let got = decoded(&bytes);
+    assert_eq!(got, expected_decoded(&resource, &metrics));
+    assert_eq!(got, from_pb(&decode_request_pb(&bytes)));
+    // A few fields by name.
+    let rm = &got.resource_metrics[0];
+    assert_eq!(
+        rm.resource.get("service.name"),
+        Some(&Value::from("checkout"))
+    );
+    assert_eq!(rm.resource.len(), 5);
+    let m = &rm.scope_metrics[0].metrics[0];
+    assert_eq!(
+        (m.name.as_str(), m.unit.as_str()),
+        ("http.server.duration", "ms")
+    );
+    let p = &m.points[0];
+    assert_eq!(
+        (p.count, p.sum, p.min, p.max),
+        (9, Some(12.75), Some(-4.0), Some(8.0))
+    );
+    assert_eq!((p.scale, p.zero_count, p.zero_threshold), (-3, 1, 1e-9));
+    assert_eq!(p.negative.offset, i32::MIN);
+    let overflowed = &rm.scope_metrics[0].metrics[1].points[1];
+    assert_eq!(
+        (overflowed.sum, overflowed.min, overflowed.max),
+        (None, Some(1.0), None)
+    );
+    let empty = &rm.scope_metrics[0].metrics[1].points[0];
+    assert_eq!((empty.count, empty.sum, empty.min), (0, Some(0.0), None));
+    // Nothing: one resource and one scope with no metric.
+    let none = decoded(&encode_request(&OtlpResource::default(), &[]));
+    assert_eq!(none.resource_metrics[0].scope_metrics[0].metrics, []);
+    assert_eq!(decoded(&[]), DecodedRequest::default());
+}
+
+fn decode_request_pb(bytes: &[u8]) -> pb::ExportMetricsServiceRequest {
+    pb::ExportMetricsServiceRequest::decode(bytes).expect("prost decodes it")
+}
+
+#[test]
+fn a_decoded_point_rebuilds_the_distribution_it_was_made_from() {
+    let mut d = crate::distribution::Distribution::new();
+    for v in [-40.0, -1.5, 0.0, 0.0, 1e-3, 2.0, 3.0, 250.0, 1e5] {
+        d.record(v).unwrap();
+    }
+    let bytes = one_point_request(ExponentialPoint::from_distribution(
+        &d,
+        attrs(&[("route", Value::from("/"))]),
+        1,
+        2,
+    ));
+    let point = &decoded(&bytes).resource_metrics[0].scope_metrics[0].metrics[0].points[0];
+    let rebuilt = point.to_distribution().unwrap();
+    assert_eq!(rebuilt, d);
+    for q in [0.0, 0.1, 0.5, 0.9, 0.99, 1.0] {
+        assert_eq!(rebuilt.quantile(q), d.quantile(q), "q {q}");
+    }
+    // An empty distribution: no min, no max, an empty rebuild.
+    let empty = crate::distribution::Distribution::new();
+    let bytes = one_point_request(ExponentialPoint::from_distribution(
+        &empty,
+        attrs(&[]),
+        1,
+        2,
+    ));
+    let point = &decoded(&bytes).resource_metrics[0].scope_metrics[0].metrics[0].points[0];
+    assert_eq!((point.min, point.max), (None, None));
+    assert_eq!(point.to_distribution().unwrap(), empty);
+    // No sum, or counts that do not add up: refused.
+    let mut no_sum = point.clone();
+    no_sum.count = 1;
+    no_sum.zero_count = 1;
+    no_sum.sum = None;
+    no_sum.min = Some(0.0);
+    no_sum.max = Some(0.0);
+    assert!(matches!(
+        no_sum.to_distribution(),
+        Err(DistributionError::InvalidParts {
+            reason: crate::distribution::PartsError::NonFiniteSum { .. }
+        })
+    ));
+    no_sum.sum = Some(0.0);
+    assert!(no_sum.to_distribution().is_ok());
+    no_sum.count = 2;
+    assert!(matches!(
+        no_sum.to_distribution(),
+        Err(DistributionError::InvalidParts {
+            reason: crate::distribution::PartsError::CountMismatch {
+                count: 2,
+                in_buckets: 1
+            }
+        })
+    ));
+}
+
+#[test]
+fn other_metric_types_and_unknown_fields_are_skipped() {
+    use pb::any_value::Value as V;
+    let kv = |key: &str, value: Option<V>| pb::KeyValue {
+        key: key.to_owned(),
+        value: Some(pb::AnyValue { value }),
+    };
+    let point = pb::ExponentialHistogramDataPoint {
+        attributes: vec![
+            kv("keep", Some(V::Int(7))),
+            kv("raw", Some(V::Bytes(vec![1, 2]))), // bytes: left out
+            kv("nothing", None),                   // no value: left out
+            kv("keep", Some(V::String("last wins".into()))),
+        ],
+        count: 3,
+        sum: Some(6.0),
+        scale: 2,
+        zero_count: 1,
+        positive: Some(pb::Buckets {
+            offset: 4,
+            bucket_counts: vec![1, 1],
+        }),
+        flags: 1,
+        exemplars: vec![b"an exemplar".to_vec()],
+        min: Some(0.0),
+        max: Some(4.0),
+        ..Default::default()
+    };
+    let exponential = pb::Metric {
+        name: "kept".into(),
+        data: Some(pb::metric::Data::ExponentialHistogram(
+            pb::ExponentialHistogram {
+                data_points: vec![point],
+                aggregation_temporality: 2,
+            },
+        )),
+        ..Default::default()
+    };
+    let gauge = pb::Metric {
+        name: "a gauge".into(),
+        data: Some(pb::metric::Data::Gauge(b"\x0a\x00".to_vec())),
+        ..Default::default()
+    };
+    let no_data = pb::Metric {
+        name: "no data".into(),
+        ..Default::default()
+    };
+    let message = pb::ExportMetricsServiceRequest {
+        resource_metrics: vec![
+            pb::ResourceMetrics {
+                resource: Some(pb::Resource {
+                    attributes: vec![kv("service.name", Some(V::String("svc".into())))],
+                    dropped_attributes_count: 4,
+                }),
+                scope_metrics: vec![pb::ScopeMetrics {
+                    scope: Some(pb::InstrumentationScope {
+                        name: "other-sdk".into(),
+                        version: "9".into(),
+                        attributes: vec![kv("x", Some(V::Bool(true)))],
+                        dropped_attributes_count: 1,
+                    }),
+                    metrics: vec![gauge, exponential.clone(), no_data],
+                    schema_url: "https://example.com/schema".into(),
+                }],
+                schema_url: "https://example.com/schema".into(),
+            },
+            pb::ResourceMetrics::default(),
+        ],
+    };
+    // Metrics of types prost's declaration here does not know (sum 7,
+    // histogram 9, summary 11), a metadata field (12), unknown fields of
+    // every wire type and a group, in a third ResourceMetrics.
+    let sum_metric = [len_field(1, b"a sum"), len_field(7, b"\x0a\x00")].concat();
+    let histogram_metric = [len_field(1, b"a histogram"), len_field(9, b"")].concat();
+    // The oneof's last member wins: an exponential histogram, then a summary.
+    let summary_metric = [
+        len_field(1, b"was exponential"),
+        len_field(
+            10,
+            &len_field(1, &[key(4, 1), 5u64.to_le_bytes().to_vec()].concat()),
+        ),
+        len_field(11, b""),
+    ]
+    .concat();
+    let noise = [
+        key(90, 0),
+        raw_varint(u64::MAX),
+        key(91, 1),
+        vec![7; 8],
+        key(92, 5),
+        vec![7; 4],
+        len_field(93, b"??"),
+        key(94, 3),
+        key(1, 0),
+        raw_varint(1),
+        key(94, 4),
+    ]
+    .concat();
+    let build = |with_summary: bool| {
+        let mut scope = [
+            noise.clone(),
+            len_field(2, &[sum_metric.clone(), noise.clone()].concat()),
+            len_field(2, &histogram_metric),
+            len_field(2, &[len_field(12, b"metadata"), noise.clone()].concat()),
+        ]
+        .concat();
+        if with_summary {
+            scope.extend(len_field(2, &summary_metric));
+        }
+        let mut body = message.encode_to_vec();
+        body.extend(len_field(
+            1,
+            &[noise.clone(), len_field(2, &scope), noise.clone()].concat(),
+        ));
+        body.extend(&noise);
+        body
+    };
+
+    let got = decoded(&build(true));
+    assert_eq!(got.skipped_metrics, 2 + 4);
+    assert_eq!(got.resource_metrics.len(), 3);
+    let rm = &got.resource_metrics[0];
+    assert_eq!(
+        rm.resource,
+        Attributes::from_iter([("service.name", "svc")])
+    );
+    let scope = &rm.scope_metrics[0];
+    assert_eq!(
+        (scope.scope_name.as_str(), scope.scope_version.as_str()),
+        ("other-sdk", "9")
+    );
+    assert_eq!(scope.metrics.len(), 1);
+    let m = &scope.metrics[0];
+    assert_eq!((m.name.as_str(), m.aggregation_temporality), ("kept", 2));
+    let p = &m.points[0];
+    assert_eq!(p.attributes, Attributes::from_iter([("keep", "last wins")]));
+    assert_eq!((p.count, p.scale, p.flags, p.zero_count), (3, 2, 1, 1));
+    assert_eq!(
+        p.positive,
+        Buckets {
+            offset: 4,
+            counts: vec![1, 1]
+        }
+    );
+    assert_eq!(got.resource_metrics[1], DecodedResourceMetrics::default());
+    assert!(got.resource_metrics[2].scope_metrics[0].metrics.is_empty());
+    // prost reads the same (the metric types its declaration here does not
+    // know are metrics with no data to it; a summary after an exponential
+    // histogram would be an exponential histogram to it, so it is left out).
+    let body = build(false);
+    let without_summary = decoded(&body);
+    assert_eq!(without_summary.skipped_metrics, 2 + 3);
+    assert_eq!(without_summary, from_pb(&decode_request_pb(&body)));
+}
+
+#[test]
+fn fields_sent_twice_are_merged_as_protobuf_says() {
+    // A point whose scalars come twice (the last wins), whose positive
+    // buckets come in two messages (the offset of the last, the counts of
+    // both, one packed and one not), in a metric whose exponential
+    // histogram comes twice (points accumulate).
+    let buckets_a = [key(1, 0), raw_varint(10), len_field(2, &[1, 2])].concat();
+    let buckets_b = [key(1, 0), raw_varint(3), key(2, 0), raw_varint(300)].concat();
+    let point = [
+        key(4, 1),
+        1u64.to_le_bytes().to_vec(),
+        key(4, 1),
+        303u64.to_le_bytes().to_vec(),
+        key(6, 0),
+        raw_varint(7),
+        len_field(8, &buckets_a),
+        len_field(8, &buckets_b),
+    ]
+    .concat();
+    let metric = [
+        len_field(1, b"first name"),
+        len_field(10, &len_field(1, &point)),
+        len_field(1, b"m"),
+        len_field(10, &[len_field(1, b""), key(2, 0), raw_varint(1)].concat()),
+    ]
+    .concat();
+    let body = len_field(1, &len_field(2, &len_field(2, &metric)));
+    let got = decoded(&body);
+    let m = &got.resource_metrics[0].scope_metrics[0].metrics[0];
+    assert_eq!(
+        (m.name.as_str(), m.aggregation_temporality, m.points.len()),
+        ("m", 1, 2)
+    );
+    let p = &m.points[0];
+    assert_eq!((p.count, p.scale), (303, -4));
+    assert_eq!(
+        p.positive,
+        Buckets {
+            offset: -2,
+            counts: vec![1, 2, 300]
+        }
+    );
+    assert_eq!(got, from_pb(&decode_request_pb(&body)));
+}
+
+#[test]
+fn malformed_requests_are_refused_with_their_reason_and_place() {
+    use DecodeErrorReason as R;
+    let body = one_point_request(ExponentialPoint {
+        attributes: attrs(&[("k", Value::from("v"))]),
+        count: 2,
+        sum: 3.0,
+        min: 1.0,
+        max: 2.0,
+        positive: Buckets {
+            offset: 0,
+            counts: vec![1, 1],
+        },
+        ..point()
+    });
+    // The body is one field: every cut is inside it.
+    for cut in 1..body.len() {
+        let err = super::decode_request(&body[..cut])
+            .expect_err("a cut request")
+            .0;
+        assert_eq!(err.reason, R::Truncated, "cut at {cut}");
+        assert!(err.offset <= cut, "the offset is within the body");
+    }
+    let wrap_point = |p: &[u8]| {
+        len_field(
+            1,
+            &len_field(2, &len_field(2, &len_field(10, &len_field(1, p)))),
+        )
+    };
+    // A fixed64 count sent as a varint, a double as a fixed32.
+    assert_eq!(
+        request_reason(&wrap_point(&[key(4, 0), raw_varint(2)].concat())),
+        R::WrongWireType {
+            field: 4,
+            wire_type: 0
+        }
+    );
+    assert_eq!(
+        request_reason(&wrap_point(&[key(5, 5), vec![0; 4]].concat())),
+        R::WrongWireType {
+            field: 5,
+            wire_type: 5
+        }
+    );
+    // Bucket counts as fixed64.
+    assert_eq!(
+        request_reason(&wrap_point(&len_field(
+            8,
+            &[key(2, 1), vec![0; 8]].concat()
+        ))),
+        R::WrongWireType {
+            field: 2,
+            wire_type: 1
+        }
+    );
+    // A packed varint cut short.
+    assert_eq!(
+        request_reason(&wrap_point(&len_field(8, &len_field(2, &[0x80])))),
+        R::Truncated
+    );
+    // A resource_metrics that is not a message.
+    assert_eq!(
+        request_reason(&[key(1, 0), raw_varint(1)].concat()),
+        R::WrongWireType {
+            field: 1,
+            wire_type: 0
+        }
+    );
+    // A metric name that is not UTF-8, in place.
+    let bad_name = len_field(1, &len_field(2, &len_field(2, &len_field(1, b"\xff\xfe"))));
+    let err = super::decode_request(&bad_name).unwrap_err();
+    assert_eq!(
+        (err.0.reason.clone(), err.0.offset),
+        (R::InvalidUtf8 { field: 1 }, 6)
+    );
+    assert_eq!(
+        err.to_string(),
+        "malformed OTLP ExportMetricsServiceRequest at byte 6: field 1 is a string that is not UTF-8"
+    );
+    // An attribute value's unsupported kinds must still be messages.
+    let attribute = len_field(
+        1,
+        &[
+            len_field(1, b"k"),
+            len_field(2, &[key(5, 0), raw_varint(1)].concat()),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        request_reason(&wrap_point(&attribute)),
+        R::WrongWireType {
+            field: 5,
+            wire_type: 0
+        }
+    );
+    // Groups nest to a bound here too.
+    let deep: Vec<u8> = [
+        (0..200).flat_map(|_| key(7, 3)).collect::<Vec<u8>>(),
+        (0..200).flat_map(|_| key(7, 4)).collect(),
+    ]
+    .concat();
+    assert_eq!(request_reason(&deep), R::TooDeep);
+}
+
+#[test]
+fn responses_and_statuses_encode_as_prost_reads_them() {
+    assert_eq!(encode_response(None), Vec::<u8>::new());
+    assert_eq!(decode_response(&encode_response(None)), Ok(None));
+    for (rejected, message) in [
+        (3, "scale out of range"),
+        (0, "a warning"),
+        (1, ""),
+        (u64::from(u32::MAX) + 1, "é"),
+    ] {
+        let partial = PartialSuccess {
+            rejected_data_points: rejected,
+            error_message: message.to_owned(),
+        };
+        let bytes = encode_response(Some(&partial));
+        assert_eq!(decode_response(&bytes), Ok(Some(partial)));
+        assert_eq!(
+            bytes,
+            response(rejected as i64, message),
+            "as prost writes it"
+        );
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Status {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+    let bytes = encode_status(STATUS_INVALID_ARGUMENT, "bad bytes");
+    let status = Status::decode(&bytes[..]).unwrap();
+    assert_eq!((status.code, status.message.as_str()), (3, "bad bytes"));
+    assert_eq!(bytes, status.encode_to_vec());
+}
+
+proptest! {
+    #[test]
+    fn any_request_decodes_to_what_was_encoded(
+        common in proptest::collection::vec((0u8..4, any::<i64>()), 0..4),
+        service_name in proptest::option::of(proptest::sample::select(vec!["checkout", "", "é"])),
+        metrics in proptest::collection::vec(metric_strategy(), 0..4),
+    ) {
+        let common: Attributes = common
+            .into_iter()
+            .map(|(k, v)| (["service.name", "a", "b", "c"][usize::from(k)], Value::from(v)))
+            .collect();
+        let resource = OtlpResource {
+            attributes: (!common.is_empty()).then_some(&common),
+            service_name,
+        };
+        let bytes = encode_request(&resource, &metrics);
+        let got = super::decode_request(&bytes);
+        prop_assert_eq!(got.as_ref(), Ok(&expected_decoded(&resource, &metrics)));
+        prop_assert_eq!(got, Ok(from_pb(&decode_request_pb(&bytes))));
+    }
+
+    #[test]
+    fn any_distribution_crosses_the_wire_with_its_quantiles(
+        values in proptest::collection::vec(
+            prop_oneof![-1e6f64..1e6, Just(0.0), 1e-300f64..1e-290, 1e290f64..1e300],
+            0..200,
+        ),
+    ) {
+        let mut d = crate::distribution::Distribution::new();
+        for v in values {
+            d.record(v).unwrap();
+        }
+        let bytes = one_point_request(ExponentialPoint::from_distribution(&d, attrs(&[]), 0, 1));
+        let got = decoded(&bytes);
+        let rebuilt = got.resource_metrics[0].scope_metrics[0].metrics[0].points[0]
+            .to_distribution()
+            .unwrap();
+        for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+            prop_assert_eq!(rebuilt.quantile(q), d.quantile(q));
+        }
+        prop_assert_eq!(rebuilt, d);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_request_decoder(
+        body in proptest::collection::vec(any::<u8>(), 0..96),
+    ) {
+        match super::decode_request(&body) {
+            Ok(request) => {
+                // Where prost reads it too, both count the same resources.
+                if let Ok(theirs) = pb::ExportMetricsServiceRequest::decode(&body[..]) {
+                    prop_assert_eq!(request.resource_metrics.len(), theirs.resource_metrics.len());
+                }
+            }
+            Err(err) => prop_assert!(err.0.offset <= body.len()),
+        }
+    }
+
+    #[test]
+    fn mutated_requests_never_panic_the_decoder(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let mut d = crate::distribution::Distribution::new();
+        for v in [-3.0, 0.0, 1.0, 2.5, 1e4] {
+            d.record(v).unwrap();
+        }
+        let mut body = one_point_request(ExponentialPoint::from_distribution(
+            &d,
+            attrs(&[("route", Value::from("/a")), ("n", Value::from(1))]),
+            5,
+            6,
+        ));
+        for (at, byte, kind) in edits {
+            let i = at.index(body.len());
+            match kind {
+                0 => body[i] = byte,
+                1 => body.insert(i, byte),
+                _ => body.truncate(i),
+            }
+            if body.is_empty() {
+                break;
+            }
+        }
+        if let Ok(request) = super::decode_request(&body) {
+            for point in request
+                .resource_metrics
+                .iter()
+                .flat_map(|rm| &rm.scope_metrics)
+                .flat_map(|sm| &sm.metrics)
+                .flat_map(|m| &m.points)
+            {
+                // Rebuilding checks, never panics; a valid rebuild reads.
+                if let Ok(rebuilt) = point.to_distribution() {
+                    let _ = rebuilt.quantile(0.99);
+                }
+            }
+        }
+    }
+}
