@@ -13,7 +13,9 @@ use super::lifecycle::Lifecycle;
 use super::per_api::{ConfigureClients, PerApi};
 use crate::attributes::Attributes;
 use crate::batch::refusal::OnRefused;
-use crate::batch::{Batch, EventBatch, LogBatch, MetricBatch, SeriesLimits, SpanBatch};
+use crate::batch::{
+    Batch, BatchItem, EventBatch, ItemBatch, LogBatch, MetricBatch, SeriesLimits, SpanBatch,
+};
 use crate::client::{
     AllApis, Client, ClientSettings, Events, Kind, Logs, Metrics, Spans, sdk_http_client,
 };
@@ -177,6 +179,22 @@ impl Batches {
         on_refused: Option<OnRefused>,
         off: bool,
     ) -> Batches {
+        // The three item batches are configured alike.
+        fn items<T: BatchItem>(
+            common: &Attributes,
+            memory_budget: usize,
+            on_refused: &Option<OnRefused>,
+            off: bool,
+        ) -> Arc<ItemBatch<T>> {
+            Arc::new(
+                ItemBatch::builder()
+                    .common_attributes(common.clone())
+                    .memory_budget(memory_budget)
+                    .on_refused_shared(on_refused.clone())
+                    .off(off)
+                    .build(),
+            )
+        }
         Batches {
             metrics: Arc::new(
                 MetricBatch::builder()
@@ -187,30 +205,9 @@ impl Batches {
                     .off(off)
                     .build(),
             ),
-            events: Arc::new(
-                EventBatch::builder()
-                    .common_attributes(common.clone())
-                    .memory_budget(memory_budget)
-                    .on_refused_shared(on_refused.clone())
-                    .off(off)
-                    .build(),
-            ),
-            logs: Arc::new(
-                LogBatch::builder()
-                    .common_attributes(common.clone())
-                    .memory_budget(memory_budget)
-                    .on_refused_shared(on_refused.clone())
-                    .off(off)
-                    .build(),
-            ),
-            spans: Arc::new(
-                SpanBatch::builder()
-                    .common_attributes(common)
-                    .memory_budget(memory_budget)
-                    .on_refused_shared(on_refused)
-                    .off(off)
-                    .build(),
-            ),
+            events: items(&common, memory_budget, &on_refused, off),
+            logs: items(&common, memory_budget, &on_refused, off),
+            spans: items(&common, memory_budget, &on_refused, off),
         }
     }
 }
