@@ -9,8 +9,9 @@
 //! surface lives in its module: [`batch`] (builders, limits, record and
 //! memory counters), [`client`] (the generic client, its builder, reports,
 //! drop reasons and delivery counters), [`harvester`] (its builder, report
-//! and defaults), [`trace_context`], and behind features [`tracing_layer`],
-//! `middleware`, `local` and `test_util`.
+//! and defaults), [`trace_context`], [`distribution`] (the exponential
+//! histogram that distribution metrics will carry), and behind features
+//! [`tracing_layer`] (a default one), `middleware`, `local` and `test_util`.
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
