@@ -316,6 +316,7 @@ where
                 outcome: None,
                 counted: off,
                 timed: off,
+                waiting: None,
             },
             result: None,
         }
@@ -334,6 +335,10 @@ struct Recording {
     counted: bool,
     /// Whether its duration was recorded already.
     timed: bool,
+    /// The rest of the recording once a new series had to wait for its
+    /// shard's lock: owned and kept, so that the lock's wake-up reaches
+    /// this task (a future dropped while waiting would lose it).
+    waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Recording {
@@ -343,28 +348,66 @@ impl Recording {
     /// recorded anything and made again at the next poll, so nothing is
     /// counted twice and nothing is allocated.
     fn poll_record(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(waiting) = &mut self.waiting {
+            ready!(waiting.as_mut().poll(cx));
+            (self.waiting, self.counted, self.timed) = (None, true, true);
+            return Poll::Ready(());
+        }
         let Some((outcome, elapsed_ms)) = self.outcome else {
             return Poll::Ready(());
         };
-        let attributes = RequestAttributes {
-            method: self.method,
-            route: self.route.as_ref().map(Route::as_str),
-            outcome,
-            status_classes: self.config.status_classes,
+        let stalled = {
+            let attributes = RequestAttributes {
+                method: self.method,
+                route: self.route.as_ref().map(Route::as_str),
+                outcome,
+                status_classes: self.config.status_classes,
+            };
+            let metrics = &self.config.metrics;
+            // A refusal is counted by the batch; it never fails a request.
+            let mut stalled = false;
+            if !self.counted {
+                let count = pin!(metrics.record_count(REQUESTS_METRIC, 1, &attributes));
+                stalled = count.poll(cx).is_pending();
+                self.counted = !stalled;
+            }
+            if !stalled && !self.timed {
+                let time = pin!(metrics.record_summary(DURATION_METRIC, elapsed_ms, &attributes));
+                stalled = time.poll(cx).is_pending();
+                self.timed = !stalled;
+            }
+            stalled
         };
-        let metrics = &self.config.metrics;
-        // A refusal is counted by the batch; it never fails a request.
-        if !self.counted {
-            let count = pin!(metrics.record_count(REQUESTS_METRIC, 1, &attributes));
-            ready!(count.poll(cx));
-            self.counted = true;
-        }
-        if !self.timed {
-            let time = pin!(metrics.record_summary(DURATION_METRIC, elapsed_ms, &attributes));
-            ready!(time.poll(cx));
-            self.timed = true;
+        if stalled {
+            return self.wait_owned(cx, outcome, elapsed_ms);
         }
         Poll::Ready(())
+    }
+
+    /// The rare path: a recording made a new series and its shard's lock
+    /// was busy. The borrowed attempt was dropped before it recorded
+    /// anything; what is left is recorded by a future that owns its parts
+    /// and stays registered for the lock's wake-up.
+    fn wait_owned(&mut self, cx: &mut Context<'_>, outcome: Outcome, elapsed_ms: f64) -> Poll<()> {
+        let metrics = self.config.metrics.clone();
+        let (method, status_classes, counted) =
+            (self.method, self.config.status_classes, self.counted);
+        let route = self.route.as_ref().map(|r| r.as_str().to_owned());
+        self.waiting = Some(Box::pin(async move {
+            let attributes = RequestAttributes {
+                method,
+                route: route.as_deref(),
+                outcome,
+                status_classes,
+            };
+            if !counted {
+                metrics.record_count(REQUESTS_METRIC, 1, &attributes).await;
+            }
+            metrics
+                .record_summary(DURATION_METRIC, elapsed_ms, &attributes)
+                .await;
+        }));
+        self.poll_record(cx)
     }
 }
 
