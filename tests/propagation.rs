@@ -21,7 +21,10 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 mod support;
-use support::{HOUR, assert_trace_continued, current_thread, is_lower_hex, server, spans_named};
+use support::{
+    HOUR, assert_server_span, assert_trace_continued, current_thread, is_lower_hex, server,
+    spans_named,
+};
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -502,17 +505,7 @@ async fn routes_are_templates_and_spans_carry_http_attributes() {
         .expect("a duration summary");
     assert_eq!(get_users_time["value"]["count"], 3);
 
-    let root = spans_named(&received.spans, "GET /users/{id}")
-        .into_iter()
-        .find(|s| s["attributes"]["url.path"] == "/users/22")
-        .expect("the span of /users/22");
-    let a = &root["attributes"];
-    assert_eq!(a["span.kind"], "server");
-    assert_eq!(a["http.request.method"], "GET");
-    assert_eq!(a["http.route"], "/users/{id}");
-    assert_eq!(a["http.response.status_code"], 200);
-    assert!(a.get("error").is_none());
-    assert!(a["duration.ms"].as_f64().is_some());
+    assert_server_span(&received.spans, "/users/{id}", "/users/22");
     let unrouted = spans_named(&received.spans, "GET")[0];
     assert_eq!(unrouted["attributes"]["url.path"], "/no/such/route/42");
 }

@@ -317,3 +317,24 @@ pub fn assert_trace_continued<'a>(
     assert_eq!(log["attributes"]["span.id"], child["id"]);
     (root, child)
 }
+
+/// Asserts the server span of `GET {path}`, matched by `route`, answered
+/// 200: kind, method, route, status, no error flag, a duration. Returns it.
+pub fn assert_server_span<'a>(
+    spans: &'a [serde_json::Value],
+    route: &str,
+    path: &str,
+) -> &'a serde_json::Value {
+    let root = spans_named(spans, &format!("GET {route}"))
+        .into_iter()
+        .find(|s| s["attributes"]["url.path"] == path)
+        .unwrap_or_else(|| panic!("the span of {path}"));
+    let a = &root["attributes"];
+    assert_eq!(a["span.kind"], "server");
+    assert_eq!(a["http.request.method"], "GET");
+    assert_eq!(a["http.route"], route);
+    assert_eq!(a["http.response.status_code"], 200);
+    assert!(a.get("error").is_none());
+    assert!(a["duration.ms"].as_f64().is_some());
+    root
+}
