@@ -61,7 +61,8 @@ mod validate;
 pub use api::{Api, ParseRegionError, Region};
 pub use attributes::{AsAttributes, AsValueRef, Attributes, Value, ValueRef};
 pub use batch::{
-    CounterHandle, EventBatch, GaugeHandle, LogBatch, MetricBatch, SpanBatch, SummaryHandle,
+    CounterHandle, DistributionHandle, EventBatch, GaugeHandle, LogBatch, MetricBatch, SpanBatch,
+    SummaryHandle,
 };
 pub use client::{EventClient, LogClient, MetricClient, RetryPolicy, SendError, SpanClient};
 pub use common::Common;

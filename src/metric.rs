@@ -26,6 +26,10 @@ pub enum MetricKind {
     Gauge,
     /// Count, sum, min and max of observations over an interval.
     Summary,
+    /// Observations over an interval counted in exponential buckets, from
+    /// which percentiles are read: sent over OTLP, not to the Metric API
+    /// (see [`MetricBatch::record_distribution`](crate::MetricBatch::record_distribution)).
+    Distribution,
 }
 
 impl MetricKind {
@@ -41,6 +45,7 @@ impl MetricKind {
             MetricKind::Count => "count",
             MetricKind::Gauge => "gauge",
             MetricKind::Summary => "summary",
+            MetricKind::Distribution => "distribution",
         }
     }
 }

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::attributes::{AsAttributes, Attributes, Value, ValueRef};
+use crate::distribution::DistributionPoint;
 use crate::error::{RecordError, prefix};
 use crate::event::Event;
 use crate::log::Log;
@@ -414,6 +415,21 @@ impl Validate for Span {
             check_timestamp(event.timestamp_ms(), &SPAN_LIMITS)?;
             cut += check_attributes(event.attributes_mut(), &SPAN_LIMITS)?;
             cut += u64::from(truncate_chars(event.name_mut(), MAX_SPAN_TEXT_CHARS));
+        }
+        Ok(cut)
+    }
+}
+
+impl Validate for DistributionPoint {
+    fn sanitize_common(attributes: Attributes) -> Attributes {
+        sanitize_common(attributes, &METRIC_LIMITS)
+    }
+    fn validate(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
+        check_metric_name(self.name())?;
+        check_timestamp(self.end_ms(), &METRIC_LIMITS)?;
+        let (attrs, cut) = metric_attributes(self.name(), self.attributes())?;
+        if cut > 0 {
+            *self.attributes_mut() = attrs;
         }
         Ok(cut)
     }

@@ -76,6 +76,7 @@ pub trait BatchItem: Validate + HeapSize + Send + Sync + 'static {}
 impl BatchItem for Event {}
 impl BatchItem for Log {}
 impl BatchItem for Span {}
+impl BatchItem for crate::distribution::DistributionPoint {}
 
 /// The items and whether the batch still takes new ones, under one lock so
 /// that closing and recording are ordered.
@@ -407,6 +408,12 @@ impl<T: BatchItem> ItemBatch<T> {
             self.harvest.notify_one();
         }
         Ok(())
+    }
+
+    /// Asks the harvester for a harvest now (a metric batch's flush that
+    /// put distribution points here).
+    pub(crate) fn request_harvest(&self) {
+        self.harvest.notify_one();
     }
 
     /// Takes every buffered item out (O(1) under the lock) with the common block.

@@ -100,8 +100,9 @@ pub use items::{
     BatchItem, DEFAULT_CAPACITY, EventBatch, ItemBatch, ItemBatchBuilder, LogBatch, SpanBatch,
 };
 pub use metric::{
-    CounterHandle, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES, DEFAULT_SERIES_LIMIT, GaugeHandle,
-    MetricBatch, MetricBatchBuilder, NameOverflow, OVERFLOW_ATTRIBUTE, SummaryHandle,
+    CounterHandle, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES, DEFAULT_SERIES_LIMIT,
+    DistributionHandle, GaugeHandle, MetricBatch, MetricBatchBuilder, NameOverflow,
+    OVERFLOW_ATTRIBUTE, SummaryHandle,
 };
 
 pub(crate) use metric::SeriesLimits;

@@ -714,6 +714,7 @@ mod tests {
                 name.into(),
                 Arc::new(crate::Attributes::new()),
                 Placement::Packed,
+                &MemoryBudget::new(0),
             )
         };
         // What the batch does around the registry: the entry's bytes taken

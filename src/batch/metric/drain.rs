@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use super::MetricBatch;
 use super::cardinality::Left;
 use super::reader;
-use super::series::{Drained, ItemDelta, Series, retire_all};
+use super::series::{Drained, Harvest, ItemDelta, Series, retire_all};
 use super::shard::{ShardLock, overflow_series_bytes, series_bytes};
 use crate::batch::Taken;
 use crate::budget::HeldBytes;
@@ -34,25 +34,17 @@ pub(super) enum Release {
     All,
 }
 
-/// Where a flush puts what it reads.
-struct Out {
-    metrics: Vec<Metric>,
-    items: ItemDelta,
-    /// When a kept gauge not set since the last flush is sent.
-    flush_ms: u64,
-}
-
-impl Out {
+impl Harvest {
     /// Reads and resets `series`; returns whether it sent something.
     async fn drain(&mut self, series: &Series) -> bool {
-        match series.drain(&mut self.metrics, &mut self.items, self.flush_ms) {
+        match series.drain(self) {
             Drained::Done(emitted) => emitted,
             Drained::Pending(flipped) => {
                 // An observation is being recorded on another thread.
                 while !series.ready(&flipped) {
                     tokio::task::yield_now().await;
                 }
-                series.finish(&flipped, &mut self.metrics, &mut self.items)
+                series.finish(&flipped, self)
             }
         }
     }
@@ -70,9 +62,11 @@ impl MetricBatch {
                 .saturating_duration_since(previous.instant()),
         );
         let budget = &self.shared.budget;
-        let mut out = Out {
+        let mut out = Harvest {
             metrics: Vec::new(),
+            distributions: Vec::new(),
             items: ItemDelta::default(),
+            interval_start_ms: previous.start_ms(),
             flush_ms: clock.start_ms(),
         };
         // Interned strings and sets of shards left empty: handed over with
@@ -124,8 +118,21 @@ impl MetricBatch {
         drop(orphans);
         self.end_interval(release);
         drop(clock);
-        let Out { metrics, items, .. } = out;
+        let Harvest {
+            metrics,
+            distributions,
+            items,
+            ..
+        } = out;
         items.apply(budget);
+        if !distributions.is_empty() {
+            for point in distributions {
+                // A refusal (the distributions' budget or buffer full, the
+                // batch closed) is counted there.
+                self.distributions.record(point).await;
+            }
+            self.distributions.request_harvest();
+        }
         let metric_bytes = metrics.capacity() * std::mem::size_of::<Metric>();
         budget.add_bytes(metric_bytes);
         let held = HeldBytes::adopt(Some(budget.clone()), metric_bytes + handed_bytes);
@@ -150,7 +157,7 @@ impl MetricBatch {
     /// may leave, marks them retired and reads them a last time. Returns
     /// the bytes of interned strings and sets handed over with the metrics
     /// (a shard emptied by [`Release::All`]).
-    async fn let_go(&self, shard: &ShardLock, release: Release, out: &mut Out) -> usize {
+    async fn let_go(&self, shard: &ShardLock, release: Release, out: &mut Harvest) -> usize {
         let budget = &self.shared.budget;
         let mut guard = shard.lock.lock().await;
         // Decided again under the lock, where handles are bound.

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::series::{CellArc, CountState, GaugeState, Series, Shared, SummaryState};
+use super::series::{
+    CellArc, CountState, DistributionState, GaugeState, Series, Shared, SummaryState,
+};
 use crate::attributes::Attributes;
 use crate::metric::Summary;
 
@@ -309,6 +311,85 @@ impl SummaryHandle {
             return;
         }
         if self.cell.state.merge(summary) {
+            self.cell.touch(&self.shared.budget);
+        } else {
+            self.shared.refuse_overflow(&self.name);
+        }
+    }
+}
+
+/// A distribution series bound once: [`record`](Self::record) is
+/// synchronous and takes no lock, and allocates nothing once the values'
+/// powers of two have each been seen once (a bucket page per power of two,
+/// kept for the series' life). Like [`CounterHandle`] otherwise.
+///
+/// Made by [`MetricBatch::distribution`](crate::MetricBatch::distribution).
+/// Each flush puts a [`DistributionPoint`](crate::distribution::DistributionPoint)
+/// of what was recorded since the previous one into
+/// [`MetricBatch::distributions`](crate::MetricBatch::distributions).
+///
+/// ```
+/// use newrelic_telemetry::MetricBatch;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), newrelic_telemetry::RecordError> {
+/// let batch = MetricBatch::new();
+/// let latency = batch.distribution("latency.ms", [("route", "/a")]).await?;
+/// for ms in 1..=1000 {
+///     latency.record(f64::from(ms));
+/// }
+/// batch.flush().await;
+/// let (points, _) = batch.distributions().flush().await;
+/// let d = points[0].distribution();
+/// assert_eq!((d.count(), d.min(), d.max()), (1000, Some(1.0), Some(1000.0)));
+/// let p90 = d.quantile(0.9).unwrap();
+/// assert!((p90 - 900.0).abs() / 900.0 < 0.05, "{p90}");
+/// # Ok(()) }
+/// ```
+pub struct DistributionHandle {
+    cell: CellArc<DistributionState>,
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    attributes: Arc<Attributes>,
+}
+
+handle_common!(DistributionHandle);
+
+impl DistributionHandle {
+    pub(super) fn new(
+        series: Series,
+        cell: CellArc<DistributionState>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        DistributionHandle {
+            cell,
+            shared,
+            name: series.name,
+            attributes: series.attributes,
+        }
+    }
+
+    /// Records one value. A value that is not finite, or that would take
+    /// the sum past the largest `f64`, is ignored and counted in
+    /// [`RecordStats::items_dropped_invalid`](crate::batch::RecordStats::items_dropped_invalid).
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// let sizes = batch.distribution("payload.bytes", ()).await.unwrap();
+    /// sizes.record(512.0);
+    /// sizes.record(f64::NAN); // ignored, counted
+    /// assert_eq!(batch.record_stats().items_dropped_invalid, 1);
+    /// # }
+    /// ```
+    #[inline]
+    pub fn record(&self, value: f64) {
+        if !self.open(value) {
+            return;
+        }
+        if self.cell.state.record(value) {
             self.cell.touch(&self.shared.budget);
         } else {
             self.shared.refuse_overflow(&self.name);

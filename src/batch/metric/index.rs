@@ -194,6 +194,7 @@ mod tests {
             Arc::from(name),
             Arc::new(Attributes::default()),
             super::super::series::Placement::Packed,
+            &crate::budget::MemoryBudget::new(0),
         )
     }
 

@@ -29,6 +29,7 @@
 //! lets go of series that no handle holds once they have been idle for a
 //! few harvests.
 
+mod buckets;
 mod cardinality;
 mod drain;
 mod handle;
@@ -51,17 +52,18 @@ pub(crate) use cardinality::SeriesLimits;
 pub use cardinality::{DEFAULT_SERIES_LIMIT, NameOverflow, OVERFLOW_ATTRIBUTE};
 use cardinality::{NameState, Names, SAMPLE_EVERY};
 use drain::Release;
-pub use handle::{CounterHandle, GaugeHandle, SummaryHandle};
+pub use handle::{CounterHandle, DistributionHandle, GaugeHandle, SummaryHandle};
 use index::Table;
 use key::{HashBuilder, Seeds, str_eq};
 use series::{Applied, Placement, Series, Shared, WallClock};
 use shard::{Shard, ShardLock, new_series_bytes, overflow_series_bytes};
 
 use super::refusal::{OnRefused, Refusals};
-use super::{Batch, RecordStats, Taken};
+use super::{Batch, ItemBatch, RecordStats, Taken};
 use crate::attributes::{AsAttributes, Attributes};
 use crate::budget::{DEFAULT_MEMORY_BUDGET, MemoryBudget, MemoryStats};
 use crate::common::Common;
+use crate::distribution::DistributionPoint;
 use crate::error::RecordError;
 use crate::metric::{Metric, MetricKind, MetricValue, Summary};
 use crate::time::Clock;
@@ -143,6 +145,11 @@ pub struct MetricBatch {
     /// The attribute set of every overflow series, and its hash.
     overflow_set: Arc<Attributes>,
     overflow_set_hash: u64,
+    /// Where each flush puts the points of distribution series.
+    distributions: Arc<ItemBatch<DistributionPoint>>,
+    /// A distribution series was made: the distributions need a pipeline.
+    distributions_used: AtomicBool,
+    distributions_made: Notify,
     /// A disabled `Telemetry`'s batch: recording by name does nothing.
     off: bool,
 }
@@ -170,6 +177,7 @@ enum Update {
     },
     Observe(f64),
     Merge(Summary),
+    Distribute(f64),
 }
 
 impl Update {
@@ -178,12 +186,16 @@ impl Update {
             Update::Add(_) => MetricKind::Count,
             Update::Set { .. } => MetricKind::Gauge,
             Update::Observe(_) | Update::Merge(_) => MetricKind::Summary,
+            Update::Distribute(_) => MetricKind::Distribution,
         }
     }
 
     fn is_valid(self) -> bool {
         match self {
-            Update::Add(v) | Update::Set { value: v, .. } | Update::Observe(v) => v.is_finite(),
+            Update::Add(v)
+            | Update::Set { value: v, .. }
+            | Update::Observe(v)
+            | Update::Distribute(v) => v.is_finite(),
             Update::Merge(s) => s.is_valid(),
         }
     }
@@ -517,6 +529,13 @@ impl MetricBatchBuilder {
         let hasher = HashBuilder::default();
         let seeds = Seeds::new(&hasher);
         let overflow_set = Arc::new(Attributes::new().with(OVERFLOW_ATTRIBUTE, true));
+        let mut distributions = ItemBatch::builder()
+            .memory_budget(self.memory_budget)
+            .on_refused_shared(self.on_refused.clone())
+            .off(self.off);
+        if let Some(attributes) = &self.common_attributes {
+            distributions = distributions.common_attributes(attributes.clone());
+        }
         MetricBatch {
             shards: (0..self.shards).map(|_| ShardLock::new()).collect(),
             interval: Mutex::new(clock),
@@ -542,6 +561,9 @@ impl MetricBatchBuilder {
             }),
             harvest: Notify::new(),
             orphans: std::sync::Mutex::new(Vec::new()),
+            distributions: Arc::new(distributions.build()),
+            distributions_used: AtomicBool::new(false),
+            distributions_made: Notify::new(),
             off: self.off,
         }
     }
@@ -912,6 +934,134 @@ impl MetricBatch {
         match series.cell.summary() {
             Some(cell) => SummaryHandle::new(series, cell, self.shared.clone()),
             None => unreachable!("series are found by their type"),
+        }
+    }
+
+    /// Adds one observation of `value` to the distribution `name` with
+    /// `attributes`; fire and forget, like [`record_count`](Self::record_count).
+    ///
+    /// A distribution keeps, besides count, sum, min and max, how many
+    /// values fell in each of its exponential buckets, so that
+    /// percentiles can be read from it: it is sent to New Relic's OTLP
+    /// endpoint, where NRQL's `percentile()` reads it. Each flush puts one
+    /// [`DistributionPoint`] per distribution series written to into
+    /// [`distributions`](Self::distributions), the batch a second harvester
+    /// sends (a [`Telemetry`](crate::Telemetry) starts it when the first
+    /// distribution series is made). Values are counted at scale 6 (64
+    /// buckets per power of two, each about 1.1% wide) and sent at the
+    /// highest scale at which the interval's buckets fit in 160 per side;
+    /// a series' buckets take memory from the budget as its values reach
+    /// new powers of two.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::MetricBatch;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// for ms in 1..=100 {
+    ///     batch.record_distribution("http.server.duration", ms, [("route", "/")]).await;
+    /// }
+    /// let (metrics, _) = batch.flush().await;
+    /// assert!(metrics.is_empty()); // distributions go apart
+    /// let (points, _) = batch.distributions().flush().await;
+    /// let latency = points[0].distribution();
+    /// assert_eq!((latency.count(), latency.sum()), (100, 5050.0));
+    /// let p99 = latency.quantile(0.99).unwrap();
+    /// assert!((p99 - 99.0).abs() / 99.0 < 0.03, "{p99}");
+    /// # }
+    /// ```
+    pub fn record_distribution(
+        &self,
+        name: impl AsRef<str>,
+        value: impl MetricValue,
+        attributes: impl AsAttributes,
+    ) -> impl Future<Output = ()> {
+        self.recording(name, attributes, Update::Distribute(value.to_f64()), forget)
+    }
+
+    /// [`record_distribution`](Self::record_distribution), returning why a
+    /// recording was refused.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::{MetricBatch, RecordError};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// let refused = batch.try_record_distribution("latency", f64::NAN, ()).await;
+    /// assert!(matches!(refused, Err(RecordError::NonFiniteValue { .. })));
+    /// assert_eq!(batch.record_stats().items_dropped_invalid, 1);
+    /// # }
+    /// ```
+    pub fn try_record_distribution(
+        &self,
+        name: impl AsRef<str>,
+        value: impl MetricValue,
+        attributes: impl AsAttributes,
+    ) -> impl Future<Output = Result<(), RecordError>> {
+        let update = Update::Distribute(value.to_f64());
+        self.recording(name, attributes, update, identity)
+    }
+
+    /// Binds the distribution `name` with `attributes` once; then
+    /// [`DistributionHandle::record`] records into it synchronously, with
+    /// no lock, and with no allocation once the values' powers of two have
+    /// been seen. See [`record_distribution`](Self::record_distribution).
+    ///
+    /// ```
+    /// use newrelic_telemetry::MetricBatch;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// let latency = batch.distribution("db.query.duration", [("table", "orders")]).await.unwrap();
+    /// latency.record(3.5);
+    /// latency.record(250.0);
+    /// batch.flush().await;
+    /// let (points, _) = batch.distributions().flush().await;
+    /// assert_eq!(points[0].distribution().max(), Some(250.0));
+    /// # }
+    /// ```
+    pub async fn distribution(
+        &self,
+        name: impl AsRef<str>,
+        attributes: impl AsAttributes,
+    ) -> Result<DistributionHandle, RecordError> {
+        let series = self
+            .bind(MetricKind::Distribution, name.as_ref(), &attributes)
+            .await?;
+        Ok(self.distribution_of(series))
+    }
+
+    fn distribution_of(&self, series: Series) -> DistributionHandle {
+        match series.cell.distribution() {
+            Some(cell) => DistributionHandle::new(series, cell, self.shared.clone()),
+            None => unreachable!("series are found by their type"),
+        }
+    }
+
+    /// The batch each flush puts distribution points into, one per
+    /// distribution series written to since the last flush: the batch a
+    /// harvester with a [`Client<Otlp>`](crate::client::Client) sends from.
+    /// It has a memory budget of the same size as this batch's (a budget of
+    /// its own), the same common attributes, and asks its harvester for a
+    /// harvest as soon as a flush has put points in it.
+    ///
+    /// ```
+    /// # use newrelic_telemetry::MetricBatch;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// batch.record_distribution("payload.bytes", 512, ()).await;
+    /// assert!(batch.distributions().is_empty().await); // until a flush
+    /// batch.flush().await;
+    /// assert_eq!(batch.distributions().len().await, 1);
+    /// # }
+    /// ```
+    pub fn distributions(&self) -> &Arc<ItemBatch<DistributionPoint>> {
+        &self.distributions
+    }
+
+    /// Completes once the batch holds (or has held) a distribution series:
+    /// when a `Telemetry` starts the distributions' pipeline. One waiter.
+    pub(crate) async fn distributions_made(&self) {
+        while !self.distributions_used.load(Ordering::Relaxed) {
+            self.distributions_made.notified().await;
         }
     }
 }
@@ -1333,7 +1483,18 @@ impl MetricBatch {
         let near_daily_limit =
             names.series_made(kind, name, hash, self.seeds, &*attributes, budget);
         drop(names);
-        let series = Series::new(kind, interned_name, attributes, placement);
+        let series = Series::new(
+            kind,
+            interned_name,
+            attributes,
+            placement,
+            &self.shared.budget,
+        );
+        if kind == MetricKind::Distribution
+            && !self.distributions_used.swap(true, Ordering::Relaxed)
+        {
+            self.distributions_made.notify_one();
+        }
         match update {
             Some(update) => {
                 // Marked first: its item was counted with its room. A single
@@ -1395,6 +1556,7 @@ impl MetricBatch {
                     interned_name,
                     self.overflow_set.clone(),
                     Placement::Alone,
+                    &self.shared.budget,
                 );
                 locked.held_bytes += shard::series_bytes(kind, Placement::Alone);
                 locked.push(self.seeds, hash, series.clone(), &shard.published);

@@ -15,7 +15,10 @@
 //!   observations started. A flush flips the bit, waits (yielding) until every
 //!   observation started in the old slot has finished, then reads and resets
 //!   it: each observation lands whole in one flush, so every summary sent is
-//!   consistent (count, sum, min and max of the same observations).
+//!   consistent (count, sum, min and max of the same observations);
+//! * a **distribution** is a summary whose slots also count each value in
+//!   a bucket of its own (`buckets.rs`), in the same operation: a point
+//!   sent holds the buckets of exactly the values its count says.
 //!
 //! A cell lives in one of two places. A series made by recording by name is
 //! *packed*: a plain `Arc` (a million series must stay small), next to
@@ -39,13 +42,17 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 use super::Update;
+use super::buckets::{BucketPages, PageBytes};
 use super::key::{Seeds, same_attributes, str_eq};
 use crate::attributes::{AsAttributes, Attributes};
 use crate::batch::refusal::{Reason, Refusals};
 use crate::budget::MemoryBudget;
+use crate::distribution::{Distribution, DistributionPoint};
 use crate::error::RecordError;
 use crate::metric::{CountMetric, GaugeMetric, Metric, MetricKind, Summary, SummaryMetric};
 use crate::time::{Clock, CoarseClock, duration_millis};
@@ -155,8 +162,14 @@ impl<S: Default> Default for Cell<S> {
 
 impl<S: Default> Default for Alone<S> {
     fn default() -> Self {
+        Alone::new(S::default())
+    }
+}
+
+impl<S> Alone<S> {
+    fn new(cell: S) -> Self {
         Alone {
-            cell: S::default(),
+            cell,
             diverting: AtomicBool::new(false),
             diverted: AtomicU64::new(0),
         }
@@ -321,16 +334,18 @@ impl GaugeState {
 /// The bit of [`SummaryState::started`] that names the slot writers use.
 const HOT: u64 = 1 << 63;
 
-/// One slot of a summary: operations finished in it, and what they recorded.
-struct Slot {
+/// One slot of a summary or a distribution: operations finished in it,
+/// and what they recorded (a distribution's buckets in `buckets`).
+pub(super) struct Slot<B> {
     done: AtomicU64,
     count: AtomicU64,
     sum: AtomicU64,
     min: AtomicU64,
     max: AtomicU64,
+    buckets: B,
 }
 
-impl Slot {
+impl<B: Default> Slot<B> {
     fn new() -> Self {
         Slot {
             done: AtomicU64::new(0),
@@ -338,22 +353,68 @@ impl Slot {
             sum: AtomicU64::new(0),
             min: AtomicU64::new(f64::INFINITY.to_bits()),
             max: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
+            buckets: B::default(),
         }
     }
 }
 
-/// A summary: two slots, used in turn between flushes (see the module docs).
-pub(super) struct SummaryState {
+impl<B> Slot<B> {
+    /// Adds the observations of `s` (valid), unless the sum would stop
+    /// being finite: then nothing is added and `false` is returned.
+    #[inline(always)]
+    fn add(&self, s: &Summary) -> bool {
+        let ok = add_f64(&self.sum, s.sum);
+        if ok {
+            min_f64(&self.min, s.min);
+            max_f64(&self.max, s.max);
+            if s.count == 1 {
+                self.count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let _ = self
+                    .count
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                        Some(c.saturating_add(s.count))
+                    });
+            }
+        }
+        ok
+    }
+
+    /// Reads and resets count, sum, min and max (no writer left in the
+    /// slot); `None` if nothing was recorded.
+    fn take(&self) -> Option<Summary> {
+        self.done.store(0, Ordering::Relaxed);
+        let count = self.count.swap(0, Ordering::Relaxed);
+        let sum = f64::from_bits(self.sum.swap(0, Ordering::Relaxed));
+        let min = f64::from_bits(self.min.swap(f64::INFINITY.to_bits(), Ordering::Relaxed));
+        let max = f64::from_bits(
+            self.max
+                .swap(f64::NEG_INFINITY.to_bits(), Ordering::Relaxed),
+        );
+        (count > 0).then(|| Summary::new(count, sum, min, max))
+    }
+}
+
+/// Observations in two slots, used in turn between flushes (see the module
+/// docs): a summary's, or with its buckets a distribution's.
+pub(super) struct Observations<B> {
     /// Top bit: the slot writers use; the rest: operations started, ever.
     started: AtomicU64,
     /// Operations started before the last flip (written by flushes only).
     drained: AtomicU64,
-    slots: [Slot; 2],
+    slots: [Slot<B>; 2],
 }
 
-impl Default for SummaryState {
+/// A summary: count, sum, min and max in two slots.
+pub(super) type SummaryState = Observations<()>;
+
+impl<B: Default> Default for Observations<B> {
     fn default() -> Self {
-        SummaryState::new()
+        Observations {
+            started: AtomicU64::new(0),
+            drained: AtomicU64::new(0),
+            slots: [Slot::new(), Slot::new()],
+        }
     }
 }
 
@@ -364,37 +425,15 @@ pub(super) struct Flipped {
     expected: u64,
 }
 
-impl SummaryState {
-    fn new() -> Self {
-        SummaryState {
-            started: AtomicU64::new(0),
-            drained: AtomicU64::new(0),
-            slots: [Slot::new(), Slot::new()],
-        }
-    }
-
-    /// Merges `s` (valid) into the slot in use, unless its sum would stop
-    /// being finite: then nothing is recorded and `false` is returned.
+impl<B> Observations<B> {
+    /// One operation on the slot in use: counted in, `write`, counted out.
     #[inline(always)]
-    pub(super) fn merge(&self, s: &Summary) -> bool {
+    fn write(&self, write: impl FnOnce(&Slot<B>) -> bool) -> bool {
         // SeqCst: before a recording's retired check (see `Series::apply`);
         // the same instruction as Acquire on x86.
         let n = self.started.fetch_add(1, Ordering::SeqCst);
         let slot = &self.slots[(n >> 63) as usize];
-        let ok = add_f64(&slot.sum, s.sum);
-        if ok {
-            min_f64(&slot.min, s.min);
-            max_f64(&slot.max, s.max);
-            if s.count == 1 {
-                slot.count.fetch_add(1, Ordering::Relaxed);
-            } else {
-                let _ = slot
-                    .count
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                        Some(c.saturating_add(s.count))
-                    });
-            }
-        }
+        let ok = write(slot);
         // SeqCst: the last write, before a recording's retired check.
         slot.done.fetch_add(1, Ordering::SeqCst);
         ok
@@ -420,19 +459,68 @@ impl SummaryState {
     fn ready(&self, f: &Flipped) -> bool {
         self.slots[f.slot].done.load(Ordering::Acquire) >= f.expected
     }
+}
+
+impl SummaryState {
+    /// Merges `s` (valid) into the slot in use, unless its sum would stop
+    /// being finite: then nothing is recorded and `false` is returned.
+    #[inline(always)]
+    pub(super) fn merge(&self, s: &Summary) -> bool {
+        self.write(|slot| slot.add(s))
+    }
 
     /// Reads and resets the flipped slot (once [`ready`](Self::ready)).
     fn take(&self, f: &Flipped) -> Option<Summary> {
-        let slot = &self.slots[f.slot];
-        slot.done.store(0, Ordering::Relaxed);
-        let count = slot.count.swap(0, Ordering::Relaxed);
-        let sum = f64::from_bits(slot.sum.swap(0, Ordering::Relaxed));
-        let min = f64::from_bits(slot.min.swap(f64::INFINITY.to_bits(), Ordering::Relaxed));
-        let max = f64::from_bits(
-            slot.max
-                .swap(f64::NEG_INFINITY.to_bits(), Ordering::Relaxed),
-        );
-        (count > 0).then(|| Summary::new(count, sum, min, max))
+        self.slots[f.slot].take()
+    }
+}
+
+/// A distribution: a summary whose slots count each value in a bucket too
+/// (`buckets.rs`), and the bytes its buckets' pages hold, given back to the
+/// budget when the series is dropped.
+pub(super) struct DistributionState {
+    observations: Observations<BucketPages>,
+    page_bytes: AtomicUsize,
+    budget: Arc<MemoryBudget>,
+}
+
+impl DistributionState {
+    fn new(budget: Arc<MemoryBudget>) -> Self {
+        DistributionState {
+            observations: Observations::default(),
+            page_bytes: AtomicUsize::new(0),
+            budget,
+        }
+    }
+
+    /// Records `value` (finite), unless the sum would stop being finite:
+    /// then nothing is recorded and `false` is returned.
+    #[inline(always)]
+    pub(super) fn record(&self, value: f64) -> bool {
+        let bytes = PageBytes {
+            budget: &self.budget,
+            held: &self.page_bytes,
+        };
+        self.observations.write(|slot| {
+            let ok = slot.add(&Summary::from_value(value));
+            if ok {
+                slot.buckets.record(value, bytes);
+            }
+            ok
+        })
+    }
+
+    /// Reads and resets the flipped slot (once ready).
+    fn take(&self, f: &Flipped) -> Option<Distribution> {
+        let slot = &self.observations.slots[f.slot];
+        let s = slot.take()?;
+        slot.buckets.take(s.count, s.sum, s.min, s.max)
+    }
+}
+
+impl Drop for DistributionState {
+    fn drop(&mut self) {
+        self.budget.release_bytes(*self.page_bytes.get_mut());
     }
 }
 
@@ -501,9 +589,11 @@ pub(super) enum CellRef {
     PackedCount(Arc<Cell<CountState>>),
     PackedGauge(Arc<Cell<GaugeState>>),
     PackedSummary(Arc<Cell<SummaryState>>),
+    PackedDistribution(Arc<Cell<DistributionState>>),
     AloneCount(Arc<Alone<Cell<CountState>>>),
     AloneGauge(Arc<Alone<Cell<GaugeState>>>),
     AloneSummary(Arc<Alone<Cell<SummaryState>>>),
+    AloneDistribution(Arc<Alone<Cell<DistributionState>>>),
 }
 
 /// A series' state, borrowed, whichever its placement.
@@ -511,10 +601,12 @@ pub(super) enum CellView<'a> {
     Count(&'a Cell<CountState>),
     Gauge(&'a Cell<GaugeState>),
     Summary(&'a Cell<SummaryState>),
+    Distribution(&'a Cell<DistributionState>),
 }
 
 impl CellRef {
-    fn new(kind: MetricKind, placement: Placement) -> Self {
+    fn new(kind: MetricKind, placement: Placement, budget: &Arc<MemoryBudget>) -> Self {
+        let distribution = || Cell::new(DistributionState::new(budget.clone()));
         match (kind, placement) {
             (MetricKind::Count, Placement::Packed) => CellRef::PackedCount(Arc::default()),
             (MetricKind::Gauge, Placement::Packed) => CellRef::PackedGauge(Arc::default()),
@@ -522,6 +614,12 @@ impl CellRef {
             (MetricKind::Count, Placement::Alone) => CellRef::AloneCount(Arc::default()),
             (MetricKind::Gauge, Placement::Alone) => CellRef::AloneGauge(Arc::default()),
             (MetricKind::Summary, Placement::Alone) => CellRef::AloneSummary(Arc::default()),
+            (MetricKind::Distribution, Placement::Packed) => {
+                CellRef::PackedDistribution(Arc::new(distribution()))
+            }
+            (MetricKind::Distribution, Placement::Alone) => {
+                CellRef::AloneDistribution(Arc::new(Alone::new(distribution())))
+            }
         }
     }
 
@@ -531,9 +629,11 @@ impl CellRef {
             CellRef::PackedCount(c) => CellView::Count(c),
             CellRef::PackedGauge(c) => CellView::Gauge(c),
             CellRef::PackedSummary(c) => CellView::Summary(c),
+            CellRef::PackedDistribution(c) => CellView::Distribution(c),
             CellRef::AloneCount(c) => CellView::Count(&c.cell),
             CellRef::AloneGauge(c) => CellView::Gauge(&c.cell),
             CellRef::AloneSummary(c) => CellView::Summary(&c.cell),
+            CellRef::AloneDistribution(c) => CellView::Distribution(&c.cell),
         }
     }
 
@@ -544,15 +644,17 @@ impl CellRef {
             CellRef::AloneCount(c) => Some((&c.diverting, &c.diverted)),
             CellRef::AloneGauge(c) => Some((&c.diverting, &c.diverted)),
             CellRef::AloneSummary(c) => Some((&c.diverting, &c.diverted)),
+            CellRef::AloneDistribution(c) => Some((&c.diverting, &c.diverted)),
             _ => None,
         }
     }
 
     fn placement(&self) -> Placement {
         match self {
-            CellRef::PackedCount(_) | CellRef::PackedGauge(_) | CellRef::PackedSummary(_) => {
-                Placement::Packed
-            }
+            CellRef::PackedCount(_)
+            | CellRef::PackedGauge(_)
+            | CellRef::PackedSummary(_)
+            | CellRef::PackedDistribution(_) => Placement::Packed,
             _ => Placement::Alone,
         }
     }
@@ -563,6 +665,7 @@ impl CellRef {
             CellView::Count(c) => std::ptr::from_ref(c).cast(),
             CellView::Gauge(c) => std::ptr::from_ref(c).cast(),
             CellView::Summary(c) => std::ptr::from_ref(c).cast(),
+            CellView::Distribution(c) => std::ptr::from_ref(c).cast(),
         }
     }
 
@@ -589,6 +692,15 @@ impl CellRef {
         match self {
             CellRef::PackedSummary(a) => Some(CellArc::Packed(a.clone())),
             CellRef::AloneSummary(a) => Some(CellArc::Alone(a.clone())),
+            _ => None,
+        }
+    }
+
+    /// The distribution cell, for a handle.
+    pub(super) fn distribution(&self) -> Option<CellArc<DistributionState>> {
+        match self {
+            CellRef::PackedDistribution(a) => Some(CellArc::Packed(a.clone())),
+            CellRef::AloneDistribution(a) => Some(CellArc::Alone(a.clone())),
             _ => None,
         }
     }
@@ -664,6 +776,17 @@ impl<S> CellArc<S> {
     }
 }
 
+/// Where a flush puts what it reads.
+pub(super) struct Harvest {
+    pub(super) metrics: Vec<Metric>,
+    pub(super) distributions: Vec<DistributionPoint>,
+    pub(super) items: ItemDelta,
+    /// When the interval read started.
+    pub(super) interval_start_ms: u64,
+    /// When it ended: when a kept gauge not set since is sent.
+    pub(super) flush_ms: u64,
+}
+
 /// What draining a series found.
 pub(super) enum Drained {
     /// Done: whether it produced a metric.
@@ -678,6 +801,7 @@ macro_rules! each {
             CellView::Count($cell) => $body,
             CellView::Gauge($cell) => $body,
             CellView::Summary($cell) => $body,
+            CellView::Distribution($cell) => $body,
         }
     };
 }
@@ -688,11 +812,12 @@ impl Series {
         name: Arc<str>,
         attributes: Arc<Attributes>,
         placement: Placement,
+        budget: &Arc<MemoryBudget>,
     ) -> Series {
         Series {
             name,
             attributes,
-            cell: CellRef::new(kind, placement),
+            cell: CellRef::new(kind, placement, budget),
         }
     }
 
@@ -703,6 +828,7 @@ impl Series {
             MetricKind::Count => CellArc::<CountState>::bytes(placement),
             MetricKind::Gauge => CellArc::<GaugeState>::bytes(placement),
             MetricKind::Summary => CellArc::<SummaryState>::bytes(placement),
+            MetricKind::Distribution => CellArc::<DistributionState>::bytes(placement),
         }
     }
 
@@ -715,6 +841,7 @@ impl Series {
             CellView::Count(_) => MetricKind::Count,
             CellView::Gauge(_) => MetricKind::Gauge,
             CellView::Summary(_) => MetricKind::Summary,
+            CellView::Distribution(_) => MetricKind::Distribution,
         }
     }
 
@@ -793,6 +920,7 @@ impl Series {
             }
             (CellView::Summary(c), Update::Observe(x)) => c.state.merge(&Summary::from_value(x)),
             (CellView::Summary(c), Update::Merge(s)) => c.state.merge(&s),
+            (CellView::Distribution(c), Update::Distribute(x)) => c.state.record(x),
             _ => false,
         };
         if !ok {
@@ -843,13 +971,10 @@ impl Series {
     /// budget's item count true: a series written to counts as one item
     /// until here, where it becomes a metric (or, if a racing write left
     /// nothing to send, stops counting). A kept gauge not set since goes
-    /// out with its last value at `flush_ms`.
-    pub(super) fn drain(
-        &self,
-        out: &mut Vec<Metric>,
-        items: &mut ItemDelta,
-        flush_ms: u64,
-    ) -> Drained {
+    /// out with its last value at `out.flush_ms`. A distribution leaves the
+    /// metric pipeline here: its point is counted by the distributions'
+    /// batch it goes to.
+    pub(super) fn drain(&self, out: &mut Harvest) -> Drained {
         match self.cell.view() {
             CellView::Count(c) => {
                 let touched = c.take_touched();
@@ -857,7 +982,7 @@ impl Series {
                 // A sum of exactly +0.0 that nobody touched is nothing new.
                 let emit = touched || value.to_bits() != 0;
                 if emit {
-                    out.push(
+                    out.metrics.push(
                         CountMetric::in_common_interval(
                             self.name.clone(),
                             self.attributes.clone(),
@@ -866,68 +991,95 @@ impl Series {
                         .into(),
                     );
                 }
-                items.settle(touched, emit);
+                out.items.settle(touched, emit);
                 Drained::Done(emit)
             }
             CellView::Gauge(c) => {
                 let touched = c.take_touched();
-                let taken = c.state.take(flush_ms);
+                let taken = c.state.take(out.flush_ms);
                 if let Some((value, at)) = taken {
-                    out.push(
+                    out.metrics.push(
                         GaugeMetric::at(self.name.clone(), self.attributes.clone(), value, at)
                             .into(),
                     );
                 }
-                items.settle(touched, taken.is_some());
+                out.items.settle(touched, taken.is_some());
                 Drained::Done(taken.is_some())
             }
-            CellView::Summary(c) => match c.state.flip() {
-                None => {
-                    let touched = c.take_touched();
-                    items.settle(touched, false);
-                    Drained::Done(false)
-                }
-                Some(flipped) => {
-                    for _ in 0..64 {
-                        if c.state.ready(&flipped) {
-                            return Drained::Done(self.finish(&flipped, out, items));
-                        }
-                        std::hint::spin_loop();
-                    }
-                    Drained::Pending(flipped)
-                }
-            },
+            CellView::Summary(c) => self.drain_observations(c, c.state.flip(), out),
+            CellView::Distribution(c) => {
+                self.drain_observations(c, c.state.observations.flip(), out)
+            }
         }
     }
 
-    /// Whether a pending summary slot can be read now.
+    fn drain_observations<S>(
+        &self,
+        cell: &Cell<S>,
+        flipped: Option<Flipped>,
+        out: &mut Harvest,
+    ) -> Drained {
+        let Some(flipped) = flipped else {
+            let touched = cell.take_touched();
+            out.items.settle(touched, false);
+            return Drained::Done(false);
+        };
+        for _ in 0..64 {
+            if self.ready(&flipped) {
+                return Drained::Done(self.finish(&flipped, out));
+            }
+            std::hint::spin_loop();
+        }
+        Drained::Pending(flipped)
+    }
+
+    /// Whether a pending summary or distribution slot can be read now.
     pub(super) fn ready(&self, flipped: &Flipped) -> bool {
         match self.cell.view() {
             CellView::Summary(c) => c.state.ready(flipped),
+            CellView::Distribution(c) => c.state.observations.ready(flipped),
             _ => true,
         }
     }
 
-    /// Reads a flipped summary slot that is ready.
-    pub(super) fn finish(
-        &self,
-        flipped: &Flipped,
-        out: &mut Vec<Metric>,
-        items: &mut ItemDelta,
-    ) -> bool {
-        let CellView::Summary(c) = self.cell.view() else {
-            return false;
-        };
-        let touched = c.take_touched();
-        let taken = c.state.take(flipped);
-        if let Some(s) = taken {
-            out.push(
-                SummaryMetric::in_common_interval(self.name.clone(), self.attributes.clone(), s)
-                    .into(),
-            );
+    /// Reads a flipped summary or distribution slot that is ready.
+    pub(super) fn finish(&self, flipped: &Flipped, out: &mut Harvest) -> bool {
+        match self.cell.view() {
+            CellView::Summary(c) => {
+                let touched = c.take_touched();
+                let taken = c.state.take(flipped);
+                if let Some(s) = taken {
+                    out.metrics.push(
+                        SummaryMetric::in_common_interval(
+                            self.name.clone(),
+                            self.attributes.clone(),
+                            s,
+                        )
+                        .into(),
+                    );
+                }
+                out.items.settle(touched, taken.is_some());
+                taken.is_some()
+            }
+            CellView::Distribution(c) => {
+                let touched = c.take_touched();
+                let taken = c.state.take(flipped);
+                let emitted = taken.is_some();
+                if let Some(distribution) = taken {
+                    out.distributions.push(DistributionPoint::in_interval(
+                        self.name.clone(),
+                        self.attributes.clone(),
+                        out.interval_start_ms,
+                        out.flush_ms,
+                        distribution,
+                    ));
+                }
+                // The point is counted by the batch it goes to.
+                out.items.settle(touched, false);
+                emitted
+            }
+            _ => false,
         }
-        items.settle(touched, taken.is_some());
-        taken.is_some()
     }
 
     /// Counts a flush that found nothing new (or resets the count); returns
@@ -1040,6 +1192,7 @@ mod tests {
             Arc::from("m"),
             Arc::new(Attributes::default()),
             placement,
+            &MemoryBudget::new(0),
         )
     }
 

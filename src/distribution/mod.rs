@@ -61,6 +61,10 @@
 
 use std::fmt;
 
+mod point;
+
+pub use point::DistributionPoint;
+
 /// The highest scale, the one a new distribution starts at: 2^20 buckets
 /// per power of two (OpenTelemetry's default maximum scale).
 ///
@@ -1375,7 +1379,7 @@ fn finite_index_range(scale: i8) -> (i32, i32) {
 /// How many steps down from `scale` a range of indices `lo..=hi` must go
 /// to span at most `max_size` buckets; never past [`MIN_SCALE`], where any
 /// range spans at most 2.
-fn fit_change(scale: i8, span: Option<(i32, i32)>, max_size: usize) -> u32 {
+pub(crate) fn fit_change(scale: i8, span: Option<(i32, i32)>, max_size: usize) -> u32 {
     let Some((lo, hi)) = span else {
         return 0;
     };
@@ -1405,7 +1409,7 @@ fn quantile_rank(q: f64, count: u64) -> u64 {
 /// The index of the bucket holding `magnitude` (positive and finite) at
 /// `scale`, per OpenTelemetry's data model: bucket `i` holds
 /// `(base^i, base^(i+1)]`.
-fn map_to_index(scale: i8, magnitude: f64) -> i32 {
+pub(crate) fn map_to_index(scale: i8, magnitude: f64) -> i32 {
     let bits = magnitude.to_bits();
     let biased = ((bits >> 52) & 0x7ff) as i32;
     let significand = bits & SIGNIFICAND_MASK;

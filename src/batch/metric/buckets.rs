@@ -1,0 +1,461 @@
+//! The buckets of a distribution series: counts written with no lock by
+//! any number of threads, in pages allocated as values reach new powers of
+//! two, and read into a [`Distribution`] at a flush.
+//!
+//! Values are counted at one fixed scale, [`RECORD_SCALE`] (64 buckets per
+//! power of two, each about 1.09% wide). A page holds the 64 buckets of one
+//! power of two on one side (positive or negative), so a series' memory
+//! grows with the range of its values, not with their number: a latency
+//! series between 1 ms and 10 s touches 14 pages. A flush turns what a page
+//! set holds into an OpenTelemetry exponential histogram: at the record
+//! scale if its buckets fit in [`DEFAULT_MAX_SIZE`] per side, else at the
+//! highest scale at which they do (each step down merges neighbouring
+//! pairs), exactly as a histogram that started at that scale would have
+//! counted them.
+//!
+//! A page set is a directory of [`MAX_PAGES`] pages in groups of
+//! [`GROUP_LEN`]; groups and pages are allocated when first needed, their
+//! bytes taken from the pipeline's memory budget and given back when the
+//! series is dropped. A recording scans the directory for its page, with
+//! one acquire load per entry, and adds one to a counter: no lock, and no
+//! allocation once its page exists. Two threads that make a page at once
+//! race for the slot through a `OnceLock` whose initialiser only moves the
+//! page in (allocated beforehand); the loser frees its page and goes on
+//! scanning. When no page can be had (the directory is full: values
+//! spanning more than 32 powers of two; or the budget is), the value is
+//! counted in one of four coarse buckets at [`MIN_SCALE`] instead: nothing
+//! is lost, and that interval's histogram is sent at the lowest scale
+//! (count, sum, minimum and maximum stay exact).
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::budget::MemoryBudget;
+use crate::distribution::{
+    Buckets, DEFAULT_MAX_SIZE, Distribution, DistributionParts, MIN_SCALE, fit_change, map_to_index,
+};
+
+/// The scale values are counted at: 2^6 = 64 buckets per power of two.
+pub(crate) const RECORD_SCALE: i8 = 6;
+
+/// Buckets in a page: one power of two at [`RECORD_SCALE`].
+const PAGE_LEN: usize = 1 << RECORD_SCALE;
+/// Pages in a group of the directory.
+const GROUP_LEN: usize = 8;
+/// The most pages a series' slot holds: powers of two, on either side.
+const MAX_PAGES: usize = 32;
+/// Groups in the directory.
+const GROUPS: usize = MAX_PAGES / GROUP_LEN;
+
+/// What a page's counters take from the budget.
+const PAGE_BYTES: usize = std::mem::size_of::<[AtomicU64; PAGE_LEN]>();
+/// What a group of the directory takes from the budget.
+const GROUP_BYTES: usize = std::mem::size_of::<Group>();
+
+/// The 64 buckets of one power of two, on one side.
+struct Page {
+    /// The power of two (its bucket indices shifted down by the scale),
+    /// times two, plus one on the negative side.
+    key: i32,
+    counts: Box<[AtomicU64; PAGE_LEN]>,
+}
+
+type Group = [OnceLock<Page>; GROUP_LEN];
+
+/// Where a page's bytes are counted: the pipeline's budget, and the total
+/// a series' pages hold (given back when the series is dropped).
+#[derive(Clone, Copy)]
+pub(super) struct PageBytes<'a> {
+    pub(super) budget: &'a MemoryBudget,
+    pub(super) held: &'a AtomicUsize,
+}
+
+impl PageBytes<'_> {
+    fn try_take(self, bytes: usize) -> bool {
+        // Refused before the room the harvester's work needs is taken.
+        let ok = self.budget.try_reserve_bookkeeping(bytes);
+        if ok {
+            self.held.fetch_add(bytes, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    fn give_back(self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+        self.budget.release_bytes(bytes);
+    }
+}
+
+/// The zero bucket and the pages of one slot of a distribution series.
+pub(crate) struct BucketPages {
+    zero: AtomicU64,
+    groups: [OnceLock<Box<Group>>; GROUPS],
+    /// Values no page could take, at [`MIN_SCALE`]: positive `(0, 1]` and
+    /// `(1, max]`, then the same magnitudes negative.
+    coarse: [AtomicU64; 4],
+}
+
+impl Default for BucketPages {
+    fn default() -> Self {
+        BucketPages {
+            zero: AtomicU64::new(0),
+            groups: Default::default(),
+            coarse: Default::default(),
+        }
+    }
+}
+
+/// The page key and the bucket within the page of a magnitude.
+#[inline(always)]
+fn locate(magnitude: f64, negative: bool) -> (i32, usize) {
+    let index = map_to_index(RECORD_SCALE, magnitude);
+    let key = ((index >> RECORD_SCALE) << 1) | i32::from(negative);
+    (key, (index & (PAGE_LEN as i32 - 1)) as usize)
+}
+
+/// The bucket index at [`RECORD_SCALE`] of bucket `at` of page `key`, and
+/// whether the page is on the negative side.
+fn index_of(key: i32, at: usize) -> (i32, bool) {
+    (((key >> 1) << RECORD_SCALE) + at as i32, key & 1 == 1)
+}
+
+/// The coarse bucket of a magnitude.
+fn coarse_slot(magnitude: f64, negative: bool) -> usize {
+    usize::from(magnitude > 1.0) + 2 * usize::from(negative)
+}
+
+impl BucketPages {
+    /// Counts a finite `value` in its bucket.
+    #[inline(always)]
+    pub(super) fn record(&self, value: f64, bytes: PageBytes<'_>) {
+        if value == 0.0 {
+            self.zero.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let negative = value < 0.0;
+        let magnitude = value.abs();
+        let (key, at) = locate(magnitude, negative);
+        match self.page(key, bytes) {
+            Some(counts) => counts[at].fetch_add(1, Ordering::Relaxed),
+            None => self.coarse[coarse_slot(magnitude, negative)].fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// The counters of page `key`, made if it is new and there is room.
+    #[inline(always)]
+    fn page(&self, key: i32, bytes: PageBytes<'_>) -> Option<&[AtomicU64; PAGE_LEN]> {
+        for group in &self.groups {
+            let group = match group.get() {
+                Some(group) => group,
+                None => new_group(group, bytes)?,
+            };
+            for slot in group {
+                let page = match slot.get() {
+                    Some(page) => page,
+                    None => new_page(slot, key, bytes)?,
+                };
+                if page.key == key {
+                    return Some(&page.counts);
+                }
+            }
+        }
+        None
+    }
+
+    /// Reads and resets the slot (no writer left in it) into a distribution
+    /// of `count` values with this `sum`, `min` and `max`.
+    pub(super) fn take(&self, count: u64, sum: f64, min: f64, max: f64) -> Option<Distribution> {
+        let zero_count = self.zero.swap(0, Ordering::Relaxed);
+        let mut positive: Vec<(i32, u64)> = Vec::new();
+        let mut negative: Vec<(i32, u64)> = Vec::new();
+        let pages = self.groups.iter().filter_map(OnceLock::get);
+        for page in pages.flat_map(|group| group.iter()) {
+            let Some(page) = page.get() else { continue };
+            for (at, counter) in page.counts.iter().enumerate() {
+                if counter.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                let n = counter.swap(0, Ordering::Relaxed);
+                let (index, is_negative) = index_of(page.key, at);
+                if is_negative {
+                    negative.push((index, n));
+                } else {
+                    positive.push((index, n));
+                }
+            }
+        }
+        let coarse: Vec<u64> = self
+            .coarse
+            .iter()
+            .map(|c| {
+                if c.load(Ordering::Relaxed) == 0 {
+                    0
+                } else {
+                    c.swap(0, Ordering::Relaxed)
+                }
+            })
+            .collect();
+        let scale =
+            if coarse.iter().any(|&n| n > 0) {
+                MIN_SCALE
+            } else {
+                let span = |side: &[(i32, u64)]| {
+                    let lo = side.iter().map(|&(i, _)| i).min()?;
+                    let hi = side.iter().map(|&(i, _)| i).max()?;
+                    Some((lo, hi))
+                };
+                let down = fit_change(RECORD_SCALE, span(&positive), DEFAULT_MAX_SIZE)
+                    .max(fit_change(RECORD_SCALE, span(&negative), DEFAULT_MAX_SIZE));
+                RECORD_SCALE - down as i8
+            };
+        let by = (RECORD_SCALE - scale) as u32;
+        // At MIN_SCALE, bucket -1 holds (0, 1] and bucket 0 holds (1, max].
+        positive.extend([(-1, coarse[0]), (0, coarse[1])].map(|(i, n)| (i << by, n)));
+        negative.extend([(-1, coarse[2]), (0, coarse[3])].map(|(i, n)| (i << by, n)));
+        let parts = DistributionParts {
+            scale: i32::from(scale),
+            zero_count,
+            positive: buckets_at(&positive, by)?,
+            negative: buckets_at(&negative, by)?,
+            count,
+            sum,
+            min: Some(min),
+            max: Some(max),
+        };
+        let taken = Distribution::from_parts(parts);
+        debug_assert!(taken.is_ok(), "{taken:?}");
+        taken.ok()
+    }
+}
+
+/// Bucket counts at [`RECORD_SCALE`] (`(index, count)`, any order, zero
+/// counts included) as buckets `by` steps lower.
+fn buckets_at(counts: &[(i32, u64)], by: u32) -> Option<Buckets> {
+    let mut lowered = counts
+        .iter()
+        .filter(|&&(_, n)| n > 0)
+        .map(|&(i, n)| (i >> by, n));
+    let Some((first, n)) = lowered.next() else {
+        return Some(Buckets::default());
+    };
+    let (mut lo, mut hi) = (first, first);
+    let mut all = vec![(first, n)];
+    for (i, n) in lowered {
+        lo = lo.min(i);
+        hi = hi.max(i);
+        all.push((i, n));
+    }
+    let mut dense = vec![0u64; usize::try_from(hi - lo).ok()? + 1];
+    for (i, n) in all {
+        let slot = &mut dense[(i - lo) as usize];
+        *slot = slot.saturating_add(n);
+    }
+    Buckets::new(lo, dense).ok()
+}
+
+#[cold]
+#[inline(never)]
+fn new_group<'g>(slot: &'g OnceLock<Box<Group>>, bytes: PageBytes<'_>) -> Option<&'g Group> {
+    if !bytes.try_take(GROUP_BYTES) {
+        return None;
+    }
+    let mut mine = Some(Box::new(Group::default()));
+    let group = slot.get_or_init(|| mine.take().unwrap_or_default());
+    if mine.is_some() {
+        // Another thread's group went in first.
+        bytes.give_back(GROUP_BYTES);
+    }
+    Some(group)
+}
+
+#[cold]
+#[inline(never)]
+fn new_page<'p>(slot: &'p OnceLock<Page>, key: i32, bytes: PageBytes<'_>) -> Option<&'p Page> {
+    if !bytes.try_take(PAGE_BYTES) {
+        return None;
+    }
+    let mut mine = Some(Page {
+        key,
+        counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+    });
+    let page = slot.get_or_init(|| {
+        mine.take().unwrap_or_else(|| Page {
+            key,
+            counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        })
+    });
+    if mine.is_some() {
+        // Another thread's page (perhaps of another power of two) went in
+        // first.
+        bytes.give_back(PAGE_BYTES);
+    }
+    Some(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pages() -> (BucketPages, std::sync::Arc<MemoryBudget>, AtomicUsize) {
+        (
+            BucketPages::default(),
+            MemoryBudget::new(1 << 20),
+            AtomicUsize::new(0),
+        )
+    }
+
+    /// What a plain distribution makes of the same values.
+    fn expected(values: &[f64]) -> Distribution {
+        let mut d = Distribution::new();
+        for &v in values {
+            d.record(v).unwrap();
+        }
+        d
+    }
+
+    fn taken(p: &BucketPages, values: &[f64]) -> Distribution {
+        let sum = values.iter().sum();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        p.take(values.len() as u64, sum, min, max).unwrap()
+    }
+
+    #[test]
+    fn a_wide_range_reads_as_a_distribution_that_started_at_its_scale() {
+        let (p, budget, held) = pages();
+        let bytes = PageBytes {
+            budget: &budget,
+            held: &held,
+        };
+        let values: Vec<f64> = (1..=10_000)
+            .map(|i| f64::from(i) * 0.37)
+            .chain([0.0, -2.5, -1000.0])
+            .collect();
+        for &v in &values {
+            p.record(v, bytes);
+        }
+        let d = taken(&p, &values);
+        let want = expected(&values);
+        assert_eq!(d.scale(), want.scale());
+        assert_eq!(
+            (d.positive(), d.negative()),
+            (want.positive(), want.negative())
+        );
+        assert_eq!(d.zero_count(), 1);
+        // Pages: 0.37..3700 spans 14 powers of two, and two negative ones.
+        assert_eq!(held.load(Ordering::Relaxed), budget.held_bytes());
+        assert!(budget.held_bytes() >= 16 * PAGE_BYTES + GROUP_BYTES);
+        // Read and reset: nothing left.
+        assert!(p.take(0, 0.0, 0.0, 0.0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_narrow_range_stays_at_the_record_scale() {
+        let (p, budget, held) = pages();
+        let bytes = PageBytes {
+            budget: &budget,
+            held: &held,
+        };
+        let values = [100.0, 101.0, 102.5, 110.0, 127.9];
+        for v in values {
+            p.record(v, bytes);
+        }
+        let d = taken(&p, &values);
+        assert_eq!(d.scale(), RECORD_SCALE);
+        let mut want = Distribution::new();
+        for v in values {
+            want.record(v).unwrap();
+        }
+        // A plain distribution goes higher; its buckets, lowered to the
+        // record scale, are ours.
+        assert!(want.scale() > RECORD_SCALE);
+        let mut lowered = Distribution::with_max_size(2).unwrap();
+        lowered.merge(&d).unwrap();
+        let mut want_lowered = Distribution::with_max_size(2).unwrap();
+        want_lowered.merge(&want).unwrap();
+        assert_eq!(lowered.positive(), want_lowered.positive());
+    }
+
+    #[test]
+    fn values_past_the_directory_or_the_budget_go_to_coarse_buckets() {
+        let (p, budget, held) = pages();
+        let bytes = PageBytes {
+            budget: &budget,
+            held: &held,
+        };
+        // 40 powers of two: 32 pages, then coarse buckets.
+        let values: Vec<f64> = (0..40).map(|e| 2f64.powi(e * 3) * 1.5).collect();
+        for &v in &values {
+            p.record(v, bytes);
+        }
+        assert_eq!(
+            held.load(Ordering::Relaxed),
+            MAX_PAGES * PAGE_BYTES + GROUPS * GROUP_BYTES
+        );
+        let d = taken(&p, &values);
+        assert_eq!(d.scale(), MIN_SCALE);
+        assert_eq!(d.count(), 40);
+        assert_eq!(d.positive().total(), 40);
+
+        // No budget: coarse buckets from the first value.
+        let (p, _, held) = pages();
+        let none = MemoryBudget::new(0);
+        assert!(none.try_reserve_bytes(none.limit()));
+        let bytes = PageBytes {
+            budget: &none,
+            held: &held,
+        };
+        p.record(3.0, bytes);
+        p.record(-0.5, bytes);
+        assert_eq!(held.load(Ordering::Relaxed), 0);
+        let d = taken(&p, &[3.0, -0.5]);
+        assert_eq!((d.scale(), d.count()), (MIN_SCALE, 2));
+        assert_eq!((d.positive().total(), d.negative().total()), (1, 1));
+    }
+
+    #[test]
+    fn page_keys_round_trip_at_the_edges() {
+        for v in [
+            f64::from_bits(1),
+            f64::MIN_POSITIVE,
+            0.5,
+            1.0,
+            1.0 + f64::EPSILON,
+            2.0,
+            3.0,
+            f64::MAX,
+        ] {
+            for negative in [false, true] {
+                let (key, at) = locate(v, negative);
+                assert_eq!(
+                    index_of(key, at),
+                    (map_to_index(RECORD_SCALE, v), negative),
+                    "{v}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_race_for_pages_and_lose_nothing() {
+        let (p, budget, held) = pages();
+        let values: Vec<f64> = (0..8).map(|t| 2f64.powi(t)).collect();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (p, budget, held, values) = (&p, &budget, &held, &values);
+                s.spawn(move || {
+                    let bytes = PageBytes { budget, held };
+                    for i in 0..2_000 {
+                        // Each thread walks the powers in its own order.
+                        p.record(values[(i + t * 3) % 8] * 1.1, bytes);
+                    }
+                });
+            }
+        });
+        let d = p.take(8_000, 1.0, 1.1, 140.8).unwrap();
+        assert_eq!(d.positive().total(), 8_000);
+        // Eight pages and one group kept; the losers' pages given back.
+        assert_eq!(held.load(Ordering::Relaxed), 8 * PAGE_BYTES + GROUP_BYTES);
+        assert_eq!(budget.held_bytes(), 8 * PAGE_BYTES + GROUP_BYTES);
+    }
+}
