@@ -1,10 +1,12 @@
-//! The four ingest APIs and the regions that serve them: one spelling for
+//! The ingest APIs (the four JSON APIs, and New Relic's OTLP endpoint for
+//! distributions) and the regions that serve them: one spelling for
 //! "which API" that batches, clients, harvesters, reports and the test server
 //! share. This module imports nothing else of the crate.
 
 use std::fmt;
 
-/// One of the four New Relic ingest APIs.
+/// One of New Relic's ingest APIs: the four JSON APIs, and the OTLP
+/// endpoint that takes distributions.
 ///
 /// ```
 /// use newrelic_telemetry::{Api, Region};
@@ -24,10 +26,21 @@ pub enum Api {
     Log,
     /// The Trace API: `spans` blocks, `POST /trace/v1`.
     Span,
+    /// New Relic's OTLP endpoint: OTLP/HTTP binary protobuf,
+    /// `POST /v1/metrics`, for distributions (exponential histograms). Not
+    /// one of [`Api::ALL`], the JSON APIs.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Api, Region};
+    ///
+    /// assert_eq!(Api::Otlp.endpoint(Region::Eu), "https://otlp.eu01.nr-data.net/v1/metrics");
+    /// assert_eq!(Api::from_path("/v1/metrics"), Some(Api::Otlp));
+    /// ```
+    Otlp,
 }
 
 impl Api {
-    /// The four APIs, in this order.
+    /// The four JSON APIs, in this order ([`Api::Otlp`] is apart).
     ///
     /// ```
     /// use newrelic_telemetry::Api;
@@ -37,7 +50,8 @@ impl Api {
     /// ```
     pub const ALL: [Api; 4] = [Api::Metric, Api::Event, Api::Log, Api::Span];
 
-    /// A short name for logs and reports: `metric`, `event`, `log`, `span`.
+    /// A short name for logs and reports: `metric`, `event`, `log`, `span`,
+    /// `otlp`.
     ///
     /// ```
     /// use newrelic_telemetry::Api;
@@ -50,6 +64,7 @@ impl Api {
             Api::Event => "event",
             Api::Log => "log",
             Api::Span => "span",
+            Api::Otlp => "otlp",
         }
     }
 
@@ -67,6 +82,7 @@ impl Api {
             Api::Event => "/v1/accounts/events",
             Api::Log => "/log/v1",
             Api::Span => "/trace/v1",
+            Api::Otlp => "/v1/metrics",
         }
     }
 
@@ -101,11 +117,15 @@ impl Api {
             }
             (Region::FedRamp, Api::Log) => "https://gov-log-api.newrelic.com/log/v1",
             (Region::FedRamp, Api::Span) => "https://gov-trace-api.newrelic.com/trace/v1",
+            (Region::Us, Api::Otlp) => "https://otlp.nr-data.net/v1/metrics",
+            (Region::Eu, Api::Otlp) => "https://otlp.eu01.nr-data.net/v1/metrics",
+            (Region::FedRamp, Api::Otlp) => "https://gov-otlp.nr-data.net/v1/metrics",
         }
     }
 
     /// The key of the items' array in a payload block (`metrics`, `logs`,
-    /// `spans`), or `None` for the Event API, whose payload is a flat array.
+    /// `spans`), or `None` for the Event API, whose payload is a flat array,
+    /// and for OTLP (protobuf).
     ///
     /// ```
     /// use newrelic_telemetry::Api;
@@ -119,6 +139,7 @@ impl Api {
             Api::Event => None,
             Api::Log => Some("logs"),
             Api::Span => Some("spans"),
+            Api::Otlp => None,
         }
     }
 
@@ -131,7 +152,10 @@ impl Api {
     /// assert_eq!(Api::from_path("/"), None);
     /// ```
     pub fn from_path(path: &str) -> Option<Api> {
-        Api::ALL.into_iter().find(|api| api.path() == path)
+        Api::ALL
+            .into_iter()
+            .chain([Api::Otlp])
+            .find(|api| api.path() == path)
     }
 }
 

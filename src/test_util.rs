@@ -91,6 +91,8 @@ pub struct ScriptedResponse {
     headers: Vec<(String, String)>,
     delay: Duration,
     close: bool,
+    /// An OTLP answer's partial success: points refused, and why.
+    partial_success: Option<(u64, String)>,
 }
 
 impl ScriptedResponse {
@@ -118,6 +120,7 @@ impl ScriptedResponse {
             headers: Vec::new(),
             delay: Duration::ZERO,
             close: false,
+            partial_success: None,
         }
     }
 
@@ -193,6 +196,41 @@ impl ScriptedResponse {
         self.delay = delay;
         self
     }
+
+    /// An OTLP metrics export answered 200 with a `partial_success` that
+    /// refuses `rejected` points for `message` (the points still show in
+    /// [`TestIngestServer::distributions`]: the server read them).
+    ///
+    /// ```
+    /// use newrelic_telemetry::client::{Client, DropReason, Otlp};
+    /// use newrelic_telemetry::distribution::{Distribution, DistributionPoint};
+    /// use newrelic_telemetry::test_util::{ScriptedResponse, TestIngestServer};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// server.respond_to_otlp_metrics(ScriptedResponse::otlp_partial_success(1, "too old"));
+    /// let client = Client::<Otlp>::builder("test-key").endpoint(server.otlp_metrics_url()).build()?;
+    /// let mut d = Distribution::new();
+    /// d.record(3.0)?;
+    /// let points: Vec<_> = ["a", "b"]
+    ///     .map(|name| DistributionPoint::new(name, d.clone(), Duration::from_secs(5)))
+    ///     .into();
+    /// let err = client.send_batch(points, Default::default()).await.unwrap_err();
+    /// assert!(matches!(
+    ///     err.report().first_drop_reason(),
+    ///     Some(DropReason::PartiallyRejected { message }) if message == "too old"
+    /// ));
+    /// assert_eq!((client.stats().items_sent, client.stats().items_dropped_rejected), (1, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn otlp_partial_success(rejected: u64, message: impl Into<String>) -> Self {
+        ScriptedResponse {
+            partial_success: Some((rejected, message.into())),
+            ..ScriptedResponse::status(200)
+        }
+    }
 }
 
 /// A request the server received, decoded.
@@ -218,9 +256,9 @@ impl ScriptedResponse {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ReceivedRequest {
-    /// The API its path named: `None` for OTLP metrics (`/v1/metrics`,
-    /// [`is_otlp_metrics`](Self::is_otlp_metrics)) and for an unknown path,
-    /// answered 404.
+    /// The API its path named (`Api::Otlp` for OTLP metrics,
+    /// [`is_otlp_metrics`](Self::is_otlp_metrics)); `None` for an unknown
+    /// path, answered 404.
     pub api: Option<Api>,
     /// The HTTP method.
     pub method: String,
@@ -337,12 +375,12 @@ impl ReceivedRequest {
     /// assert_eq!(answer.status(), 200);
     /// let request = &server.requests()[0];
     /// assert!(request.is_otlp_metrics());
-    /// assert_eq!(request.api, None);
+    /// assert_eq!(request.api, Some(newrelic_telemetry::Api::Otlp));
     /// assert_eq!(request.body["resourceMetrics"], serde_json::json!([]));
     /// # Ok(()) }
     /// ```
     pub fn is_otlp_metrics(&self) -> bool {
-        self.api.is_none() && self.path == otlp::METRICS_PATH
+        self.api == Some(Api::Otlp)
     }
 }
 
@@ -1375,7 +1413,7 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, CloseConnection> {
     let received_at = tokio::time::Instant::now();
     let api = Api::from_path(request.uri().path());
-    let is_otlp = api.is_none() && request.uri().path() == otlp::METRICS_PATH;
+    let is_otlp = api == Some(Api::Otlp);
     let (parts, body) = request.into_parts();
     let raw = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -1444,7 +1482,7 @@ async fn handle(
     let status = match (&script, api, &otlp_read) {
         (Some(s), _, _) if s.close => 0,
         (Some(s), _, _) => s.status,
-        (None, None, Some(read)) => {
+        (None, _, Some(read)) => {
             let (status, message) = otlp_status(&parts, raw.len(), max_body, read);
             refusal = message;
             status
@@ -1464,10 +1502,19 @@ async fn handle(
     let body = match (status, api, &otlp_read) {
         // OTLP: an ExportMetricsServiceResponse, empty on full success; a
         // google.rpc.Status when the server refuses on its own.
-        (200..=299, _, Some(read)) => {
-            let rejected = read.as_ref().map(|e| &e.rejected[..]).unwrap_or(&[]);
-            otlp::encode_response(partial_success(rejected).as_ref())
-        }
+        (200..=299, _, Some(read)) => match script.as_ref().and_then(|s| s.partial_success.clone())
+        {
+            Some((rejected_data_points, error_message)) => {
+                otlp::encode_response(Some(&PartialSuccess {
+                    rejected_data_points,
+                    error_message,
+                }))
+            }
+            None => {
+                let rejected = read.as_ref().map(|e| &e.rejected[..]).unwrap_or(&[]);
+                otlp::encode_response(partial_success(rejected).as_ref())
+            }
+        },
         (_, _, Some(_)) => match refusal {
             Some(message) => {
                 let code = match status {
@@ -1748,7 +1795,7 @@ mod tests {
         assert_eq!(requests.len(), 2);
         for request in &requests {
             assert!(request.is_otlp_metrics());
-            assert_eq!((request.api, request.status), (None, 200));
+            assert_eq!((request.api, request.status), (Some(Api::Otlp), 200));
             assert_eq!(request.header("api-key"), Some("test-key"));
             let rm = &request.body["resourceMetrics"][0];
             assert_eq!(rm["resource"]["attributes"]["service.name"], "checkout");

@@ -45,26 +45,34 @@ pub(crate) struct Prepared {
 
 /// What the attempts at one payload came to.
 enum Attempted {
-    Accepted(StatusCode),
+    Accepted(StatusCode, Option<Refused>),
     TooLarge,
     Dropped(DropReason),
 }
 
 /// How one answer is handled, per the ingest contract.
 enum Answer {
-    Accepted(StatusCode),
+    Accepted(StatusCode, Option<Refused>),
     Reject(StatusCode),
     TooLarge,
     RetryAfter(Option<Duration>),
     Retry(AttemptFailure),
 }
 
-fn classify(result: Result<(StatusCode, Option<Duration>), reqwest::Error>) -> Answer {
+/// Items of an accepted payload that the answer says were refused (OTLP's
+/// partial success), and why.
+type Refused = (usize, String);
+
+/// An answer: its status, `Retry-After`, and what an accepted payload's
+/// answer says was refused.
+type Answered = (StatusCode, Option<Duration>, Option<Refused>);
+
+fn classify(result: Result<Answered, reqwest::Error>) -> Answer {
     match result {
-        Ok((status, _)) if status.is_success() => Answer::Accepted(status),
+        Ok((status, _, refused)) if status.is_success() => Answer::Accepted(status, refused),
         // The contract's "drop" statuses, and redirects: the ingest APIs never
         // redirect, and following one would carry the key to another host.
-        Ok((status, _))
+        Ok((status, _, _))
             if status.is_redirection()
                 || matches!(
                     status.as_u16(),
@@ -73,9 +81,9 @@ fn classify(result: Result<(StatusCode, Option<Duration>), reqwest::Error>) -> A
         {
             Answer::Reject(status)
         }
-        Ok((StatusCode::PAYLOAD_TOO_LARGE, _)) => Answer::TooLarge,
-        Ok((StatusCode::TOO_MANY_REQUESTS, retry_after)) => Answer::RetryAfter(retry_after),
-        Ok((status, _)) => Answer::Retry(AttemptFailure::Status(status)),
+        Ok((StatusCode::PAYLOAD_TOO_LARGE, _, _)) => Answer::TooLarge,
+        Ok((StatusCode::TOO_MANY_REQUESTS, retry_after, _)) => Answer::RetryAfter(retry_after),
+        Ok((status, _, _)) => Answer::Retry(AttemptFailure::Status(status)),
         Err(e) if e.is_timeout() => Answer::Retry(AttemptFailure::Timeout),
         Err(e) => Answer::Retry(AttemptFailure::Connection(ConnectionError::new(e))),
     }
@@ -278,9 +286,27 @@ impl<K: Kind> Sender<K> {
         let mut stack = vec![payload];
         while let Some(payload) = stack.pop() {
             let (attempted, attempts) = self.attempt(&payload).await;
-            let (n, bytes, request_id) = (payload.len(), payload.body.len(), payload.request_id);
+            let (mut n, bytes, request_id) =
+                (payload.len(), payload.body.len(), payload.request_id);
             let outcome = match attempted {
-                Attempted::Accepted(status) => {
+                Attempted::Accepted(status, refused) => {
+                    if let Some((refused, message)) = refused.filter(|(r, _)| *r > 0) {
+                        // The refused part gets a report of its own.
+                        let report = PayloadReport {
+                            api: K::API,
+                            request_id: Some(request_id),
+                            items: refused,
+                            bytes: 0,
+                            attempts,
+                            outcome: PayloadOutcome::Dropped(DropReason::PartiallyRejected {
+                                message,
+                            }),
+                        };
+                        self.report_drop(&report);
+                        reports.push(report);
+                        resolved.fetch_add(refused, Ordering::Relaxed);
+                        n -= refused;
+                    }
                     self.counters.sent(n, bytes);
                     PayloadOutcome::Accepted { status }
                 }
@@ -292,7 +318,7 @@ impl<K: Kind> Sender<K> {
                         items = n,
                         "413 from the API; splitting the payload in two"
                     );
-                    match payload.split().await {
+                    match payload.split(K::SEPARATOR.len()).await {
                         Ok([first, second]) => {
                             stack.push(second);
                             stack.push(first);
@@ -336,7 +362,9 @@ impl<K: Kind> Sender<K> {
         loop {
             attempts += 1;
             let (wait, failure) = match classify(self.post(payload, deadline).await) {
-                Answer::Accepted(status) => return (Attempted::Accepted(status), attempts),
+                Answer::Accepted(status, refused) => {
+                    return (Attempted::Accepted(status, refused), attempts);
+                }
                 Answer::Reject(status) => {
                     return (
                         Attempted::Dropped(DropReason::Rejected { status }),
@@ -380,7 +408,7 @@ impl<K: Kind> Sender<K> {
         &self,
         payload: &Payload,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<(StatusCode, Option<Duration>), reqwest::Error> {
+    ) -> Result<Answered, reqwest::Error> {
         let mut timeout = self.timeout;
         if let Some(deadline) = deadline {
             timeout = timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
@@ -415,8 +443,10 @@ impl<K: Kind> Sender<K> {
         }
         if !status.is_success() {
             tracing::debug!(api = K::API.name(), %status, body = %String::from_utf8_lossy(&body), "non-success answer");
+            return Ok((status, retry_after, None));
         }
-        Ok((status, retry_after))
+        let refused = K::refused_in_answer(&body, payload.len());
+        Ok((status, retry_after, refused))
     }
 
     /// Counts a drop, logs it at ERROR with the number of items lost, and

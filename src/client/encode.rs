@@ -85,7 +85,7 @@ impl Payload {
     /// The body is decompressed a slice at a time and each byte routed to the
     /// half it belongs to (the opening and closing bytes to both), so the
     /// JSON is never held whole.
-    pub(crate) async fn split(self) -> std::io::Result<[Payload; 2]> {
+    pub(crate) async fn split(self, separator: usize) -> std::io::Result<[Payload; 2]> {
         let n = self.starts.len();
         let at = n / 2;
         if at == 0 {
@@ -95,8 +95,8 @@ impl Payload {
         }
         let first_start = self.starts[0] as usize;
         let second_start = self.starts[at] as usize;
-        // The comma between the halves belongs to neither.
-        let first_end = second_start - 1;
+        // The separator between the halves belongs to neither.
+        let first_end = second_start - separator;
         let close_at = self.close_at as usize;
         let shift = (second_start - first_start) as u32;
         let mut halves = [
@@ -341,7 +341,7 @@ where
         while let Some(item) = self.items.peek() {
             let mark = run.slice.len();
             if !run.starts.is_empty() {
-                run.slice.push(b',');
+                run.slice.extend_from_slice(K::SEPARATOR);
             }
             let start = run.written + run.slice.len();
             if let Err(e) = K::write_item(item.borrow(), &self.common, &mut run.slice) {
@@ -574,7 +574,7 @@ mod tests {
         let mut parts = payloads(events(101), usize::MAX).await;
         let payload = parts.pop().unwrap();
         let id = payload.request_id;
-        let [a, b] = payload.split().await.unwrap();
+        let [a, b] = payload.split(1).await.unwrap();
         assert_eq!((a.len(), b.len()), (50, 51));
         assert!(a.request_id != id && b.request_id != id && a.request_id != b.request_id);
         let seqs: Vec<_> = [a, b]
@@ -588,8 +588,8 @@ mod tests {
     #[tokio::test]
     async fn a_split_part_splits_again() {
         let payload = payloads(events(9), usize::MAX).await.pop().unwrap();
-        let [a, _] = payload.split().await.unwrap();
-        let [c, d] = a.split().await.unwrap();
+        let [a, _] = payload.split(1).await.unwrap();
+        let [c, d] = a.split(1).await.unwrap();
         assert_eq!((c.len(), d.len()), (2, 2));
         assert_eq!(json_of(&d.body)[1]["seq"], 3);
     }

@@ -1,8 +1,10 @@
 //! The four ingest APIs as types: what each one carries and how its payload
 //! looks on the wire.
 
+use super::otlp;
 use crate::api::Api;
 use crate::common::{Common, WireCommon};
+use crate::distribution::DistributionPoint;
 use crate::error::RecordError;
 use crate::event::{Event, EventWithCommon};
 use crate::log::Log;
@@ -53,14 +55,34 @@ pub struct Logs;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Spans;
 
+/// New Relic's OTLP endpoint, for distributions: each
+/// [`DistributionPoint`] goes as an OTLP exponential histogram point (delta
+/// temporality) in binary protobuf, gzipped, with the key in `api-key`
+/// (whatever [`KeyHeader`](super::KeyHeader) is set: the endpoint reads no
+/// other). The batch's common attributes are the points' resource
+/// attributes. An answer whose `partial_success` rejects points counts
+/// them as dropped ([`DropReason::PartiallyRejected`](super::DropReason::PartiallyRejected)).
+///
+/// ```
+/// use newrelic_telemetry::client::{Client, Otlp};
+/// use newrelic_telemetry::Region;
+///
+/// let client = Client::<Otlp>::builder("key").build().unwrap();
+/// assert_eq!(client.endpoint(), "https://otlp.nr-data.net/v1/metrics");
+/// let eu = Client::<Otlp>::builder("key").region(Region::Eu).build().unwrap();
+/// assert_eq!(eu.endpoint(), "https://otlp.eu01.nr-data.net/v1/metrics");
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Otlp;
+
 /// The kind of [`ClientSettings`](super::ClientSettings): no API of its own,
 /// the settings shared by the four clients a
 /// [`Telemetry`](crate::Telemetry) builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AllApis {}
 
-/// One of the four ingest APIs: [`Metrics`], [`Events`], [`Logs`] or
-/// [`Spans`]. Sealed; it ties a client to the items of its API.
+/// One of the ingest APIs: [`Metrics`], [`Events`], [`Logs`], [`Spans`]
+/// or [`Otlp`]. Sealed; it ties a client to the items of its API.
 ///
 /// ```
 /// use newrelic_telemetry::client::{Client, Kind, Logs, Spans};
@@ -81,6 +103,16 @@ pub trait Kind: private::Sealed + Send + Sync + 'static {
     const API: Api;
     #[doc(hidden)]
     const DATA_FORMAT_HEADERS: bool = false;
+    /// The payload's `Content-Type`.
+    #[doc(hidden)]
+    const CONTENT_TYPE: &'static str = "application/json";
+    /// The header the key must travel in, whatever the client's
+    /// `KeyHeader`; `None`: the one it names.
+    #[doc(hidden)]
+    const KEY_HEADER: Option<&'static str> = None;
+    /// What goes between two items.
+    #[doc(hidden)]
+    const SEPARATOR: &'static [u8] = b",";
     /// Writes what comes before the first item: `[{"common":...,"<key>":[`,
     /// or `[` for the Event API.
     #[doc(hidden)]
@@ -97,6 +129,12 @@ pub trait Kind: private::Sealed + Send + Sync + 'static {
     /// passed. `None`: validate it in full.
     #[doc(hidden)]
     fn prevalidated(_item: &Self::Item) -> Option<Result<u64, RecordError>> {
+        None
+    }
+    /// Of an accepted payload of `items`, how many the answer's body says
+    /// were refused, and why (OTLP's partial success); `None`: all taken.
+    #[doc(hidden)]
+    fn refused_in_answer(_body: &[u8], _items: usize) -> Option<(usize, String)> {
         None
     }
 }
@@ -184,6 +222,53 @@ impl Kind for Logs {
     }
     fn write_item(item: &Log, _common: &Common, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, item)
+    }
+}
+
+impl private::Sealed for Otlp {}
+
+impl Kind for Otlp {
+    type Item = DistributionPoint;
+    const API: Api = Api::Otlp;
+    const CONTENT_TYPE: &'static str = otlp::CONTENT_TYPE;
+    const KEY_HEADER: Option<&'static str> = Some(otlp::API_KEY_HEADER);
+    // Concatenated `resource_metrics` entries make one request.
+    const SEPARATOR: &'static [u8] = b"";
+    const CLOSE: &'static [u8] = b"";
+    fn write_open(_common: &Common, _out: &mut Vec<u8>) -> serde_json::Result<()> {
+        Ok(())
+    }
+    fn write_item(
+        point: &DistributionPoint,
+        common: &Common,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        let resource = otlp::OtlpResource {
+            attributes: common.attributes(),
+            service_name: None,
+        };
+        otlp::write_point_entry(out, &resource, point);
+        Ok(())
+    }
+    fn refused_in_answer(body: &[u8], items: usize) -> Option<(usize, String)> {
+        match otlp::decode_response(body) {
+            Ok(Some(partial)) if partial.has_rejections() => Some((
+                usize::try_from(partial.rejected_data_points)
+                    .unwrap_or(usize::MAX)
+                    .min(items),
+                partial.error_message,
+            )),
+            Ok(Some(partial)) if !partial.error_message.is_empty() => {
+                tracing::warn!(api = Api::Otlp.name(), message = %partial.error_message, "the OTLP endpoint accepted every point, with a warning");
+                None
+            }
+            Ok(_) => None,
+            Err(e) => {
+                // A 2xx is final: the points were taken.
+                tracing::debug!(api = Api::Otlp.name(), error = %e, "could not read the OTLP answer's body");
+                None
+            }
+        }
     }
 }
 

@@ -97,7 +97,7 @@ pub use delivery::MAX_PAYLOAD_BYTES;
 pub(crate) use delivery::{Prepared, Sender};
 pub use encode::encode_payload;
 pub(crate) use encode::{Encoded, Payload, PayloadEncoder};
-pub use kind::{AllApis, Events, Kind, Logs, Metrics, Spans};
+pub use kind::{AllApis, Events, Kind, Logs, Metrics, Otlp, Spans};
 pub use report::{
     AttemptFailure, ConnectionError, DropReason, PayloadOutcome, PayloadReport, SendReport,
 };
@@ -1022,8 +1022,11 @@ impl<K: Kind> ClientBuilder<K> {
             KeyHeader::ApiKey => "api-key",
             KeyHeader::LicenseKey => "x-license-key",
         };
-        headers.insert(HeaderName::from_static(key_header), key);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            HeaderName::from_static(K::KEY_HEADER.unwrap_or(key_header)),
+            key,
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(K::CONTENT_TYPE));
         headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         headers.insert(USER_AGENT, user_agent(&c.version_info)?);
         if K::DATA_FORMAT_HEADERS {

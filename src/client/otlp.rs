@@ -48,6 +48,7 @@ use crate::attributes::{Attributes, Value};
 use crate::common::{COLLECTOR_NAME, COLLECTOR_VERSION};
 use crate::distribution::{
     Buckets as DistributionBuckets, Distribution, DistributionError, DistributionParts,
+    DistributionPoint,
 };
 
 /// The `Content-Type` of an OTLP/HTTP binary protobuf request.
@@ -288,6 +289,49 @@ impl RequestEncoder {
         close_message(&mut self.buf, self.resource_metrics_at);
         self.buf
     }
+}
+
+/// Appends one point as a whole `resource_metrics` entry of an
+/// `ExportMetricsServiceRequest`: its resource, the scope, and a metric of
+/// one exponential-histogram point. Protobuf appends a repeated field's
+/// entries from concatenated messages, so a request is any run of these
+/// (each complete, its length known as it is written), which lets the
+/// client stream points into gzip and cut a payload between any two, as it
+/// does items of the JSON APIs. The repeated resource and scope cost a few
+/// bytes each once compressed.
+pub(crate) fn write_point_entry(
+    buf: &mut Vec<u8>,
+    resource: &OtlpResource<'_>,
+    point: &DistributionPoint,
+) {
+    let exponential = ExponentialPoint::from_distribution(
+        point.distribution(),
+        point.shared_attributes().clone(),
+        point.start_ms().saturating_mul(1_000_000),
+        point.end_ms().saturating_mul(1_000_000),
+    );
+    // ExportMetricsServiceRequest.resource_metrics = 1
+    put_message(buf, 1, |buf| {
+        // ResourceMetrics.resource = 1
+        put_message(buf, 1, |buf| encode_resource(buf, resource));
+        // ResourceMetrics.scope_metrics = 2
+        put_message(buf, 2, |buf| {
+            // ScopeMetrics.scope = 1
+            put_message(buf, 1, |buf| {
+                put_string(buf, 1, SCOPE_NAME);
+                put_string(buf, 2, COLLECTOR_VERSION);
+            });
+            // ScopeMetrics.metrics = 2
+            put_message(buf, 2, |buf| {
+                put_string(buf, 1, point.name());
+                // Metric.exponential_histogram = 10
+                put_message(buf, 10, |buf| {
+                    put_message(buf, 1, |buf| encode_point(buf, &exponential));
+                    put_varint_field(buf, 2, AGGREGATION_TEMPORALITY_DELTA);
+                });
+            });
+        });
+    });
 }
 
 fn encode_resource(buf: &mut Vec<u8>, resource: &OtlpResource<'_>) {

@@ -58,6 +58,12 @@ pub enum DropReason {
         /// The encoder's message.
         message: String,
     },
+    /// The API accepted the payload but refused some of its items in its
+    /// answer (OTLP's `partial_success`: its `rejected_data_points`).
+    PartiallyRejected {
+        /// Why, as the API said it.
+        message: String,
+    },
 }
 
 impl DropReason {
@@ -123,6 +129,9 @@ impl fmt::Display for DropReason {
                 f.write_str("shutdown deadline reached before delivery")
             }
             DropReason::Encoding { message } => write!(f, "could not encode: {message}"),
+            DropReason::PartiallyRejected { message } => {
+                write!(f, "refused by the API in an accepted payload: {message}")
+            }
         }
     }
 }

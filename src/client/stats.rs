@@ -39,7 +39,8 @@ crate::counters::counters! {
         /// Items refused before sending because they broke an API rule.
         items_dropped_invalid,
         /// Items dropped because the API rejected their payload (400, 401, 403,
-        /// 404, 405, 409, 410, 411).
+        /// 404, 405, 409, 410, 411), or refused them in its answer to an
+        /// accepted one (OTLP's partial success).
         items_dropped_rejected,
         /// Items dropped because a payload of one item was still too large.
         items_dropped_too_large,
@@ -97,7 +98,9 @@ impl DeliveryCounters {
     pub(crate) fn dropped(&self, reason: &DropReason, items: usize) {
         let counter = match reason {
             DropReason::Invalid(_) => &self.items_dropped_invalid,
-            DropReason::Rejected { .. } => &self.items_dropped_rejected,
+            DropReason::Rejected { .. } | DropReason::PartiallyRejected { .. } => {
+                &self.items_dropped_rejected
+            }
             DropReason::TooLarge { .. } => &self.items_dropped_too_large,
             DropReason::RetriesExhausted { .. } => &self.items_dropped_retries_exhausted,
             DropReason::QueueFull => &self.items_dropped_queue_full,
