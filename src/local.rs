@@ -178,6 +178,7 @@ impl LocalEndpoint {
             .event_endpoint(self.url(Api::Event))
             .log_endpoint(self.url(Api::Log))
             .span_endpoint(self.url(Api::Span))
+            .otlp_endpoint(self.url(Api::Otlp))
     }
 
     /// Every request received so far, in order, each with its body gunzipped

@@ -745,6 +745,7 @@ impl TestIngestServer {
             .event_endpoint(self.event_url())
             .log_endpoint(self.log_url())
             .span_endpoint(self.span_url())
+            .otlp_endpoint(self.otlp_metrics_url())
     }
 
     /// Answers the next request (to any API) as `response`. Scripts queue up

@@ -440,3 +440,76 @@ fn a_harvester_spawned_by_hand_ships_distributions() {
         assert_eq!(server.distributions().len(), 1);
     });
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_telemetry_starts_its_distribution_pipeline_when_first_needed() {
+    let server = server().await;
+    let telemetry = server
+        .telemetry_builder()
+        .service_name("checkout")
+        .build()
+        .unwrap();
+    assert_eq!(
+        telemetry.endpoints().distributions,
+        server.otlp_metrics_url()
+    );
+    telemetry.metrics().record_count("orders", 1, ()).await;
+    assert!(telemetry.stats().distributions.is_none());
+
+    let latency = telemetry
+        .metrics()
+        .distribution("latency", ())
+        .await
+        .unwrap();
+    for ms in 1..=50 {
+        latency.record(f64::from(ms));
+    }
+    support::eventually(Duration::from_secs(10), || {
+        telemetry.stats().distributions.is_some()
+    })
+    .await;
+    let report = telemetry.shutdown().await;
+    let distributions = report
+        .distributions
+        .clone()
+        .expect("the fifth pipeline ran");
+    assert_eq!(distributions.api, Api::Otlp);
+    assert_eq!(distributions.delivery.items_sent, 1);
+    assert_eq!(report.items_sent(), 2); // the count and the distribution
+    let received = server.distributions();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].distribution.count(), 50);
+    assert_eq!(
+        received[0].resource.get("service.name"),
+        Some(&"checkout".into())
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_telemetry_with_no_distribution_never_calls_the_otlp_endpoint() {
+    let server = server().await;
+    let telemetry = server.telemetry_builder().build().unwrap();
+    telemetry.metrics().record_summary("latency", 3.0, ()).await;
+    let report = telemetry.shutdown().await;
+    assert!(report.distributions.is_none());
+    assert_eq!(report.items_sent(), 1);
+    assert!(server.requests().iter().all(|r| r.api != Some(Api::Otlp)));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn distributions_recorded_just_before_shutdown_are_sent() {
+    let server = server().await;
+    let telemetry = server.telemetry_builder().build().unwrap();
+    // No harvest has run: the pipeline starts as the stop begins.
+    telemetry
+        .metrics()
+        .record_distribution("late", 9.0, ())
+        .await;
+    let report = telemetry.shutdown().await;
+    assert_eq!(
+        report.distributions.as_ref().map(|r| r.delivery.items_sent),
+        Some(1)
+    );
+    assert_eq!(server.distributions()[0].name, "late");
+    assert_eq!(report.items_dropped(), 0);
+}

@@ -28,7 +28,7 @@ use crate::harvester::DEFAULT_SHUTDOWN_TIMEOUT;
 /// | on or off | [`enabled`](Self::enabled) | `NEW_RELIC_ENABLED` (`true`, `false`) | on |
 /// | key | [`api_key`](Self::api_key) | `NEW_RELIC_API_KEY`, then `NEW_RELIC_LICENSE_KEY` | none: an error (unless off, or [`require_api_key(false)`](Self::require_api_key): off with a WARN) |
 /// | region | [`region`](Self::region) | `NEW_RELIC_REGION` (`US`, `EU`, `FEDRAMP`) | EU for `eu01xx` keys, else US |
-/// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ... | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_SPAN_API_URL` (no path: the API's path is appended) | the region's |
+/// | endpoints | [`metric_endpoint`](Self::metric_endpoint), ..., [`otlp_endpoint`](Self::otlp_endpoint) | `NEW_RELIC_METRIC_API_URL`, `NEW_RELIC_EVENT_API_URL`, `NEW_RELIC_LOG_API_URL`, `NEW_RELIC_SPAN_API_URL`, `NEW_RELIC_OTLP_API_URL` (no path: the API's path is appended) | the region's |
 /// | harvest interval | [`harvest_interval`](Self::harvest_interval) | `NEW_RELIC_HARVEST_INTERVAL` (seconds, 0.001 to 86,400) | 5 s |
 /// | service name | [`service_name`](Self::service_name) | `NEW_RELIC_SERVICE_NAME`, then `OTEL_SERVICE_NAME` | none |
 /// | common attributes | [`common_attributes`](Self::common_attributes) (wins key by key, `service.name` included) | `NEW_RELIC_COMMON_ATTRIBUTES` (`k=v,k2=v2`; a service name from the variables above wins over its `service.name`) | none |
@@ -305,6 +305,30 @@ impl TelemetryBuilder {
     #[must_use = "builder methods return the changed builder"]
     pub fn span_endpoint(mut self, url: impl Into<String>) -> Self {
         self.code.endpoints.spans = Some(url.into());
+        self
+    }
+
+    /// New Relic's OTLP endpoint, where distributions go (a URL with no
+    /// path means that host's `/v1/metrics`).
+    ///
+    /// ```
+    /// use newrelic_telemetry::Telemetry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let no_env: [(&str, &str); 0] = [];
+    /// let telemetry = Telemetry::builder()
+    ///     .environment(no_env)
+    ///     .api_key("key")
+    ///     .otlp_endpoint("http://localhost:4318")
+    ///     .build()?;
+    /// assert_eq!(telemetry.endpoints().distributions, "http://localhost:4318/v1/metrics");
+    /// # telemetry.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn otlp_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.code.otlp_endpoint = Some(url.into());
         self
     }
 

@@ -265,6 +265,24 @@ pub const COMMON_ATTRIBUTES: &str = "NEW_RELIC_COMMON_ATTRIBUTES";
 /// ```
 pub const TRACE_SAMPLE_RATIO: &str = "NEW_RELIC_TRACE_SAMPLE_RATIO";
 
+/// `NEW_RELIC_OTLP_API_URL`: a URL for New Relic's OTLP endpoint, where
+/// distributions go, as [`METRIC_API_URL`] is for the Metric API (no path:
+/// that host's `/v1/metrics`).
+///
+/// ```
+/// use newrelic_telemetry::{Telemetry, env};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let telemetry = Telemetry::builder()
+///     .environment([(env::API_KEY, "key"), (env::OTLP_API_URL, "http://127.0.0.1:4318")])
+///     .build()?;
+/// assert_eq!(telemetry.endpoints().distributions, "http://127.0.0.1:4318/v1/metrics");
+/// # telemetry.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub const OTLP_API_URL: &str = "NEW_RELIC_OTLP_API_URL";
+
 /// A key that is never sent, for a disabled `Telemetry` given none.
 const DISABLED_KEY: &str = "telemetry-disabled";
 
@@ -325,6 +343,7 @@ pub(super) struct FromCode {
     pub(super) region: Option<Region>,
     pub(super) harvest_interval: Option<Duration>,
     pub(super) endpoints: PerApi<Option<String>>,
+    pub(super) otlp_endpoint: Option<String>,
     pub(super) service_name: Option<Arc<str>>,
     pub(super) trace_sample_ratio: Option<f64>,
 }
@@ -338,6 +357,7 @@ impl std::fmt::Debug for FromCode {
             .field("region", &self.region)
             .field("harvest_interval", &self.harvest_interval)
             .field("endpoints", &self.endpoints)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .field("service_name", &self.service_name)
             .field("trace_sample_ratio", &self.trace_sample_ratio)
             .finish()
@@ -354,6 +374,8 @@ pub(super) struct Config {
     pub(super) harvest_interval: Duration,
     /// An endpoint for each API, or `None` for the region's.
     pub(super) endpoints: PerApi<Option<String>>,
+    /// The OTLP endpoint, or `None` for the region's.
+    pub(super) otlp_endpoint: Option<String>,
     pub(super) service_name: Option<Arc<str>>,
     /// From [`COMMON_ATTRIBUTES`]; code's attributes are laid over them.
     pub(super) common_attributes: Attributes,
@@ -381,6 +403,7 @@ impl Config {
         let region = region(code.region, source, &api_key)?;
         let harvest_interval = harvest_interval(code.harvest_interval, source)?;
         let endpoints = endpoints(&code.endpoints, source)?;
+        let otlp_endpoint = endpoint(code.otlp_endpoint.clone(), OTLP_API_URL, Api::Otlp, source)?;
         let service_name = code
             .service_name
             .clone()
@@ -392,6 +415,7 @@ impl Config {
             region,
             harvest_interval,
             endpoints,
+            otlp_endpoint,
             service_name,
             common_attributes: common_attributes(source)?,
             trace_sample_ratio: trace_sample_ratio(code.trace_sample_ratio, source)?,
@@ -542,22 +566,31 @@ fn endpoints(
 ) -> Result<PerApi<Option<String>>, ConfigError> {
     code.clone()
         .zip(URL_VARIABLES.zip(API))
-        .try_map(
-            |(code, (variable, api))| match (code, source.get(variable)) {
-                (Some(url), _) => Ok(Some(url)),
-                // The client parses it again, with the same function: a URL with
-                // no path gets the API's path there, whether from code or here.
-                (None, Some(url)) => match parse_endpoint(&url, api) {
-                    Ok(_) => Ok(Some(url)),
-                    Err(_) => Err(invalid(
-                        variable,
-                        &url,
-                        "an absolute http:// or https:// URL",
-                    )),
-                },
-                (None, None) => Ok(None),
-            },
-        )
+        .try_map(|(code, (variable, api))| endpoint(code, variable, api, source))
+}
+
+/// An API's URL from code, else from `variable` (checked to be an absolute
+/// `http(s)` URL), else `None`.
+fn endpoint(
+    code: Option<String>,
+    variable: &'static str,
+    api: Api,
+    source: &Source,
+) -> Result<Option<String>, ConfigError> {
+    match (code, source.get(variable)) {
+        (Some(url), _) => Ok(Some(url)),
+        // The client parses it again, with the same function: a URL with no
+        // path gets the API's path there, whether from code or here.
+        (None, Some(url)) => match parse_endpoint(&url, api) {
+            Ok(_) => Ok(Some(url)),
+            Err(_) => Err(invalid(
+                variable,
+                &url,
+                "an absolute http:// or https:// URL",
+            )),
+        },
+        (None, None) => Ok(None),
+    }
 }
 
 fn invalid(name: &'static str, value: &str, expected: &'static str) -> ConfigError {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::Lifecycle;
 use super::per_api::PerApi;
+use super::pipelines::DistributionPipeline;
 use crate::batch::{EventBatch, LogBatch, MetricBatch, RecordStats, SpanBatch};
 use crate::client::DeliveryStats;
 use crate::harvester::{HarvestReport, Harvester, PipelineStats};
@@ -60,6 +61,8 @@ pub(super) struct Parts {
     pub(super) logs: Arc<LogBatch>,
     pub(super) spans: Arc<SpanBatch>,
     pub(super) harvesters: PerApi<Harvester>,
+    /// The fifth pipeline, of the metric batch's distributions.
+    pub(super) distributions: Arc<DistributionPipeline>,
     /// The public stop token (a child of the builder's): cancelling it runs
     /// the ordered stop, through the watcher task.
     pub(super) stop: CancellationToken,
@@ -136,6 +139,8 @@ pub struct Endpoints {
     pub logs: String,
     /// The Trace API's URL.
     pub spans: String,
+    /// The OTLP endpoint's URL, where distributions go.
+    pub distributions: String,
 }
 
 /// How the four harvesters of a [`Telemetry`] ended.
@@ -167,6 +172,9 @@ pub struct TelemetryReport {
     pub logs: HarvestReport,
     /// The span harvester's report.
     pub spans: HarvestReport,
+    /// The distributions' harvester's report (OTLP); `None` if nothing
+    /// recorded a distribution, so that the pipeline never started.
+    pub distributions: Option<HarvestReport>,
     /// What the tracing layers made by
     /// [`Telemetry::tracing_layer`] counted (all zeros without one): spans
     /// and logs dropped before they reached a batch are in
@@ -208,6 +216,9 @@ pub struct TelemetryStats {
     pub logs: PipelineStats,
     /// The span pipeline.
     pub spans: PipelineStats,
+    /// The distributions' pipeline (OTLP); `None` until something records
+    /// a distribution.
+    pub distributions: Option<PipelineStats>,
     /// What the tracing layers made by [`Telemetry::tracing_layer`] counted.
     #[cfg(feature = "tracing-layer")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
@@ -224,8 +235,8 @@ struct Totals {
 }
 
 impl Totals {
-    fn of(
-        pipelines: [(&DeliveryStats, &RecordStats); 4],
+    fn of<'a>(
+        pipelines: impl IntoIterator<Item = (&'a DeliveryStats, &'a RecordStats)>,
         #[cfg(feature = "tracing-layer")] layer: &LayerStats,
     ) -> Totals {
         let mut totals = Totals {
@@ -251,8 +262,10 @@ impl Totals {
 }
 
 impl TelemetryStats {
-    fn all(&self) -> [&PipelineStats; 4] {
+    fn all(&self) -> impl Iterator<Item = &PipelineStats> {
         [&self.metrics, &self.events, &self.logs, &self.spans]
+            .into_iter()
+            .chain(&self.distributions)
     }
 
     fn totals(&self) -> Totals {
@@ -265,12 +278,12 @@ impl TelemetryStats {
 
     /// Bytes the four pipelines hold in memory now.
     pub fn held_bytes(&self) -> usize {
-        self.all().iter().map(|p| p.memory.held_bytes).sum()
+        self.all().map(|p| p.memory.held_bytes).sum()
     }
 
     /// Items the four pipelines hold now (recorded, not yet sent or dropped).
     pub fn held_items(&self) -> usize {
-        self.all().iter().map(|p| p.memory.held_items).sum()
+        self.all().map(|p| p.memory.held_items).sum()
     }
 
     /// Items sent so far by the four pipelines.
@@ -324,8 +337,10 @@ impl TelemetryStats {
 }
 
 impl TelemetryReport {
-    fn all(&self) -> [&HarvestReport; 4] {
+    fn all(&self) -> impl Iterator<Item = &HarvestReport> {
         [&self.metrics, &self.events, &self.logs, &self.spans]
+            .into_iter()
+            .chain(&self.distributions)
     }
 
     fn totals(&self) -> Totals {
@@ -390,7 +405,7 @@ impl TelemetryReport {
     /// # Ok(()) }
     /// ```
     pub fn deadline_exceeded(&self) -> bool {
-        self.all().iter().any(|r| r.deadline_exceeded)
+        self.all().any(|r| r.deadline_exceeded)
     }
 
     /// Items refused before they reached a batch's buffer: by the batches
@@ -580,6 +595,12 @@ impl Telemetry {
             events: h.events.pipeline_stats(),
             logs: h.logs.pipeline_stats(),
             spans: h.spans.pipeline_stats(),
+            distributions: self
+                .inner
+                .0
+                .distributions
+                .harvester()
+                .map(Harvester::pipeline_stats),
             #[cfg(feature = "tracing-layer")]
             layer: self.inner.0.lifecycle.layers.stats(),
         }
@@ -601,7 +622,13 @@ impl Telemetry {
     /// # Ok(()) }
     /// ```
     pub fn harvest_now(&self) {
-        for harvester in self.inner.0.harvesters.iter() {
+        let parts = &self.inner.0;
+        for harvester in parts.harvesters.iter() {
+            harvester.harvest_now();
+        }
+        // Its harvest takes what the metric harvest hands it: the metric
+        // batch asks for it at each flush that does.
+        if let Some(harvester) = parts.distributions.harvester() {
             harvester.harvest_now();
         }
     }
@@ -660,11 +687,19 @@ impl Telemetry {
     pub async fn join(&self) -> TelemetryReport {
         let parts = &self.inner.0;
         let h = &parts.harvesters;
-        let (mut metrics, mut events, mut logs, mut spans) = tokio::join!(
+        let distributions = async {
+            parts.distributions.settled().await;
+            match parts.distributions.harvester() {
+                Some(harvester) => Some(harvester.join().await),
+                None => None,
+            }
+        };
+        let (mut metrics, mut events, mut logs, mut spans, mut distributions) = tokio::join!(
             h.metrics.join(),
             h.events.join(),
             h.logs.join(),
-            h.spans.join()
+            h.spans.join(),
+            distributions
         );
         // Refusals go on after the end (a recording into a closed batch):
         // count them up to now.
@@ -672,11 +707,15 @@ impl Telemetry {
         events.record = parts.events.record_stats();
         logs.record = parts.logs.record_stats();
         spans.record = parts.spans.record_stats();
+        if let Some(report) = &mut distributions {
+            report.record = parts.metrics.distributions().record_stats();
+        }
         TelemetryReport {
             metrics,
             events,
             logs,
             spans,
+            distributions,
             #[cfg(feature = "tracing-layer")]
             layer: parts.lifecycle.layers.stats(),
         }

@@ -1,6 +1,9 @@
-//! Assembly of the four pipelines, once the configuration is resolved: one
-//! set of client settings and one HTTP client for four clients, four batches
-//! sharing the common attributes, and four harvesters on one token.
+//! Assembly of the pipelines, once the configuration is resolved: one set
+//! of client settings and one HTTP client for five clients, four batches
+//! sharing the common attributes, and four harvesters on one token; the
+//! fifth pipeline, of the metric batch's distributions, starts when the
+//! first distribution series is made and stops after the metric pipeline's
+//! last flush.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use crate::batch::{
     Batch, BatchItem, EventBatch, ItemBatch, LogBatch, MetricBatch, SeriesLimits, SpanBatch,
 };
 use crate::client::{
-    AllApis, Client, ClientSettings, Events, Kind, Logs, Metrics, Spans, sdk_http_client,
+    AllApis, Client, ClientSettings, Events, Kind, Logs, Metrics, Otlp, Spans, sdk_http_client,
 };
 use crate::error::ConfigError;
 use crate::harvester::Harvester;
@@ -44,7 +47,7 @@ pub(super) fn start(
 ) -> Result<Telemetry, ConfigError> {
     let client_settings = client_settings(&config, configure_clients).disabled(!config.enabled);
     let client_settings = with_shared_http_client(client_settings)?;
-    let clients = Clients::new(&client_settings, config.endpoints)?;
+    let clients = Clients::new(&client_settings, config.endpoints, config.otlp_endpoint)?;
     let endpoints = clients.endpoints();
     let batches = Batches::new(
         settings.common_attributes,
@@ -58,13 +61,22 @@ pub(super) fn start(
         interval: config.harvest_interval,
         shutdown_timeout: settings.shutdown_timeout,
     };
+    let otlp = clients.otlp.clone();
     let harvesters = spawn_harvesters(&batches, clients, timing, &lifecycle.harvesters);
+    let distributions = Arc::new(DistributionPipeline::new());
     let stop = settings
         .parent
         .as_ref()
         .map_or_else(CancellationToken::new, CancellationToken::child_token);
     let runtime = tokio::runtime::Handle::current();
     runtime.spawn(watch(stop.clone(), lifecycle.clone()));
+    runtime.spawn(run_distributions(
+        distributions.clone(),
+        batches.metrics.clone(),
+        otlp,
+        timing,
+        lifecycle.harvesters.clone(),
+    ));
     Ok(Telemetry::from_parts(Parts {
         enabled: config.enabled,
         endpoints,
@@ -73,6 +85,7 @@ pub(super) fn start(
         logs: batches.logs,
         spans: batches.spans,
         harvesters,
+        distributions,
         stop,
         lifecycle,
         runtime,
@@ -116,12 +129,13 @@ fn with_shared_http_client(mut settings: ClientSettings) -> Result<ClientSetting
     Ok(settings.http_client(sdk_http_client(proxy)?))
 }
 
-/// The four clients.
+/// The five clients.
 struct Clients {
     metrics: Client<Metrics>,
     events: Client<Events>,
     logs: Client<Logs>,
     spans: Client<Spans>,
+    otlp: Client<Otlp>,
 }
 
 impl Clients {
@@ -130,12 +144,14 @@ impl Clients {
     fn new(
         settings: &ClientSettings,
         endpoints: PerApi<Option<String>>,
+        otlp_endpoint: Option<String>,
     ) -> Result<Clients, ConfigError> {
         Ok(Clients {
             metrics: client(settings, endpoints.metrics)?,
             events: client(settings, endpoints.events)?,
             logs: client(settings, endpoints.logs)?,
             spans: client(settings, endpoints.spans)?,
+            otlp: client(settings, otlp_endpoint)?,
         })
     }
 
@@ -145,6 +161,7 @@ impl Clients {
             events: self.events.endpoint().to_owned(),
             logs: self.logs.endpoint().to_owned(),
             spans: self.spans.endpoint().to_owned(),
+            distributions: self.otlp.endpoint().to_owned(),
         }
     }
 }
@@ -230,6 +247,79 @@ fn spawn_harvesters(
         events: spawn_harvester(batches.events.clone(), clients.events, timing, token),
         logs: spawn_harvester(batches.logs.clone(), clients.logs, timing, token),
         spans: spawn_harvester(batches.spans.clone(), clients.spans, timing, token),
+    }
+}
+
+/// The pipeline of the metric batch's distributions: its harvester, once
+/// started, and whether it is known yet if it will start.
+pub(super) struct DistributionPipeline {
+    harvester: std::sync::OnceLock<Harvester>,
+    /// `true` once the harvester is started, or known never to be.
+    settled: tokio::sync::watch::Sender<bool>,
+}
+
+impl DistributionPipeline {
+    fn new() -> Self {
+        DistributionPipeline {
+            harvester: std::sync::OnceLock::new(),
+            settled: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Its harvester, if it started.
+    pub(super) fn harvester(&self) -> Option<&Harvester> {
+        self.harvester.get()
+    }
+
+    /// Completes once it is known whether the harvester runs: at once when
+    /// it does, else when the telemetry stops without distributions.
+    pub(super) async fn settled(&self) {
+        let mut settled = self.settled.subscribe();
+        // The sender lives in `self`: `wait_for` cannot fail.
+        let _ = settled.wait_for(|s| *s).await;
+    }
+}
+
+/// Starts the distributions' harvester when the metric batch makes its
+/// first distribution series (or, if one is made while stopping, after the
+/// metric pipeline's last flush), and stops it after that flush, which
+/// hands it the last points.
+async fn run_distributions(
+    pipeline: Arc<DistributionPipeline>,
+    metrics: Arc<MetricBatch>,
+    client: Client<Otlp>,
+    timing: Timing,
+    stopping: CancellationToken,
+) {
+    // Settled however this task ends: dropped with its runtime too.
+    let _settled = Settled(pipeline.clone());
+    let made = tokio::select! {
+        biased;
+        () = metrics.distributions_made() => true,
+        () = stopping.cancelled() => false,
+    };
+    if !made {
+        // A distribution series may still be made until the last flush.
+        let _ = tokio::time::timeout(timing.shutdown_timeout, metrics.last_flush_done()).await;
+        if !metrics.distributions_used() {
+            return;
+        }
+    }
+    let token = CancellationToken::new();
+    let harvester = spawn_harvester(metrics.distributions().clone(), client, timing, &token);
+    let _ = pipeline.harvester.set(harvester);
+    pipeline.settled.send_replace(true);
+    stopping.cancelled().await;
+    let _ = tokio::time::timeout(timing.shutdown_timeout, metrics.last_flush_done()).await;
+    token.cancel();
+}
+
+/// Marks the pipeline settled when dropped.
+struct Settled(Arc<DistributionPipeline>);
+
+impl Drop for Settled {
+    fn drop(&mut self) {
+        self.0.settled.send_replace(true);
     }
 }
 

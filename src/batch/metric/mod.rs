@@ -150,6 +150,9 @@ pub struct MetricBatch {
     /// A distribution series was made: the distributions need a pipeline.
     distributions_used: AtomicBool,
     distributions_made: Notify,
+    /// Cancelled once a harvest of the closed batch has put its last
+    /// points into `distributions`: their harvester may stop.
+    last_flush: tokio_util::sync::CancellationToken,
     /// A disabled `Telemetry`'s batch: recording by name does nothing.
     off: bool,
 }
@@ -564,6 +567,7 @@ impl MetricBatchBuilder {
             distributions: Arc::new(distributions.build()),
             distributions_used: AtomicBool::new(false),
             distributions_made: Notify::new(),
+            last_flush: tokio_util::sync::CancellationToken::new(),
             off: self.off,
         }
     }
@@ -1060,9 +1064,20 @@ impl MetricBatch {
     /// Completes once the batch holds (or has held) a distribution series:
     /// when a `Telemetry` starts the distributions' pipeline. One waiter.
     pub(crate) async fn distributions_made(&self) {
-        while !self.distributions_used.load(Ordering::Relaxed) {
+        while !self.distributions_used() {
             self.distributions_made.notified().await;
         }
+    }
+
+    /// Whether the batch holds (or has held) a distribution series.
+    pub(crate) fn distributions_used(&self) -> bool {
+        self.distributions_used.load(Ordering::Relaxed)
+    }
+
+    /// Completes once a harvest of the closed batch (its harvester's last)
+    /// has put its last points into [`distributions`](Self::distributions).
+    pub(crate) async fn last_flush_done(&self) {
+        self.last_flush.cancelled().await;
     }
 }
 
@@ -1707,7 +1722,11 @@ impl MetricBatch {
         } else {
             Release::Idle
         };
-        self.drain(release).await
+        let taken = self.drain(release).await;
+        if release == Release::All {
+            self.last_flush.cancel();
+        }
+        taken
     }
 
     /// What the pipeline holds in memory now (this batch's series, and what
