@@ -121,7 +121,8 @@ fn port() -> Result<u16, Box<dyn std::error::Error>> {
 struct Received {
     /// The sum of the `http.server.requests` counts.
     requests_counted: u64,
-    /// The `http.server.duration.ms` observations.
+    /// The `http.server.duration.ms` observations (distributions, which
+    /// arrive over OTLP).
     requests_timed: u64,
     /// Request spans (`span.kind: server`).
     server_spans: usize,
@@ -137,8 +138,6 @@ impl From<&LocalEndpoint> for Received {
                 for metric in block["metrics"].as_array().into_iter().flatten() {
                     if metric["name"] == "http.server.requests" {
                         received.requests_counted += metric["value"].as_f64().unwrap_or(0.0) as u64;
-                    } else if metric["name"] == "http.server.duration.ms" {
-                        received.requests_timed += metric["value"]["count"].as_u64().unwrap_or(0);
                     }
                 }
                 for span in block["spans"].as_array().into_iter().flatten() {
@@ -150,6 +149,12 @@ impl From<&LocalEndpoint> for Received {
                 }
             }
         }
+        received.requests_timed = local
+            .distributions()
+            .iter()
+            .filter(|d| d.name == "http.server.duration.ms")
+            .map(|d| d.distribution.count())
+            .sum();
         received
     }
 }

@@ -18,7 +18,8 @@
 //! 3. the backend's middleware continues that trace: its root span's
 //!    `parent.id` is the frontend's client span; its handler logs and works
 //!    in a child span, and records the price with `metrics::histogram!`
-//!    (a summary in New Relic).
+//!    (a distribution in New Relic, with percentiles, as is each service's
+//!    request latency).
 //!
 //! With no `NEW_RELIC_API_KEY` both services send to one local ingest
 //! endpoint, and the program prints each request's trace as that endpoint
@@ -425,16 +426,31 @@ mod tests {
             .filter(|m| m["name"] == "checkout.carts" && m["attributes"]["priced"] == "true")
             .filter_map(|m| m["value"].as_f64())
             .sum();
-        let prices: u64 = metrics
-            .iter()
-            .filter(|m| m["name"] == "price.cents" && m["type"] == "summary")
-            .filter_map(|m| m["value"]["count"].as_u64())
-            .sum();
+        // Histograms and the middleware's latencies arrive as
+        // distributions, over OTLP, by service.
+        let distributions = local.distributions();
+        let count = |name: &str, service: &str| -> u64 {
+            distributions
+                .iter()
+                .filter(|d| {
+                    d.name == name && d.resource.get("service.name") == Some(&service.into())
+                })
+                .map(|d| d.distribution.count())
+                .sum()
+        };
+        let prices = count("price.cents", "backend");
         assert_eq!(
             (carts, prices),
             (REQUESTS as f64, REQUESTS as u64),
             "{metrics:?}"
         );
+        for service in ["frontend", "backend"] {
+            assert_eq!(
+                count("http.server.duration.ms", service),
+                REQUESTS as u64,
+                "{service}: {distributions:?}"
+            );
+        }
         let distinct: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), REQUESTS, "one trace per request");
     }

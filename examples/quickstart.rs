@@ -38,17 +38,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .local_endpoint(local.as_ref())
         .build()?;
 
-    // Metrics aggregate in the batch: three requests become one count.
+    // Metrics aggregate in the batch: a count per route, whatever the
+    // number of requests, and a distribution of their durations, from which
+    // New Relic reads percentiles (it goes over OTLP).
     let metrics = telemetry.metrics();
-    for (route, ms) in [("/checkout", 120.0), ("/checkout", 80.0), ("/cart", 35.0)] {
+    for i in 0..200u32 {
+        let (route, ms) = match i % 4 {
+            0 => ("/cart", 20.0 + f64::from(i % 13)),
+            _ => ("/checkout", 60.0 + f64::from(i * 37 % 90)),
+        };
         metrics
             .record_count("http.requests", 1.0, [("route", route)])
             .await;
         metrics
-            .record_summary("http.duration.ms", ms, [("route", route)])
+            .record_distribution("http.duration.ms", ms, [("route", route)])
+            .await;
+    }
+    // Three slow checkouts (2%): p99 shows them, p90 does not.
+    for ms in [2_100.0, 2_400.0, 2_600.0] {
+        metrics
+            .record_distribution("http.duration.ms", ms, [("route", "/checkout")])
             .await;
     }
     metrics.record_gauge("queue.depth", 7.0, ()).await;
+    metrics
+        .record_summary("payment.amount", 42.5, [("currency", "EUR")])
+        .await;
 
     telemetry
         .events()
@@ -85,7 +100,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.items_sent(),
         report.items_dropped(),
         [&report.metrics, &report.events, &report.logs, &report.spans]
-            .iter()
+            .into_iter()
+            .chain(&report.distributions)
             .map(|r| r.delivery.payloads_sent)
             .sum::<u64>()
     );
@@ -100,6 +116,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 request.header("x-request-id").unwrap_or("-")
             );
             println!("{}", serde_json::to_string_pretty(&request.body)?);
+        }
+        // Distributions, decoded from their OTLP protobuf, with the
+        // percentiles read from their buckets.
+        println!("\n== distributions (OTLP), percentiles from their buckets");
+        for distribution in local.distributions() {
+            println!("{distribution}");
         }
     }
     if report.items_dropped() > 0 {

@@ -24,6 +24,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use newrelic_telemetry::distribution::Distribution;
 use newrelic_telemetry::local::LocalEndpoint;
 use newrelic_telemetry::middleware::HttpServerLayer;
 use newrelic_telemetry::{Event, Telemetry, TelemetryReport, shutdown_signal};
@@ -112,13 +113,27 @@ fn port() -> Result<u16, Box<dyn std::error::Error>> {
     }
 }
 
-/// What the local endpoint received, summed.
+/// What the local endpoint received, summed, and the requests' latency
+/// percentiles read from the distributions that arrived.
 fn print_received(local: &LocalEndpoint) {
     let received = Received::from(local);
     println!(
-        "local endpoint: {} requests counted, {} order events, {} logs, {} spans",
-        received.requests_counted, received.orders, received.logs, received.spans
+        "local endpoint: {} requests counted, {} timed, {} order events, {} logs, {} spans",
+        received.requests_counted,
+        received.requests_timed,
+        received.orders,
+        received.logs,
+        received.spans
     );
+    let mut latency = Distribution::new();
+    for d in local.distributions() {
+        if d.name == "http.server.duration.ms" {
+            let _ = latency.merge(&d.distribution);
+        }
+    }
+    if let (Some(p50), Some(p99)) = (latency.quantile(0.5), latency.quantile(0.99)) {
+        println!("request time: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
 }
 
 /// What a local endpoint received, in the service's terms.
@@ -126,6 +141,9 @@ fn print_received(local: &LocalEndpoint) {
 struct Received {
     /// The sum of the `http.server.requests` counts.
     requests_counted: u64,
+    /// The `http.server.duration.ms` observations (distributions, which
+    /// arrive over OTLP).
+    requests_timed: u64,
     /// `OrderPlaced` events.
     orders: usize,
     /// Log records.
@@ -154,6 +172,12 @@ impl From<&LocalEndpoint> for Received {
                 }
             }
         }
+        received.requests_timed = local
+            .distributions()
+            .iter()
+            .filter(|d| d.name == "http.server.duration.ms")
+            .map(|d| d.distribution.count())
+            .sum();
         received
     }
 }
@@ -254,6 +278,7 @@ mod tests {
             Received::from(&local),
             Received {
                 requests_counted: n,
+                requests_timed: n,
                 orders: ORDERS + 1,
                 logs: ORDERS + 1,
                 spans: GETS + ORDERS + 1,

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | counter (`increment`, `absolute`) | count | the increase over the interval |
 //! | gauge (`set`, `increment`, `decrement`) | gauge | the last value, once set: at the time it was set, or, in an interval it was not written to, at the harvest's time (as an exporter that is scraped shows it) |
-//! | histogram (`record`) | summary | count, sum, min and max |
+//! | histogram (`record`) | distribution (or summary) | the values' count, sum, min, max and exponential buckets, from which New Relic reads percentiles; with [`HistogramKind::Summary`](crate::batch::HistogramKind::Summary), count, sum, min and max |
 //!
 //! A key's labels become string attributes, checked by the same rules as any
 //! other metric's: a series refused (a reserved or too long attribute, a bad
@@ -18,7 +18,8 @@
 //! units (`describe_counter!` and the like) are ignored, and so is the
 //! metadata (target, level) of the call site.
 //!
-//! Each key is bound once to a [`CounterHandle`], [`GaugeHandle`] or [`SummaryHandle`]
+//! Each key is bound once to a [`CounterHandle`], [`GaugeHandle`],
+//! [`DistributionHandle`] or [`SummaryHandle`]
 //! of the batch, kept in a `metrics_util` registry; so recording into a
 //! series that exists takes a read lock on a registry shard and a lock-free
 //! write, and allocates nothing. A series registered through the facade
@@ -49,9 +50,10 @@
 //! assert_eq!(find("jobs.done")["value"], 3.0);
 //! assert_eq!(find("jobs.done")["attributes"]["queue"], "mail");
 //! assert_eq!(find("jobs.waiting")["value"], 7.0);
-//! assert_eq!(find("job.ms")["type"], "summary");
-//! assert_eq!(find("job.ms")["value"]["count"], 2);
-//! assert_eq!(find("job.ms")["value"]["max"], 30.0);
+//! // Histograms are distributions, sent over OTLP.
+//! let job = &server.distributions()[0];
+//! assert_eq!(job.name, "job.ms");
+//! assert_eq!((job.distribution.count(), job.distribution.max()), (2, Some(30.0)));
 //! # Ok(()) }
 //! ```
 
@@ -65,7 +67,10 @@ use metrics_util::registry::{Registry, Storage};
 use tokio::runtime::Handle;
 
 use crate::attributes::{AsAttributes, ValueRef};
-use crate::batch::{CounterHandle, GaugeHandle, MetricBatch, SummaryHandle};
+use crate::batch::{
+    CounterHandle, DistributionHandle, GaugeHandle, HistogramKind, MetricBatch, SummaryHandle,
+};
+use crate::distribution::Distribution;
 use crate::error::RecordError;
 use crate::metric::Summary;
 
@@ -233,7 +238,7 @@ impl Binder {
 impl Storage<Key> for Binder {
     type Counter = Arc<Series<CounterHandle>>;
     type Gauge = Arc<Series<GaugeHandle>>;
-    type Histogram = Arc<Series<SummaryHandle>>;
+    type Histogram = Arc<Series<HistogramHandle>>;
 
     fn counter(&self, key: &Key) -> Self::Counter {
         self.make(key)
@@ -507,51 +512,72 @@ impl GaugeFn for Series<GaugeHandle> {
     }
 }
 
-impl Bind for SummaryHandle {
+/// What a facade histogram binds to: a distribution, or a summary where the
+/// batch keeps histograms as summaries.
+enum HistogramHandle {
+    Distribution(DistributionHandle),
+    Summary(SummaryHandle),
+}
+
+impl Bind for HistogramHandle {
     type State = ();
-    /// The observations not yet recorded.
-    type Held = Option<Summary>;
+    /// The observations not yet recorded (finite ones only: others would
+    /// spoil the rest).
+    type Held = Option<Distribution>;
 
     fn try_bind(
         batch: &MetricBatch,
         name: &str,
         labels: Labels<'_>,
     ) -> Result<Option<Self>, RecordError> {
-        batch.try_summary(name, &labels)
+        Ok(match batch.histograms() {
+            HistogramKind::Summary => batch.try_summary(name, &labels)?.map(Self::Summary),
+            _ => batch
+                .try_distribution(name, &labels)?
+                .map(Self::Distribution),
+        })
     }
 
-    fn bind<'a>(
+    async fn bind<'a>(
         batch: &'a MetricBatch,
         name: &'a str,
         labels: Labels<'a>,
-    ) -> impl Future<Output = Result<Self, RecordError>> + Send + 'a {
-        batch.summary(name, labels)
+    ) -> Result<Self, RecordError> {
+        Ok(match batch.histograms() {
+            HistogramKind::Summary => Self::Summary(batch.summary(name, labels).await?),
+            _ => Self::Distribution(batch.distribution(name, labels).await?),
+        })
     }
 
-    fn release(&self, _: &(), held: Option<Summary>) {
-        if let Some(summary) = held {
-            self.merge(&summary);
+    fn release(&self, _: &(), held: Option<Distribution>) {
+        let Some(held) = held else { return };
+        match self {
+            HistogramHandle::Distribution(d) => d.merge(&held),
+            HistogramHandle::Summary(s) => {
+                if let (Some(min), Some(max)) = (held.min(), held.max()) {
+                    s.merge(&Summary::new(held.count(), held.sum(), min, max));
+                }
+            }
         }
     }
 }
 
-/// Adds observations to what is held before binding. Values that are not
-/// finite are not held (they would spoil the rest).
-fn hold_summary(held: &mut Option<Summary>, summary: Summary) {
-    if !summary.sum.is_finite() || !summary.min.is_finite() {
-        return;
-    }
-    match held {
-        Some(h) => h.merge(&summary),
-        None => *held = Some(summary),
-    }
+/// Adds `count` observations of `value` to what is held before binding.
+fn hold(held: &mut Option<Distribution>, value: f64, count: u64) {
+    // A value that is not finite, or a sum that would not be, is left out.
+    let _ = held
+        .get_or_insert_with(Distribution::new)
+        .record_n(value, count);
 }
 
-impl HistogramFn for Series<SummaryHandle> {
+impl HistogramFn for Series<HistogramHandle> {
     fn record(&self, value: f64) {
         self.write(
-            |summary| summary.record(value),
-            |held| hold_summary(held, Summary::from_value(value)),
+            |histogram| match histogram {
+                HistogramHandle::Distribution(d) => d.record(value),
+                HistogramHandle::Summary(s) => s.record(value),
+            },
+            |held| hold(held, value, 1),
         );
     }
 
@@ -560,10 +586,14 @@ impl HistogramFn for Series<SummaryHandle> {
             return;
         }
         let count = count as u64;
-        let many = Summary::new(count, value * count as f64, value, value);
         self.write(
-            |summary| summary.merge(&many),
-            |held| hold_summary(held, many),
+            |histogram| match histogram {
+                HistogramHandle::Distribution(d) => d.record_many(value, count),
+                HistogramHandle::Summary(s) => {
+                    s.merge(&Summary::new(count, value * count as f64, value, value));
+                }
+            },
+            |held| hold(held, value, count),
         );
     }
 }
@@ -577,7 +607,13 @@ mod tests {
     /// binds the series later, and what was recorded meanwhile lands.
     #[tokio::test(flavor = "current_thread")]
     async fn a_series_whose_shard_is_busy_is_bound_by_a_task_and_loses_nothing() {
-        let batch = Arc::new(MetricBatch::new());
+        for kind in [HistogramKind::Distribution, HistogramKind::Summary] {
+            busy_shard_binds_later(kind).await;
+        }
+    }
+
+    async fn busy_shard_binds_later(histograms: HistogramKind) {
+        let batch = Arc::new(MetricBatch::builder().histograms(histograms).build());
         let recorder = NewRelicRecorder::new(batch.clone(), Handle::current());
         let held = batch.hold_shards();
         metrics::with_local_recorder(&recorder, || {
@@ -585,8 +621,8 @@ mod tests {
             metrics::counter!("late.count").absolute(10); // total 2 -> 10
             metrics::gauge!("late.gauge").set(3.0);
             metrics::gauge!("late.gauge").increment(1.5);
-            metrics::histogram!("late.summary").record(4.0);
-            metrics::histogram!("late.summary").record_many(1.0, 3);
+            metrics::histogram!("late.histogram").record(4.0);
+            metrics::histogram!("late.histogram").record_many(1.0, 3);
         });
         assert_eq!(
             batch.series_count(),
@@ -607,13 +643,35 @@ mod tests {
         });
 
         let (metrics, _) = batch.flush().await;
-        assert_eq!(metrics.len(), 3);
+        let (points, _) = batch.distributions().flush().await;
+        let summaries = histograms == HistogramKind::Summary;
+        assert_eq!(metrics.len(), if summaries { 3 } else { 2 });
+        assert_eq!(points.len(), if summaries { 0 } else { 1 });
         for metric in &metrics {
             match metric {
                 Metric::Count(c) => assert_eq!(c.value(), 15.0),
                 Metric::Gauge(g) => assert_eq!(g.value(), 4.5),
                 Metric::Summary(s) => assert_eq!(s.summary(), Summary::new(4, 7.0, 1.0, 4.0)),
             }
+        }
+        if let Some(point) = points.first() {
+            // What was held, merged whole: the same as recorded directly.
+            let mut direct = Distribution::new();
+            for v in [4.0, 1.0, 1.0, 1.0] {
+                direct.record(v).unwrap();
+            }
+            let d = point.distribution();
+            assert_eq!(
+                (d.count(), d.sum(), d.min(), d.max()),
+                (4, 7.0, Some(1.0), Some(4.0))
+            );
+            assert_eq!(d.scale(), 6);
+            let mut lowered = Distribution::with_max_size(2).unwrap();
+            lowered.merge(&direct).unwrap();
+            let mut got = Distribution::with_max_size(2).unwrap();
+            got.merge(d).unwrap();
+            assert_eq!(got, lowered);
+            assert_eq!(d.quantile(0.5).map(|p| (p - 1.0).abs() < 0.01), Some(true));
         }
         assert_eq!(batch.record_stats(), crate::batch::RecordStats::default());
     }

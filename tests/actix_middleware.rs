@@ -18,7 +18,7 @@ use actix_web::error::ErrorForbidden;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use newrelic_telemetry::Telemetry;
 use newrelic_telemetry::middleware::ActixMiddleware;
-use newrelic_telemetry::test_util::TestIngestServer;
+use newrelic_telemetry::test_util::{ReceivedDistribution, TestIngestServer};
 use newrelic_telemetry::tracing_layer::{LayerStats, current_trace_context};
 use serde_json::Value as Json;
 use tracing_subscriber::filter::LevelFilter;
@@ -39,6 +39,8 @@ const PARENT_ID: &str = "00f067aa0ba902b7";
 struct Received {
     spans: Vec<Json>,
     metrics: Vec<Json>,
+    /// Request durations arrive as distributions, over OTLP.
+    distributions: Vec<ReceivedDistribution>,
     logs: Vec<Json>,
     layer: LayerStats,
 }
@@ -189,6 +191,7 @@ impl Service {
         Received {
             spans: self.ingest.spans(),
             metrics: self.ingest.metrics(),
+            distributions: self.ingest.distributions(),
             logs: self.ingest.logs(),
             layer: report.layer,
         }
@@ -268,10 +271,11 @@ fn requests_counted(metrics: &[Json]) -> f64 {
 }
 
 /// The number of `http.server.duration.ms` observations.
-fn requests_timed(metrics: &[Json]) -> u64 {
-    metric(metrics, "http.server.duration.ms")
+fn requests_timed(distributions: &[ReceivedDistribution]) -> u64 {
+    distributions
         .iter()
-        .map(|m| m["value"]["count"].as_u64().expect("a summary"))
+        .filter(|d| d.name == "http.server.duration.ms")
+        .map(|d| d.distribution.count())
         .sum()
 }
 
@@ -447,15 +451,16 @@ async fn routes_are_patterns_and_spans_carry_http_attributes() {
             "{path} in the metrics"
         );
     }
-    let durations = metric(&received.metrics, "http.server.duration.ms");
-    let get_orders_time = durations
+    let get_orders_time = received
+        .distributions
         .iter()
-        .find(|m| {
-            m["attributes"]["http.route"] == "/orders/{id}"
-                && m["attributes"]["http.request.method"] == "GET"
+        .find(|d| {
+            d.name == "http.server.duration.ms"
+                && d.attributes.get("http.route") == Some(&"/orders/{id}".into())
+                && d.attributes.get("http.request.method") == Some(&"GET".into())
         })
-        .expect("a duration summary");
-    assert_eq!(get_orders_time["value"]["count"], 3);
+        .expect("a duration distribution");
+    assert_eq!(get_orders_time.distribution.count(), 3);
 
     assert_server_span(&received.spans, "/orders/{id}", "/orders/22");
     let unrouted = spans_named(&received.spans, "GET")[0];
@@ -548,7 +553,7 @@ async fn counts_are_exact_after_shutdown() {
     let received = service.stop().await;
 
     assert_eq!(requests_counted(&received.metrics), N as f64);
-    assert_eq!(requests_timed(&received.metrics), N as u64);
+    assert_eq!(requests_timed(&received.distributions), N as u64);
     assert_eq!(server_spans(&received.spans).len(), N);
     // Every route's count is its share.
     let requests = metric(&received.metrics, "http.server.requests");
@@ -604,7 +609,7 @@ async fn requests_served_by_every_worker_are_recorded() {
     let received = service.stop().await;
 
     assert_eq!(requests_counted(&received.metrics), N as f64);
-    assert_eq!(requests_timed(&received.metrics), N as u64);
+    assert_eq!(requests_timed(&received.distributions), N as u64);
     let roots = server_spans(&received.spans);
     assert_eq!(roots.len(), N);
     let loads = spans_named(&received.spans, "load order");

@@ -1,12 +1,13 @@
 //! The `metrics` facade recorder, end to end on a loopback ingest server:
 //! counters sent as the increase per interval, gauges as their last value,
-//! histograms as summaries, labels as attributes; refusals counted; the
-//! global recorder installed once.
+//! histograms as distributions (or, when asked, summaries), labels as
+//! attributes; refusals counted; the global recorder installed once.
 
 use std::time::Duration;
 
+use newrelic_telemetry::batch::HistogramKind;
 use newrelic_telemetry::test_util::TestIngestServer;
-use newrelic_telemetry::{Telemetry, TelemetryBuilder};
+use newrelic_telemetry::{Api, Telemetry, TelemetryBuilder};
 use serde_json::Value as Json;
 
 mod support;
@@ -19,9 +20,13 @@ fn builder(server: &TestIngestServer) -> TelemetryBuilder {
     server.telemetry_builder().harvest_interval(INTERVAL)
 }
 
-/// The metrics of the `n`th metric request the server received.
+/// The metrics of the `n`th Metric API request the server received.
 fn request_metrics(server: &TestIngestServer, n: usize) -> Vec<Json> {
-    let requests = server.requests();
+    let requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.api == Some(Api::Metric))
+        .collect();
     let body = &requests[n].body;
     body[0]["metrics"].as_array().cloned().unwrap_or_default()
 }
@@ -36,7 +41,11 @@ fn find<'a>(metrics: &'a [Json], name: &str) -> &'a Json {
 #[tokio::test(start_paused = true)]
 async fn three_kinds_across_two_intervals() {
     let server = server().await;
-    let telemetry = builder(&server).service_name("facade").build().unwrap();
+    let telemetry = builder(&server)
+        .service_name("facade")
+        .histograms(HistogramKind::Summary)
+        .build()
+        .unwrap();
     let recorder = telemetry.metrics_recorder();
 
     // Interval 1.
@@ -195,4 +204,42 @@ async fn the_global_recorder_is_installed_once() {
     assert_eq!(metrics.len(), 1, "{metrics:?}");
     assert_eq!(metrics[0]["name"], "global.hits");
     assert_eq!(metrics[0]["value"], 4.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn histograms_are_distributions_per_interval_by_default() {
+    let server = server().await;
+    let telemetry = builder(&server).service_name("facade").build().unwrap();
+    let recorder = telemetry.metrics_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        for ms in 1..=100 {
+            metrics::histogram!("job.ms", "queue" => "mail").record(f64::from(ms));
+        }
+        metrics::histogram!("job.ms", "queue" => "mail").record_many(1000.0, 10);
+    });
+    // Interval 2: only the new values.
+    assert!(support::eventually(WAIT, || server.distributions().len() == 1).await);
+    metrics::with_local_recorder(&recorder, || {
+        metrics::histogram!("job.ms", "queue" => "mail").record(7.0);
+    });
+    let report = telemetry.shutdown().await;
+    let received = server.distributions();
+    assert_eq!(received.len(), 2, "{received:?}");
+    let (first, second) = (&received[0].distribution, &received[1].distribution);
+    assert_eq!(
+        (first.count(), first.sum(), first.max()),
+        (110, 15_050.0, Some(1000.0))
+    );
+    // p50 of 1..=100 and ten 1000s: the 55th value, 55.
+    let p50 = first.quantile(0.5).unwrap();
+    assert!((p50 - 55.0).abs() / 55.0 < 0.03, "{p50}");
+    assert_eq!((second.count(), second.min()), (1, Some(7.0)));
+    assert_eq!(received[0].attributes.get("queue"), Some(&"mail".into()));
+    assert_eq!(
+        received[0].resource.get("service.name"),
+        Some(&"facade".into())
+    );
+    assert_eq!(report.distributions.map(|r| r.delivery.items_sent), Some(2));
+    // Nothing went to the Metric API as a summary.
+    assert!(server.metrics().iter().all(|m| m["name"] != "job.ms"));
 }

@@ -257,28 +257,44 @@ fn handles_allocate_nothing() {
     let rt = current_thread();
     let batch = MetricBatch::builder().max_series(10_000).build();
     let names: Vec<String> = (0..SERIES).map(|i| format!("handle.metric.{i}")).collect();
-    let (counters, gauges, summaries) = rt.block_on(async {
-        let mut handles = (Vec::new(), Vec::new(), Vec::new());
+    let (counters, gauges, summaries, distributions) = rt.block_on(async {
+        let mut handles = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for name in &names {
             let attrs = [("env", "prod"), ("region", "us-east-1")];
             handles.0.push(batch.counter(name, attrs).await.unwrap());
             handles.1.push(batch.gauge(name, attrs).await.unwrap());
             handles.2.push(batch.summary(name, attrs).await.unwrap());
+            handles
+                .3
+                .push(batch.distribution(name, attrs).await.unwrap());
         }
         handles
     });
-    // One write each first, then a flush, so that the counted writes are
-    // both the first of an interval (which counts an item) and later ones.
+    // Writes first, then a flush, so that the counted writes are both the
+    // first of an interval (which counts an item) and later ones. A
+    // distribution's first value in each power of two makes its bucket
+    // page: the writes reach the powers the counted ones will.
     let write_all = |v: f64| {
-        for ((c, g), s) in counters.iter().zip(&gauges).zip(&summaries) {
+        for (((c, g), s), d) in counters
+            .iter()
+            .zip(&gauges)
+            .zip(&summaries)
+            .zip(&distributions)
+        {
             c.add(v);
             g.set(v);
             s.record(v);
+            d.record(v);
         }
     };
-    write_all(1.0);
+    for e in 0..=8 {
+        write_all(f64::from(1 << e));
+        write_all(-f64::from(1 << e));
+    }
     let (first, _) = rt.block_on(batch.flush());
     assert_eq!(first.len(), 3 * SERIES);
+    let points = rt.block_on(batch.distributions().flush()).0;
+    assert_eq!(points.len(), SERIES);
 
     // Outside any runtime, as sync code would call them, and inside one.
     let (outside, ()) = allocations_during(|| {
@@ -329,11 +345,14 @@ fn the_metrics_facade_allocates_nothing_for_existing_series() {
         metrics::counter!("facade.total", "route" => "/a").absolute(v * 10);
         metrics::gauge!("facade.gauge", "pool" => "main").set(v as f64);
         metrics::gauge!("facade.gauge", "pool" => "main").decrement(1.0);
-        metrics::histogram!("facade.summary", "route" => "/a").record(v as f64);
-        metrics::histogram!("facade.summary", "route" => "/a").record_many(v as f64, 3);
+        metrics::histogram!("facade.histogram", "route" => "/a").record(v as f64);
+        metrics::histogram!("facade.histogram", "route" => "/a").record_many(v as f64, 3);
     };
-    // The first round creates the series (this allocates).
-    metrics::with_local_recorder(&recorder, || record(1));
+    // The first rounds create the series, and the histogram's bucket pages
+    // of the powers of two the values reach (this allocates).
+    metrics::with_local_recorder(&recorder, || {
+        (0..=8).for_each(|e| record(1 << e));
+    });
     assert_eq!(telemetry.metrics().series_count(), 4);
 
     let (through_macros, ()) = allocations_during(|| {

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use newrelic_telemetry::Telemetry;
 use newrelic_telemetry::middleware::HttpServerLayer;
+use newrelic_telemetry::test_util::ReceivedDistribution;
 use newrelic_telemetry::tracing_layer::{LayerStats, current_trace_context};
 use serde_json::Value as Json;
 use tokio::sync::oneshot;
@@ -36,6 +37,8 @@ const PARENT_ID: &str = "00f067aa0ba902b7";
 struct Received {
     spans: Vec<Json>,
     metrics: Vec<Json>,
+    /// Request durations arrive as distributions, over OTLP.
+    distributions: Vec<ReceivedDistribution>,
     logs: Vec<Json>,
     layer: LayerStats,
 }
@@ -91,6 +94,7 @@ impl Service {
                 let _ = received_tx.send(Received {
                     spans: server.spans(),
                     metrics: server.metrics(),
+                    distributions: server.distributions(),
                     logs: server.logs(),
                     layer: report.layer,
                 });
@@ -495,15 +499,16 @@ async fn routes_are_templates_and_spans_carry_http_attributes() {
             .iter()
             .any(|m| m.to_string().contains("/users/22"))
     );
-    let durations = metric(&received.metrics, "http.server.duration.ms");
-    let get_users_time = durations
+    let get_users_time = received
+        .distributions
         .iter()
-        .find(|m| {
-            m["attributes"]["http.route"] == "/users/{id}"
-                && m["attributes"]["http.request.method"] == "GET"
+        .find(|d| {
+            d.name == "http.server.duration.ms"
+                && d.attributes.get("http.route") == Some(&"/users/{id}".into())
+                && d.attributes.get("http.request.method") == Some(&"GET".into())
         })
-        .expect("a duration summary");
-    assert_eq!(get_users_time["value"]["count"], 3);
+        .expect("a duration distribution");
+    assert_eq!(get_users_time.distribution.count(), 3);
 
     assert_server_span(&received.spans, "/users/{id}", "/users/22");
     let unrouted = spans_named(&received.spans, "GET")[0];

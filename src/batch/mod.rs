@@ -101,7 +101,7 @@ pub use items::{
 };
 pub use metric::{
     CounterHandle, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES, DEFAULT_SERIES_LIMIT,
-    DistributionHandle, GaugeHandle, MetricBatch, MetricBatchBuilder, NameOverflow,
+    DistributionHandle, GaugeHandle, HistogramKind, MetricBatch, MetricBatchBuilder, NameOverflow,
     OVERFLOW_ATTRIBUTE, SummaryHandle,
 };
 

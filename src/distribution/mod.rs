@@ -659,17 +659,24 @@ impl Distribution {
     /// # Ok::<(), DistributionError>(())
     /// ```
     pub fn record(&mut self, value: f64) -> Result<(), DistributionError> {
+        self.record_n(value, 1)
+    }
+
+    /// Records `value` `n` times (`n` > 0), as `n` calls of
+    /// [`record`](Self::record) would.
+    pub(crate) fn record_n(&mut self, value: f64, n: u64) -> Result<(), DistributionError> {
         if !value.is_finite() {
             return Err(DistributionError::NonFiniteValue { value });
         }
-        let sum = self.sum + value;
+        let added = value * n as f64;
+        let sum = self.sum + added;
         if !sum.is_finite() {
             return Err(DistributionError::SumOverflow {
                 sum: self.sum,
-                added: value,
+                added,
             });
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(n);
         self.sum = sum;
         if value < self.min {
             self.min = value;
@@ -678,7 +685,7 @@ impl Distribution {
             self.max = value;
         }
         if value == 0.0 {
-            self.zero_count += 1;
+            self.zero_count = self.zero_count.saturating_add(n);
             return Ok(());
         }
         let mut index = map_to_index(self.scale, value.abs());
@@ -698,7 +705,7 @@ impl Distribution {
         } else {
             &mut self.negative
         };
-        side.add(index, 1, max_size);
+        side.add(index, n, max_size);
         Ok(())
     }
 

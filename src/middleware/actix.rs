@@ -26,7 +26,7 @@ struct Config {
 
 /// Instruments every request of an actix-web 4 app, scope or resource it
 /// wraps (`App::wrap`): a span continuing the incoming trace, a count and a
-/// duration summary by route pattern, as [`HttpServerLayer`] does for tower
+/// duration distribution by route pattern, as [`HttpServerLayer`] does for tower
 /// services. See the [module documentation](crate::middleware).
 ///
 /// The route is the pattern of the resource the request's path matches
@@ -280,7 +280,7 @@ where
                 .await;
             config
                 .metrics
-                .record_summary(DURATION_METRIC, elapsed_ms, &attributes)
+                .record_histogram(DURATION_METRIC, elapsed_ms, &attributes)
                 .await;
             result
         })

@@ -16,9 +16,12 @@
 //!   carry its `trace.id`. The layer of
 //!   [`Telemetry::tracing_layer`](crate::Telemetry::tracing_layer) exports
 //!   it, or counts it unsampled;
-//! * counts the request in [`REQUESTS_METRIC`] and adds its duration (until
-//!   the response's head is ready) to the [`DURATION_METRIC`] summary, in
-//!   milliseconds, both by `http.request.method`, `http.route` and
+//! * counts the request in [`REQUESTS_METRIC`] and records its duration
+//!   (until the response's head is ready) in [`DURATION_METRIC`], in
+//!   milliseconds: a distribution, whose percentiles New Relic shows, unless
+//!   the telemetry keeps histograms as summaries
+//!   ([`TelemetryBuilder::histograms`](crate::TelemetryBuilder::histograms));
+//!   both by `http.request.method`, `http.route` and
 //!   `http.response.status_code` (or `http.response.status_class`, `2xx`
 //!   ..., with `status_classes(true)`).
 //!
@@ -174,8 +177,10 @@ pub const SPAN_TARGET: &str = "http_server";
 /// ```
 pub const REQUESTS_METRIC: &str = "http.server.requests";
 
-/// The summary of request durations in milliseconds (from the request's
-/// arrival to its response's head), by method, route and status.
+/// Request durations in milliseconds (from the request's arrival to its
+/// response's head), by method, route and status: a distribution, or a
+/// summary where the metric batch keeps histograms as summaries
+/// ([`MetricBatch::record_histogram`](crate::MetricBatch::record_histogram)).
 ///
 /// ```
 /// assert_eq!(newrelic_telemetry::middleware::DURATION_METRIC, "http.server.duration.ms");

@@ -32,7 +32,7 @@ struct Config {
 }
 
 /// Instruments every request of the service it wraps: a span continuing the
-/// incoming trace, a count and a duration summary. See the
+/// incoming trace, a count and a duration distribution. See the
 /// [module documentation](crate::middleware).
 ///
 /// ```
@@ -372,7 +372,7 @@ impl Recording {
                 self.counted = !stalled;
             }
             if !stalled && !self.timed {
-                let time = pin!(metrics.record_summary(DURATION_METRIC, elapsed_ms, &attributes));
+                let time = pin!(metrics.record_histogram(DURATION_METRIC, elapsed_ms, &attributes));
                 stalled = time.poll(cx).is_pending();
                 self.timed = !stalled;
             }
@@ -404,7 +404,7 @@ impl Recording {
                 metrics.record_count(REQUESTS_METRIC, 1, &attributes).await;
             }
             metrics
-                .record_summary(DURATION_METRIC, elapsed_ms, &attributes)
+                .record_histogram(DURATION_METRIC, elapsed_ms, &attributes)
                 .await;
         }));
         self.poll_record(cx)

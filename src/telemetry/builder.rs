@@ -12,8 +12,8 @@ use super::per_api::ConfigureClients;
 use super::pipelines;
 use crate::api::Region;
 use crate::attributes::{Attributes, Value};
-use crate::batch::SeriesLimits;
 use crate::batch::refusal::OnRefused;
+use crate::batch::{HistogramKind, SeriesLimits};
 use crate::budget::DEFAULT_MEMORY_BUDGET;
 use crate::client::ClientSettings;
 use crate::error::{ConfigError, RecordError};
@@ -63,6 +63,7 @@ pub struct TelemetryBuilder {
     shutdown_timeout: Duration,
     memory_budget: usize,
     series_limits: SeriesLimits,
+    histograms: HistogramKind,
     token: Option<CancellationToken>,
     /// Laid over the attributes from the environment and the service name.
     common_attributes: Attributes,
@@ -85,6 +86,7 @@ impl std::fmt::Debug for TelemetryBuilder {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("memory_budget", &self.memory_budget)
             .field("series_limits", &self.series_limits)
+            .field("histograms", &self.histograms)
             .field("common_attributes", &self.common_attributes)
             .field("client_closures", &self.configure_clients.len())
             .finish_non_exhaustive()
@@ -99,6 +101,7 @@ impl Default for TelemetryBuilder {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             series_limits: SeriesLimits::default(),
+            histograms: HistogramKind::default(),
             token: None,
             common_attributes: Attributes::new(),
             configure_clients: Vec::new(),
@@ -404,6 +407,32 @@ impl TelemetryBuilder {
     #[must_use = "builder methods return the changed builder"]
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = bytes;
+        self
+    }
+
+    /// What the HTTP server middleware's request durations and the
+    /// `metrics` facade's `histogram!` become: distributions (the default:
+    /// percentiles in New Relic, sent over OTLP), or, with
+    /// [`HistogramKind::Summary`], summaries (count, sum, min and max, sent
+    /// to the Metric API), as before distributions existed.
+    ///
+    /// ```
+    /// use newrelic_telemetry::batch::HistogramKind;
+    /// use newrelic_telemetry::test_util::TestIngestServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestIngestServer::start().await?;
+    /// let telemetry = server.telemetry_builder().histograms(HistogramKind::Summary).build()?;
+    /// telemetry.metrics().record_histogram("job.ms", 30.0, ()).await;
+    /// telemetry.shutdown().await;
+    /// assert_eq!(server.metrics()[0]["type"], "summary");
+    /// assert!(server.distributions().is_empty());
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "builder methods return the changed builder"]
+    pub fn histograms(mut self, kind: HistogramKind) -> Self {
+        self.histograms = kind;
         self
     }
 
@@ -720,6 +749,7 @@ impl TelemetryBuilder {
                 shutdown_timeout: self.shutdown_timeout,
                 memory_budget: self.memory_budget,
                 series_limits: self.series_limits,
+                histograms: self.histograms,
                 on_refused: self.on_refused,
                 parent: self.token,
             },

@@ -17,7 +17,8 @@ use super::per_api::{ConfigureClients, PerApi};
 use crate::attributes::Attributes;
 use crate::batch::refusal::OnRefused;
 use crate::batch::{
-    Batch, BatchItem, EventBatch, ItemBatch, LogBatch, MetricBatch, SeriesLimits, SpanBatch,
+    Batch, BatchItem, EventBatch, HistogramKind, ItemBatch, LogBatch, MetricBatch, SeriesLimits,
+    SpanBatch,
 };
 use crate::client::{
     AllApis, Client, ClientSettings, Events, Kind, Logs, Metrics, Otlp, Spans, sdk_http_client,
@@ -31,6 +32,8 @@ pub(super) struct Settings {
     pub(super) shutdown_timeout: Duration,
     pub(super) memory_budget: usize,
     pub(super) series_limits: SeriesLimits,
+    /// What the metric batch's `record_histogram` records.
+    pub(super) histograms: HistogramKind,
     /// Told of every item any of the four batches refuses.
     pub(super) on_refused: Option<OnRefused>,
     /// The service's token, if any: cancelling it stops the telemetry.
@@ -49,13 +52,7 @@ pub(super) fn start(
     let client_settings = with_shared_http_client(client_settings)?;
     let clients = Clients::new(&client_settings, config.endpoints, config.otlp_endpoint)?;
     let endpoints = clients.endpoints();
-    let batches = Batches::new(
-        settings.common_attributes,
-        settings.memory_budget,
-        settings.series_limits,
-        settings.on_refused,
-        !config.enabled,
-    );
+    let batches = Batches::new(&settings, !config.enabled);
     let lifecycle = Arc::new(Lifecycle::new());
     let timing = Timing {
         interval: config.harvest_interval,
@@ -189,13 +186,12 @@ struct Batches {
 impl Batches {
     /// Empty batches that add `common` to everything they send (the batch
     /// builders drop an empty set), each within `memory_budget`.
-    fn new(
-        common: Attributes,
-        memory_budget: usize,
-        series_limits: SeriesLimits,
-        on_refused: Option<OnRefused>,
-        off: bool,
-    ) -> Batches {
+    fn new(settings: &Settings, off: bool) -> Batches {
+        let (common, memory_budget, on_refused) = (
+            &settings.common_attributes,
+            settings.memory_budget,
+            &settings.on_refused,
+        );
         // The three item batches are configured alike.
         fn items<T: BatchItem>(
             common: &Attributes,
@@ -217,14 +213,15 @@ impl Batches {
                 MetricBatch::builder()
                     .common_attributes(common.clone())
                     .memory_budget(memory_budget)
-                    .series_limits(series_limits)
+                    .series_limits(settings.series_limits.clone())
+                    .histograms(settings.histograms)
                     .on_refused_shared(on_refused.clone())
                     .off(off)
                     .build(),
             ),
-            events: items(&common, memory_budget, &on_refused, off),
-            logs: items(&common, memory_budget, &on_refused, off),
-            spans: items(&common, memory_budget, &on_refused, off),
+            events: items(common, memory_budget, on_refused, off),
+            logs: items(common, memory_budget, on_refused, off),
+            spans: items(common, memory_budget, on_refused, off),
         }
     }
 }

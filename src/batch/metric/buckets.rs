@@ -1,10 +1,14 @@
 //! The buckets of a distribution series: counts written with no lock by
 //! any number of threads, in pages allocated as values reach new powers of
-//! two, and read into a [`Distribution`] at a flush.
+//! two, and read into a [`Distribution`] at a flush. Each counter is kept
+//! twice, once per slot of the series' two-slot flip (`series.rs`): a page
+//! serves both slots, so a power of two is allocated once for the series'
+//! life, whichever slot writers use.
 //!
 //! Values are counted at one fixed scale, [`RECORD_SCALE`] (64 buckets per
-//! power of two, each about 1.09% wide). A page holds the 64 buckets of one
-//! power of two on one side (positive or negative), so a series' memory
+//! power of two, each about 1.09% wide). A page holds the 64 buckets (in
+//! each slot) of one power of two on one side (positive or negative), so a
+//! series' memory
 //! grows with the range of its values, not with their number: a latency
 //! series between 1 ms and 10 s touches 14 pages. A flush turns what a page
 //! set holds into an OpenTelemetry exponential histogram: at the record
@@ -23,7 +27,8 @@
 //! page in (allocated beforehand); the loser frees its page and goes on
 //! scanning. When no page can be had (the directory is full: values
 //! spanning more than 32 powers of two; or the budget is), the value is
-//! counted in one of four coarse buckets at [`MIN_SCALE`] instead: nothing
+//! counted in one of four coarse buckets (per slot) at [`MIN_SCALE`]
+//! instead: nothing
 //! is lost, and that interval's histogram is sent at the lowest scale
 //! (count, sum, minimum and maximum stay exact).
 
@@ -48,16 +53,31 @@ const MAX_PAGES: usize = 32;
 const GROUPS: usize = MAX_PAGES / GROUP_LEN;
 
 /// What a page's counters take from the budget.
-const PAGE_BYTES: usize = std::mem::size_of::<[AtomicU64; PAGE_LEN]>();
+const PAGE_BYTES: usize = std::mem::size_of::<[AtomicU64; 2 * PAGE_LEN]>();
 /// What a group of the directory takes from the budget.
 const GROUP_BYTES: usize = std::mem::size_of::<Group>();
 
-/// The 64 buckets of one power of two, on one side.
+/// The 64 buckets of one power of two, on one side, in each slot: slot
+/// `s`'s bucket `i` is `counts[s * PAGE_LEN + i]`.
 struct Page {
     /// The power of two (its bucket indices shifted down by the scale),
     /// times two, plus one on the negative side.
     key: i32,
-    counts: Box<[AtomicU64; PAGE_LEN]>,
+    counts: Box<[AtomicU64; 2 * PAGE_LEN]>,
+}
+
+impl Page {
+    fn new(key: i32) -> Self {
+        Page {
+            key,
+            counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+
+    /// Slot `slot`'s buckets.
+    fn slot(&self, slot: usize) -> &[AtomicU64] {
+        &self.counts[slot * PAGE_LEN..(slot + 1) * PAGE_LEN]
+    }
 }
 
 type Group = [OnceLock<Page>; GROUP_LEN];
@@ -86,24 +106,17 @@ impl PageBytes<'_> {
     }
 }
 
-/// The zero bucket and the pages of one slot of a distribution series.
+/// The buckets of a distribution series, in both slots: the zero buckets,
+/// the pages, and the coarse buckets.
+#[derive(Default)]
 pub(crate) struct BucketPages {
-    zero: AtomicU64,
+    zero: [AtomicU64; 2],
     groups: [OnceLock<Box<Group>>; GROUPS],
-    /// Values no page could take, at [`MIN_SCALE`]: positive `(0, 1]` and
-    /// `(1, max]`, then the same magnitudes negative.
-    coarse: [AtomicU64; 4],
+    /// Per slot, values no page could take, at [`MIN_SCALE`]: positive
+    /// `(0, 1]` and `(1, max]`, then the same magnitudes negative.
+    coarse: [[AtomicU64; 4]; 2],
 }
 
-impl Default for BucketPages {
-    fn default() -> Self {
-        BucketPages {
-            zero: AtomicU64::new(0),
-            groups: Default::default(),
-            coarse: Default::default(),
-        }
-    }
-}
 
 /// The page key and the bucket within the page of a magnitude.
 #[inline(always)]
@@ -125,25 +138,27 @@ fn coarse_slot(magnitude: f64, negative: bool) -> usize {
 }
 
 impl BucketPages {
-    /// Counts a finite `value` in its bucket.
+    /// Counts a finite `value` `n` times in its bucket of slot `slot`.
     #[inline(always)]
-    pub(super) fn record(&self, value: f64, bytes: PageBytes<'_>) {
+    pub(super) fn record(&self, slot: usize, value: f64, n: u64, bytes: PageBytes<'_>) {
         if value == 0.0 {
-            self.zero.fetch_add(1, Ordering::Relaxed);
+            self.zero[slot].fetch_add(n, Ordering::Relaxed);
             return;
         }
         let negative = value < 0.0;
         let magnitude = value.abs();
         let (key, at) = locate(magnitude, negative);
         match self.page(key, bytes) {
-            Some(counts) => counts[at].fetch_add(1, Ordering::Relaxed),
-            None => self.coarse[coarse_slot(magnitude, negative)].fetch_add(1, Ordering::Relaxed),
+            Some(page) => page.slot(slot)[at].fetch_add(n, Ordering::Relaxed),
+            None => {
+                self.coarse[slot][coarse_slot(magnitude, negative)].fetch_add(n, Ordering::Relaxed)
+            }
         };
     }
 
-    /// The counters of page `key`, made if it is new and there is room.
+    /// Page `key`, made if it is new and there is room.
     #[inline(always)]
-    fn page(&self, key: i32, bytes: PageBytes<'_>) -> Option<&[AtomicU64; PAGE_LEN]> {
+    fn page(&self, key: i32, bytes: PageBytes<'_>) -> Option<&Page> {
         for group in &self.groups {
             let group = match group.get() {
                 Some(group) => group,
@@ -155,23 +170,30 @@ impl BucketPages {
                     None => new_page(slot, key, bytes)?,
                 };
                 if page.key == key {
-                    return Some(&page.counts);
+                    return Some(page);
                 }
             }
         }
         None
     }
 
-    /// Reads and resets the slot (no writer left in it) into a distribution
-    /// of `count` values with this `sum`, `min` and `max`.
-    pub(super) fn take(&self, count: u64, sum: f64, min: f64, max: f64) -> Option<Distribution> {
-        let zero_count = self.zero.swap(0, Ordering::Relaxed);
+    /// Reads and resets slot `slot` (no writer left in it) into a
+    /// distribution of `count` values with this `sum`, `min` and `max`.
+    pub(super) fn take(
+        &self,
+        slot: usize,
+        count: u64,
+        sum: f64,
+        min: f64,
+        max: f64,
+    ) -> Option<Distribution> {
+        let zero_count = self.zero[slot].swap(0, Ordering::Relaxed);
         let mut positive: Vec<(i32, u64)> = Vec::new();
         let mut negative: Vec<(i32, u64)> = Vec::new();
         let pages = self.groups.iter().filter_map(OnceLock::get);
         for page in pages.flat_map(|group| group.iter()) {
             let Some(page) = page.get() else { continue };
-            for (at, counter) in page.counts.iter().enumerate() {
+            for (at, counter) in page.slot(slot).iter().enumerate() {
                 if counter.load(Ordering::Relaxed) == 0 {
                     continue;
                 }
@@ -184,8 +206,7 @@ impl BucketPages {
                 }
             }
         }
-        let coarse: Vec<u64> = self
-            .coarse
+        let coarse: Vec<u64> = self.coarse[slot]
             .iter()
             .map(|c| {
                 if c.load(Ordering::Relaxed) == 0 {
@@ -274,16 +295,8 @@ fn new_page<'p>(slot: &'p OnceLock<Page>, key: i32, bytes: PageBytes<'_>) -> Opt
     if !bytes.try_take(PAGE_BYTES) {
         return None;
     }
-    let mut mine = Some(Page {
-        key,
-        counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
-    });
-    let page = slot.get_or_init(|| {
-        mine.take().unwrap_or_else(|| Page {
-            key,
-            counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
-        })
-    });
+    let mut mine = Some(Page::new(key));
+    let page = slot.get_or_init(|| mine.take().unwrap_or_else(|| Page::new(key)));
     if mine.is_some() {
         // Another thread's page (perhaps of another power of two) went in
         // first.
@@ -317,7 +330,7 @@ mod tests {
         let sum = values.iter().sum();
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        p.take(values.len() as u64, sum, min, max).unwrap()
+        p.take(0, values.len() as u64, sum, min, max).unwrap()
     }
 
     #[test]
@@ -332,7 +345,7 @@ mod tests {
             .chain([0.0, -2.5, -1000.0])
             .collect();
         for &v in &values {
-            p.record(v, bytes);
+            p.record(0, v, 1, bytes);
         }
         let d = taken(&p, &values);
         let want = expected(&values);
@@ -346,7 +359,7 @@ mod tests {
         assert_eq!(held.load(Ordering::Relaxed), budget.held_bytes());
         assert!(budget.held_bytes() >= 16 * PAGE_BYTES + GROUP_BYTES);
         // Read and reset: nothing left.
-        assert!(p.take(0, 0.0, 0.0, 0.0).unwrap().is_empty());
+        assert!(p.take(0, 0, 0.0, 0.0, 0.0).unwrap().is_empty());
     }
 
     #[test]
@@ -358,7 +371,7 @@ mod tests {
         };
         let values = [100.0, 101.0, 102.5, 110.0, 127.9];
         for v in values {
-            p.record(v, bytes);
+            p.record(0, v, 1, bytes);
         }
         let d = taken(&p, &values);
         assert_eq!(d.scale(), RECORD_SCALE);
@@ -386,7 +399,7 @@ mod tests {
         // 40 powers of two: 32 pages, then coarse buckets.
         let values: Vec<f64> = (0..40).map(|e| 2f64.powi(e * 3) * 1.5).collect();
         for &v in &values {
-            p.record(v, bytes);
+            p.record(0, v, 1, bytes);
         }
         assert_eq!(
             held.load(Ordering::Relaxed),
@@ -405,8 +418,8 @@ mod tests {
             budget: &none,
             held: &held,
         };
-        p.record(3.0, bytes);
-        p.record(-0.5, bytes);
+        p.record(0, 3.0, 1, bytes);
+        p.record(0, -0.5, 1, bytes);
         assert_eq!(held.load(Ordering::Relaxed), 0);
         let d = taken(&p, &[3.0, -0.5]);
         assert_eq!((d.scale(), d.count()), (MIN_SCALE, 2));
@@ -447,13 +460,16 @@ mod tests {
                     let bytes = PageBytes { budget, held };
                     for i in 0..2_000 {
                         // Each thread walks the powers in its own order.
-                        p.record(values[(i + t * 3) % 8] * 1.1, bytes);
+                        p.record(t % 2, values[(i + t * 3) % 8] * 1.1, 1, bytes);
                     }
                 });
             }
         });
-        let d = p.take(8_000, 1.0, 1.1, 140.8).unwrap();
-        assert_eq!(d.positive().total(), 8_000);
+        // Two threads wrote each slot: one page per power serves both.
+        for slot in 0..2 {
+            let d = p.take(slot, 4_000, 1.0, 1.1, 140.8).unwrap();
+            assert_eq!(d.positive().total(), 4_000);
+        }
         // Eight pages and one group kept; the losers' pages given back.
         assert_eq!(held.load(Ordering::Relaxed), 8 * PAGE_BYTES + GROUP_BYTES);
         assert_eq!(budget.held_bytes(), 8 * PAGE_BYTES + GROUP_BYTES);

@@ -386,10 +386,29 @@ impl DistributionHandle {
     /// ```
     #[inline]
     pub fn record(&self, value: f64) {
-        if !self.open(value) {
+        self.record_many(value, 1);
+    }
+
+    /// Records `value` `count` times (`metrics`' `record_many`).
+    #[inline]
+    pub(crate) fn record_many(&self, value: f64, count: u64) {
+        if count == 0 || !self.open(value) {
             return;
         }
-        if self.cell.state.record(value) {
+        if self.cell.state.record_n(value, count) {
+            self.cell.touch(&self.shared.budget);
+        } else {
+            self.shared.refuse_overflow(&self.name);
+        }
+    }
+
+    /// Adds what the `metrics` recorder held before binding.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn merge(&self, held: &crate::distribution::Distribution) {
+        if held.count() == 0 || !self.open(held.sum()) {
+            return;
+        }
+        if self.cell.state.merge(held) {
             self.cell.touch(&self.shared.budget);
         } else {
             self.shared.refuse_overflow(&self.name);

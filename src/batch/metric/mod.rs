@@ -145,6 +145,8 @@ pub struct MetricBatch {
     /// The attribute set of every overflow series, and its hash.
     overflow_set: Arc<Attributes>,
     overflow_set_hash: u64,
+    /// What `record_histogram` records.
+    histograms: HistogramKind,
     /// Where each flush puts the points of distribution series.
     distributions: Arc<ItemBatch<DistributionPoint>>,
     /// A distribution series was made: the distributions need a pipeline.
@@ -168,6 +170,30 @@ impl std::fmt::Debug for MetricBatch {
             .field("memory", &self.shared.budget.snapshot())
             .finish_non_exhaustive()
     }
+}
+
+/// What [`MetricBatch::record_histogram`] records, and so what the HTTP
+/// server middleware's request durations and the `metrics` facade's
+/// `histogram!` become.
+///
+/// ```
+/// use newrelic_telemetry::MetricBatch;
+/// use newrelic_telemetry::batch::HistogramKind;
+///
+/// assert_eq!(MetricBatch::new().histograms(), HistogramKind::Distribution);
+/// let summaries = MetricBatch::builder().histograms(HistogramKind::Summary).build();
+/// assert_eq!(summaries.histograms(), HistogramKind::Summary);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HistogramKind {
+    /// A distribution (the default): percentiles in New Relic, sent over
+    /// OTLP ([`MetricBatch::record_distribution`]).
+    #[default]
+    Distribution,
+    /// A summary: count, sum, min and max, sent to the Metric API with the
+    /// other metrics ([`MetricBatch::record_summary`]).
+    Summary,
 }
 
 /// How a recording changes a series.
@@ -280,6 +306,7 @@ pub struct MetricBatchBuilder {
     memory_budget: usize,
     idle_harvests: u8,
     series_limits: SeriesLimits,
+    histograms: HistogramKind,
     on_refused: Option<OnRefused>,
     off: bool,
 }
@@ -512,6 +539,24 @@ impl MetricBatchBuilder {
         self
     }
 
+    /// What [`MetricBatch::record_histogram`] records: a distribution (the
+    /// default) or a summary.
+    ///
+    /// ```
+    /// use newrelic_telemetry::{Metric, MetricBatch};
+    /// use newrelic_telemetry::batch::HistogramKind;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::builder().histograms(HistogramKind::Summary).build();
+    /// batch.record_histogram("job.ms", 12.0, ()).await;
+    /// assert!(matches!(&batch.flush().await.0[..], [Metric::Summary(_)]));
+    /// # }
+    /// ```
+    pub fn histograms(mut self, kind: HistogramKind) -> Self {
+        self.histograms = kind;
+        self
+    }
+
     /// A batch of a disabled `Telemetry`: recording by name returns at
     /// once, before any check, and keeps nothing.
     pub(crate) fn off(mut self, off: bool) -> Self {
@@ -564,6 +609,7 @@ impl MetricBatchBuilder {
             }),
             harvest: Notify::new(),
             orphans: std::sync::Mutex::new(Vec::new()),
+            histograms: self.histograms,
             distributions: Arc::new(distributions.build()),
             distributions_used: AtomicBool::new(false),
             distributions_made: Notify::new(),
@@ -583,6 +629,7 @@ impl Default for MetricBatchBuilder {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             idle_harvests: DEFAULT_IDLE_HARVESTS,
             series_limits: SeriesLimits::default(),
+            histograms: HistogramKind::default(),
             on_refused: None,
             off: false,
         }
@@ -1040,6 +1087,40 @@ impl MetricBatch {
         }
     }
 
+    /// Records `value` as the batch's [`histograms`](Self::histograms) say:
+    /// into the distribution (the default) or the summary `name`. What the
+    /// HTTP server middleware records request durations with; fire and
+    /// forget, like [`record_count`](Self::record_count).
+    ///
+    /// ```
+    /// # use newrelic_telemetry::MetricBatch;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let batch = MetricBatch::new();
+    /// batch.record_histogram("render.ms", 4.5, [("page", "/")]).await;
+    /// batch.flush().await;
+    /// assert_eq!(batch.distributions().len().await, 1);
+    /// # }
+    /// ```
+    pub fn record_histogram(
+        &self,
+        name: impl AsRef<str>,
+        value: impl MetricValue,
+        attributes: impl AsAttributes,
+    ) -> impl Future<Output = ()> {
+        let value = value.to_f64();
+        let update = match self.histograms {
+            HistogramKind::Distribution => Update::Distribute(value),
+            HistogramKind::Summary => Update::Observe(value),
+        };
+        self.recording(name, attributes, update, forget)
+    }
+
+    /// What [`record_histogram`](Self::record_histogram) records: see
+    /// [`MetricBatchBuilder::histograms`].
+    pub fn histograms(&self) -> HistogramKind {
+        self.histograms
+    }
+
     /// The batch each flush puts distribution points into, one per
     /// distribution series written to since the last flush: the batch a
     /// harvester with a [`Client<Otlp>`](crate::client::Client) sends from.
@@ -1322,6 +1403,17 @@ impl MetricBatch {
     ) -> Result<Option<SummaryHandle>, RecordError> {
         let series = self.try_bind(MetricKind::Summary, name, attributes)?;
         Ok(series.map(|s| self.summary_of(s)))
+    }
+
+    /// [`try_counter`](Self::try_counter) for a distribution.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn try_distribution(
+        &self,
+        name: &str,
+        attributes: &(impl AsAttributes + ?Sized),
+    ) -> Result<Option<DistributionHandle>, RecordError> {
+        let series = self.try_bind(MetricKind::Distribution, name, attributes)?;
+        Ok(series.map(|s| self.distribution_of(s)))
     }
 
     /// Takes every shard's lock, as a new series or a flush would for a

@@ -335,17 +335,17 @@ impl GaugeState {
 const HOT: u64 = 1 << 63;
 
 /// One slot of a summary or a distribution: operations finished in it,
-/// and what they recorded (a distribution's buckets in `buckets`).
-pub(super) struct Slot<B> {
+/// and what they recorded (a distribution's buckets are in its pages, which
+/// keep a counter per slot).
+pub(super) struct Slot {
     done: AtomicU64,
     count: AtomicU64,
     sum: AtomicU64,
     min: AtomicU64,
     max: AtomicU64,
-    buckets: B,
 }
 
-impl<B: Default> Slot<B> {
+impl Slot {
     fn new() -> Self {
         Slot {
             done: AtomicU64::new(0),
@@ -353,12 +353,9 @@ impl<B: Default> Slot<B> {
             sum: AtomicU64::new(0),
             min: AtomicU64::new(f64::INFINITY.to_bits()),
             max: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
-            buckets: B::default(),
         }
     }
-}
 
-impl<B> Slot<B> {
     /// Adds the observations of `s` (valid), unless the sum would stop
     /// being finite: then nothing is added and `false` is returned.
     #[inline(always)]
@@ -396,19 +393,19 @@ impl<B> Slot<B> {
 }
 
 /// Observations in two slots, used in turn between flushes (see the module
-/// docs): a summary's, or with its buckets a distribution's.
-pub(super) struct Observations<B> {
+/// docs): a summary, and the count, sum, min and max of a distribution.
+pub(super) struct Observations {
     /// Top bit: the slot writers use; the rest: operations started, ever.
     started: AtomicU64,
     /// Operations started before the last flip (written by flushes only).
     drained: AtomicU64,
-    slots: [Slot<B>; 2],
+    slots: [Slot; 2],
 }
 
 /// A summary: count, sum, min and max in two slots.
-pub(super) type SummaryState = Observations<()>;
+pub(super) type SummaryState = Observations;
 
-impl<B: Default> Default for Observations<B> {
+impl Default for Observations {
     fn default() -> Self {
         Observations {
             started: AtomicU64::new(0),
@@ -425,15 +422,17 @@ pub(super) struct Flipped {
     expected: u64,
 }
 
-impl<B> Observations<B> {
-    /// One operation on the slot in use: counted in, `write`, counted out.
+impl Observations {
+    /// One operation on the slot in use: counted in, `write` (given the
+    /// slot and its index), counted out.
     #[inline(always)]
-    fn write(&self, write: impl FnOnce(&Slot<B>) -> bool) -> bool {
+    fn write(&self, write: impl FnOnce(&Slot, usize) -> bool) -> bool {
         // SeqCst: before a recording's retired check (see `Series::apply`);
         // the same instruction as Acquire on x86.
         let n = self.started.fetch_add(1, Ordering::SeqCst);
-        let slot = &self.slots[(n >> 63) as usize];
-        let ok = write(slot);
+        let index = (n >> 63) as usize;
+        let slot = &self.slots[index];
+        let ok = write(slot, index);
         // SeqCst: the last write, before a recording's retired check.
         slot.done.fetch_add(1, Ordering::SeqCst);
         ok
@@ -466,7 +465,7 @@ impl SummaryState {
     /// being finite: then nothing is recorded and `false` is returned.
     #[inline(always)]
     pub(super) fn merge(&self, s: &Summary) -> bool {
-        self.write(|slot| slot.add(s))
+        self.write(|slot, _| slot.add(s))
     }
 
     /// Reads and resets the flipped slot (once [`ready`](Self::ready)).
@@ -475,11 +474,12 @@ impl SummaryState {
     }
 }
 
-/// A distribution: a summary whose slots count each value in a bucket too
-/// (`buckets.rs`), and the bytes its buckets' pages hold, given back to the
-/// budget when the series is dropped.
+/// A distribution: a summary, whose every operation also counts its value
+/// in a bucket of the same slot (`buckets.rs`), and the bytes its buckets'
+/// pages hold, given back to the budget when the series is dropped.
 pub(super) struct DistributionState {
-    observations: Observations<BucketPages>,
+    observations: Observations,
+    buckets: BucketPages,
     page_bytes: AtomicUsize,
     budget: Arc<MemoryBudget>,
 }
@@ -488,23 +488,62 @@ impl DistributionState {
     fn new(budget: Arc<MemoryBudget>) -> Self {
         DistributionState {
             observations: Observations::default(),
+            buckets: BucketPages::default(),
             page_bytes: AtomicUsize::new(0),
             budget,
         }
     }
 
-    /// Records `value` (finite), unless the sum would stop being finite:
-    /// then nothing is recorded and `false` is returned.
+    /// Records `value` (finite) `n` times (`n` > 0), unless the sum would
+    /// stop being finite: then nothing is recorded and `false` is returned.
     #[inline(always)]
-    pub(super) fn record(&self, value: f64) -> bool {
+    pub(super) fn record_n(&self, value: f64, n: u64) -> bool {
         let bytes = PageBytes {
             budget: &self.budget,
             held: &self.page_bytes,
         };
-        self.observations.write(|slot| {
-            let ok = slot.add(&Summary::from_value(value));
+        let observed = if n == 1 {
+            Summary::from_value(value)
+        } else {
+            Summary::new(n, value * n as f64, value, value)
+        };
+        self.observations.write(|slot, index| {
+            let ok = slot.add(&observed);
             if ok {
-                slot.buckets.record(value, bytes);
+                self.buckets.record(index, value, n, bytes);
+            }
+            ok
+        })
+    }
+
+    /// Adds a distribution's values (what the `metrics` facade held before
+    /// its series was bound): count, sum, minimum and maximum exactly, and
+    /// each bucket's count at the bucket's midpoint, so in the bucket it
+    /// came from (or, where the distribution's scale is above the record
+    /// scale, in the one that holds it). `false` (nothing recorded) if the
+    /// sum would stop being finite.
+    #[cfg(feature = "metrics")]
+    pub(super) fn merge(&self, d: &Distribution) -> bool {
+        let (Some(min), Some(max)) = (d.min(), d.max()) else {
+            return true;
+        };
+        let bytes = PageBytes {
+            budget: &self.budget,
+            held: &self.page_bytes,
+        };
+        self.observations.write(|slot, in_slot| {
+            let ok = slot.add(&Summary::new(d.count(), d.sum(), min, max));
+            if ok {
+                if d.zero_count() > 0 {
+                    self.buckets.record(in_slot, 0.0, d.zero_count(), bytes);
+                }
+                for (sign, side) in [(1.0, d.positive()), (-1.0, d.negative())] {
+                    for (index, n) in side.iter().filter(|&(_, n)| n > 0) {
+                        let (lower, upper) = d.bucket_bounds(index);
+                        let mid = (lower * upper).sqrt().clamp(lower, upper.min(f64::MAX));
+                        self.buckets.record(in_slot, sign * mid, n, bytes);
+                    }
+                }
             }
             ok
         })
@@ -514,7 +553,7 @@ impl DistributionState {
     fn take(&self, f: &Flipped) -> Option<Distribution> {
         let slot = &self.observations.slots[f.slot];
         let s = slot.take()?;
-        slot.buckets.take(s.count, s.sum, s.min, s.max)
+        self.buckets.take(f.slot, s.count, s.sum, s.min, s.max)
     }
 }
 
@@ -920,7 +959,7 @@ impl Series {
             }
             (CellView::Summary(c), Update::Observe(x)) => c.state.merge(&Summary::from_value(x)),
             (CellView::Summary(c), Update::Merge(s)) => c.state.merge(&s),
-            (CellView::Distribution(c), Update::Distribute(x)) => c.state.record(x),
+            (CellView::Distribution(c), Update::Distribute(x)) => c.state.record_n(x, 1),
             _ => false,
         };
         if !ok {
