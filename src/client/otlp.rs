@@ -3,6 +3,11 @@
 //! that carries exponential histograms to New Relic's OTLP endpoint, and the
 //! `ExportMetricsServiceResponse` it answers with.
 //!
+//! The client writes each point as a whole `resource_metrics` entry
+//! ([`write_point_entry`]): concatenated, they make one request, which it
+//! streams into gzip and cuts between any two points like the JSON APIs'
+//! payloads.
+//!
 //! The protobuf is written by hand, straight from the points (no message
 //! structs are built, no code generator, no runtime dependency): only the
 //! few messages and fields below are ever written, each in field-number
@@ -36,10 +41,9 @@
 //! [`Distribution`]; [`encode_response`] and [`encode_status`] write the
 //! answers.
 
-// The OTLP encoder awaits the distribution pipeline (issue 20): nothing
-// outside its tests calls it yet. The request decoder serves the test server
-// and the local endpoint, so it is dead code without `local-endpoint`.
-#![allow(dead_code)]
+// The request decoder and the answers serve the test server and the local
+// endpoint: dead code without `local-endpoint`.
+#![cfg_attr(not(any(test, feature = "local-endpoint")), allow(dead_code))]
 
 use std::fmt;
 use std::sync::Arc;
@@ -164,7 +168,9 @@ impl ExponentialPoint {
     }
 }
 
-/// The points of one metric name.
+/// The points of one metric name (a request grouped as other SDKs send
+/// them, which the tests write to exercise the decoder).
+#[cfg(test)]
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct ExponentialMetric {
     /// The metric's name.
@@ -189,7 +195,9 @@ const WIRE_END_GROUP: u8 = 4;
 const WIRE_I32: u8 = 5;
 
 /// Encodes one `ExportMetricsServiceRequest` holding every metric under one
-/// resource and one scope.
+/// resource and one scope (the tests' grouped requests; the client writes
+/// [`write_point_entry`]'s).
+#[cfg(test)]
 pub(crate) fn encode_request(
     resource: &OtlpResource<'_>,
     metrics: &[ExponentialMetric],
@@ -209,6 +217,7 @@ pub(crate) fn encode_request(
 /// Builds an `ExportMetricsServiceRequest` a metric at a time, so a caller
 /// can watch its size and cut a payload between metrics (or between the
 /// points of one: a name may be pushed again with the rest of its points).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct RequestEncoder {
     buf: Vec<u8>,
@@ -219,6 +228,7 @@ pub(crate) struct RequestEncoder {
     points: usize,
 }
 
+#[cfg(test)]
 impl RequestEncoder {
     /// Starts a request: its resource and scope.
     pub(crate) fn new(resource: &OtlpResource<'_>) -> Self {

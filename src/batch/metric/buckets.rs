@@ -117,7 +117,6 @@ pub(crate) struct BucketPages {
     coarse: [[AtomicU64; 4]; 2],
 }
 
-
 /// The page key and the bucket within the page of a magnitude.
 #[inline(always)]
 fn locate(magnitude: f64, negative: bool) -> (i32, usize) {

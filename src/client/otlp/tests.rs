@@ -1915,3 +1915,89 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The client's requests: one whole `resource_metrics` entry per point
+// ---------------------------------------------------------------------------
+
+/// The request that `write_point_entry`'s entries make, one per point: each
+/// is the request of that point alone, so they concatenate.
+fn expected_entries(
+    resource: &OtlpResource<'_>,
+    points: &[DistributionPoint],
+) -> pb::ExportMetricsServiceRequest {
+    pb::ExportMetricsServiceRequest {
+        resource_metrics: points
+            .iter()
+            .flat_map(|p| {
+                let metric = ExponentialMetric {
+                    name: p.name().into(),
+                    points: vec![ExponentialPoint::from_distribution(
+                        p.distribution(),
+                        p.shared_attributes().clone(),
+                        p.start_ms() * 1_000_000,
+                        p.end_ms() * 1_000_000,
+                    )],
+                    ..ExponentialMetric::default()
+                };
+                expected_request(resource, &[metric]).resource_metrics
+            })
+            .collect(),
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_clients_point_entries_concatenate_into_one_request_prost_reads(
+        common in proptest::collection::vec((0u8..3, any::<i64>()), 0..3),
+        points in proptest::collection::vec(
+            (
+                proptest::collection::vec(-1e6f64..1e6, 0..40),
+                proptest::collection::vec((0u8..3, any::<i64>()), 0..3),
+                0u64..4_000_000_000_000,
+            ),
+            0..5,
+        ),
+    ) {
+        let common: Attributes = common
+            .into_iter()
+            .map(|(k, v)| (["service.name", "host", "region"][usize::from(k)], Value::from(v)))
+            .collect();
+        let resource = OtlpResource {
+            attributes: (!common.is_empty()).then_some(&common),
+            service_name: None,
+        };
+        let points: Vec<DistributionPoint> = points
+            .into_iter()
+            .enumerate()
+            .map(|(i, (values, attributes, start_ms))| {
+                let mut d = Distribution::new();
+                for v in values {
+                    d.record(v).map_err(fail)?;
+                }
+                let attributes: Attributes = attributes
+                    .into_iter()
+                    .map(|(k, v)| (["route", "code", "zone"][usize::from(k)], Value::from(v)))
+                    .collect();
+                Ok(DistributionPoint::in_interval(
+                    format!("metric.{i}").into(),
+                    Arc::new(attributes),
+                    start_ms,
+                    start_ms + 5_000,
+                    d,
+                ))
+            })
+            .collect::<Result<_, TestCaseError>>()?;
+        let mut bytes = Vec::new();
+        for point in &points {
+            write_point_entry(&mut bytes, &resource, point);
+        }
+        let expected = expected_entries(&resource, &points);
+        prop_assert_eq!(decode_request(&bytes), expected.clone());
+        prop_assert_eq!(bytes, expected.encode_to_vec());
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
+}
