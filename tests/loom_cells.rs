@@ -1,7 +1,9 @@
 //! Loom models of a metric series' lock-free writers against a harvest
-//! (`src/batch/metric/series.rs`): the summary's two-slot flip and the
-//! gauge's "timestamp written last". Each replicates the protocol with
-//! loom's atomics, orderings as in the code.
+//! (`src/batch/metric/series.rs`): the summary's two-slot flip (which a
+//! distribution shares, its bucket counted in a page both slots use,
+//! `src/batch/metric/buckets.rs`) and the gauge's "timestamp written last".
+//! Each replicates the protocol with loom's atomics, orderings as in the
+//! code.
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -26,28 +28,37 @@ struct SummaryState {
     /// Operations started before the last flip (flushes only).
     drained: AtomicU64,
     slots: [Slot; 2],
+    /// A distribution's bucket: one counter per slot, in a page outside
+    /// the slots (every observation here falls in this one bucket).
+    bucket: [AtomicU64; 2],
 }
 
 impl SummaryState {
-    /// `SummaryState::merge`: count in, write the slot, count out.
+    /// `DistributionState::record_n` (`SummaryState::merge` without the
+    /// bucket): count in, write the slot and the slot's bucket counter,
+    /// count out.
     fn observe(&self, x: u64) {
         let n = self.started.fetch_add(1, Ordering::Acquire);
-        let slot = &self.slots[(n >> 63) as usize];
+        let index = (n >> 63) as usize;
+        let slot = &self.slots[index];
         slot.sum.fetch_add(x, Ordering::Relaxed);
         slot.count.fetch_add(1, Ordering::Relaxed);
+        self.bucket[index].fetch_add(1, Ordering::Relaxed);
         slot.done.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// `flip`, waiting for `ready`, then `take`: what one flush reads.
-    fn flush(&self) -> (u64, u64) {
+    /// `flip`, waiting for `ready`, then `take`: what one flush reads,
+    /// (count, sum, bucket).
+    fn flush(&self) -> (u64, u64, u64) {
         let drained = self.drained.load(Ordering::Relaxed);
         if self.started.load(Ordering::Relaxed) & !HOT == drained {
-            return (0, 0);
+            return (0, 0, 0);
         }
         let before = self.started.fetch_add(HOT, Ordering::AcqRel);
         let started = before & !HOT;
         self.drained.store(started, Ordering::Relaxed);
-        let slot = &self.slots[(before >> 63) as usize];
+        let index = (before >> 63) as usize;
+        let slot = &self.slots[index];
         while slot.done.load(Ordering::Acquire) < started - drained {
             thread::yield_now();
         }
@@ -55,13 +66,15 @@ impl SummaryState {
         (
             slot.count.swap(0, Ordering::Relaxed),
             slot.sum.swap(0, Ordering::Relaxed),
+            self.bucket[index].swap(0, Ordering::Relaxed),
         )
     }
 }
 
 /// Two writers and a flush racing, then a last flush: every observation is
-/// in exactly one flush, and each flush's count and sum are of the same
-/// observations (sum = 10 x count, as every observation is 10). Runs with
+/// in exactly one flush, and each flush's count, sum and bucket are of the
+/// same observations (sum = 10 x count = 10 x bucket, as every observation
+/// is 10). Runs with
 /// at most three preemptions, which keeps it to seconds.
 #[test]
 fn every_observation_lands_whole_in_one_flush() {
@@ -80,8 +93,9 @@ fn every_observation_lands_whole_in_one_flush() {
             w.join().unwrap();
         }
         let last = state.flush();
-        for (count, sum) in [first, last] {
+        for (count, sum, bucket) in [first, last] {
             assert_eq!(sum, 10 * count, "a flush read a torn summary");
+            assert_eq!(bucket, count, "a flush read a torn distribution");
         }
         assert_eq!(first.0 + last.0, 2, "an observation was lost or read twice");
     });
