@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | counter (`increment`, `absolute`) | count | the increase over the interval |
 //! | gauge (`set`, `increment`, `decrement`) | gauge | the last value, once set: at the time it was set, or, in an interval it was not written to, at the harvest's time (as an exporter that is scraped shows it) |
-//! | histogram (`record`) | distribution (or summary) | the values' count, sum, min, max and exponential buckets, from which New Relic reads percentiles; with [`HistogramKind::Summary`](crate::batch::HistogramKind::Summary), count, sum, min and max |
+//! | histogram (`record`) | distribution (or summary) | the values' count, sum, min, max and exponential buckets, from which New Relic reads percentiles; with [`HistogramKind::Summary`], count, sum, min and max |
 //!
 //! A key's labels become string attributes, checked by the same rules as any
 //! other metric's: a series refused (a reserved or too long attribute, a bad
