@@ -6,6 +6,12 @@
 //! The measured path is the public `flush()` of the batch followed by
 //! `encode_payload::<K>` (the JSON and gzip exactly as a client posts them).
 //! Filling the batch with 10,000 items before each iteration is not timed.
+//!
+//! Distributions (issue 20's target: encode + gzip of 10,000 points within
+//! 1.5x of the JSON summary path per point): 10,000 series, each given the
+//! same 20 values (1 to about 1,000) as a distribution and as a summary;
+//! flush, then `encode_payload::<Otlp>` of the points against flush, then
+//! `encode_payload::<Metrics>` of the summaries, in interleaved rounds.
 
 mod support;
 
@@ -13,7 +19,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use newrelic_telemetry::client::encode_payload;
+use newrelic_telemetry::MetricBatch;
+use newrelic_telemetry::client::{Metrics, Otlp, encode_payload};
 use support::encode::{Case, EventCase, ITEMS, LogCase, MetricCase, SpanCase, gunzip};
 use support::{Goal, Samples, report};
 use tokio::runtime::Runtime;
@@ -93,6 +100,82 @@ fn bench_case<C: Case>(c: &mut Criterion, rt: &Runtime, case: C) {
     );
 }
 
+/// Records the same 20 values into each of 10,000 series of `batch`, as
+/// distributions or as summaries.
+async fn fill_series(batch: &MetricBatch, distributions: bool) {
+    for series in 0..ITEMS {
+        let attrs = [("series", series as i64), ("region", 3)];
+        for k in 0..20u32 {
+            let v = f64::from(1 + (k * 53 + series as u32 * 7) % 1_000);
+            if distributions {
+                batch.record_distribution("latency.ms", v, attrs).await;
+            } else {
+                batch.record_summary("latency.ms", v, attrs).await;
+            }
+        }
+    }
+}
+
+fn bench_distributions(rt: &Runtime) {
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let rounds = if measuring { 15 } else { 1 };
+    let (mut dist_ns, mut summary_ns) = (Vec::new(), Vec::new());
+    let (mut dist_bytes, mut summary_bytes) = (0, 0);
+    // 10,000 series whose values reach ten powers of two hold about 5 KiB
+    // of bucket pages each: more than the default budget of 16 MiB.
+    let budget = 256 << 20;
+    let dist = MetricBatch::builder()
+        .series_limit(0)
+        .memory_budget(budget)
+        .build();
+    let summaries = MetricBatch::builder()
+        .series_limit(0)
+        .memory_budget(budget)
+        .build();
+    rt.block_on(async {
+        for round in 0..rounds {
+            for turn in 0..2 {
+                let distributions = (turn + round) % 2 == 0;
+                if distributions {
+                    fill_series(&dist, true).await;
+                    let start = Instant::now();
+                    dist.flush().await;
+                    let (points, common) = dist.distributions().flush().await;
+                    let body = encode_payload::<Otlp>(&points, &common).await.unwrap();
+                    dist_ns.push(start.elapsed().as_nanos() as f64 / ITEMS as f64);
+                    assert_eq!(points.len(), ITEMS);
+                    dist_bytes = body.len();
+                } else {
+                    fill_series(&summaries, false).await;
+                    let start = Instant::now();
+                    let (metrics, common) = summaries.flush().await;
+                    let body = encode_payload::<Metrics>(&metrics, &common).await.unwrap();
+                    summary_ns.push(start.elapsed().as_nanos() as f64 / ITEMS as f64);
+                    assert_eq!(metrics.len(), ITEMS);
+                    summary_bytes = body.len();
+                }
+            }
+        }
+    });
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    report(
+        &format!(
+            "target: flush + encode + gzip of {ITEMS} distribution points ({rounds} interleaved rounds)"
+        ),
+        "point",
+        ("summaries: flush + JSON + gzip", median(&mut summary_ns)),
+        (
+            "distributions: flush + OTLP protobuf + gzip",
+            median(&mut dist_ns),
+        ),
+        Goal::TimeAtMost(1.5),
+    );
+    println!("  gzip bytes: distributions {dist_bytes}, summaries {summary_bytes}");
+}
+
 fn main() {
     let mut c = support::criterion(Duration::from_secs(2));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -103,5 +186,6 @@ fn main() {
     bench_case(&mut c, &rt, EventCase::default());
     bench_case(&mut c, &rt, LogCase::default());
     bench_case(&mut c, &rt, SpanCase::default());
+    bench_distributions(&rt);
     c.final_summary();
 }

@@ -11,10 +11,17 @@
 //!
 //! Measured in the same run, on the same inputs: the string path
 //! (`record_count(name, v, attrs).await`), the bound handles (`CounterHandle::add`,
-//! `GaugeHandle::set`, `SummaryHandle::record`, one handle per series), and the
-//! peer, `opentelemetry_sdk`'s `Counter::add`, `Gauge::record` and
-//! `Histogram::record` (one instrument per name, the three `KeyValue`s of
-//! each series built beforehand, delta temporality, a manual reader).
+//! `GaugeHandle::set`, `SummaryHandle::record`, `DistributionHandle::record`,
+//! one handle per series), and the peer, `opentelemetry_sdk`'s
+//! `Counter::add`, `Gauge::record` and `Histogram::record` (explicit
+//! buckets for summaries, a base-2 exponential aggregation of 160 buckets
+//! from scale 20 for distributions; one instrument per name, the three
+//! `KeyValue`s of each series built beforehand, delta temporality, a
+//! manual reader). The distributions' floor updates a `Distribution` in
+//! the map; their rounds also run `record_summary` (issue 20's target:
+//! `record_distribution` at most 1.2x `record_summary`). Values walk
+//! 1..=1,000 (a distribution's pages for those powers of two are made
+//! before the measurement).
 
 mod support;
 
@@ -24,30 +31,37 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use newrelic_telemetry::{CounterHandle, GaugeHandle, MetricBatch, Summary, SummaryHandle};
+use newrelic_telemetry::distribution::Distribution;
+use newrelic_telemetry::{
+    CounterHandle, DistributionHandle, GaugeHandle, MetricBatch, Summary, SummaryHandle,
+};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::metrics::{
+    Aggregation, ManualReader, SdkMeterProvider, Stream, Temporality,
+};
 use support::{Goal, Samples, Workload, attrs, report};
 use tokio::runtime::Runtime;
 
 type Hasher = foldhash::fast::RandomState;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
     Count,
     Gauge,
     Summary,
+    Distribution,
 }
 
 /// The value stored per series in the floors: what the batch keeps (written,
 /// never read back, as in the batch until a flush).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 #[allow(dead_code)]
 enum Slot {
     Count(f64),
     Gauge { value: f64, timestamp_ms: u64 },
     Summary(Summary),
+    Distribution(Box<Distribution>),
 }
 
 /// The batch's clock, rebuilt for the floor: wall-clock anchor + tokio elapsed.
@@ -83,6 +97,9 @@ fn update(slot: &mut Slot, op: Op, value: f64, clock: &Clock) {
             }
         }
         (Slot::Summary(s), Op::Summary) => s.observe(value),
+        (Slot::Distribution(d), Op::Distribution) => {
+            let _ = d.record(value);
+        }
         _ => unreachable!(),
     }
 }
@@ -95,6 +112,14 @@ fn initial(op: Op) -> Slot {
             timestamp_ms: 0,
         },
         Op::Summary => Slot::Summary(Summary::from_value(0.0)),
+        Op::Distribution => {
+            let mut d = Distribution::new();
+            // The range the walk records: the scale it settles at.
+            for v in [1.0, 1_000.0] {
+                let _ = d.record(v);
+            }
+            Slot::Distribution(Box::new(d))
+        }
     }
 }
 
@@ -115,6 +140,11 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
     let batch = &*Box::leak(Box::new(
         MetricBatch::builder().max_series(1_000_000).build(),
     ));
+    // For distributions, `record_summary` on the same workload, in the same
+    // rounds.
+    let summaries = &*Box::leak(Box::new(
+        MetricBatch::builder().max_series(1_000_000).build(),
+    ));
     rt.block_on(async {
         for i in 0..n {
             let (name, host) = w.series(i);
@@ -122,6 +152,21 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                 Op::Count => batch.try_record_count(name, 1.0, attrs(host)).await,
                 Op::Gauge => batch.try_record_gauge(name, 1.0, attrs(host)).await,
                 Op::Summary => batch.try_record_summary(name, 1.0, attrs(host)).await,
+                Op::Distribution => {
+                    summaries
+                        .try_record_summary(name, 1.0, attrs(host))
+                        .await
+                        .unwrap();
+                    // Each power of two the walk reaches: its bucket page.
+                    for e in 0..=10 {
+                        let v = f64::from(1 << e);
+                        batch
+                            .try_record_distribution(name, v, attrs(host))
+                            .await
+                            .unwrap();
+                    }
+                    Ok(())
+                }
             }
             .unwrap();
         }
@@ -136,6 +181,9 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                     Op::Count => Handle::Count(batch.counter(name, attrs(host)).await.unwrap()),
                     Op::Gauge => Handle::Gauge(batch.gauge(name, attrs(host)).await.unwrap()),
                     Op::Summary => Handle::Summary(batch.summary(name, attrs(host)).await.unwrap()),
+                    Op::Distribution => {
+                        Handle::Distribution(batch.distribution(name, attrs(host)).await.unwrap())
+                    }
                 });
             }
             v
@@ -159,7 +207,7 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                     update(
                         guard.get_mut(black_box(&keys[i])).unwrap(),
                         op,
-                        k as f64,
+                        value(k),
                         clock,
                     );
                     drop(guard);
@@ -187,7 +235,7 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                     update(
                         guard.get_mut(black_box(&keys[i])).unwrap(),
                         op,
-                        k as f64,
+                        value(k),
                         clock,
                     );
                     drop(guard);
@@ -212,11 +260,12 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                 let mut i = 0;
                 for k in 0..iters {
                     let (name, host) = table[black_box(i)];
-                    let v = k as f64;
+                    let v = value(k);
                     match op {
                         Op::Count => batch.record_count(name, v, attrs(host)).await,
                         Op::Gauge => batch.record_gauge(name, v, attrs(host)).await,
                         Op::Summary => batch.record_summary(name, v, attrs(host)).await,
+                        Op::Distribution => batch.record_distribution(name, v, attrs(host)).await,
                     }
                     i += 1;
                     if i == n {
@@ -235,11 +284,12 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
             let start = Instant::now();
             let mut i = 0;
             for k in 0..iters {
-                let v = k as f64;
+                let v = value(k);
                 match &handles[black_box(i)] {
                     Handle::Count(c) => c.add(v),
                     Handle::Gauge(g) => g.set(v),
                     Handle::Summary(h) => h.record(v),
+                    Handle::Distribution(h) => h.record(v),
                 }
                 i += 1;
                 if i == n {
@@ -258,7 +308,7 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
             let start = Instant::now();
             let mut i = 0;
             for k in 0..iters {
-                let v = k as f64;
+                let v = value(k);
                 let (name, set) = otel.series[black_box(i)];
                 let kvs = &otel.sets[set];
                 match &otel.instruments[name] {
@@ -287,11 +337,12 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
     // `cargo test --benches` runs this once as a smoke test: one short round.
     let measuring = std::env::args().any(|a| a == "--bench");
     let (rounds_n, chunk) = if measuring { (31, 200_000) } else { (1, 2_000) };
-    let mut rounds: [Vec<f64>; 5] = Default::default();
+    let mut rounds: [Vec<f64>; 6] = Default::default();
+    let paths = if op == Op::Distribution { 6 } else { 5 };
     for round in 0..rounds_n {
-        for k in 0..5 {
+        for k in 0..paths {
             // Rotate which path runs first.
-            let path = (k + round) % 5;
+            let path = (k + round) % paths;
             let start = Instant::now();
             match path {
                 0 => {
@@ -299,7 +350,7 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                     for j in 0..chunk {
                         let mut guard = std_floor.lock().unwrap();
                         let slot = guard.get_mut(black_box(&keys[i])).unwrap();
-                        update(slot, op, j as f64, clock);
+                        update(slot, op, value(j), clock);
                         i = next(i, n);
                     }
                 }
@@ -308,7 +359,7 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                     for j in 0..chunk {
                         let mut guard = tokio_floor.lock().await;
                         let slot = guard.get_mut(black_box(&keys[i])).unwrap();
-                        update(slot, op, j as f64, clock);
+                        update(slot, op, value(j), clock);
                         i = next(i, n);
                     }
                 }),
@@ -316,11 +367,14 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                     let mut i = 0;
                     for j in 0..chunk {
                         let (name, host) = table[black_box(i)];
-                        let v = j as f64;
+                        let v = value(j);
                         match op {
                             Op::Count => batch.record_count(name, v, attrs(host)).await,
                             Op::Gauge => batch.record_gauge(name, v, attrs(host)).await,
                             Op::Summary => batch.record_summary(name, v, attrs(host)).await,
+                            Op::Distribution => {
+                                batch.record_distribution(name, v, attrs(host)).await
+                            }
                         }
                         i = next(i, n);
                     }
@@ -328,19 +382,28 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
                 3 => {
                     let mut i = 0;
                     for j in 0..chunk {
-                        let v = j as f64;
+                        let v = value(j);
                         match &handles[black_box(i)] {
                             Handle::Count(c) => c.add(v),
                             Handle::Gauge(g) => g.set(v),
                             Handle::Summary(h) => h.record(v),
+                            Handle::Distribution(h) => h.record(v),
                         }
                         i = next(i, n);
                     }
                 }
+                5 => rt.block_on(async {
+                    let mut i = 0;
+                    for j in 0..chunk {
+                        let (name, host) = table[black_box(i)];
+                        summaries.record_summary(name, value(j), attrs(host)).await;
+                        i = next(i, n);
+                    }
+                }),
                 _ => {
                     let mut i = 0;
                     for j in 0..chunk {
-                        let v = j as f64;
+                        let v = value(j);
                         let (name, set) = otel.series[black_box(i)];
                         let kvs = &otel.sets[set];
                         match &otel.instruments[name] {
@@ -359,7 +422,7 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let [std_r, tokio_r, batch_r, handle_r, otel_r] = &mut rounds;
+    let [std_r, tokio_r, batch_r, handle_r, otel_r, summary_r] = &mut rounds;
     let (std_ns, tokio_ns, batch_ns, handle_ns, otel_ns) = (
         median(std_r),
         median(tokio_r),
@@ -388,14 +451,30 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
             "SummaryHandle::record (bound handle)",
             "opentelemetry_sdk Histogram::record",
         ),
+        Op::Distribution => (
+            "DistributionHandle::record (bound handle)",
+            "opentelemetry_sdk Histogram::record, exponential",
+        ),
     };
     report(
         &format!("target 1: {handle_label}, 1 task (1,000 series; {rounds_n} interleaved rounds)"),
         "op",
         ("std::Mutex<HashMap<u64,_>>, pre-hashed key", std_ns),
         (handle_label, handle_ns),
-        Goal::TimeAtMost(2.0),
+        // A distribution's handle: within 3x (issue 20).
+        Goal::TimeAtMost(if op == Op::Distribution { 3.0 } else { 2.0 }),
     );
+    if op == Op::Distribution {
+        report(
+            &format!(
+                "target: record_distribution against record_summary, the same calls ({rounds_n} interleaved rounds)"
+            ),
+            "op",
+            ("MetricBatch::record_summary", median(summary_r)),
+            ("MetricBatch::record_distribution", batch_ns),
+            Goal::TimeAtMost(1.2),
+        );
+    }
     // The string path against the peer: at most 0.8x for counts, at most
     // 1x for gauges and summaries.
     let limit = if matches!(op, Op::Count) { 0.8 } else { 1.0 };
@@ -415,6 +494,12 @@ fn bench_op(c: &mut Criterion, rt: &Runtime, w: &'static Workload, op: Op) {
     );
 }
 
+/// The value of call `k`: 1..=1,000, spread over ten powers of two.
+#[inline(always)]
+fn value(k: u64) -> f64 {
+    (k % 1_000 + 1) as f64
+}
+
 /// The next index of a walk over `n` series.
 #[inline(always)]
 fn next(i: usize, n: usize) -> usize {
@@ -426,6 +511,7 @@ enum Handle {
     Count(CounterHandle),
     Gauge(GaugeHandle),
     Summary(SummaryHandle),
+    Distribution(DistributionHandle),
 }
 
 enum Instrument {
@@ -449,7 +535,22 @@ impl Otel {
         let reader = ManualReader::builder()
             .with_temporality(Temporality::Delta)
             .build();
-        let provider = SdkMeterProvider::builder().with_reader(reader).build();
+        let mut provider = SdkMeterProvider::builder().with_reader(reader);
+        if op == Op::Distribution {
+            // OpenTelemetry's exponential histogram, as a service that
+            // wants percentiles configures it.
+            provider = provider.with_view(|_: &opentelemetry_sdk::metrics::Instrument| {
+                Stream::builder()
+                    .with_aggregation(Aggregation::Base2ExponentialHistogram {
+                        max_size: 160,
+                        max_scale: 20,
+                        record_min_max: true,
+                    })
+                    .build()
+                    .ok()
+            });
+        }
+        let provider = provider.build();
         let meter = provider.meter("bench");
         let instruments = w
             .names
@@ -457,7 +558,9 @@ impl Otel {
             .map(|name| match op {
                 Op::Count => Instrument::Counter(meter.f64_counter(name.clone()).build()),
                 Op::Gauge => Instrument::Gauge(meter.f64_gauge(name.clone()).build()),
-                Op::Summary => Instrument::Histogram(meter.f64_histogram(name.clone()).build()),
+                Op::Summary | Op::Distribution => {
+                    Instrument::Histogram(meter.f64_histogram(name.clone()).build())
+                }
             })
             .collect();
         let sets = support::otel_sets(w);
@@ -477,7 +580,11 @@ impl Otel {
             match &otel.instruments[name] {
                 Instrument::Counter(c) => c.add(1.0, kvs),
                 Instrument::Gauge(g) => g.record(1.0, kvs),
-                Instrument::Histogram(h) => h.record(1.0, kvs),
+                Instrument::Histogram(h) => {
+                    // The range the walk records: the scale it settles at.
+                    h.record(1.0, kvs);
+                    h.record(1_000.0, kvs);
+                }
             }
         }
         otel
@@ -592,7 +699,15 @@ fn main() {
         .build()
         .unwrap();
     let w: &'static Workload = Box::leak(Box::new(Workload::new(100, 10)));
-    for op in [Op::Count, Op::Gauge, Op::Summary] {
+    let ops: Vec<Op> = match std::env::var("RECORD_OPS").ok().as_deref() {
+        // RECORD_OPS=distribution: that one alone.
+        Some(only) if !only.is_empty() => [Op::Count, Op::Gauge, Op::Summary, Op::Distribution]
+            .into_iter()
+            .filter(|op| format!("{op:?}").eq_ignore_ascii_case(only))
+            .collect(),
+        _ => vec![Op::Count, Op::Gauge, Op::Summary, Op::Distribution],
+    };
+    for op in ops {
         bench_op(&mut c, &rt, w, op);
     }
     bench_overflow(&rt);

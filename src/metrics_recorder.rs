@@ -665,7 +665,7 @@ mod tests {
                 (d.count(), d.sum(), d.min(), d.max()),
                 (4, 7.0, Some(1.0), Some(4.0))
             );
-            assert_eq!(d.scale(), 6);
+            assert_eq!(d.scale(), 5);
             let mut lowered = Distribution::with_max_size(2).unwrap();
             lowered.merge(&direct).unwrap();
             let mut got = Distribution::with_max_size(2).unwrap();

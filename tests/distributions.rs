@@ -266,16 +266,13 @@ async fn bucket_pages_are_counted_in_the_budget_and_given_back() {
     let batch = MetricBatch::new();
     batch.record_distribution("d", 1.5, ()).await;
     let one_page = batch.memory().held_bytes;
-    // 20 more powers of two: 20 more pages of 1 KiB (64 buckets in each of
-    // two slots), and a few groups of the directory.
+    // 20 more powers of two: 20 more pages of 512 bytes (32 buckets in each
+    // of two slots), and a few groups of the directory.
     for e in 1..=20 {
         batch.record_distribution("d", 2f64.powi(e) * 1.5, ()).await;
     }
     let more = batch.memory().held_bytes - one_page;
-    assert!(
-        (20 * 1024..20 * 1024 + 4 * 128 + 1).contains(&more),
-        "{more}"
-    );
+    assert!((20 * 512..20 * 512 + 4 * 128 + 1).contains(&more), "{more}");
     // A flush lets go of the series: its pages go back to the budget (the
     // point's own bytes are counted by the distributions' batch).
     batch.flush().await;

@@ -5,8 +5,11 @@
 //! serves both slots, so a power of two is allocated once for the series'
 //! life, whichever slot writers use.
 //!
-//! Values are counted at one fixed scale, [`RECORD_SCALE`] (64 buckets per
-//! power of two, each about 1.09% wide). A page holds the 64 buckets (in
+//! Values are counted at one fixed scale, [`RECORD_SCALE`] (32 buckets per
+//! power of two, each about 2.2% wide, so a percentile read from them is
+//! within 1.1%: as fine as an exported histogram of values spanning five
+//! powers of two or more can be at 160 buckets). A page holds the 32
+//! buckets (in
 //! each slot) of one power of two on one side (positive or negative), so a
 //! series' memory
 //! grows with the range of its values, not with their number: a latency
@@ -40,8 +43,8 @@ use crate::distribution::{
     Buckets, DEFAULT_MAX_SIZE, Distribution, DistributionParts, MIN_SCALE, fit_change, map_to_index,
 };
 
-/// The scale values are counted at: 2^6 = 64 buckets per power of two.
-pub(crate) const RECORD_SCALE: i8 = 6;
+/// The scale values are counted at: 2^5 = 32 buckets per power of two.
+pub(crate) const RECORD_SCALE: i8 = 5;
 
 /// Buckets in a page: one power of two at [`RECORD_SCALE`].
 const PAGE_LEN: usize = 1 << RECORD_SCALE;
@@ -57,7 +60,7 @@ const PAGE_BYTES: usize = std::mem::size_of::<[AtomicU64; 2 * PAGE_LEN]>();
 /// What a group of the directory takes from the budget.
 const GROUP_BYTES: usize = std::mem::size_of::<Group>();
 
-/// The 64 buckets of one power of two, on one side, in each slot: slot
+/// The 32 buckets of one power of two, on one side, in each slot: slot
 /// `s`'s bucket `i` is `counts[s * PAGE_LEN + i]`.
 struct Page {
     /// The power of two (its bucket indices shifted down by the scale),

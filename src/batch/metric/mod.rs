@@ -998,8 +998,8 @@ impl MetricBatch {
     /// [`DistributionPoint`] per distribution series written to into
     /// [`distributions`](Self::distributions), the batch a second harvester
     /// sends (a [`Telemetry`](crate::Telemetry) starts it when the first
-    /// distribution series is made). Values are counted at scale 6 (64
-    /// buckets per power of two, each about 1.1% wide) and sent at the
+    /// distribution series is made). Values are counted at scale 5 (32
+    /// buckets per power of two, each about 2.2% wide) and sent at the
     /// highest scale at which the interval's buckets fit in 160 per side;
     /// a series' buckets take memory from the budget as its values reach
     /// new powers of two.
