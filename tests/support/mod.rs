@@ -338,3 +338,19 @@ pub fn assert_server_span<'a>(
     assert!(a["duration.ms"].as_f64().is_some());
     root
 }
+
+/// The middleware's request durations of `GET {route}` (a distribution,
+/// which arrives over OTLP). Panics if there is none.
+pub fn get_durations<'a>(
+    distributions: &'a [newrelic_telemetry::test_util::ReceivedDistribution],
+    route: &str,
+) -> &'a newrelic_telemetry::distribution::Distribution {
+    let found = distributions.iter().find(|d| {
+        d.name == "http.server.duration.ms"
+            && d.attributes.get("http.route") == Some(&route.into())
+            && d.attributes.get("http.request.method") == Some(&"GET".into())
+    });
+    &found
+        .unwrap_or_else(|| panic!("no duration distribution of GET {route}"))
+        .distribution
+}

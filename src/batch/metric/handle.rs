@@ -11,8 +11,17 @@ use crate::attributes::Attributes;
 use crate::metric::Summary;
 
 macro_rules! handle_common {
-    ($handle:ident) => {
+    ($handle:ident, $state:ty) => {
         impl $handle {
+            pub(super) fn new(series: Series, cell: CellArc<$state>, shared: Arc<Shared>) -> Self {
+                $handle {
+                    cell,
+                    shared,
+                    name: series.name,
+                    attributes: series.attributes,
+                }
+            }
+
             /// The series' name.
             pub fn name(&self) -> &str {
                 &self.name
@@ -106,18 +115,9 @@ pub struct CounterHandle {
     attributes: Arc<Attributes>,
 }
 
-handle_common!(CounterHandle);
+handle_common!(CounterHandle, CountState);
 
 impl CounterHandle {
-    pub(super) fn new(series: Series, cell: CellArc<CountState>, shared: Arc<Shared>) -> Self {
-        CounterHandle {
-            cell,
-            shared,
-            name: series.name,
-            attributes: series.attributes,
-        }
-    }
-
     /// Adds `value` to the count. A value that is not finite, or that would
     /// take the sum past the largest `f64`, is ignored and counted in
     /// [`RecordStats::items_dropped_invalid`](crate::batch::RecordStats::items_dropped_invalid);
@@ -181,18 +181,9 @@ pub struct GaugeHandle {
     attributes: Arc<Attributes>,
 }
 
-handle_common!(GaugeHandle);
+handle_common!(GaugeHandle, GaugeState);
 
 impl GaugeHandle {
-    pub(super) fn new(series: Series, cell: CellArc<GaugeState>, shared: Arc<Shared>) -> Self {
-        GaugeHandle {
-            cell,
-            shared,
-            name: series.name,
-            attributes: series.attributes,
-        }
-    }
-
     /// From now on, once set, the gauge is sent at every harvest with its
     /// last value (the `metrics` facade's gauges, which exporters that are
     /// scraped show at every scrape), not only in intervals it was set in.
@@ -260,18 +251,9 @@ pub struct SummaryHandle {
     attributes: Arc<Attributes>,
 }
 
-handle_common!(SummaryHandle);
+handle_common!(SummaryHandle, SummaryState);
 
 impl SummaryHandle {
-    pub(super) fn new(series: Series, cell: CellArc<SummaryState>, shared: Arc<Shared>) -> Self {
-        SummaryHandle {
-            cell,
-            shared,
-            name: series.name,
-            attributes: series.attributes,
-        }
-    }
-
     /// Adds one observation of `value`. A value that is not finite, or that
     /// would take the sum past the largest `f64`, is ignored and counted in
     /// [`RecordStats::items_dropped_invalid`](crate::batch::RecordStats::items_dropped_invalid).
@@ -353,22 +335,9 @@ pub struct DistributionHandle {
     attributes: Arc<Attributes>,
 }
 
-handle_common!(DistributionHandle);
+handle_common!(DistributionHandle, DistributionState);
 
 impl DistributionHandle {
-    pub(super) fn new(
-        series: Series,
-        cell: CellArc<DistributionState>,
-        shared: Arc<Shared>,
-    ) -> Self {
-        DistributionHandle {
-            cell,
-            shared,
-            name: series.name,
-            attributes: series.attributes,
-        }
-    }
-
     /// Records one value. A value that is not finite, or that would take
     /// the sum past the largest `f64`, is ignored and counted in
     /// [`RecordStats::items_dropped_invalid`](crate::batch::RecordStats::items_dropped_invalid).
