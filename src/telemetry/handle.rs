@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::distributions::DistributionPipeline;
 use super::lifecycle::Lifecycle;
 use super::per_api::PerApi;
-use super::pipelines::DistributionPipeline;
 use crate::batch::{EventBatch, LogBatch, MetricBatch, RecordStats, SpanBatch};
 use crate::client::DeliveryStats;
 use crate::harvester::{HarvestReport, Harvester, PipelineStats};

@@ -1,8 +1,9 @@
-//! One-call setup: the four batches, clients and harvesters from one key, one
+//! One-call setup: the batches, clients and harvesters from one key, one
 //! HTTP client and one cancellation token, shut down with one awaited call.
 
 // One file per part; none of them uses anything from this file.
 mod builder; // TelemetryBuilder: settings made in code, and build()
+mod distributions; // the fifth pipeline's harvester, started on first use
 pub mod env; // the NEW_RELIC_* variables, and their parsing into a typed config
 mod handle; // Telemetry, Endpoints, TelemetryReport, TelemetryStats
 mod lifecycle; // the order of a stop: tracing layers drained, then harvesters

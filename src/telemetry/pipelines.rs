@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::distributions::DistributionPipeline;
 use super::env::Config;
 use super::handle::{Endpoints, Parts, Telemetry};
 use super::lifecycle::Lifecycle;
@@ -247,36 +248,6 @@ fn spawn_harvesters(
     }
 }
 
-/// The pipeline of the metric batch's distributions: its harvester, once
-/// started, and whether it is known yet if it will start.
-pub(super) struct DistributionPipeline {
-    harvester: std::sync::OnceLock<Harvester>,
-    /// `true` once the harvester is started, or known never to be.
-    settled: tokio::sync::watch::Sender<bool>,
-}
-
-impl DistributionPipeline {
-    fn new() -> Self {
-        DistributionPipeline {
-            harvester: std::sync::OnceLock::new(),
-            settled: tokio::sync::watch::Sender::new(false),
-        }
-    }
-
-    /// Its harvester, if it started.
-    pub(super) fn harvester(&self) -> Option<&Harvester> {
-        self.harvester.get()
-    }
-
-    /// Completes once it is known whether the harvester runs: at once when
-    /// it does, else when the telemetry stops without distributions.
-    pub(super) async fn settled(&self) {
-        let mut settled = self.settled.subscribe();
-        // The sender lives in `self`: `wait_for` cannot fail.
-        let _ = settled.wait_for(|s| *s).await;
-    }
-}
-
 /// Starts the distributions' harvester when the metric batch makes its
 /// first distribution series (or, if one is made while stopping, after the
 /// metric pipeline's last flush), and stops it after that flush, which
@@ -289,7 +260,7 @@ async fn run_distributions(
     stopping: CancellationToken,
 ) {
     // Settled however this task ends: dropped with its runtime too.
-    let _settled = Settled(pipeline.clone());
+    let _settled = pipeline.settle_on_drop();
     let made = tokio::select! {
         biased;
         () = metrics.distributions_made() => true,
@@ -304,20 +275,10 @@ async fn run_distributions(
     }
     let token = CancellationToken::new();
     let harvester = spawn_harvester(metrics.distributions().clone(), client, timing, &token);
-    let _ = pipeline.harvester.set(harvester);
-    pipeline.settled.send_replace(true);
+    pipeline.start(harvester);
     stopping.cancelled().await;
     let _ = tokio::time::timeout(timing.shutdown_timeout, metrics.last_flush_done()).await;
     token.cancel();
-}
-
-/// Marks the pipeline settled when dropped.
-struct Settled(Arc<DistributionPipeline>);
-
-impl Drop for Settled {
-    fn drop(&mut self) {
-        self.0.settled.send_replace(true);
-    }
 }
 
 fn spawn_harvester<K: Kind, B: Batch<Item = K::Item>>(
