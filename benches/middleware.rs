@@ -5,7 +5,9 @@
 //! answers `"ok"`). Measured: the same router behind `HttpServerLayer`, with
 //! a subscriber whose tracing layer (`Telemetry::tracing_layer`) exports the
 //! request span, three ways: every trace sampled, none sampled (ratio 0),
-//! and an incoming sampled `traceparent` continued. Two settings:
+//! and an incoming sampled `traceparent` continued; and with telemetry
+//! disabled (`enabled(false)`), which should cost what the floor does.
+//! Two settings:
 //!
 //! * in process: the router called as a `tower` service (no socket), the
 //!   worst case for the ratio, since the floor does almost nothing;
@@ -45,13 +47,17 @@ enum Variant {
     Unsampled,
     /// Behind the middleware, continuing an incoming sampled traceparent.
     Continued,
+    /// Behind the middleware, telemetry disabled (`enabled(false)`): off
+    /// should cost what the bare router costs.
+    Disabled,
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 5] = [
     Variant::Bare,
     Variant::Sampled,
     Variant::Unsampled,
     Variant::Continued,
+    Variant::Disabled,
 ];
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -142,6 +148,7 @@ fn setup(server: &TestIngestServer, variant: Variant) -> Setup {
         .telemetry_builder()
         .service_name("bench")
         .harvest_interval(Duration::from_secs(3600))
+        .enabled(variant != Variant::Disabled)
         .build()
         .expect("telemetry");
     let ratio = if variant == Variant::Unsampled {
