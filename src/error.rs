@@ -108,6 +108,8 @@ pub enum RecordError {
     },
     /// A summary has a count of zero or a minimum above its maximum.
     InvalidSummary,
+    /// A distribution point holds no value: there is nothing to send.
+    EmptyDistribution,
     /// The batch holds as many items as it is allowed to; the new item was
     /// dropped (the items already buffered are kept).
     BufferFull {
@@ -252,6 +254,9 @@ impl fmt::Display for RecordError {
             }
             RecordError::InvalidSummary => {
                 f.write_str("summary needs a count above zero and min <= max")
+            }
+            RecordError::EmptyDistribution => {
+                f.write_str("a distribution point needs at least one value")
             }
             RecordError::BufferFull { capacity } => {
                 write!(f, "batch is full ({capacity} items); the item was dropped")

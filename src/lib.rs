@@ -61,8 +61,8 @@ mod validate;
 pub use api::{Api, ParseRegionError, Region};
 pub use attributes::{AsAttributes, AsValueRef, Attributes, Value, ValueRef};
 pub use batch::{
-    CounterHandle, DistributionHandle, EventBatch, GaugeHandle, LogBatch, MetricBatch, SpanBatch,
-    SummaryHandle,
+    CounterHandle, DistributionHandle, EventBatch, GaugeHandle, HistogramKind, LogBatch,
+    MetricBatch, SpanBatch, SummaryHandle,
 };
 pub use client::{EventClient, LogClient, MetricClient, RetryPolicy, SendError, SpanClient};
 pub use common::Common;

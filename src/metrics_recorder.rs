@@ -530,9 +530,9 @@ impl Bind for HistogramHandle {
         name: &str,
         labels: Labels<'_>,
     ) -> Result<Option<Self>, RecordError> {
-        Ok(match batch.histograms() {
+        Ok(match batch.histogram_kind() {
             HistogramKind::Summary => batch.try_summary(name, &labels)?.map(Self::Summary),
-            _ => batch
+            HistogramKind::Distribution => batch
                 .try_distribution(name, &labels)?
                 .map(Self::Distribution),
         })
@@ -543,9 +543,11 @@ impl Bind for HistogramHandle {
         name: &'a str,
         labels: Labels<'a>,
     ) -> Result<Self, RecordError> {
-        Ok(match batch.histograms() {
+        Ok(match batch.histogram_kind() {
             HistogramKind::Summary => Self::Summary(batch.summary(name, labels).await?),
-            _ => Self::Distribution(batch.distribution(name, labels).await?),
+            HistogramKind::Distribution => {
+                Self::Distribution(batch.distribution(name, labels).await?)
+            }
         })
     }
 
@@ -613,7 +615,7 @@ mod tests {
     }
 
     async fn busy_shard_binds_later(histograms: HistogramKind) {
-        let batch = Arc::new(MetricBatch::builder().histograms(histograms).build());
+        let batch = Arc::new(MetricBatch::builder().histogram_kind(histograms).build());
         let recorder = NewRelicRecorder::new(batch.clone(), Handle::current());
         let held = batch.hold_shards();
         metrics::with_local_recorder(&recorder, || {

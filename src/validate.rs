@@ -426,6 +426,9 @@ impl Validate for DistributionPoint {
     }
     fn validate(&mut self, _common: Option<&Attributes>) -> Result<u64, RecordError> {
         check_metric_name(self.name())?;
+        if self.distribution().count() == 0 {
+            return Err(RecordError::EmptyDistribution);
+        }
         check_timestamp(self.end_ms(), &METRIC_LIMITS)?;
         let (attrs, cut) = metric_attributes(self.name(), self.attributes())?;
         if cut > 0 {

@@ -450,10 +450,7 @@ async fn a_telemetry_starts_its_distribution_pipeline_when_first_needed() {
         .service_name("checkout")
         .build()
         .unwrap();
-    assert_eq!(
-        telemetry.endpoints().distributions,
-        server.otlp_metrics_url()
-    );
+    assert_eq!(telemetry.endpoints().otlp, server.otlp_metrics_url());
     telemetry.metrics().record_count("orders", 1, ()).await;
     assert!(telemetry.stats().distributions.is_none());
 
@@ -513,4 +510,19 @@ async fn distributions_recorded_just_before_shutdown_are_sent() {
     );
     assert_eq!(server.distributions()[0].name, "late");
     assert_eq!(report.items_dropped(), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_empty_point_is_refused_not_sent() {
+    use newrelic_telemetry::RecordError;
+    use newrelic_telemetry::distribution::DistributionPoint;
+    let server = server().await;
+    let points = newrelic_telemetry::batch::ItemBatch::<DistributionPoint>::new();
+    let empty = DistributionPoint::new("idle", Distribution::new(), Duration::from_secs(5));
+    assert_eq!(
+        points.try_record(empty).await,
+        Err(RecordError::EmptyDistribution)
+    );
+    assert_eq!(points.record_stats().items_dropped_invalid, 1);
+    assert!(server.requests().is_empty());
 }

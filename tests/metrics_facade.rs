@@ -43,7 +43,7 @@ async fn three_kinds_across_two_intervals() {
     let server = server().await;
     let telemetry = builder(&server)
         .service_name("facade")
-        .histograms(HistogramKind::Summary)
+        .histogram_kind(HistogramKind::Summary)
         .build()
         .unwrap();
     let recorder = telemetry.metrics_recorder();

@@ -291,13 +291,14 @@ impl<K: Kind> Sender<K> {
             let outcome = match attempted {
                 Attempted::Accepted(status, refused) => {
                     if let Some((refused, message)) = refused.filter(|(r, _)| *r > 0) {
-                        // The refused part gets a report of its own.
+                        // The refused part gets a report of its own (its
+                        // requests are counted in the accepted part's).
                         let report = PayloadReport {
                             api: K::API,
                             request_id: Some(request_id),
                             items: refused,
                             bytes: 0,
-                            attempts,
+                            attempts: 0,
                             outcome: PayloadOutcome::Dropped(DropReason::PartiallyRejected {
                                 message,
                             }),

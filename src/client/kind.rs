@@ -1,4 +1,5 @@
-//! The four ingest APIs as types: what each one carries and how its payload
+//! The ingest APIs as types (the four JSON APIs, and OTLP for
+//! distributions): what each one carries and how its payload
 //! looks on the wire.
 
 use super::otlp;
@@ -76,7 +77,7 @@ pub struct Spans;
 pub struct Otlp;
 
 /// The kind of [`ClientSettings`](super::ClientSettings): no API of its own,
-/// the settings shared by the four clients a
+/// the settings shared by the five clients a
 /// [`Telemetry`](crate::Telemetry) builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AllApis {}
@@ -263,11 +264,18 @@ impl Kind for Otlp {
                 None
             }
             Ok(_) => None,
-            Err(e) => {
-                // A 2xx is final: the points were taken.
-                tracing::debug!(api = Api::Otlp.name(), error = %e, "could not read the OTLP answer's body");
-                None
-            }
+            // Cut short (a long message): the count comes first.
+            Err(e) => match otlp::rejected_in_prefix(body).filter(|&n| n > 0) {
+                Some(rejected) => Some((
+                    usize::try_from(rejected).unwrap_or(usize::MAX).min(items),
+                    format!("(the answer's message was cut short: {e})"),
+                )),
+                None => {
+                    // A 2xx is final: the points were taken.
+                    tracing::debug!(api = Api::Otlp.name(), error = %e, "could not read the OTLP answer's body");
+                    None
+                }
+            },
         }
     }
 }

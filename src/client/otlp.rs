@@ -560,6 +560,39 @@ pub(crate) fn decode_response(body: &[u8]) -> Result<Option<PartialSuccess>, Dec
     Ok(partial.filter(|p| p.rejected_data_points > 0 || !p.error_message.is_empty()))
 }
 
+/// The `rejected_data_points` of an answer cut short (the client reads at
+/// most a few KiB of it, and a long `error_message` may pass that): read
+/// from the first `partial_success` message as far as it goes, where
+/// servers write that field first. `None` if the prefix does not hold it.
+pub(crate) fn rejected_in_prefix(body: &[u8]) -> Option<u64> {
+    fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *buf.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut at = 0;
+    // partial_success = 1, length-delimited; its length may pass the end.
+    if varint(body, &mut at)? != (1 << 3) | u64::from(WIRE_LEN) {
+        return None;
+    }
+    let len = usize::try_from(varint(body, &mut at)?).ok()?;
+    let end = at.saturating_add(len).min(body.len());
+    let inner = &body[at..end];
+    let mut at = 0;
+    // rejected_data_points = 1, a varint (int64).
+    if varint(inner, &mut at)? != u64::from(WIRE_VARINT) | (1 << 3) {
+        return None;
+    }
+    varint(inner, &mut at)
+}
+
 fn merge_partial_success(
     into: &mut PartialSuccess,
     bytes: &[u8],

@@ -496,7 +496,9 @@ impl PayloadReport {
     }
 }
 
-/// What happened to the items of one send: a report per payload, in order.
+/// What happened to the items of one send: a report per payload, in order
+/// (two for an OTLP payload whose answer refused some of its points: the
+/// accepted part, then the refused one, with the same request id).
 ///
 /// ```
 /// # use newrelic_telemetry::test_util::TestIngestServer;

@@ -20,7 +20,7 @@
 //!   (until the response's head is ready) in [`DURATION_METRIC`], in
 //!   milliseconds: a distribution, whose percentiles New Relic shows, unless
 //!   the telemetry keeps histograms as summaries
-//!   ([`TelemetryBuilder::histograms`](crate::TelemetryBuilder::histograms));
+//!   ([`TelemetryBuilder::histogram_kind`](crate::TelemetryBuilder::histogram_kind));
 //!   both by `http.request.method`, `http.route` and
 //!   `http.response.status_code` (or `http.response.status_class`, `2xx`
 //!   ..., with `status_classes(true)`).

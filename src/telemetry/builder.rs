@@ -325,7 +325,7 @@ impl TelemetryBuilder {
     ///     .api_key("key")
     ///     .otlp_endpoint("http://localhost:4318")
     ///     .build()?;
-    /// assert_eq!(telemetry.endpoints().distributions, "http://localhost:4318/v1/metrics");
+    /// assert_eq!(telemetry.endpoints().otlp, "http://localhost:4318/v1/metrics");
     /// # telemetry.shutdown().await;
     /// # Ok(()) }
     /// ```
@@ -382,10 +382,12 @@ impl TelemetryBuilder {
         self
     }
 
-    /// The most bytes each of the four pipelines may hold in memory (default
-    /// [`DEFAULT_MEMORY_BUDGET`], 16 MiB, so 64 MiB for all four; at least
-    /// 4 MiB each): what waits in its batch, what is being encoded, and the
-    /// compressed payloads waiting to be sent. Past it a new item is refused
+    /// The most bytes each pipeline may hold in memory (default
+    /// [`DEFAULT_MEMORY_BUDGET`], 16 MiB, so 64 MiB for the four, and 16 MiB
+    /// more for the distributions' once it starts; at least 4 MiB each):
+    /// what waits in its batch, what is being encoded, and the compressed
+    /// payloads waiting to be sent. A distribution series' bucket pages
+    /// count in the metric pipeline's. Past it a new item is refused
     /// ([`RecordError::MemoryBudgetFull`](crate::RecordError::MemoryBudgetFull),
     /// counted) and the oldest queued payloads make room for newer data.
     ///
@@ -423,7 +425,7 @@ impl TelemetryBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = TestIngestServer::start().await?;
-    /// let telemetry = server.telemetry_builder().histograms(HistogramKind::Summary).build()?;
+    /// let telemetry = server.telemetry_builder().histogram_kind(HistogramKind::Summary).build()?;
     /// telemetry.metrics().record_histogram("job.ms", 30.0, ()).await;
     /// telemetry.shutdown().await;
     /// assert_eq!(server.metrics()[0]["type"], "summary");
@@ -431,7 +433,7 @@ impl TelemetryBuilder {
     /// # Ok(()) }
     /// ```
     #[must_use = "builder methods return the changed builder"]
-    pub fn histograms(mut self, kind: HistogramKind) -> Self {
+    pub fn histogram_kind(mut self, kind: HistogramKind) -> Self {
         self.histograms = kind;
         self
     }
@@ -481,7 +483,8 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Calls `f` with every item any of the four batches refuses (an
+    /// Calls `f` with every item any of the batches refuses (the four, and
+    /// the distributions' batch: a point it has no room for) (an
     /// invalid metric, a full buffer, the series limit, the memory budget,
     /// a recording after shutdown). Recording never returns an error: a
     /// refusal is counted in [`stats`](Telemetry::stats), logged at WARN
@@ -653,7 +656,7 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Configures the four clients (metric, event, log, span) at once, with
+    /// Configures the five clients (metric, event, log, span, OTLP) at once, with
     /// [`ClientSettings`]' own methods (those of a
     /// [`ClientBuilder`](crate::client::ClientBuilder) that belong to all
     /// four): request timeout, retry policy, key header, `User-Agent`

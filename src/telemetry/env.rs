@@ -277,7 +277,7 @@ pub const TRACE_SAMPLE_RATIO: &str = "NEW_RELIC_TRACE_SAMPLE_RATIO";
 /// let telemetry = Telemetry::builder()
 ///     .environment([(env::API_KEY, "key"), (env::OTLP_API_URL, "http://127.0.0.1:4318")])
 ///     .build()?;
-/// assert_eq!(telemetry.endpoints().distributions, "http://127.0.0.1:4318/v1/metrics");
+/// assert_eq!(telemetry.endpoints().otlp, "http://127.0.0.1:4318/v1/metrics");
 /// # telemetry.shutdown().await;
 /// # Ok(()) }
 /// ```

@@ -1,4 +1,5 @@
-//! The running pipelines: [`Telemetry`], the handle to the four batches and
+//! The running pipelines: [`Telemetry`], the handle to the four batches (and
+//! the metric batch's distributions) and
 //! their harvesters, where they send ([`Endpoints`]) and how they ended
 //! ([`TelemetryReport`]).
 
@@ -140,10 +141,11 @@ pub struct Endpoints {
     /// The Trace API's URL.
     pub spans: String,
     /// The OTLP endpoint's URL, where distributions go.
-    pub distributions: String,
+    pub otlp: String,
 }
 
-/// How the four harvesters of a [`Telemetry`] ended.
+/// How the harvesters of a [`Telemetry`] ended: the four, and the
+/// distributions' if it ran.
 ///
 /// ```
 /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -184,7 +186,8 @@ pub struct TelemetryReport {
     pub layer: LayerStats,
 }
 
-/// A live snapshot of the four pipelines of a [`Telemetry`].
+/// A live snapshot of the pipelines of a [`Telemetry`]: the four, and the
+/// distributions' once it started.
 ///
 /// ```
 /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -276,22 +279,22 @@ impl TelemetryStats {
         )
     }
 
-    /// Bytes the four pipelines hold in memory now.
+    /// Bytes the pipelines hold in memory now.
     pub fn held_bytes(&self) -> usize {
         self.all().map(|p| p.memory.held_bytes).sum()
     }
 
-    /// Items the four pipelines hold now (recorded, not yet sent or dropped).
+    /// Items the pipelines hold now (recorded, not yet sent or dropped).
     pub fn held_items(&self) -> usize {
         self.all().map(|p| p.memory.held_items).sum()
     }
 
-    /// Items sent so far by the four pipelines.
+    /// Items sent so far by the pipelines.
     pub fn items_sent(&self) -> u64 {
         self.totals().sent
     }
 
-    /// Items dropped so far by the four pipelines' clients, for any reason.
+    /// Items dropped so far by the pipelines' clients, for any reason.
     pub fn items_dropped(&self) -> u64 {
         self.totals().dropped
     }
@@ -351,7 +354,7 @@ impl TelemetryReport {
         )
     }
 
-    /// Items sent by all four harvesters.
+    /// Items sent by all the harvesters.
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -370,7 +373,7 @@ impl TelemetryReport {
         self.totals().sent
     }
 
-    /// Items dropped by all four harvesters, for any reason.
+    /// Items dropped by all the harvesters, for any reason.
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -461,7 +464,7 @@ impl TelemetryReport {
 }
 
 impl Telemetry {
-    /// The URLs the four pipelines send to (worth logging at startup).
+    /// The URLs the pipelines send to (worth logging at startup).
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -606,7 +609,7 @@ impl Telemetry {
         }
     }
 
-    /// Asks all four harvesters for a harvest now.
+    /// Asks every harvester for a harvest now.
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
@@ -637,7 +640,11 @@ impl Telemetry {
     /// tracing layers made by [`tracing_layer`](Self::tracing_layer) record
     /// what their channels hold, then the four harvesters close their
     /// batches, flush them and send (each within its shutdown deadline, all
-    /// four at once).
+    /// four at once). The distributions' harvester, if it started, stops
+    /// once the metric harvester's last flush has handed it its last points
+    /// (at once, unless that flush is slow) and then has its own deadline:
+    /// a stop with distributions takes at most the deadline plus the metric
+    /// flush.
     ///
     /// Any clone may call it, several at once or again later: each call
     /// waits for the same stop and returns the same report, brought up to

@@ -159,7 +159,7 @@ impl Clients {
             events: self.events.endpoint().to_owned(),
             logs: self.logs.endpoint().to_owned(),
             spans: self.spans.endpoint().to_owned(),
-            distributions: self.otlp.endpoint().to_owned(),
+            otlp: self.otlp.endpoint().to_owned(),
         }
     }
 }
@@ -215,7 +215,7 @@ impl Batches {
                     .common_attributes(common.clone())
                     .memory_budget(memory_budget)
                     .series_limits(settings.series_limits.clone())
-                    .histograms(settings.histograms)
+                    .histogram_kind(settings.histograms)
                     .on_refused_shared(on_refused.clone())
                     .off(off)
                     .build(),

@@ -28,8 +28,9 @@
 //! allocation once its page exists. Two threads that make a page at once
 //! race for the slot through a `OnceLock` whose initialiser only moves the
 //! page in (allocated beforehand); the loser frees its page and goes on
-//! scanning. When no page can be had (the directory is full: values
-//! spanning more than 32 powers of two; or the budget is), the value is
+//! scanning. When no page can be had (the directory is full: the series'
+//! values reached more than 64 powers of two over its life; or the budget
+//! is), the value is
 //! counted in one of four coarse buckets (per slot) at [`MIN_SCALE`]
 //! instead: nothing
 //! is lost, and that interval's histogram is sent at the lowest scale
@@ -50,8 +51,9 @@ pub(crate) const RECORD_SCALE: i8 = 5;
 const PAGE_LEN: usize = 1 << RECORD_SCALE;
 /// Pages in a group of the directory.
 const GROUP_LEN: usize = 8;
-/// The most pages a series' slot holds: powers of two, on either side.
-const MAX_PAGES: usize = 32;
+/// The most pages a series holds over its life: powers of two, on either
+/// side (groups of the directory are made as needed: 16 bytes inline each).
+const MAX_PAGES: usize = 64;
 /// Groups in the directory.
 const GROUPS: usize = MAX_PAGES / GROUP_LEN;
 
@@ -245,9 +247,15 @@ impl BucketPages {
             min: Some(min),
             max: Some(max),
         };
-        let taken = Distribution::from_parts(parts);
-        debug_assert!(taken.is_ok(), "{taken:?}");
-        taken.ok()
+        // The parts are made to be valid; should they not be, say so.
+        match Distribution::from_parts(parts) {
+            Ok(taken) => Some(taken),
+            Err(e) => {
+                debug_assert!(false, "{e}");
+                tracing::error!(error = %e, count, "a distribution's buckets could not be read; its values for this interval are lost");
+                None
+            }
+        }
     }
 }
 
@@ -398,8 +406,8 @@ mod tests {
             budget: &budget,
             held: &held,
         };
-        // 40 powers of two: 32 pages, then coarse buckets.
-        let values: Vec<f64> = (0..40).map(|e| 2f64.powi(e * 3) * 1.5).collect();
+        // 70 powers of two: 64 pages, then coarse buckets.
+        let values: Vec<f64> = (0..70).map(|e| 2f64.powi(e * 3) * 1.5).collect();
         for &v in &values {
             p.record(0, v, 1, bytes);
         }
@@ -409,8 +417,8 @@ mod tests {
         );
         let d = taken(&p, &values);
         assert_eq!(d.scale(), MIN_SCALE);
-        assert_eq!(d.count(), 40);
-        assert_eq!(d.positive().total(), 40);
+        assert_eq!(d.count(), 70);
+        assert_eq!(d.positive().total(), 70);
 
         // No budget: coarse buckets from the first value.
         let (p, _, held) = pages();

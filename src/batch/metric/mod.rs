@@ -177,12 +177,20 @@ impl std::fmt::Debug for MetricBatch {
 /// `histogram!` become.
 ///
 /// ```
-/// use newrelic_telemetry::MetricBatch;
-/// use newrelic_telemetry::batch::HistogramKind;
+/// use newrelic_telemetry::{HistogramKind, Metric, MetricBatch};
 ///
-/// assert_eq!(MetricBatch::new().histograms(), HistogramKind::Distribution);
-/// let summaries = MetricBatch::builder().histograms(HistogramKind::Summary).build();
-/// assert_eq!(summaries.histograms(), HistogramKind::Summary);
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // By default, a distribution: a point for the OTLP endpoint.
+/// let batch = MetricBatch::new();
+/// batch.record_histogram("render.ms", 4.0, ()).await;
+/// assert!(batch.flush().await.0.is_empty());
+/// assert_eq!(batch.distributions().flush().await.0.len(), 1);
+///
+/// // With `Summary`, a summary for the Metric API.
+/// let summaries = MetricBatch::builder().histogram_kind(HistogramKind::Summary).build();
+/// summaries.record_histogram("render.ms", 4.0, ()).await;
+/// assert!(matches!(&summaries.flush().await.0[..], [Metric::Summary(_)]));
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -547,12 +555,12 @@ impl MetricBatchBuilder {
     /// use newrelic_telemetry::batch::HistogramKind;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let batch = MetricBatch::builder().histograms(HistogramKind::Summary).build();
+    /// let batch = MetricBatch::builder().histogram_kind(HistogramKind::Summary).build();
     /// batch.record_histogram("job.ms", 12.0, ()).await;
     /// assert!(matches!(&batch.flush().await.0[..], [Metric::Summary(_)]));
     /// # }
     /// ```
-    pub fn histograms(mut self, kind: HistogramKind) -> Self {
+    pub fn histogram_kind(mut self, kind: HistogramKind) -> Self {
         self.histograms = kind;
         self
     }
@@ -577,7 +585,10 @@ impl MetricBatchBuilder {
         let hasher = HashBuilder::default();
         let seeds = Seeds::new(&hasher);
         let overflow_set = Arc::new(Attributes::new().with(OVERFLOW_ATTRIBUTE, true));
+        // A point per distribution series and interval: room for as many
+        // as the batch may hold series, within a budget as large as its own.
         let mut distributions = ItemBatch::builder()
+            .capacity(self.max_series.max(crate::batch::DEFAULT_CAPACITY))
             .memory_budget(self.memory_budget)
             .on_refused_shared(self.on_refused.clone())
             .off(self.off);
@@ -1087,7 +1098,7 @@ impl MetricBatch {
         }
     }
 
-    /// Records `value` as the batch's [`histograms`](Self::histograms) say:
+    /// Records `value` as the batch's [`histogram_kind`](Self::histogram_kind) says:
     /// into the distribution (the default) or the summary `name`. What the
     /// HTTP server middleware records request durations with; fire and
     /// forget, like [`record_count`](Self::record_count).
@@ -1116,8 +1127,8 @@ impl MetricBatch {
     }
 
     /// What [`record_histogram`](Self::record_histogram) records: see
-    /// [`MetricBatchBuilder::histograms`].
-    pub fn histograms(&self) -> HistogramKind {
+    /// [`MetricBatchBuilder::histogram_kind`].
+    pub fn histogram_kind(&self) -> HistogramKind {
         self.histograms
     }
 

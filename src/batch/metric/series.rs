@@ -498,10 +498,7 @@ impl DistributionState {
     /// stop being finite: then nothing is recorded and `false` is returned.
     #[inline(always)]
     pub(super) fn record_n(&self, value: f64, n: u64) -> bool {
-        let bytes = PageBytes {
-            budget: &self.budget,
-            held: &self.page_bytes,
-        };
+        let bytes = self.page_bytes();
         let observed = if n == 1 {
             Summary::from_value(value)
         } else {
@@ -527,10 +524,7 @@ impl DistributionState {
         let (Some(min), Some(max)) = (d.min(), d.max()) else {
             return true;
         };
-        let bytes = PageBytes {
-            budget: &self.budget,
-            held: &self.page_bytes,
-        };
+        let bytes = self.page_bytes();
         self.observations.write(|slot, in_slot| {
             let ok = slot.add(&Summary::new(d.count(), d.sum(), min, max));
             if ok {
@@ -547,6 +541,15 @@ impl DistributionState {
             }
             ok
         })
+    }
+
+    /// Where new pages' bytes are counted.
+    #[inline(always)]
+    fn page_bytes(&self) -> PageBytes<'_> {
+        PageBytes {
+            budget: &self.budget,
+            held: &self.page_bytes,
+        }
     }
 
     /// Reads and resets the flipped slot (once ready).

@@ -2001,3 +2001,17 @@ proptest! {
 fn fail(e: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(e.to_string())
 }
+
+#[test]
+fn rejected_points_are_read_from_an_answer_cut_short() {
+    // A partial success with a message longer than the client reads.
+    let message = "x".repeat(40_000);
+    let whole = response(7, &message);
+    assert!(decode_response(&whole[..16 * 1024]).is_err());
+    assert_eq!(rejected_in_prefix(&whole[..16 * 1024]), Some(7));
+    assert_eq!(rejected_in_prefix(&whole), Some(7));
+    // Not a partial success, or cut before the count: nothing.
+    assert_eq!(rejected_in_prefix(&[]), None);
+    assert_eq!(rejected_in_prefix(&whole[..2]), None);
+    assert_eq!(rejected_in_prefix(&response(0, "")[..]), None);
+}
