@@ -386,3 +386,20 @@ async fn the_message_tells_the_reason_whose_error_is_the_source() {
         Some(RecordError::NonFiniteValue { .. })
     ));
 }
+
+/// The capture sees an event whose callsite another thread, with no
+/// subscriber, hit first (`tracing` would otherwise cache that thread's
+/// "never" for it: the flake `Captured::subscriber` guards against).
+#[test]
+fn a_capture_sees_events_whose_callsite_another_thread_hit_first() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
+    let log = || tracing::error!("hit first on another thread");
+    std::thread::spawn(log).join().unwrap();
+    log();
+    assert!(
+        captured.text().contains("hit first on another thread"),
+        "{}",
+        captured.text()
+    );
+}

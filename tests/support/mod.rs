@@ -213,7 +213,18 @@ pub struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
     /// A `fmt` subscriber (no colours) writing into this capture.
+    ///
+    /// With a single dispatcher alive, `tracing` caches a callsite's
+    /// interest from whatever subscriber is the default on the thread that
+    /// first hits it; another test's thread, with none, then caches "never"
+    /// and this capture misses the event (seen as a flake on a loaded
+    /// machine). A second dispatcher, kept for the life of the test binary,
+    /// makes `tracing` ask every live dispatcher instead.
     pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        static ANOTHER_DISPATCHER: std::sync::OnceLock<tracing::Dispatch> =
+            std::sync::OnceLock::new();
+        ANOTHER_DISPATCHER
+            .get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         tracing_subscriber::fmt()
             .with_writer(self.clone())
             .with_ansi(false)
