@@ -256,8 +256,25 @@ fn main() {
         let mut spans = 0;
         let mut unsampled = 0;
         let mut dropped = 0;
-        for setup in &setups {
+        for (setup, variant) in setups.iter().zip(VARIANTS) {
             let report = setup.telemetry.shutdown().await;
+            let by_api = [
+                ("metric", &report.metrics),
+                ("event", &report.events),
+                ("log", &report.logs),
+                ("span", &report.spans),
+            ]
+            .into_iter()
+            .chain(report.distributions.as_ref().map(|r| ("otlp", r)))
+            .filter(|(_, r)| r.delivery.items_dropped() > 0)
+            .map(|(api, r)| format!("{api} {:?}", r.delivery))
+            .collect::<Vec<_>>();
+            if !by_api.is_empty() || report.layer.items_dropped_channel_full > 0 {
+                println!(
+                    "  {variant:?}: dropped by the layer's channel {}, by the clients {by_api:?}",
+                    report.layer.items_dropped_channel_full
+                );
+            }
             spans += report.layer.spans_recorded;
             unsampled += report.layer.spans_unsampled;
             dropped += report.layer.items_dropped_channel_full + report.items_dropped();
