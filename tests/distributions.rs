@@ -526,3 +526,23 @@ async fn an_empty_point_is_refused_not_sent() {
     assert_eq!(points.record_stats().items_dropped_invalid, 1);
     assert!(server.requests().is_empty());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn points_the_distributions_batch_cannot_take_are_counted() {
+    use newrelic_telemetry::batch::Batch;
+    let batch = MetricBatch::new();
+    for series in 0..3 {
+        batch
+            .record_distribution("d", 1.0, [("series", series)])
+            .await;
+    }
+    // Its harvester stopped first, by mistake: the points have nowhere to go.
+    batch.distributions().close().await;
+    batch.flush().await;
+    let stats = batch.distributions().record_stats();
+    assert_eq!(stats.items_dropped_closed, 3);
+    assert!(batch.distributions().is_empty().await);
+    // Nothing is held for them anywhere.
+    assert_eq!(batch.memory().held_items, 0);
+    assert_eq!(batch.distributions().memory().held_items, 0);
+}

@@ -410,9 +410,42 @@ impl<T: BatchItem> ItemBatch<T> {
         Ok(())
     }
 
-    /// Asks the harvester for a harvest now (a metric batch's flush that
-    /// put distribution points here).
-    pub(crate) fn request_harvest(&self) {
+    /// Records items already valid (the points a metric batch's flush
+    /// makes from series it checked): each takes its room from the budget,
+    /// and all go in under one lock; one with no room (budget, capacity, a
+    /// closed batch) is refused and counted like any. Then asks the
+    /// harvester for a harvest.
+    pub(crate) async fn record_valid(&self, items: Vec<T>) {
+        if self.off || items.is_empty() {
+            return;
+        }
+        let mut buffer = self.items.lock().await;
+        for item in items {
+            let bytes = item.held_bytes();
+            let refused = if buffer.closed {
+                Some(RecordError::Closed)
+            } else if buffer.items.len() >= self.capacity {
+                Some(RecordError::BufferFull {
+                    capacity: self.capacity,
+                })
+            } else if !self.budget.try_reserve_item(bytes) {
+                Some(RecordError::MemoryBudgetFull {
+                    budget_bytes: self.budget.limit(),
+                })
+            } else {
+                None
+            };
+            match refused {
+                Some(error) => {
+                    self.refusals.refused(error);
+                }
+                None => {
+                    buffer.items.push(item);
+                    buffer.held_bytes += bytes;
+                }
+            }
+        }
+        drop(buffer);
         self.harvest.notify_one();
     }
 

@@ -125,14 +125,9 @@ impl MetricBatch {
             ..
         } = out;
         items.apply(budget);
-        if !distributions.is_empty() {
-            for point in distributions {
-                // A refusal (the distributions' budget or buffer full, the
-                // batch closed) is counted there.
-                self.distributions.record(point).await;
-            }
-            self.distributions.request_harvest();
-        }
+        // Valid as their series were; a refusal (the distributions'
+        // budget or buffer full, the batch closed) is counted there.
+        self.distributions.record_valid(distributions).await;
         let metric_bytes = metrics.capacity() * std::mem::size_of::<Metric>();
         budget.add_bytes(metric_bytes);
         let held = HeldBytes::adopt(Some(budget.clone()), metric_bytes + handed_bytes);
