@@ -529,7 +529,6 @@ async fn an_empty_point_is_refused_not_sent() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn points_the_distributions_batch_cannot_take_are_counted() {
-    use newrelic_telemetry::batch::Batch;
     let batch = MetricBatch::new();
     for series in 0..3 {
         batch
