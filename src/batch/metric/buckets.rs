@@ -21,7 +21,9 @@
 //! counted them.
 //!
 //! A page set is a directory of [`MAX_PAGES`] pages in groups of
-//! [`GROUP_LEN`]; groups and pages are allocated when first needed, their
+//! [`GROUP_LEN`]; the first group is inline (a recording reaches its first
+//! eight pages with one hop fewer), the others and every page are
+//! allocated when first needed, their
 //! bytes taken from the pipeline's memory budget and given back when the
 //! series is dropped. A recording scans the directory for its page, with
 //! one acquire load per entry, and adds one to a counter: no lock, and no
@@ -52,7 +54,8 @@ const PAGE_LEN: usize = 1 << RECORD_SCALE;
 /// Pages in a group of the directory.
 const GROUP_LEN: usize = 8;
 /// The most pages a series holds over its life: powers of two, on either
-/// side (groups of the directory are made as needed: 16 bytes inline each).
+/// side (groups of the directory after the first, inline, are made as
+/// needed: 16 bytes inline each).
 const MAX_PAGES: usize = 64;
 /// Groups in the directory.
 const GROUPS: usize = MAX_PAGES / GROUP_LEN;
@@ -116,7 +119,9 @@ impl PageBytes<'_> {
 #[derive(Default)]
 pub(crate) struct BucketPages {
     zero: [AtomicU64; 2],
-    groups: [OnceLock<Box<Group>>; GROUPS],
+    /// The first group, inline.
+    first: Group,
+    more: [OnceLock<Box<Group>>; GROUPS - 1],
     /// Per slot, values no page could take, at [`MIN_SCALE`]: positive
     /// `(0, 1]` and `(1, max]`, then the same magnitudes negative.
     coarse: [[AtomicU64; 4]; 2],
@@ -163,22 +168,27 @@ impl BucketPages {
     /// Page `key`, made if it is new and there is room.
     #[inline(always)]
     fn page(&self, key: i32, bytes: PageBytes<'_>) -> Option<&Page> {
-        for group in &self.groups {
+        if let Some(found) = find_page(&self.first, key, bytes)? {
+            return Some(found);
+        }
+        for group in &self.more {
             let group = match group.get() {
                 Some(group) => group,
                 None => new_group(group, bytes)?,
             };
-            for slot in group {
-                let page = match slot.get() {
-                    Some(page) => page,
-                    None => new_page(slot, key, bytes)?,
-                };
-                if page.key == key {
-                    return Some(page);
-                }
+            if let Some(found) = find_page(group, key, bytes)? {
+                return Some(found);
             }
         }
         None
+    }
+
+    /// Every page made so far.
+    fn pages(&self) -> impl Iterator<Item = &Page> {
+        let more = self.more.iter().filter_map(OnceLock::get);
+        std::iter::once(&self.first)
+            .chain(more.map(|group| &**group))
+            .flat_map(|group| group.iter().filter_map(OnceLock::get))
     }
 
     /// Reads and resets slot `slot` (no writer left in it) into a
@@ -194,9 +204,7 @@ impl BucketPages {
         let zero_count = self.zero[slot].swap(0, Ordering::Relaxed);
         let mut positive: Vec<(i32, u64)> = Vec::new();
         let mut negative: Vec<(i32, u64)> = Vec::new();
-        let pages = self.groups.iter().filter_map(OnceLock::get);
-        for page in pages.flat_map(|group| group.iter()) {
-            let Some(page) = page.get() else { continue };
+        for page in self.pages() {
             for (at, counter) in page.slot(slot).iter().enumerate() {
                 if counter.load(Ordering::Relaxed) == 0 {
                     continue;
@@ -282,6 +290,22 @@ fn buckets_at(counts: &[(i32, u64)], by: u32) -> Option<Buckets> {
         *slot = slot.saturating_add(n);
     }
     Buckets::new(lo, dense).ok()
+}
+
+/// Page `key` in `group` (`Some(None)`: not there, and the group is full;
+/// `None`: a new page was needed and there was no room for it).
+#[inline(always)]
+fn find_page<'g>(group: &'g Group, key: i32, bytes: PageBytes<'_>) -> Option<Option<&'g Page>> {
+    for slot in group {
+        let page = match slot.get() {
+            Some(page) => page,
+            None => new_page(slot, key, bytes)?,
+        };
+        if page.key == key {
+            return Some(Some(page));
+        }
+    }
+    Some(None)
 }
 
 #[cold]
@@ -413,7 +437,7 @@ mod tests {
         }
         assert_eq!(
             held.load(Ordering::Relaxed),
-            MAX_PAGES * PAGE_BYTES + GROUPS * GROUP_BYTES
+            MAX_PAGES * PAGE_BYTES + (GROUPS - 1) * GROUP_BYTES
         );
         let d = taken(&p, &values);
         assert_eq!(d.scale(), MIN_SCALE);
@@ -480,8 +504,9 @@ mod tests {
             let d = p.take(slot, 4_000, 1.0, 1.1, 140.8).unwrap();
             assert_eq!(d.positive().total(), 4_000);
         }
-        // Eight pages and one group kept; the losers' pages given back.
-        assert_eq!(held.load(Ordering::Relaxed), 8 * PAGE_BYTES + GROUP_BYTES);
-        assert_eq!(budget.held_bytes(), 8 * PAGE_BYTES + GROUP_BYTES);
+        // Eight pages kept, in the inline group; the losers' pages given
+        // back.
+        assert_eq!(held.load(Ordering::Relaxed), 8 * PAGE_BYTES);
+        assert_eq!(budget.held_bytes(), 8 * PAGE_BYTES);
     }
 }
