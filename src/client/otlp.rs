@@ -137,6 +137,7 @@ pub(crate) struct ExponentialPoint {
     pub(crate) negative: Buckets,
 }
 
+#[cfg(test)]
 impl ExponentialPoint {
     /// The point that carries `distribution` over one interval: its count,
     /// sum, min, max, scale, zero bucket and bucket ranges.
@@ -314,12 +315,23 @@ pub(crate) fn write_point_entry(
     resource: &OtlpResource<'_>,
     point: &DistributionPoint,
 ) {
-    let exponential = ExponentialPoint::from_distribution(
-        point.distribution(),
-        point.shared_attributes().clone(),
-        point.start_ms().saturating_mul(1_000_000),
-        point.end_ms().saturating_mul(1_000_000),
-    );
+    let d = point.distribution();
+    // The point's scalars; its buckets are written from the distribution's
+    // own, with no copy.
+    let scalars = ExponentialPoint {
+        attributes: point.shared_attributes().clone(),
+        start_time_unix_nano: point.start_ms().saturating_mul(1_000_000),
+        time_unix_nano: point.end_ms().saturating_mul(1_000_000),
+        count: d.count(),
+        sum: d.sum(),
+        min: d.min().unwrap_or(0.0),
+        max: d.max().unwrap_or(0.0),
+        scale: i32::from(d.scale()),
+        zero_count: d.zero_count(),
+        zero_threshold: d.zero_threshold(),
+        positive: Buckets::default(),
+        negative: Buckets::default(),
+    };
     // ExportMetricsServiceRequest.resource_metrics = 1
     put_message(buf, 1, |buf| {
         // ResourceMetrics.resource = 1
@@ -336,7 +348,15 @@ pub(crate) fn write_point_entry(
                 put_string(buf, 1, point.name());
                 // Metric.exponential_histogram = 10
                 put_message(buf, 10, |buf| {
-                    put_message(buf, 1, |buf| encode_point(buf, &exponential));
+                    put_message(buf, 1, |buf| {
+                        let (positive, negative) = (d.positive(), d.negative());
+                        encode_point_with(
+                            buf,
+                            &scalars,
+                            (positive.offset(), positive.counts()),
+                            (negative.offset(), negative.counts()),
+                        );
+                    });
                     put_varint_field(buf, 2, AGGREGATION_TEMPORALITY_DELTA);
                 });
             });
@@ -359,7 +379,23 @@ fn encode_resource(buf: &mut Vec<u8>, resource: &OtlpResource<'_>) {
     }
 }
 
+#[cfg(test)]
 fn encode_point(buf: &mut Vec<u8>, point: &ExponentialPoint) {
+    encode_point_with(
+        buf,
+        point,
+        (point.positive.offset, &point.positive.counts),
+        (point.negative.offset, &point.negative.counts),
+    );
+}
+
+/// `point`'s fields, with these buckets (offset, counts) for its own.
+fn encode_point_with(
+    buf: &mut Vec<u8>,
+    point: &ExponentialPoint,
+    positive: (i32, &[u64]),
+    negative: (i32, &[u64]),
+) {
     put_attributes(buf, 1, &point.attributes);
     put_fixed64_field(buf, 2, point.start_time_unix_nano);
     put_fixed64_field(buf, 3, point.time_unix_nano);
@@ -370,8 +406,8 @@ fn encode_point(buf: &mut Vec<u8>, point: &ExponentialPoint) {
     }
     put_varint_field(buf, 6, u64::from(zigzag32(point.scale)));
     put_fixed64_field(buf, 7, point.zero_count);
-    put_buckets(buf, 8, &point.positive);
-    put_buckets(buf, 9, &point.negative);
+    put_buckets(buf, 8, positive);
+    put_buckets(buf, 9, negative);
     // flags (10) stay 0: every point has recorded values.
     if point.count > 0 && point.min.is_finite() {
         put_double(buf, 12, point.min);
@@ -384,18 +420,18 @@ fn encode_point(buf: &mut Vec<u8>, point: &ExponentialPoint) {
     }
 }
 
-fn put_buckets(buf: &mut Vec<u8>, field: u32, buckets: &Buckets) {
-    if buckets.counts.is_empty() {
+fn put_buckets(buf: &mut Vec<u8>, field: u32, (offset, counts): (i32, &[u64])) {
+    if counts.is_empty() {
         return;
     }
     put_message(buf, field, |buf| {
-        put_varint_field(buf, 1, u64::from(zigzag32(buckets.offset)));
+        put_varint_field(buf, 1, u64::from(zigzag32(offset)));
         // Packed: one length, then the varints.
-        let len: usize = buckets.counts.iter().map(|&c| varint_len(c)).sum();
+        let len: usize = counts.iter().map(|&c| varint_len(c)).sum();
         put_key(buf, 2, WIRE_LEN);
         put_varint(buf, len as u64);
         buf.reserve(len);
-        for &count in &buckets.counts {
+        for &count in counts {
             put_varint(buf, count);
         }
     });

@@ -529,7 +529,7 @@ fn bucket_counts_are_packed() {
         counts: counts.clone(),
     };
     let mut buf = Vec::new();
-    put_buckets(&mut buf, 8, &buckets);
+    put_buckets(&mut buf, 8, (buckets.offset, &buckets.counts));
     let mut outer = WireReader::new(&buf);
     let field = outer.next_field().unwrap().unwrap();
     assert_eq!(field.number, 8);
