@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use newrelic_telemetry::client::{Events, Metrics};
+use newrelic_telemetry::client::{Events, Logs, Metrics};
 use newrelic_telemetry::test_util::TestIngestServer;
-use newrelic_telemetry::{Api, Event, EventBatch, Harvester, MetricBatch, MetricClient};
+use newrelic_telemetry::{
+    Api, Event, EventBatch, Harvester, Log, LogBatch, MetricBatch, MetricClient,
+};
 use tokio_util::sync::CancellationToken;
 
 mod support;
@@ -167,6 +169,40 @@ async fn harvest_now_and_early_harvest_when_a_batch_fills() {
     let report = harvester.shutdown().await;
     assert_eq!(report.delivery.items_sent, 6);
     assert_eq!(report.record.items_dropped_buffer_full, 0);
+}
+
+#[tokio::test]
+async fn a_batch_holding_half_its_memory_asks_for_an_early_harvest() {
+    let server = server().await;
+    // The smallest budget: 4 MiB, of which 2 MB are kept for sending, so the
+    // batch may record about 2.19 MB and asks for a harvest at half that.
+    let logs = Arc::new(LogBatch::builder().memory_budget(0).build());
+    let harvester = on_demand_harvester(logs.clone(), client::<Logs>(&server)).spawn();
+    let room = logs.memory().record_limit_bytes;
+
+    // Few items (far from half the capacity of 50,000), but large ones.
+    let message = "m".repeat(100_000);
+    let mut recorded = 0;
+    while logs.memory().held_bytes < room / 2 - 120_000 {
+        logs.record(Log::new(message.clone())).await;
+        recorded += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        server.requests().len(),
+        0,
+        "below half its room: no harvest yet"
+    );
+
+    logs.record(Log::new(message.clone())).await;
+    logs.record(Log::new(message)).await;
+    assert!(
+        server.wait_for_requests(1, WAIT).await,
+        "half its room: a harvest"
+    );
+    let report = harvester.shutdown().await;
+    assert_eq!(report.delivery.items_sent, recorded + 2);
+    assert_eq!(report.record.items_dropped_over_budget, 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,12 +3,14 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use super::refusal::{OnRefused, Refusals};
 use super::{Batch, RecordStats, Taken};
 use crate::attributes::Attributes;
-use crate::budget::{DEFAULT_MEMORY_BUDGET, HeapSize, HeldBytes, MemoryBudget, MemoryStats};
+use crate::budget::{
+    DEFAULT_MEMORY_BUDGET, HeapSize, HeldBytes, MemoryBudget, MemoryStats, WORK_RESERVE,
+};
 use crate::common::Common;
 use crate::error::RecordError;
 use crate::event::Event;
@@ -177,7 +179,8 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     }
 
     /// The most items the batch buffers between harvests (default 50,000). At
-    /// half of it the batch asks for an early harvest.
+    /// half of it (or at half of the memory it may hold, see
+    /// [`memory_budget`](Self::memory_budget)) the batch asks for an early harvest.
     ///
     /// ```
     /// use newrelic_telemetry::{Log, LogBatch, RecordError};
@@ -200,7 +203,9 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     /// its record limit (the budget less 2 MB kept for the work of sending,
     /// [`MemoryStats::record_limit_bytes`]) is refused with
     /// [`RecordError::MemoryBudgetFull`] (counted) and the harvester is asked
-    /// to harvest; the send queue may fill half of the record limit, and past
+    /// to harvest. So that a busy service's items are sent before that
+    /// happens, the batch asks for a harvest as soon as it holds half of the
+    /// record limit, whatever the interval; the send queue may fill half of the record limit, and past
     /// that the harvester drops its oldest payload.
     ///
     /// ```
@@ -375,6 +380,43 @@ impl<T: BatchItem> ItemBatch<T> {
         if self.off {
             return Ok(());
         }
+        let bytes = self.admit(&mut item)?;
+        let buffer = self.items.lock().await;
+        self.insert(buffer, item, bytes)
+    }
+
+    /// [`try_record`](Self::try_record) without waiting: when another
+    /// recording or a flush holds the lock, the item comes back (validated,
+    /// so validating it again changes nothing) for the caller to hand to a
+    /// task that can wait. What the tracing layer records from inside
+    /// `tracing`'s callbacks, which must not wait.
+    pub(crate) fn try_record_now(&self, mut item: T) -> Result<Result<(), RecordError>, T> {
+        if self.off {
+            return Ok(Ok(()));
+        }
+        let bytes = match self.admit(&mut item) {
+            Ok(bytes) => bytes,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        match self.items.try_lock() {
+            Ok(buffer) => Ok(self.insert(buffer, item, bytes)),
+            Err(_) => {
+                self.budget.unreserve_item(bytes);
+                Err(item)
+            }
+        }
+    }
+
+    /// Holds the batch's lock until the returned guard is dropped, as a
+    /// recording or a flush on another thread would.
+    #[cfg(test)]
+    pub(crate) async fn hold_lock(&self) -> impl Sized + '_ {
+        self.items.lock().await
+    }
+
+    /// Validates `item` and takes its room in the budget: its size, or why
+    /// it is refused (counted).
+    fn admit(&self, item: &mut T) -> Result<usize, RecordError> {
         let truncations = item
             .validate(self.common_attributes.as_deref())
             .map_err(|e| self.refusals.refused(e))?;
@@ -386,7 +428,20 @@ impl<T: BatchItem> ItemBatch<T> {
                 budget_bytes: self.budget.limit(),
             }));
         }
-        let mut buffer = self.items.lock().await;
+        Ok(bytes)
+    }
+
+    /// Buffers an admitted `item` of `bytes` and lets the lock go, unless the
+    /// batch is closed or full (its room in the budget is then given back).
+    /// Asks for an early harvest when the batch reaches half its capacity,
+    /// or holds half of what the budget lets it record: long before it would
+    /// refuse items.
+    fn insert(
+        &self,
+        mut buffer: MutexGuard<'_, Buffer<T>>,
+        item: T,
+        bytes: usize,
+    ) -> Result<(), RecordError> {
         let refused = if buffer.closed {
             Some(RecordError::Closed)
         } else if buffer.items.len() >= self.capacity {
@@ -402,9 +457,13 @@ impl<T: BatchItem> ItemBatch<T> {
             self.budget.unreserve_item(bytes);
             return Err(self.refusals.refused(error));
         }
+        let half_the_room = (self.budget.limit() - WORK_RESERVE) / 2;
+        let was_below = buffer.held_bytes < half_the_room;
         buffer.items.push(item);
         buffer.held_bytes += bytes;
-        if buffer.items.len() == self.capacity.div_ceil(2) {
+        if buffer.items.len() == self.capacity.div_ceil(2)
+            || (was_below && buffer.held_bytes >= half_the_room)
+        {
             self.harvest.notify_one();
         }
         Ok(())
