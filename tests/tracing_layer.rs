@@ -584,40 +584,42 @@ async fn the_sdk_and_its_http_stack_are_never_exported() {
 }
 
 #[tokio::test]
-async fn a_full_channel_drops_new_items_and_counts_them() {
+async fn spans_and_logs_are_recorded_at_once_with_no_hop_through_the_worker() {
     let p = Pipeline::start(Duration::from_secs(60)).await;
-    let (layer, worker) = p.layer().channel_capacity(2).build();
+    let (layer, worker) = p.layer().channel_capacity(1).build();
     let handle = layer.handle();
 
-    // The worker is not running yet: two items fit, the rest are dropped
-    // without blocking the caller.
+    // The worker is not running, and its channel holds one item: with
+    // nothing else holding the batches' locks, everything is recorded at once.
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..5 {
-            info!(i, "burst");
-        }
-        info_span!("one span too many").in_scope(|| {});
+        info_span!("request").in_scope(|| {
+            for i in 0..5 {
+                info!(i, "burst");
+            }
+        });
+        info_span!("another").in_scope(|| {});
     });
-    assert_eq!(handle.stats().items_dropped_channel_full, 4);
-    assert_eq!(handle.stats().logs_recorded, 0);
+    let stats = handle.stats();
+    assert_eq!((stats.logs_recorded, stats.spans_recorded), (5, 2));
+    assert_eq!(stats.items_dropped_channel_full, 0);
 
-    // The layer went with its subscriber: the worker drains and ends alone.
+    // The layer went with its subscriber: the worker finds nothing and ends.
     let stats = tokio::time::timeout(WAIT, worker.run(CancellationToken::new()))
         .await
         .expect("the worker ends when the layer is dropped");
-    assert_eq!(stats.logs_recorded, 2);
-    assert_eq!(stats.spans_recorded, 0);
-    assert_eq!(stats.items_dropped_channel_full, 4);
     assert_eq!(stats, handle.stats());
 
     p.span_harvester.shutdown().await;
     p.log_harvester.shutdown().await;
-    let logs = p.server.logs();
-    let mut kept: Vec<i64> = logs
+    let mut kept: Vec<i64> = p
+        .server
+        .logs()
         .iter()
         .filter_map(|l| l["attributes"]["i"].as_i64())
         .collect();
     kept.sort_unstable();
-    assert_eq!(kept, [0, 1], "the first items are kept, the newest dropped");
+    assert_eq!(kept, [0, 1, 2, 3, 4]);
+    assert_eq!(p.server.spans().len(), 2);
 }
 
 #[tokio::test]

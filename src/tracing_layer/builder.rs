@@ -10,10 +10,12 @@ use super::stats::LayerCounters;
 use super::worker::{self, LayerWorker};
 use crate::batch::{LogBatch, SpanBatch};
 
-/// Spans and logs the layer's channel holds unless told otherwise (10,000):
-/// at about a kilobyte each, room for a burst of several megabytes while the
-/// worker catches up. Past it, new items are dropped and counted; see
-/// [`NewRelicLayerBuilder::channel_capacity`] for an example.
+/// Spans and logs the layer's channel holds unless told otherwise (10,000).
+/// The channel carries only what could not be recorded at once because its
+/// batch's lock was taken (by another recording or a flush); at about a
+/// kilobyte each, room for several megabytes while the worker catches up.
+/// Past it, new items are dropped and counted; see
+/// [`NewRelicLayerBuilder::channel_capacity`].
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 10_000;
 
 /// Targets (crate or module paths) whose spans and events the layer never
@@ -254,31 +256,33 @@ impl NewRelicLayerBuilder {
     }
 
     /// How many spans and logs may wait for the worker (default
-    /// [`DEFAULT_CHANNEL_CAPACITY`], at least 1). When that many wait, new ones
-    /// are dropped and counted in
+    /// [`DEFAULT_CHANNEL_CAPACITY`], at least 1). The layer records each
+    /// span and log into its batch at once when the batch's lock is free, and
+    /// hands it to the worker's channel only when another recording or a flush
+    /// holds that lock. When the channel is full, new ones are dropped and
+    /// counted in
     /// [`LayerStats::items_dropped_channel_full`](crate::tracing_layer::LayerStats::items_dropped_channel_full).
     ///
     /// ```
     /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
     /// use newrelic_telemetry::LogBatch;
     /// use std::sync::Arc;
-    /// use tokio_util::sync::CancellationToken;
     /// use tracing_subscriber::prelude::*;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let logs = Arc::new(LogBatch::new());
-    /// let (layer, worker) = NewRelicLayer::builder().logs(logs.clone()).channel_capacity(2).build();
+    /// let (layer, _worker) = NewRelicLayer::builder().logs(logs.clone()).channel_capacity(2).build();
+    /// let handle = layer.handle();
     /// let subscriber = tracing_subscriber::registry().with(layer);
     /// tracing::subscriber::with_default(subscriber, || {
     ///     for i in 0..3 {
-    ///         tracing::info!(i, "the worker is not running yet");
+    ///         tracing::info!(i, "nothing else holds the batch's lock");
     ///     }
     /// });
-    ///
-    /// let stop = CancellationToken::new();
-    /// stop.cancel(); // the worker records what is queued, then ends
-    /// let stats = worker.run(stop).await;
-    /// assert_eq!((stats.logs_recorded, stats.items_dropped_channel_full), (2, 1));
+    /// // Recorded at once, with no hop through the channel or the worker.
+    /// assert_eq!(logs.len().await, 3);
+    /// assert_eq!(handle.stats().logs_recorded, 3);
+    /// assert_eq!(handle.stats().items_dropped_channel_full, 0);
     /// # }
     /// ```
     #[must_use = "builder methods return the changed builder"]

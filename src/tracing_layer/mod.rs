@@ -52,24 +52,29 @@
 //! # Never blocking
 //!
 //! Layer callbacks run on the caller's thread, inside `tracing`'s macros, so
-//! they never wait: the layer converts spans and events and hands them to a
-//! bounded channel with `try_send`. A [`LayerWorker`], which you run on your
-//! Tokio runtime ([`LayerWorker::spawn`] or [`LayerWorker::run`]), takes them
-//! from the channel and records them into the [`SpanBatch`] and [`LogBatch`],
-//! where your [`Harvester`](crate::Harvester)s pick them up.
+//! they never wait. The layer converts a closed span or an event and records
+//! it straight into the [`SpanBatch`] or [`LogBatch`] when the batch's lock is
+//! free, which it nearly always is (it is held only to push an item or to
+//! swap the buffer out at a flush): no hop to another task, no wake-up. When
+//! another recording or a flush holds the lock, the item goes to a bounded
+//! channel instead (`try_send`), and a [`LayerWorker`], which you run on your
+//! Tokio runtime ([`LayerWorker::spawn`] or [`LayerWorker::run`]), waits for
+//! the lock and records it. Your [`Harvester`](crate::Harvester)s pick both
+//! up from the batches.
 //!
 //! **When the channel is full** (the worker is not keeping up, or was never
-//! started), the span or log being exported is dropped — the caller is never
-//! blocked and nothing already queued is lost — and counted in
+//! started, while the batch's lock is busy), the span or log being exported
+//! is dropped — the caller is never blocked and nothing already recorded or
+//! queued is lost — and counted in
 //! [`LayerStats::items_dropped_channel_full`]. The worker logs a warning (at most one
 //! every ten seconds, under the target `newrelic_telemetry::tracing_layer`, which
 //! this layer itself never exports) when it sees the count grow. Once the worker
 //! has ended, what the layer exports is dropped and counted in
-//! [`LayerStats::items_dropped_worker_gone`]. When a *batch* is full, the worker does
-//! not wait either: the batch refuses the item (counted in
+//! [`LayerStats::items_dropped_worker_gone`]. When a *batch* is full, neither
+//! side waits: the batch refuses the item (counted in
 //! [`LayerStats::items_dropped_by_batch`] and in the batch's
 //! [`record_stats`](crate::batch::ItemBatch::record_stats)) and asks its harvester for
-//! an early harvest. The channel holds [`DEFAULT_CHANNEL_CAPACITY`] items unless
+//! an early harvest, as it does when it reaches half its room. The channel holds [`DEFAULT_CHANNEL_CAPACITY`] items unless
 //! told otherwise ([`NewRelicLayerBuilder::channel_capacity`]).
 //!
 //! # No feedback
