@@ -20,26 +20,28 @@
 //! pairs), exactly as a histogram that started at that scale would have
 //! counted them.
 //!
-//! A page set is a directory of [`MAX_PAGES`] pages in groups of
-//! [`GROUP_LEN`]; the first group is inline (a recording reaches its first
-//! eight pages with one hop fewer), the others and every page are
-//! allocated when first needed, their
-//! bytes taken from the pipeline's memory budget and given back when the
-//! series is dropped. A recording scans the directory for its page, with
-//! one acquire load per entry, and adds one to a counter: no lock, and no
-//! allocation once its page exists. Two threads that make a page at once
-//! race for the slot through a `OnceLock` whose initialiser only moves the
-//! page in (allocated beforehand); the loser frees its page and goes on
-//! scanning. When no page can be had (the directory is full: the series'
-//! values reached more than 64 powers of two over its life; or the budget
-//! is), the value is
-//! counted in one of four coarse buckets (per slot) at [`MIN_SCALE`]
-//! instead: nothing
-//! is lost, and that interval's histogram is sent at the lowest scale
-//! (count, sum, minimum and maximum stay exact).
+//! A page set is a directory of [`MAX_PAGES`] places in groups of
+//! [`GROUP_LEN`], half for each side. The first value recorded anchors it:
+//! a page's place is its power of two's distance from the anchor's (minus
+//! [`BELOW_ANCHOR`], modulo 32), on the anchor's side or the other, so a
+//! recording goes straight to its page with no search. The first group is
+//! inline, and holds the anchor's power of two and its neighbours on that
+//! side (the two below it and the five above: a latency series seldom spans
+//! more, and reaches its pages with one hop fewer); the other groups and
+//! every page are allocated when first needed, their bytes taken from the
+//! pipeline's memory budget and given back when the series is dropped. A
+//! recording takes one acquire load per level and adds one to a counter:
+//! no lock, and no allocation once its page exists. Two threads that make a
+//! page at once race for the place through a `OnceLock` whose initialiser
+//! only moves the page in (allocated beforehand); the loser frees its page.
+//! When no page can be had (another power of two, 32 away on the same side,
+//! holds the place: the series' values span more than 2^32; or the budget
+//! is full), the value is counted in one of four coarse buckets (per slot)
+//! at [`MIN_SCALE`] instead: nothing is lost, and that interval's histogram
+//! is sent at the lowest scale (count, sum, minimum and maximum stay exact).
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::budget::MemoryBudget;
 use crate::distribution::{
@@ -53,10 +55,16 @@ pub(crate) const RECORD_SCALE: i8 = 5;
 const PAGE_LEN: usize = 1 << RECORD_SCALE;
 /// Pages in a group of the directory.
 const GROUP_LEN: usize = 8;
-/// The most pages a series holds over its life: powers of two, on either
+/// The most pages a series holds over its life: 32 powers of two on each
 /// side (groups of the directory after the first, inline, are made as
-/// needed: 16 bytes inline each).
+/// needed).
 const MAX_PAGES: usize = 64;
+/// Places on each side: powers of two this far apart share one.
+const PLACES_PER_SIDE: i32 = (MAX_PAGES / 2) as i32;
+/// How many powers of two below the anchor's the first group holds.
+const BELOW_ANCHOR: i32 = 2;
+/// The anchor of a directory nothing was recorded in yet.
+const NO_ANCHOR: i32 = i32::MIN;
 /// Groups in the directory.
 const GROUPS: usize = MAX_PAGES / GROUP_LEN;
 
@@ -116,15 +124,37 @@ impl PageBytes<'_> {
 
 /// The buckets of a distribution series, in both slots: the zero buckets,
 /// the pages, and the coarse buckets.
-#[derive(Default)]
 pub(crate) struct BucketPages {
     zero: [AtomicU64; 2],
+    /// The key of the first page wanted ([`NO_ANCHOR`] until then), which
+    /// every page's place is reckoned from.
+    anchor: AtomicI32,
     /// The first group, inline.
     first: Group,
     more: [OnceLock<Box<Group>>; GROUPS - 1],
     /// Per slot, values no page could take, at [`MIN_SCALE`]: positive
     /// `(0, 1]` and `(1, max]`, then the same magnitudes negative.
     coarse: [[AtomicU64; 4]; 2],
+}
+
+impl Default for BucketPages {
+    fn default() -> Self {
+        BucketPages {
+            zero: Default::default(),
+            anchor: AtomicI32::new(NO_ANCHOR),
+            first: Default::default(),
+            more: Default::default(),
+            coarse: Default::default(),
+        }
+    }
+}
+
+/// The place in the directory of page `key`, given the anchor's key.
+#[inline(always)]
+fn place(key: i32, anchor: i32) -> usize {
+    let distance = ((key >> 1) - (anchor >> 1) + BELOW_ANCHOR).rem_euclid(PLACES_PER_SIDE);
+    let other_side = (key ^ anchor) & 1;
+    (distance + other_side * PLACES_PER_SIDE) as usize
 }
 
 /// The page key and the bucket within the page of a magnitude.
@@ -168,19 +198,38 @@ impl BucketPages {
     /// Page `key`, made if it is new and there is room.
     #[inline(always)]
     fn page(&self, key: i32, bytes: PageBytes<'_>) -> Option<&Page> {
-        if let Some(found) = find_page(&self.first, key, bytes)? {
-            return Some(found);
-        }
-        for group in &self.more {
-            let group = match group.get() {
+        let at = place(key, self.anchor(key));
+        let group = match at / GROUP_LEN {
+            0 => &self.first,
+            g => match self.more[g - 1].get() {
                 Some(group) => group,
-                None => new_group(group, bytes)?,
-            };
-            if let Some(found) = find_page(group, key, bytes)? {
-                return Some(found);
-            }
+                None => new_group(&self.more[g - 1], bytes)?,
+            },
+        };
+        let slot = &group[at % GROUP_LEN];
+        let page = match slot.get() {
+            Some(page) => page,
+            None => new_page(slot, key, bytes)?,
+        };
+        // Another power of two, 32 away on this side, may hold the place.
+        (page.key == key).then_some(page)
+    }
+
+    /// The directory's anchor: `key`, if it is the first.
+    #[inline(always)]
+    fn anchor(&self, key: i32) -> i32 {
+        match self.anchor.load(Ordering::Relaxed) {
+            NO_ANCHOR => match self.anchor.compare_exchange(
+                NO_ANCHOR,
+                key,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => key,
+                Err(first) => first,
+            },
+            anchor => anchor,
         }
-        None
     }
 
     /// Every page made so far.
@@ -290,22 +339,6 @@ fn buckets_at(counts: &[(i32, u64)], by: u32) -> Option<Buckets> {
         *slot = slot.saturating_add(n);
     }
     Buckets::new(lo, dense).ok()
-}
-
-/// Page `key` in `group` (`Some(None)`: not there, and the group is full;
-/// `None`: a new page was needed and there was no room for it).
-#[inline(always)]
-fn find_page<'g>(group: &'g Group, key: i32, bytes: PageBytes<'_>) -> Option<Option<&'g Page>> {
-    for slot in group {
-        let page = match slot.get() {
-            Some(page) => page,
-            None => new_page(slot, key, bytes)?,
-        };
-        if page.key == key {
-            return Some(Some(page));
-        }
-    }
-    Some(None)
 }
 
 #[cold]
@@ -424,14 +457,17 @@ mod tests {
     }
 
     #[test]
-    fn values_past_the_directory_or_the_budget_go_to_coarse_buckets() {
+    fn values_whose_place_is_taken_or_past_the_budget_go_to_coarse_buckets() {
         let (p, budget, held) = pages();
         let bytes = PageBytes {
             budget: &budget,
             held: &held,
         };
-        // 70 powers of two: 64 pages, then coarse buckets.
-        let values: Vec<f64> = (0..70).map(|e| 2f64.powi(e * 3) * 1.5).collect();
+        // 32 powers of two on each side: every place taken, each by its own
+        // power; the first value anchors the directory.
+        let values: Vec<f64> = (-2..30)
+            .flat_map(|e| [2f64.powi(e) * 1.5, -(2f64.powi(e + 7) * 1.5)])
+            .collect();
         for &v in &values {
             p.record(0, v, 1, bytes);
         }
@@ -440,9 +476,27 @@ mod tests {
             MAX_PAGES * PAGE_BYTES + (GROUPS - 1) * GROUP_BYTES
         );
         let d = taken(&p, &values);
-        assert_eq!(d.scale(), MIN_SCALE);
-        assert_eq!(d.count(), 70);
-        assert_eq!(d.positive().total(), 70);
+        assert_eq!(
+            d.scale(),
+            RECORD_SCALE - 3,
+            "1,024 buckets a side, fit in 160"
+        );
+        assert_eq!((d.positive().total(), d.negative().total()), (32, 32));
+
+        // 2^32 times the anchor, and 2^32 below the lowest: their places
+        // hold other powers of two.
+        let far = [1.5, 1.5 * 2f64.powi(32), 1.5 * 2f64.powi(-34)];
+        for &v in &far {
+            p.record(0, v, 1, bytes);
+        }
+        let d = taken(&p, &far);
+        assert_eq!((d.scale(), d.count()), (MIN_SCALE, 3));
+        assert_eq!(d.positive().total(), 3);
+        assert_eq!(
+            held.load(Ordering::Relaxed),
+            MAX_PAGES * PAGE_BYTES + (GROUPS - 1) * GROUP_BYTES,
+            "no page made for them"
+        );
 
         // No budget: coarse buckets from the first value.
         let (p, _, held) = pages();
@@ -458,6 +512,30 @@ mod tests {
         let d = taken(&p, &[3.0, -0.5]);
         assert_eq!((d.scale(), d.count()), (MIN_SCALE, 2));
         assert_eq!((d.positive().total(), d.negative().total()), (1, 1));
+    }
+
+    #[test]
+    fn the_first_group_holds_the_anchor_and_its_neighbours_on_its_side() {
+        let anchor = locate(100.0, false).0;
+        let places: Vec<usize> = [25.0, 50.0, 100.0, 200.0, 3_000.0, 6_000.0]
+            .iter()
+            .map(|&v| place(locate(v, false).0, anchor))
+            .collect();
+        assert_eq!(places, [0, 1, 2, 3, 7, 8]);
+        // Below: wrapped to the top of the side; the other side: its half.
+        assert_eq!(place(locate(12.0, false).0, anchor), 31);
+        assert_eq!(place(locate(100.0, true).0, anchor), 34);
+        // A negative anchor: its side first.
+        let negative = locate(0.001, true).0;
+        assert_eq!(place(negative, negative), 2);
+        assert_eq!(place(locate(0.001, false).0, negative), 34);
+        // Every place is in the directory, at the edges of the range too.
+        for v in [f64::from_bits(1), f64::MIN_POSITIVE, 1.0, f64::MAX] {
+            for side in [false, true] {
+                assert!(place(locate(v, side).0, anchor) < MAX_PAGES);
+                assert!(place(locate(v, side).0, negative) < MAX_PAGES);
+            }
+        }
     }
 
     #[test]
@@ -504,9 +582,11 @@ mod tests {
             let d = p.take(slot, 4_000, 1.0, 1.1, 140.8).unwrap();
             assert_eq!(d.positive().total(), 4_000);
         }
-        // Eight pages kept, in the inline group; the losers' pages given
-        // back.
-        assert_eq!(held.load(Ordering::Relaxed), 8 * PAGE_BYTES);
-        assert_eq!(budget.held_bytes(), 8 * PAGE_BYTES);
+        // Eight pages kept (in whichever groups the anchor, the first
+        // value to arrive, put them); the losers' pages given back.
+        let groups = held.load(Ordering::Relaxed) - 8 * PAGE_BYTES;
+        assert_eq!(groups % GROUP_BYTES, 0, "{groups}");
+        assert!(groups <= 2 * GROUP_BYTES, "{groups}");
+        assert_eq!(budget.held_bytes(), held.load(Ordering::Relaxed));
     }
 }
