@@ -1461,7 +1461,7 @@ fn lowest_index(scale: i8) -> i32 {
 
 /// `base^index` at `scale` (which may be one past [`MAX_SCALE`], for
 /// midpoints): 0 below the smallest subnormal, infinity past `f64::MAX`.
-fn lower_boundary(scale: i32, index: i64) -> f64 {
+pub(crate) fn lower_boundary(scale: i32, index: i64) -> f64 {
     if scale <= 0 {
         return pow2(index << -scale);
     }

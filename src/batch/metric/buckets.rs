@@ -40,12 +40,13 @@
 //! at [`MIN_SCALE`] instead: nothing is lost, and that interval's histogram
 //! is sent at the lowest scale (count, sum, minimum and maximum stay exact).
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{LazyLock, OnceLock};
 
 use crate::budget::MemoryBudget;
 use crate::distribution::{
-    Buckets, DEFAULT_MAX_SIZE, Distribution, DistributionParts, MIN_SCALE, fit_change, map_to_index,
+    Buckets, DEFAULT_MAX_SIZE, Distribution, DistributionParts, MIN_SCALE, fit_change,
+    lower_boundary, map_to_index,
 };
 
 /// The scale values are counted at: 2^5 = 32 buckets per power of two.
@@ -160,9 +161,52 @@ fn place(key: i32, anchor: i32) -> usize {
 /// The page key and the bucket within the page of a magnitude.
 #[inline(always)]
 fn locate(magnitude: f64, negative: bool) -> (i32, usize) {
-    let index = map_to_index(RECORD_SCALE, magnitude);
+    let index = record_index(magnitude);
     let key = ((index >> RECORD_SCALE) << 1) | i32::from(negative);
     (key, (index & (PAGE_LEN as i32 - 1)) as usize)
+}
+
+/// Where the buckets of one power of two begin, at [`RECORD_SCALE`], as
+/// significands in `[1, 2)`: what [`record_index`] compares with, instead
+/// of taking a logarithm.
+struct Within {
+    /// `bounds[j]`: the lower boundary of bucket `j` (`2^(j/32)`, as the
+    /// exported buckets' bounds are computed); `bounds[32]` is 2.
+    bounds: [f64; PAGE_LEN + 1],
+    /// `below[t]`: how many of `bounds[1..32]` lie below `1 + t/128`. A
+    /// bucket is wider than 1/128, so at most one more lies below a
+    /// significand in `[1 + t/128, 1 + (t + 1)/128)`.
+    below: [u8; 128],
+}
+
+static WITHIN: LazyLock<Within> = LazyLock::new(|| {
+    let bounds: [f64; PAGE_LEN + 1] =
+        std::array::from_fn(|j| lower_boundary(i32::from(RECORD_SCALE), j as i64));
+    let below = std::array::from_fn(|t| {
+        let start = 1.0 + t as f64 / 128.0;
+        bounds[1..PAGE_LEN].iter().filter(|&&b| b < start).count() as u8
+    });
+    Within { bounds, below }
+});
+
+/// The bucket index of a finite, positive `magnitude` at [`RECORD_SCALE`]
+/// (`map_to_index`'s, read from a table: a bucket's upper boundary is
+/// in it, exactly as the exported bounds are computed).
+#[inline(always)]
+fn record_index(magnitude: f64) -> i32 {
+    const SIGNIFICAND_BITS: u32 = 52;
+    let bits = magnitude.to_bits();
+    let biased = (bits >> SIGNIFICAND_BITS) as i32 & 0x7ff;
+    let significand = bits & ((1 << SIGNIFICAND_BITS) - 1);
+    if biased == 0 || significand == 0 {
+        // Subnormals, and exact powers of two (the top of a bucket).
+        return map_to_index(RECORD_SCALE, magnitude);
+    }
+    let fraction = f64::from_bits(significand | (1023 << SIGNIFICAND_BITS));
+    let within = &*WITHIN;
+    let below = usize::from(within.below[(significand >> (SIGNIFICAND_BITS - 7)) as usize]);
+    let bucket = below + usize::from(within.bounds[below + 1] < fraction);
+    ((biased - 1023) << RECORD_SCALE) + bucket as i32
 }
 
 /// The bucket index at [`RECORD_SCALE`] of bucket `at` of page `key`, and
@@ -536,6 +580,47 @@ mod tests {
                 assert!(place(locate(v, side).0, negative) < MAX_PAGES);
             }
         }
+    }
+
+    #[test]
+    fn record_index_is_the_bucket_whose_bounds_hold_the_value() {
+        let scale = i32::from(RECORD_SCALE);
+        let holds = |v: f64, index: i32| {
+            lower_boundary(scale, i64::from(index)) < v
+                && v <= lower_boundary(scale, i64::from(index) + 1)
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut values = vec![f64::from_bits(1), f64::MIN_POSITIVE, 1.0, 3.0, f64::MAX];
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Any finite positive value: random bits, exponent and all.
+            let v = f64::from_bits(x >> 2);
+            if v.is_finite() && v > 0.0 {
+                values.push(v);
+            }
+        }
+        // Each bucket boundary and its neighbours, in several powers of two.
+        for e in [-1022, -3, 0, 7, 1000] {
+            for j in 0..=PAGE_LEN as i64 {
+                let b = lower_boundary(scale, (i64::from(e) << scale) + j);
+                let bits = b.to_bits();
+                values.extend([bits - 1, bits, bits + 1].map(f64::from_bits));
+            }
+        }
+        let mut differ = 0;
+        for v in values {
+            let index = record_index(v);
+            let general = map_to_index(RECORD_SCALE, v);
+            if (f64::MIN_POSITIVE..f64::MAX).contains(&v) {
+                assert!(holds(v, index), "{v:e}: {index}");
+            }
+            // The logarithm rounds near a boundary: one bucket at most.
+            assert!((index - general).abs() <= 1, "{v:e}: {index} vs {general}");
+            differ += usize::from(index != general);
+        }
+        assert!(differ < 100, "{differ}");
     }
 
     #[test]
