@@ -182,10 +182,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    bench_case(&mut c, &rt, MetricCase::default());
-    bench_case(&mut c, &rt, EventCase::default());
-    bench_case(&mut c, &rt, LogCase::default());
-    bench_case(&mut c, &rt, SpanCase::default());
+    // ENCODE_ONLY=distributions: the distribution target alone.
+    if std::env::var("ENCODE_ONLY").as_deref() != Ok("distributions") {
+        bench_case(&mut c, &rt, MetricCase::default());
+        bench_case(&mut c, &rt, EventCase::default());
+        bench_case(&mut c, &rt, LogCase::default());
+        bench_case(&mut c, &rt, SpanCase::default());
+    }
     bench_distributions(&rt);
     c.final_summary();
 }

@@ -84,6 +84,7 @@ fn subscribe_this_worker(dispatch: &tracing::Dispatch) {
 fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/orders/{id}", web::get().to(order))
+        .route("/busy/{id}", web::get().to(busy))
         .route(
             "/orders",
             web::post().to(|| async { HttpResponse::Created().body("placed") }),
@@ -124,6 +125,16 @@ async fn order(id: web::Path<u64>) -> String {
                 .unwrap_or_default()
         )
     })
+}
+
+/// A handler with no wait: a child span, a log in it, and another log.
+async fn busy(id: web::Path<u64>) -> &'static str {
+    let id = id.into_inner();
+    tracing::info_span!("work", job.id = id).in_scope(|| {
+        tracing::info!(job.id = id, "working");
+    });
+    tracing::info!(job.id = id, "done");
+    "done"
 }
 
 impl Service {
@@ -561,6 +572,57 @@ async fn counts_are_exact_after_shutdown() {
         assert_eq!(count, (N / paths.len()) as f64, "{route}");
     }
     assert_eq!(received.layer.spans_unsampled, 0);
+}
+
+#[tokio::test]
+async fn a_saturated_service_sends_everything_it_records() {
+    // 2 workers, 32 requests always in flight, no wait in the handler:
+    // the workers are as busy as this machine lets them be. Each request
+    // makes two spans and two logs; nothing may be dropped or refused.
+    const N: usize = 1_000;
+    const IN_FLIGHT: usize = 32;
+    let service = Service::start(2, default_middleware).await;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let load = (0..IN_FLIGHT).map(|_| async {
+        let mut ok = 0;
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= N {
+                return ok;
+            }
+            let (status, _) = get(&service.base, &format!("/busy/{i}")).await;
+            ok += usize::from(status == 200);
+        }
+    });
+    let served: usize = tokio::time::timeout(BOUND, futures::future::join_all(load))
+        .await
+        .expect("bounded")
+        .into_iter()
+        .sum();
+    assert_eq!(served, N);
+    let received = service.stop().await;
+
+    let layer = received.layer;
+    assert_eq!(
+        (
+            layer.items_dropped_channel_full,
+            layer.items_dropped_by_batch
+        ),
+        (0, 0)
+    );
+    // (actix-web's own INFO lines, "starting 2 workers" and the like, are
+    // logs too.)
+    let jobs = received
+        .logs
+        .iter()
+        .filter(|l| l["attributes"]["job.id"].is_u64());
+    assert_eq!(jobs.count(), 2 * N);
+    assert_eq!(layer.logs_recorded, received.logs.len() as u64);
+    assert_eq!(layer.spans_recorded, 2 * N as u64);
+    assert_eq!(server_spans(&received.spans).len(), N);
+    assert_eq!(spans_named(&received.spans, "work").len(), N);
+    assert_eq!(requests_counted(&received.metrics), N as f64);
+    assert_eq!(requests_timed(&received.distributions), N as u64);
 }
 
 #[tokio::test]
