@@ -137,20 +137,16 @@ pub(crate) struct ExponentialPoint {
     pub(crate) negative: Buckets,
 }
 
-#[cfg(test)]
 impl ExponentialPoint {
-    /// The point that carries `distribution` over one interval: its count,
-    /// sum, min, max, scale, zero bucket and bucket ranges.
-    pub(crate) fn from_distribution(
+    /// The scalars of the point that carries `distribution` over one
+    /// interval (count, sum, min, max, scale, zero bucket), with no
+    /// buckets: the encoder writes those from the distribution's own.
+    fn scalars(
         distribution: &Distribution,
         attributes: Arc<Attributes>,
         start_time_unix_nano: u64,
         time_unix_nano: u64,
     ) -> Self {
-        let side = |b: &DistributionBuckets| Buckets {
-            offset: b.offset(),
-            counts: b.counts().to_vec(),
-        };
         ExponentialPoint {
             attributes,
             start_time_unix_nano,
@@ -163,8 +159,33 @@ impl ExponentialPoint {
             scale: i32::from(distribution.scale()),
             zero_count: distribution.zero_count(),
             zero_threshold: distribution.zero_threshold(),
+            positive: Buckets::default(),
+            negative: Buckets::default(),
+        }
+    }
+
+    /// The point that carries `distribution` over one interval, its
+    /// buckets copied.
+    #[cfg(test)]
+    pub(crate) fn from_distribution(
+        distribution: &Distribution,
+        attributes: Arc<Attributes>,
+        start_time_unix_nano: u64,
+        time_unix_nano: u64,
+    ) -> Self {
+        let side = |b: &DistributionBuckets| Buckets {
+            offset: b.offset(),
+            counts: b.counts().to_vec(),
+        };
+        ExponentialPoint {
             positive: side(distribution.positive()),
             negative: side(distribution.negative()),
+            ..Self::scalars(
+                distribution,
+                attributes,
+                start_time_unix_nano,
+                time_unix_nano,
+            )
         }
     }
 }
@@ -318,20 +339,12 @@ pub(crate) fn write_point_entry(
     let d = point.distribution();
     // The point's scalars; its buckets are written from the distribution's
     // own, with no copy.
-    let scalars = ExponentialPoint {
-        attributes: point.shared_attributes().clone(),
-        start_time_unix_nano: point.start_ms().saturating_mul(1_000_000),
-        time_unix_nano: point.end_ms().saturating_mul(1_000_000),
-        count: d.count(),
-        sum: d.sum(),
-        min: d.min().unwrap_or(0.0),
-        max: d.max().unwrap_or(0.0),
-        scale: i32::from(d.scale()),
-        zero_count: d.zero_count(),
-        zero_threshold: d.zero_threshold(),
-        positive: Buckets::default(),
-        negative: Buckets::default(),
-    };
+    let scalars = ExponentialPoint::scalars(
+        d,
+        point.shared_attributes().clone(),
+        point.start_ms().saturating_mul(1_000_000),
+        point.end_ms().saturating_mul(1_000_000),
+    );
     // ExportMetricsServiceRequest.resource_metrics = 1
     put_message(buf, 1, |buf| {
         // ResourceMetrics.resource = 1
