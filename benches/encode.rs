@@ -41,7 +41,7 @@ fn bench_case<C: Case>(c: &mut Criterion, rt: &Runtime, case: C) {
     let (s_floor, s_measured) = (Samples::default(), Samples::default());
     let mut group = c.benchmark_group(format!("encode/{}", C::NAME));
     let s = s_floor.clone();
-    group.bench_function("floor: serde_json(pre-built Vec) + gzip(6)", |b| {
+    group.bench_function("floor: serde_json(pre-built Vec) + gzip", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
@@ -81,7 +81,7 @@ fn bench_case<C: Case>(c: &mut Criterion, rt: &Runtime, case: C) {
     report(
         &format!("target 4: flush + JSON + gzip of {ITEMS} {}", C::NAME),
         "item",
-        ("serde_json of a pre-built Vec + gzip(6)", floor_ns),
+        ("serde_json of a pre-built Vec + gzip", floor_ns),
         ("batch.flush() + encode_payload", measured_ns),
         Goal::ThroughputAtLeast(0.8),
     );

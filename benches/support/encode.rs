@@ -1,6 +1,7 @@
 //! The encoding workloads (10,000 items of each kind) and their floors: the
 //! same JSON from plain `#[derive(Serialize)]` structs built beforehand, then
-//! gzip at the same level (6) with flate2, in memory.
+//! gzip at the same level as the measured path (the kind's: 2 for events,
+//! logs and spans, 6 for metrics) with flate2, in memory.
 
 use std::io::Write;
 use std::time::Duration;
@@ -49,17 +50,27 @@ impl FloorPayload {
         .unwrap()
     }
 
-    /// The floor: JSON, then gzip level 6 in memory.
+    /// The gzip level the crate compresses this kind at.
+    pub fn level(&self) -> u32 {
+        match self {
+            FloorPayload::Metrics(_) => Metrics::GZIP_LEVEL,
+            FloorPayload::Events(_) => Events::GZIP_LEVEL,
+            FloorPayload::Logs(_) => Logs::GZIP_LEVEL,
+            FloorPayload::Spans(_) => Spans::GZIP_LEVEL,
+        }
+    }
+
+    /// The floor: JSON, then gzip in memory at the kind's level.
     pub fn encode(&self) -> Vec<u8> {
         let json = self.json();
-        gzip(&json)
+        gzip(&json, self.level())
     }
 }
 
-pub fn gzip(json: &[u8]) -> Vec<u8> {
+pub fn gzip(json: &[u8], level: u32) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(
         Vec::with_capacity(json.len() / 8 + 64),
-        flate2::Compression::new(6),
+        flate2::Compression::new(level),
     );
     gz.write_all(json).unwrap();
     gz.finish().unwrap()

@@ -319,7 +319,7 @@ impl<K: Kind> Sender<K> {
                         items = n,
                         "413 from the API; splitting the payload in two"
                     );
-                    match payload.split(K::SEPARATOR.len()).await {
+                    match payload.split::<K>().await {
                         Ok([first, second]) => {
                             stack.push(second);
                             stack.push(first);
