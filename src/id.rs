@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 thread_local! {
     static STATE: Cell<u64> = Cell::new(seed());
@@ -31,9 +32,10 @@ pub(crate) fn random_u64() -> u64 {
 }
 
 /// 16 lowercase hex characters, the id format New Relic's SDKs generate
-/// and W3C Trace Context's span id (never all zeros).
-pub(crate) fn random_hex_id() -> String {
-    format!("{:016x}", random_u64())
+/// and W3C Trace Context's span id (never all zeros), as a shared string
+/// (spans and the tracing layer's children share it).
+pub(crate) fn random_hex_id() -> Arc<str> {
+    hex(u128::from(random_u64()), 16)
 }
 
 /// A random W3C trace id: 128 bits, never zero (each half is non-zero).
@@ -42,8 +44,20 @@ pub(crate) fn random_trace_id() -> u128 {
 }
 
 /// A trace id as 32 lowercase hex characters, its W3C form.
-pub(crate) fn trace_id_hex(id: u128) -> String {
-    format!("{id:032x}")
+pub(crate) fn trace_id_hex(id: u128) -> Arc<str> {
+    hex(id, 32)
+}
+
+/// The low `digits` hex digits of `value`, formatted on the stack and
+/// allocated once.
+fn hex(value: u128, digits: usize) -> Arc<str> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, digit) in text[..digits].iter_mut().rev().enumerate() {
+        *digit = HEX[((value >> (4 * i)) & 0xf) as usize];
+    }
+    let text = std::str::from_utf8(&text[..digits]).expect("hex digits are ASCII");
+    Arc::from(text)
 }
 
 /// A uniformly distributed float in `[0, 1)`.
@@ -72,6 +86,15 @@ mod tests {
         assert!(a.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
         assert_ne!(a, b);
         assert_ne!(random_trace_id() as u64, 0);
+    }
+
+    #[test]
+    fn hex_is_what_format_writes() {
+        for value in [0, 1, 0xabc, u128::from(u64::MAX), u128::MAX, 1 << 127] {
+            assert_eq!(&*hex(value, 32), format!("{value:032x}"));
+            let low = value as u64;
+            assert_eq!(&*hex(u128::from(low), 16), format!("{low:016x}"));
+        }
     }
 
     #[test]

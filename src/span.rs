@@ -33,12 +33,12 @@ const INTRINSICS: [&str; 4] = ["name", "duration.ms", "parent.id", "service.name
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Span {
-    id: String,
-    trace_id: String,
+    id: Arc<str>,
+    trace_id: Arc<str>,
     timestamp_ms: u64,
     name: String,
     duration: Option<Duration>,
-    parent_id: Option<String>,
+    parent_id: Option<Arc<str>>,
     service_name: Option<Arc<str>>,
     attributes: Attributes,
     events: Vec<SpanEvent>,
@@ -57,18 +57,7 @@ impl Span {
     /// assert_eq!((span.id().len(), span.trace_id().len()), (16, 32)); // W3C sizes
     /// ```
     pub fn new(name: impl Into<String>) -> Self {
-        Span {
-            id: random_hex_id(),
-            trace_id: trace_id_hex(random_trace_id()),
-            timestamp_ms: now_ms(),
-            name: name.into(),
-            duration: None,
-            parent_id: None,
-            service_name: None,
-            attributes: Attributes::new(),
-            events: Vec::new(),
-            started: tokio::time::Instant::now(),
-        }
+        Span::in_trace(name, trace_id_hex(random_trace_id()), None)
     }
 
     /// A span in this span's trace, with this span as its parent and the same
@@ -84,11 +73,29 @@ impl Span {
     /// assert_eq!(child.service_name(), Some("shop"));
     /// ```
     pub fn child(&self, name: impl Into<String>) -> Span {
+        let mut child = Span::in_trace(name, self.trace_id.clone(), Some(self.id.clone()));
+        child.service_name = self.service_name.clone();
+        child
+    }
+
+    /// A span with a new id in trace `trace_id`, under `parent_id`, starting
+    /// now: the ids are shared, not copied.
+    pub(crate) fn in_trace(
+        name: impl Into<String>,
+        trace_id: Arc<str>,
+        parent_id: Option<Arc<str>>,
+    ) -> Span {
         Span {
-            trace_id: self.trace_id.clone(),
-            parent_id: Some(self.id.clone()),
-            service_name: self.service_name.clone(),
-            ..Span::new(name)
+            id: random_hex_id(),
+            trace_id,
+            timestamp_ms: now_ms(),
+            name: name.into(),
+            duration: None,
+            parent_id,
+            service_name: None,
+            attributes: Attributes::new(),
+            events: Vec::new(),
+            started: tokio::time::Instant::now(),
         }
     }
 
@@ -100,7 +107,7 @@ impl Span {
     /// assert_eq!(Span::new("db").with_id("00f067aa0ba902b7").id(), "00f067aa0ba902b7");
     /// ```
     #[must_use = "returns the changed value; the original is consumed"]
-    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+    pub fn with_id(mut self, id: impl Into<Arc<str>>) -> Self {
         self.id = id.into();
         self
     }
@@ -115,7 +122,7 @@ impl Span {
     /// assert_eq!(span.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
     /// ```
     #[must_use = "returns the changed value; the original is consumed"]
-    pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
+    pub fn with_trace_id(mut self, trace_id: impl Into<Arc<str>>) -> Self {
         self.trace_id = trace_id.into();
         self
     }
@@ -128,7 +135,7 @@ impl Span {
     /// assert_eq!(Span::new("db").with_parent_id("abc").parent_id(), Some("abc"));
     /// ```
     #[must_use = "returns the changed value; the original is consumed"]
-    pub fn with_parent_id(mut self, parent_id: impl Into<String>) -> Self {
+    pub fn with_parent_id(mut self, parent_id: impl Into<Arc<str>>) -> Self {
         self.parent_id = Some(parent_id.into());
         self
     }
@@ -398,6 +405,11 @@ impl Span {
         &mut self.name
     }
 
+    /// The trace id and span id, shared.
+    pub(crate) fn shared_ids(&self) -> (Arc<str>, Arc<str>) {
+        (self.trace_id.clone(), self.id.clone())
+    }
+
     pub(crate) fn service_name_mut(&mut self) -> &mut Option<Arc<str>> {
         &mut self.service_name
     }
@@ -442,7 +454,7 @@ impl Serialize for SpanAttributes<'_> {
             map.serialize_entry("duration.ms", &(d.as_secs_f64() * 1000.0))?;
         }
         if let Some(p) = &span.parent_id {
-            map.serialize_entry("parent.id", p)?;
+            map.serialize_entry("parent.id", &**p)?;
         }
         if let Some(s) = &span.service_name {
             map.serialize_entry("service.name", &**s)?;
@@ -457,8 +469,8 @@ impl Serialize for SpanAttributes<'_> {
 impl Serialize for Span {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("id", &self.id)?;
-        map.serialize_entry("trace.id", &self.trace_id)?;
+        map.serialize_entry("id", &*self.id)?;
+        map.serialize_entry("trace.id", &*self.trace_id)?;
         map.serialize_entry("timestamp", &self.timestamp_ms)?;
         map.serialize_entry("attributes", &SpanAttributes(self))?;
         if !self.events.is_empty() {
@@ -593,10 +605,13 @@ impl Serialize for SpanEvent {
 impl crate::budget::HeapSize for Span {
     fn held_bytes(&self) -> usize {
         std::mem::size_of::<Self>() - std::mem::size_of::<Attributes>()
-            + self.id.capacity()
-            + self.trace_id.capacity()
+            + crate::budget::arc_str_bytes(self.id.len())
+            + crate::budget::arc_str_bytes(self.trace_id.len())
             + self.name.capacity()
-            + self.parent_id.as_ref().map_or(0, String::capacity)
+            + self
+                .parent_id
+                .as_ref()
+                .map_or(0, |p| crate::budget::arc_str_bytes(p.len()))
             + self
                 .service_name
                 .as_ref()

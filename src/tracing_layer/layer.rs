@@ -262,13 +262,7 @@ impl NewRelicLayer {
             _ => {
                 let id = random_trace_id();
                 let sampled = sampled_by_ratio(id, self.sample_ratio);
-                (
-                    Arc::from(trace_id_hex(id)),
-                    None,
-                    sampled,
-                    None,
-                    root.is_some(),
-                )
+                (trace_id_hex(id), None, sampled, None, root.is_some())
             }
         };
         if decided && !sampled {
@@ -276,16 +270,13 @@ impl NewRelicLayer {
             // the trace on, unsampled.
             return SpanData {
                 trace_id,
-                span_id: Arc::from(random_hex_id()),
+                span_id: random_hex_id(),
                 span: None,
                 sampled: false,
                 trace_state,
             };
         }
-        let mut nr = Span::new(attrs.metadata().name()).with_trace_id(&*trace_id);
-        if let Some(parent) = parent {
-            nr = nr.with_parent_id(parent);
-        }
+        let nr = Span::in_trace(attrs.metadata().name(), trace_id, parent.map(Arc::from));
         self.build_span(attrs, nr, sampled, trace_state)
     }
 }
@@ -323,9 +314,7 @@ where
                 return;
             }
             Some(parent) => {
-                let nr = Span::new(metadata.name())
-                    .with_trace_id(&*parent.trace_id)
-                    .with_parent_id(&*parent.parent_id);
+                let nr = Span::in_trace(metadata.name(), parent.trace_id, Some(parent.parent_id));
                 self.build_span(attrs, nr, true, parent.trace_state)
             }
         };

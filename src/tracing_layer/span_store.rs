@@ -92,9 +92,10 @@ pub(super) struct Inherited {
 impl SpanData {
     /// The data for a sampled `span`, its ids shared.
     pub(super) fn new(span: Span, sampled: bool, trace_state: Option<Arc<str>>) -> Self {
+        let (trace_id, span_id) = span.shared_ids();
         SpanData {
-            trace_id: Arc::from(span.trace_id()),
-            span_id: Arc::from(span.id()),
+            trace_id,
+            span_id,
             span: Some(span),
             sampled,
             trace_state,
@@ -130,7 +131,7 @@ impl SpanData {
         self.trace_state = remote.trace_state().map(Arc::from);
         if let Some(span) = self.span.take() {
             self.span = Some(
-                span.with_trace_id(&*trace_id)
+                span.with_trace_id(trace_id.clone())
                     .with_parent_id(remote.span_id()),
             );
             self.sampled = remote.is_sampled();
