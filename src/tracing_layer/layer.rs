@@ -12,7 +12,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::context::{self, RootContext};
-use super::keys::Keys;
+use super::keys::{Keys, shared_static};
 use super::span_store::{self, SpanData};
 use super::stats::{LayerCounters, LayerHandle};
 use super::visitor::FieldVisitor;
@@ -234,7 +234,10 @@ impl NewRelicLayer {
         }
         if self.export_spans {
             let attributes = nr.attributes_mut();
-            attributes.insert(self.keys.code_namespace.clone(), attrs.metadata().target());
+            attributes.insert(
+                self.keys.code_namespace.clone(),
+                Value::String(shared_static(attrs.metadata().target())),
+            );
             let mut visitor = FieldVisitor::for_span(attributes, &self.keys);
             attrs.record(&mut visitor);
             if let Some(name) = visitor.into_span_name() {
@@ -354,6 +357,12 @@ where
         if self.is_excluded(metadata.target()) {
             return;
         }
+        // The callsite's own target lives as long as the program (a `log`
+        // record's does not): shared, not copied, into each log.
+        #[cfg(feature = "log")]
+        let static_target = normalized.is_none().then(|| event.metadata().target());
+        #[cfg(not(feature = "log"))]
+        let static_target = Some(event.metadata().target());
         let is_error = *metadata.level() == Level::ERROR;
         let in_span = ctx
             .event_span(event)
@@ -389,7 +398,11 @@ where
             return;
         }
         fields.insert(self.keys.level.clone(), self.keys.level(metadata.level()));
-        fields.insert(self.keys.target.clone(), metadata.target());
+        let target = match static_target {
+            Some(target) => Value::String(shared_static(target)),
+            None => Value::from(metadata.target()),
+        };
+        fields.insert(self.keys.target.clone(), target);
         if let Some((trace_id, span_id)) = ids {
             fields.insert(self.keys.trace_id.clone(), Value::String(trace_id));
             fields.insert(self.keys.span_id.clone(), Value::String(span_id));

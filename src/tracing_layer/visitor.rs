@@ -7,7 +7,7 @@ use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 
-use super::keys::Keys;
+use super::keys::{Keys, shared_static};
 use crate::attributes::{Attributes, Value};
 
 /// Records a tracing field set into attributes, keeping value types.
@@ -106,7 +106,7 @@ impl<'a> FieldVisitor<'a> {
                 }
             }
         } else {
-            self.attributes.insert(name, value);
+            self.attributes.insert(shared_static(name), value);
         }
     }
 }
