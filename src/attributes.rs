@@ -382,6 +382,11 @@ impl Attributes {
         }
     }
 
+    /// Makes room for `additional` more pairs without growing on the way.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.pairs.reserve(additional);
+    }
+
     /// Inserts a pair, returning the value it replaced.
     ///
     /// ```

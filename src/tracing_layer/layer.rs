@@ -234,6 +234,9 @@ impl NewRelicLayer {
         }
         if self.export_spans {
             let attributes = nr.attributes_mut();
+            // Its fields and `code.namespace`, with room for the status and
+            // error a middleware or an event may add later.
+            attributes.reserve(attrs.metadata().fields().len() + 3);
             attributes.insert(
                 self.keys.code_namespace.clone(),
                 Value::String(shared_static(attrs.metadata().target())),

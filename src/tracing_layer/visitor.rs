@@ -83,7 +83,13 @@ impl<'a> FieldVisitor<'a> {
                 other => other.to_string(),
             });
         } else if self.error_field && name == "otel.kind" {
-            let kind = value.to_string().to_ascii_lowercase();
+            let kind = match value {
+                // OpenTelemetry's kinds, as they are usually written: shared.
+                Value::String(kind) if kind.bytes().all(|b| !b.is_ascii_uppercase()) => {
+                    Value::String(kind)
+                }
+                other => Value::from(other.to_string().to_ascii_lowercase()),
+            };
             self.attributes.insert(self.keys.span_kind.clone(), kind);
         } else if self.capture_message && name == "message" {
             self.message = Some(match value {
