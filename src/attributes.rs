@@ -383,6 +383,7 @@ impl Attributes {
     }
 
     /// Makes room for `additional` more pairs without growing on the way.
+    #[cfg(feature = "tracing-layer")]
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.pairs.reserve(additional);
     }

@@ -406,6 +406,7 @@ impl Span {
     }
 
     /// The trace id and span id, shared.
+    #[cfg(feature = "tracing-layer")]
     pub(crate) fn shared_ids(&self) -> (Arc<str>, Arc<str>) {
         (self.trace_id.clone(), self.id.clone())
     }

@@ -390,6 +390,7 @@ impl<T: BatchItem> ItemBatch<T> {
     /// so validating it again changes nothing) for the caller to hand to a
     /// task that can wait. What the tracing layer records from inside
     /// `tracing`'s callbacks, which must not wait.
+    #[cfg(feature = "tracing-layer")]
     pub(crate) fn try_record_now(&self, mut item: T) -> Result<Result<(), RecordError>, T> {
         if self.off {
             return Ok(Ok(()));
@@ -409,7 +410,7 @@ impl<T: BatchItem> ItemBatch<T> {
 
     /// Holds the batch's lock until the returned guard is dropped, as a
     /// recording or a flush on another thread would.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "tracing-layer"))]
     pub(crate) async fn hold_lock(&self) -> impl Sized + '_ {
         self.items.lock().await
     }
