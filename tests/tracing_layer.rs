@@ -19,7 +19,7 @@ use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 mod support;
-use support::{client, server};
+use support::{Captured, client, server};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -620,6 +620,41 @@ async fn spans_and_logs_are_recorded_at_once_with_no_hop_through_the_worker() {
     kept.sort_unstable();
     assert_eq!(kept, [0, 1, 2, 3, 4]);
     assert_eq!(p.server.spans().len(), 2);
+}
+
+#[tokio::test]
+async fn a_refusal_inside_a_callback_is_counted_at_once_and_logged_at_the_next_flush() {
+    // `tracing` dispatches no event from inside a subscriber's callback, so
+    // the batch cannot log its WARN while the layer records into it: the
+    // warning waits for the next flush, which logs it.
+    let logs = Arc::new(LogBatch::new());
+    let (layer, _worker) = NewRelicLayer::builder().logs(logs.clone()).build();
+    let handle = layer.handle();
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        // A key longer than the APIs' 255 characters: the log is refused.
+        info!(
+            "a.key.far.too.long.for.any.ingest.api.a.key.far.too.long.for.any.ingest.api.a.key.far.too.long.for.any.ingest.api.a.key.far.too.long.for.any.ingest.api.a.key.far.too.long.for.any.ingest.api.a.key.far.too.long.for.any.ingest.api.a.key.far.too.long.for.any.ingest.api.a.key.far.too.long" =
+                1,
+            "refused"
+        );
+        info!("kept");
+    });
+    assert_eq!(handle.stats().items_dropped_by_batch, 1);
+    assert_eq!(logs.record_stats().items_dropped_invalid, 1);
+
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
+    let (kept, _) = logs.flush().await;
+    assert_eq!(kept.len(), 1);
+    let warnings = captured.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("items_dropped_invalid"),
+        "{warnings:?}"
+    );
+    // Owed once: the next flush has nothing more to say.
+    logs.flush().await;
+    assert_eq!(captured.warnings().len(), 1);
 }
 
 #[tokio::test]

@@ -380,27 +380,28 @@ impl<T: BatchItem> ItemBatch<T> {
         if self.off {
             return Ok(());
         }
-        let bytes = self.admit(&mut item)?;
+        let bytes = self.admit(&mut item, false)?;
         let buffer = self.items.lock().await;
-        self.insert(buffer, item, bytes)
+        self.insert(buffer, item, bytes, false)
     }
 
     /// [`try_record`](Self::try_record) without waiting: when another
     /// recording or a flush holds the lock, the item comes back (validated,
     /// so validating it again changes nothing) for the caller to hand to a
     /// task that can wait. What the tracing layer records from inside
-    /// `tracing`'s callbacks, which must not wait.
+    /// `tracing`'s callbacks, which must not wait (nor log: a refusal's
+    /// warning is logged at the next flush).
     #[cfg(feature = "tracing-layer")]
     pub(crate) fn try_record_now(&self, mut item: T) -> Result<Result<(), RecordError>, T> {
         if self.off {
             return Ok(Ok(()));
         }
-        let bytes = match self.admit(&mut item) {
+        let bytes = match self.admit(&mut item, true) {
             Ok(bytes) => bytes,
             Err(refused) => return Ok(Err(refused)),
         };
         match self.items.try_lock() {
-            Ok(buffer) => Ok(self.insert(buffer, item, bytes)),
+            Ok(buffer) => Ok(self.insert(buffer, item, bytes, true)),
             Err(_) => {
                 self.budget.unreserve_item(bytes);
                 Err(item)
@@ -416,20 +417,33 @@ impl<T: BatchItem> ItemBatch<T> {
     }
 
     /// Validates `item` and takes its room in the budget: its size, or why
-    /// it is refused (counted).
-    fn admit(&self, item: &mut T) -> Result<usize, RecordError> {
+    /// it is refused (counted; logged later when `in_callback`).
+    fn admit(&self, item: &mut T, in_callback: bool) -> Result<usize, RecordError> {
         let truncations = item
             .validate(self.common_attributes.as_deref())
-            .map_err(|e| self.refusals.refused(e))?;
+            .map_err(|e| self.refuse(e, in_callback))?;
         self.refusals.truncated(truncations);
         let bytes = item.held_bytes();
         if !self.budget.try_reserve_item(bytes) {
             self.harvest.notify_one();
-            return Err(self.refusals.refused(RecordError::MemoryBudgetFull {
-                budget_bytes: self.budget.limit(),
-            }));
+            return Err(self.refuse(
+                RecordError::MemoryBudgetFull {
+                    budget_bytes: self.budget.limit(),
+                },
+                in_callback,
+            ));
         }
         Ok(bytes)
+    }
+
+    /// Counts and reports a refusal: logged now, or at the next flush when
+    /// made inside a `tracing` callback.
+    fn refuse(&self, error: RecordError, in_callback: bool) -> RecordError {
+        if in_callback {
+            self.refusals.refused_in_callback(error)
+        } else {
+            self.refusals.refused(error)
+        }
     }
 
     /// Buffers an admitted `item` of `bytes` and lets the lock go, unless the
@@ -442,6 +456,7 @@ impl<T: BatchItem> ItemBatch<T> {
         mut buffer: MutexGuard<'_, Buffer<T>>,
         item: T,
         bytes: usize,
+        in_callback: bool,
     ) -> Result<(), RecordError> {
         let refused = if buffer.closed {
             Some(RecordError::Closed)
@@ -456,7 +471,7 @@ impl<T: BatchItem> ItemBatch<T> {
         if let Some(error) = refused {
             drop(buffer);
             self.budget.unreserve_item(bytes);
-            return Err(self.refusals.refused(error));
+            return Err(self.refuse(error, in_callback));
         }
         let half_the_room = (self.budget.limit() - WORK_RESERVE) / 2;
         let was_below = buffer.held_bytes < half_the_room;

@@ -44,6 +44,15 @@ pub(crate) enum Reason {
 const REASONS: usize = 5;
 
 impl Reason {
+    /// Every reason, in the order of their values.
+    const ALL: [Reason; REASONS] = [
+        Reason::Invalid,
+        Reason::BufferFull,
+        Reason::SeriesLimit,
+        Reason::Closed,
+        Reason::OverBudget,
+    ];
+
     fn of(error: &RecordError) -> Reason {
         match error {
             RecordError::BufferFull { .. } => Reason::BufferFull,
@@ -74,6 +83,10 @@ pub(crate) struct Refusals {
     interval: AtomicU64,
     /// The interval (plus one) each reason was last logged in.
     warned: [AtomicU64; REASONS],
+    /// Warnings owed, per reason: refusals made inside a `tracing`
+    /// callback (the tracing layer's), where `tracing` dispatches no event,
+    /// logged when the next interval starts instead.
+    owed: std::sync::Mutex<[Option<RecordError>; REASONS]>,
     on_refused: Option<OnRefused>,
 }
 
@@ -85,9 +98,35 @@ impl Refusals {
         }
     }
 
-    /// Starts a new harvest interval: each reason may be logged once more.
+    /// Starts a new harvest interval: logs the warnings owed, and each
+    /// reason may be logged once more.
     pub(crate) fn next_interval(&self) {
+        let owed = match self.owed.lock() {
+            Ok(mut owed) => std::mem::take(&mut *owed),
+            Err(_) => Default::default(),
+        };
+        for (reason, error) in Reason::ALL.into_iter().zip(owed) {
+            if let Some(error) = error {
+                warn(reason, &error);
+            }
+        }
         self.interval.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`refused`](Self::refused), from inside a `tracing` callback: the
+    /// warning, if one is due, is logged when the next interval starts
+    /// (`tracing` drops events emitted while it dispatches another).
+    #[cold]
+    pub(crate) fn refused_in_callback(&self, error: RecordError) -> RecordError {
+        let reason = Reason::of(&error);
+        self.count(reason);
+        if self.should_warn(reason) {
+            if let Ok(mut owed) = self.owed.lock() {
+                owed[reason as usize].get_or_insert_with(|| error.clone());
+            }
+        }
+        self.call_back(&error);
+        error
     }
 
     /// Counts a refusal, logs it (rate-limited), tells the callback, and
