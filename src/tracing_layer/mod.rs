@@ -74,7 +74,9 @@
 //! side waits: the batch refuses the item (counted in
 //! [`LayerStats::items_dropped_by_batch`] and in the batch's
 //! [`record_stats`](crate::batch::ItemBatch::record_stats)) and asks its harvester for
-//! an early harvest, as it does when it reaches half its room. The channel holds [`DEFAULT_CHANNEL_CAPACITY`] items unless
+//! an early harvest, as it does when it reaches half its room. A refusal met
+//! while the layer records at once is logged at the batch's next flush, not
+//! when it happens: `tracing` dispatches no event from inside a callback. The channel holds [`DEFAULT_CHANNEL_CAPACITY`] items unless
 //! told otherwise ([`NewRelicLayerBuilder::channel_capacity`]).
 //!
 //! # No feedback
