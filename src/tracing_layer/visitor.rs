@@ -84,7 +84,8 @@ impl<'a> FieldVisitor<'a> {
             });
         } else if self.error_field && name == "otel.kind" {
             let kind = match value {
-                // OpenTelemetry's kinds, as they are usually written: shared.
+                // OpenTelemetry's kinds, as they are usually written (lower
+                // case): kept as they came, with no second string.
                 Value::String(kind) if kind.bytes().all(|b| !b.is_ascii_uppercase()) => {
                     Value::String(kind)
                 }
