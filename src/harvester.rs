@@ -831,9 +831,13 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         if !drained {
             self.count_abandoned(sender, current, resolved.load(Ordering::Relaxed));
         }
-        // What was left unencoded is counted; its memory goes now, before the
-        // report says what is held.
+        // What was left unencoded is counted: in the encoder, and in the batch
+        // (items a harvest asked for while another was encoded had not been
+        // taken yet). Its memory goes now, before the report says what is held.
         self.encoding = None;
+        if !drained {
+            drop(self.batch.take().await);
+        }
 
         HarvestReport {
             api: K::API,
