@@ -65,6 +65,10 @@ impl DistributionPoint {
         }
     }
 
+    /// A point over the interval a flush closed. Two flushes within one
+    /// millisecond close an interval of none: the point then ends a
+    /// millisecond after it starts, since OTLP readers expect a point's time
+    /// to come after its start.
     pub(crate) fn in_interval(
         name: Arc<str>,
         attributes: Arc<Attributes>,
@@ -76,7 +80,7 @@ impl DistributionPoint {
             name,
             attributes,
             start_ms,
-            end_ms,
+            end_ms: end_ms.max(start_ms.saturating_add(1)),
             distribution,
         }
     }
@@ -139,5 +143,30 @@ impl crate::budget::HeapSize for DistributionPoint {
             + 2 * std::mem::size_of::<usize>()
             + self.attributes.held_bytes()
             + self.distribution.held_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_point_over_an_interval_of_no_time_still_ends_after_it_starts() {
+        let point = |start, end| {
+            DistributionPoint::in_interval(
+                Arc::from("d"),
+                Arc::default(),
+                start,
+                end,
+                Distribution::new(),
+            )
+        };
+        let same_millisecond = point(1_000, 1_000);
+        assert_eq!(
+            (same_millisecond.start_ms(), same_millisecond.end_ms()),
+            (1_000, 1_001)
+        );
+        let ordinary = point(1_000, 6_000);
+        assert_eq!((ordinary.start_ms(), ordinary.end_ms()), (1_000, 6_000));
     }
 }
