@@ -452,7 +452,9 @@ impl Serialize for SpanAttributes<'_> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("name", &span.name)?;
         if let Some(d) = span.duration {
-            map.serialize_entry("duration.ms", &(d.as_secs_f64() * 1000.0))?;
+            // Nanoseconds over a million: one rounding, so the shortest
+            // form is the plain one (0.379973, not 0.37997299999999995).
+            map.serialize_entry("duration.ms", &(d.as_nanos() as f64 / 1e6))?;
         }
         if let Some(p) = &span.parent_id {
             map.serialize_entry("parent.id", &**p)?;
@@ -627,5 +629,21 @@ impl crate::budget::HeapSize for Span {
                         - std::mem::size_of::<Attributes>()
                 })
                 .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_is_written_in_milliseconds_in_its_plain_form() {
+        let span = Span::new("a").with_duration(Duration::from_nanos(379_973));
+        let json = serde_json::to_string(&span).unwrap();
+        // Seconds times a thousand would write 0.37997299999999995.
+        assert!(json.contains(r#""duration.ms":0.379973}"#), "{json}");
+        let span = Span::new("b").with_duration(Duration::from_nanos(1_500));
+        let json = serde_json::to_string(&span).unwrap();
+        assert!(json.contains(r#""duration.ms":0.0015"#), "{json}");
     }
 }

@@ -1040,7 +1040,7 @@ impl SpanCase {
         );
         attributes.insert("name".into(), json!(cut(&self.name, SPAN_TEXT_CHARS)));
         if let Some(us) = self.duration_us {
-            let ms = Duration::from_micros(u64::from(us)).as_secs_f64() * 1000.0;
+            let ms = Duration::from_micros(u64::from(us)).as_nanos() as f64 / 1e6;
             attributes.insert("duration.ms".into(), json!(ms));
         }
         if let Some(parent) = &self.parent_id {
