@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use newrelic_telemetry::batch::EARLY_HARVEST_BYTES;
 use newrelic_telemetry::client::{Events, Logs, Metrics};
 use newrelic_telemetry::test_util::TestIngestServer;
 use newrelic_telemetry::{
@@ -175,15 +176,16 @@ async fn harvest_now_and_early_harvest_when_a_batch_fills() {
 async fn a_batch_holding_half_its_memory_asks_for_an_early_harvest() {
     let server = server().await;
     // The smallest budget: 4 MiB, of which 2 MB are kept for sending, so the
-    // batch may record about 2.19 MB and asks for a harvest at half that.
+    // batch may record about 2.19 MB and asks for a harvest at half that, or
+    // at 1 MiB, which is less.
     let logs = Arc::new(LogBatch::builder().memory_budget(0).build());
     let harvester = on_demand_harvester(logs.clone(), client::<Logs>(&server)).spawn();
-    let room = logs.memory().record_limit_bytes;
+    let harvest_at = (logs.memory().record_limit_bytes / 2).min(EARLY_HARVEST_BYTES);
 
     // Few items (far from half the capacity of 50,000), but large ones.
     let message = "m".repeat(100_000);
     let mut recorded = 0;
-    while logs.memory().held_bytes < room / 2 - 120_000 {
+    while logs.memory().held_bytes < harvest_at - 120_000 {
         logs.record(Log::new(message.clone())).await;
         recorded += 1;
     }
@@ -203,6 +205,31 @@ async fn a_batch_holding_half_its_memory_asks_for_an_early_harvest() {
     let report = harvester.shutdown().await;
     assert_eq!(report.delivery.items_sent, recorded + 2);
     assert_eq!(report.record.items_dropped_over_budget, 0);
+}
+
+#[tokio::test]
+async fn a_batch_with_a_large_budget_asks_for_a_harvest_at_one_mebibyte() {
+    let server = server().await;
+    // The default budget (16 MiB) would let the batch hold about 7 MB before
+    // half its room: it asks at 1 MiB, while its items are still in cache.
+    let logs = Arc::new(LogBatch::new());
+    assert!(logs.memory().record_limit_bytes / 2 > 4 * EARLY_HARVEST_BYTES);
+    let harvester = on_demand_harvester(logs.clone(), client::<Logs>(&server)).spawn();
+
+    let message = "m".repeat(100_000);
+    let mut recorded = 0;
+    while logs.memory().held_bytes < EARLY_HARVEST_BYTES - 120_000 {
+        logs.record(Log::new(message.clone())).await;
+        recorded += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.requests().len(), 0, "below 1 MiB: no harvest yet");
+
+    logs.record(Log::new(message.clone())).await;
+    logs.record(Log::new(message)).await;
+    assert!(server.wait_for_requests(1, WAIT).await, "1 MiB: a harvest");
+    let report = harvester.shutdown().await;
+    assert_eq!(report.delivery.items_sent, recorded + 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -22,6 +22,20 @@ use crate::validate::Validate;
 /// [`ItemBatchBuilder::capacity`].
 pub const DEFAULT_CAPACITY: usize = 50_000;
 
+/// An event, log or span batch asks for an early harvest once it holds this
+/// many bytes (1 MiB), or half of what its budget lets it record if that is
+/// less: a busy service's items are then encoded while they are still in the
+/// processor's caches, and sent as payloads of a few hundred kilobytes of
+/// JSON instead of waiting for the interval. A quiet service never reaches it
+/// and sends at each interval.
+///
+/// ```
+/// use newrelic_telemetry::batch::EARLY_HARVEST_BYTES;
+///
+/// assert_eq!(EARLY_HARVEST_BYTES, 1024 * 1024);
+/// ```
+pub const EARLY_HARVEST_BYTES: usize = 1024 * 1024;
+
 /// A batch of [`Event`]s. Its common attributes are merged into every event
 /// when it is sent (the Event API has no common block).
 ///
@@ -179,7 +193,7 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     }
 
     /// The most items the batch buffers between harvests (default 50,000). At
-    /// half of it (or at half of the memory it may hold, see
+    /// half of it (or once it holds [`EARLY_HARVEST_BYTES`], see
     /// [`memory_budget`](Self::memory_budget)) the batch asks for an early harvest.
     ///
     /// ```
@@ -204,9 +218,10 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     /// [`MemoryStats::record_limit_bytes`]) is refused with
     /// [`RecordError::MemoryBudgetFull`] (counted) and the harvester is asked
     /// to harvest. So that a busy service's items are sent before that
-    /// happens, the batch asks for a harvest as soon as it holds half of the
-    /// record limit, whatever the interval; the send queue may fill half of the record limit, and past
-    /// that the harvester drops its oldest payload.
+    /// happens, the batch asks for a harvest as soon as it holds
+    /// [`EARLY_HARVEST_BYTES`] (1 MiB) or half of the record limit, whichever
+    /// is less, whatever the interval; the send queue may fill half of the
+    /// record limit, and past that the harvester drops its oldest payload.
     ///
     /// ```
     /// use newrelic_telemetry::{Log, LogBatch, RecordError};
@@ -449,8 +464,9 @@ impl<T: BatchItem> ItemBatch<T> {
     /// Buffers an admitted `item` of `bytes` and lets the lock go, unless the
     /// batch is closed or full (its room in the budget is then given back).
     /// Asks for an early harvest when the batch reaches half its capacity,
-    /// or holds half of what the budget lets it record: long before it would
-    /// refuse items.
+    /// or holds [`EARLY_HARVEST_BYTES`] (or half of what the budget lets it
+    /// record, if less): long before it would refuse items, and while the
+    /// items are still in cache.
     fn insert(
         &self,
         mut buffer: MutexGuard<'_, Buffer<T>>,
@@ -473,12 +489,12 @@ impl<T: BatchItem> ItemBatch<T> {
             self.budget.unreserve_item(bytes);
             return Err(self.refuse(error, in_callback));
         }
-        let half_the_room = (self.budget.limit() - WORK_RESERVE) / 2;
-        let was_below = buffer.held_bytes < half_the_room;
+        let harvest_at = ((self.budget.limit() - WORK_RESERVE) / 2).min(EARLY_HARVEST_BYTES);
+        let was_below = buffer.held_bytes < harvest_at;
         buffer.items.push(item);
         buffer.held_bytes += bytes;
         if buffer.items.len() == self.capacity.div_ceil(2)
-            || (was_below && buffer.held_bytes >= half_the_room)
+            || (was_below && buffer.held_bytes >= harvest_at)
         {
             self.harvest.notify_one();
         }

@@ -97,7 +97,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use items::{
-    BatchItem, DEFAULT_CAPACITY, EventBatch, ItemBatch, ItemBatchBuilder, LogBatch, SpanBatch,
+    BatchItem, DEFAULT_CAPACITY, EARLY_HARVEST_BYTES, EventBatch, ItemBatch, ItemBatchBuilder,
+    LogBatch, SpanBatch,
 };
 pub use metric::{
     CounterHandle, DEFAULT_IDLE_HARVESTS, DEFAULT_MAX_SERIES, DEFAULT_SERIES_LIMIT,
