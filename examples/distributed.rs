@@ -331,6 +331,13 @@ fn traces(local: &LocalEndpoint, ids: &[String]) -> Vec<Trace> {
     let text = |v: &Json| v.as_str().unwrap_or_default().to_owned();
     for request in local.requests() {
         for block in request.body.as_array().into_iter().flatten() {
+            // An item's own attributes, else its block's common ones (the
+            // service's name travels once per payload, in the common block).
+            let common = &block["common"]["attributes"];
+            let service = |a: &Json| match &a["service.name"] {
+                Json::Null => text(&common["service.name"]),
+                own => text(own),
+            };
             for span in block["spans"].as_array().into_iter().flatten() {
                 let a = &span["attributes"];
                 spans
@@ -339,7 +346,7 @@ fn traces(local: &LocalEndpoint, ids: &[String]) -> Vec<Trace> {
                     .push(SpanView {
                         id: text(&span["id"]),
                         parent: a["parent.id"].as_str().map(str::to_owned),
-                        service: text(&a["service.name"]),
+                        service: service(a),
                         name: text(&a["name"]),
                         kind: text(&a["span.kind"]),
                     });
@@ -347,7 +354,7 @@ fn traces(local: &LocalEndpoint, ids: &[String]) -> Vec<Trace> {
             for log in block["logs"].as_array().into_iter().flatten() {
                 let a = &log["attributes"];
                 logs.entry(text(&a["trace.id"])).or_default().push((
-                    text(&a["service.name"]),
+                    service(a),
                     text(&a["level"]),
                     text(&log["message"]),
                 ));

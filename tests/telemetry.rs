@@ -345,6 +345,54 @@ async fn a_common_service_name_wins_on_every_item_the_tracing_layer_included() {
     assert_eq!(server.logs()[0]["attributes"]["service.name"], "common");
 }
 
+/// The service's name travels once per payload, in the common block: the
+/// tracing layer of a `Telemetry` does not write it again on each span and
+/// log. A name the layer is given in code is still written, and wins.
+#[tokio::test]
+async fn the_service_name_is_sent_once_per_payload_not_on_each_span_and_log() {
+    use newrelic_telemetry::Api;
+    use tracing_subscriber::prelude::*;
+
+    let server = server().await;
+    let telemetry = server
+        .telemetry_builder()
+        .service_name("orders")
+        .build()
+        .unwrap();
+    {
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::registry()
+                .with(telemetry.tracing_layer())
+                .with(telemetry.tracing_layer_with(|layer| layer.service_name("override"))),
+        );
+        tracing::info_span!("work").in_scope(|| tracing::info!("done"));
+    }
+    telemetry.shutdown().await;
+
+    for api in [Api::Span, Api::Log] {
+        let bodies: Vec<_> = server
+            .requests()
+            .into_iter()
+            .filter(|r| r.api == Some(api))
+            .map(|r| r.body)
+            .collect();
+        assert_eq!(bodies.len(), 1, "{api:?}");
+        let block = &bodies[0][0];
+        assert_eq!(block["common"]["attributes"]["service.name"], "orders");
+        let key = if api == Api::Span { "spans" } else { "logs" };
+        let own: Vec<_> = block[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["attributes"]["service.name"].clone())
+            .collect();
+        // One item from each layer: the plain one writes no name.
+        assert_eq!(own.len(), 2, "{api:?}");
+        assert!(own.contains(&serde_json::Value::Null), "{api:?}: {own:?}");
+        assert!(own.contains(&"override".into()), "{api:?}: {own:?}");
+    }
+}
+
 /// Off means off for every way of recording a metric, a whole `Metric`
 /// included: not even checked, so not refused.
 #[tokio::test]

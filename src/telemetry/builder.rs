@@ -739,11 +739,6 @@ impl TelemetryBuilder {
             common_attributes.insert("service.name", Value::String(name.clone()));
         }
         common_attributes.absorb(self.common_attributes);
-        // The tracing layers name spans and logs as the common block does.
-        config.service_name = match common_attributes.get("service.name") {
-            Some(Value::String(name)) => Some(name.clone()),
-            _ => config.service_name,
-        };
         pipelines::start(
             config,
             self.configure_clients,

@@ -78,8 +78,6 @@ pub(super) struct Parts {
     /// The `metrics` recorder, made on first use.
     #[cfg(feature = "metrics")]
     pub(super) recorder: std::sync::OnceLock<NewRelicRecorder>,
-    #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
-    pub(super) service_name: Option<Arc<str>>,
     /// The layers' sample ratio, unless a layer's own settings change it.
     #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
     pub(super) trace_sample_ratio: f64,
@@ -820,13 +818,12 @@ impl Telemetry {
             configure(NewRelicLayer::builder().sample_ratio(parts.trace_sample_ratio));
         // Always this telemetry's batches; disabled, none (not even one the
         // closure gave): the layer exports nothing, and returns from each
-        // callback before looking at the span or event.
+        // callback before looking at the span or event. The service's name is
+        // not written on each span and log: the batches' common block carries
+        // it (a name the closure gave is still written, and wins).
         builder = builder.without_batches();
         if parts.enabled {
             builder = builder.spans(parts.spans.clone()).logs(parts.logs.clone());
-        }
-        if let Some(name) = &parts.service_name {
-            builder = builder.service_name(name.clone());
         }
         let layers = &parts.lifecycle.layers;
         let (layer, worker) = builder.build_counting_into(layers.counters.clone());

@@ -89,7 +89,6 @@ pub(super) fn start(
         runtime,
         #[cfg(feature = "metrics")]
         recorder: std::sync::OnceLock::new(),
-        service_name: config.service_name,
         trace_sample_ratio: config.trace_sample_ratio,
     }))
 }

@@ -226,8 +226,10 @@ impl NewRelicLayerBuilder {
         self
     }
 
-    /// The `service.name` every span and log carries (none by default; it can
-    /// also come from the batches' common attributes).
+    /// The `service.name` written on every span and log (none by default).
+    /// When the batches' common attributes name the service, as
+    /// [`Telemetry`](crate::Telemetry)'s do, leave this unset: the common
+    /// block names it once per payload; a name set here wins over it.
     ///
     /// ```
     /// use newrelic_telemetry::tracing_layer::NewRelicLayer;
