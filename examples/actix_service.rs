@@ -47,11 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("listening on http://{}", listener.local_addr()?);
         let report = run(serve(&telemetry, listener, 2)?, telemetry).await?;
 
-        println!(
-            "telemetry: {} items sent, {} dropped",
-            report.items_sent(),
-            report.items_dropped()
-        );
+        println!("telemetry: {report}");
         if let Some(local) = local {
             println!("local endpoint: {:?}", Received::from(&local));
         }

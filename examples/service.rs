@@ -46,12 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening on http://{}", listener.local_addr()?);
     let report = run(listener, telemetry, shutdown_signal()).await?;
 
-    println!(
-        "telemetry: {} items sent, {} dropped, {} refused",
-        report.items_sent(),
-        report.items_dropped(),
-        report.items_refused()
-    );
+    println!("telemetry: {report}");
     if let Some(local) = local {
         print_received(&local);
     }

@@ -408,3 +408,33 @@ async fn a_disabled_telemetry_does_not_check_a_whole_metric() {
     let report = telemetry.shutdown().await;
     assert_eq!((report.items_refused(), report.items_discarded()), (0, 0));
 }
+
+/// The report's one line names what was sent per API, what was lost, and
+/// the pipelines that missed the shutdown deadline.
+#[tokio::test]
+async fn the_report_says_in_one_line_what_was_sent_and_what_missed_the_deadline() {
+    use newrelic_telemetry::Api;
+    use newrelic_telemetry::test_util::ScriptedResponse;
+
+    let server = server().await;
+    // The Trace API never answers within the (short) deadline.
+    server.respond_to(
+        Api::Span,
+        ScriptedResponse::status(202).with_delay(Duration::from_secs(3600)),
+    );
+    let telemetry = server
+        .telemetry_builder()
+        .shutdown_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    telemetry.events().record(Event::new("Order")).await;
+    telemetry.logs().record(Log::new("placed")).await;
+    telemetry.logs().record(Log::new("paid")).await;
+    telemetry.spans().record(Span::new("checkout")).await;
+    let report = telemetry.shutdown().await;
+    assert_eq!(
+        report.to_string(),
+        "sent 3 (metrics 0, events 1, logs 2, spans 0), dropped 1, refused 0, discarded 0, \
+         shutdown deadline exceeded (span)"
+    );
+}

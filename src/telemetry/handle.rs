@@ -337,6 +337,61 @@ impl TelemetryStats {
     }
 }
 
+/// One line: what was sent, per API, and what was lost and why, for a
+/// service to log at exit.
+///
+/// ```
+/// use newrelic_telemetry::test_util::TestIngestServer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = TestIngestServer::start().await?;
+/// let telemetry = server.telemetry_builder().build()?;
+/// telemetry.metrics().record_count("orders", 1.0, ()).await;
+/// telemetry.logs().record(newrelic_telemetry::Log::new("ready")).await;
+/// let report = telemetry.shutdown().await;
+/// assert_eq!(
+///     report.to_string(),
+///     "sent 2 (metrics 1, events 0, logs 1, spans 0), dropped 0, refused 0, discarded 0, \
+///      within the shutdown deadline"
+/// );
+/// # Ok(()) }
+/// ```
+impl std::fmt::Display for TelemetryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sent = |r: &HarvestReport| r.delivery.items_sent;
+        write!(
+            f,
+            "sent {} (metrics {}, events {}, logs {}, spans {}",
+            self.items_sent(),
+            sent(&self.metrics),
+            sent(&self.events),
+            sent(&self.logs),
+            sent(&self.spans),
+        )?;
+        if let Some(distributions) = &self.distributions {
+            write!(f, ", distributions {}", sent(distributions))?;
+        }
+        write!(
+            f,
+            "), dropped {}, refused {}, discarded {}, ",
+            self.items_dropped(),
+            self.items_refused(),
+            self.items_discarded(),
+        )?;
+        let late: Vec<&str> = self
+            .all()
+            .filter(|r| r.deadline_exceeded)
+            .map(|r| r.api.name())
+            .collect();
+        if late.is_empty() {
+            f.write_str("within the shutdown deadline")
+        } else {
+            write!(f, "shutdown deadline exceeded ({})", late.join(", "))
+        }
+    }
+}
+
 impl TelemetryReport {
     fn all(&self) -> impl Iterator<Item = &HarvestReport> {
         [&self.metrics, &self.events, &self.logs, &self.spans]
