@@ -782,10 +782,13 @@ impl Telemetry {
     }
 
     /// Whether anything is sent: `false` when the builder or
-    /// `NEW_RELIC_ENABLED` turned telemetry off.
+    /// `NEW_RELIC_ENABLED` turned telemetry off. A disabled telemetry's
+    /// tracing layer returns at once from each callback; adding the layer
+    /// only when enabled spares even those calls.
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;
+    /// use tracing_subscriber::prelude::*;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -794,6 +797,12 @@ impl Telemetry {
     /// assert!(telemetry.is_enabled());
     /// let off = server.telemetry_builder().enabled(false).build()?;
     /// assert!(!off.is_enabled());
+    ///
+    /// // No layer at all while disabled (an `Option` of a layer is a layer).
+    /// let layer = off.is_enabled().then(|| off.tracing_layer());
+    /// assert!(layer.is_none());
+    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// tracing::subscriber::with_default(subscriber, || tracing::info!("not exported"));
     /// # telemetry.shutdown().await;
     /// # off.shutdown().await;
     /// # Ok(()) }
