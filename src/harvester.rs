@@ -836,7 +836,7 @@ impl<K: Kind, B: Batch<Item = K::Item>> Task<K, B> {
         // taken yet). Its memory goes now, before the report says what is held.
         self.encoding = None;
         if !drained {
-            drop(self.batch.take().await);
+            self.batch.abandon().await;
         }
 
         HarvestReport {

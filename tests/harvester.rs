@@ -173,14 +173,15 @@ async fn harvest_now_and_early_harvest_when_a_batch_fills() {
 }
 
 #[tokio::test]
-async fn a_batch_holding_half_its_memory_asks_for_an_early_harvest() {
+async fn a_batch_with_the_smallest_budget_asks_for_a_harvest_at_one_mebibyte_too() {
     let server = server().await;
     // The smallest budget: 4 MiB, of which 2 MB are kept for sending, so the
-    // batch may record about 2.19 MB and asks for a harvest at half that, or
-    // at 1 MiB, which is less.
+    // batch may record about 2.19 MB; it asks for a harvest at 1 MiB, under
+    // half of that, so it never refuses for want of room.
     let logs = Arc::new(LogBatch::builder().memory_budget(0).build());
     let harvester = on_demand_harvester(logs.clone(), client::<Logs>(&server)).spawn();
-    let harvest_at = (logs.memory().record_limit_bytes / 2).min(EARLY_HARVEST_BYTES);
+    assert!(logs.memory().record_limit_bytes / 2 > EARLY_HARVEST_BYTES);
+    let harvest_at = EARLY_HARVEST_BYTES;
 
     // Few items (far from half the capacity of 50,000), but large ones.
     let message = "m".repeat(100_000);
@@ -190,18 +191,11 @@ async fn a_batch_holding_half_its_memory_asks_for_an_early_harvest() {
         recorded += 1;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        server.requests().len(),
-        0,
-        "below half its room: no harvest yet"
-    );
+    assert_eq!(server.requests().len(), 0, "below 1 MiB: no harvest yet");
 
     logs.record(Log::new(message.clone())).await;
     logs.record(Log::new(message)).await;
-    assert!(
-        server.wait_for_requests(1, WAIT).await,
-        "half its room: a harvest"
-    );
+    assert!(server.wait_for_requests(1, WAIT).await, "1 MiB: a harvest");
     let report = harvester.shutdown().await;
     assert_eq!(report.delivery.items_sent, recorded + 2);
     assert_eq!(report.record.items_dropped_over_budget, 0);

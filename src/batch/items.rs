@@ -23,11 +23,11 @@ use crate::validate::Validate;
 pub const DEFAULT_CAPACITY: usize = 50_000;
 
 /// An event, log or span batch asks for an early harvest once it holds this
-/// many bytes (1 MiB), or half of what its budget lets it record if that is
-/// less: a busy service's items are then encoded while they are still in the
-/// processor's caches, and sent as payloads of a few hundred kilobytes of
-/// JSON instead of waiting for the interval. A quiet service never reaches it
-/// and sends at each interval.
+/// many bytes (1 MiB; less than half of what even the smallest budget lets
+/// it record): a busy service's items are then encoded while they are still
+/// in the processor's caches, and sent as payloads of a few hundred
+/// kilobytes of JSON instead of waiting for the interval. A quiet service
+/// never reaches it and sends at each interval.
 ///
 /// ```
 /// use newrelic_telemetry::batch::EARLY_HARVEST_BYTES;
@@ -219,9 +219,9 @@ impl<T: BatchItem> ItemBatchBuilder<T> {
     /// [`RecordError::MemoryBudgetFull`] (counted) and the harvester is asked
     /// to harvest. So that a busy service's items are sent before that
     /// happens, the batch asks for a harvest as soon as it holds
-    /// [`EARLY_HARVEST_BYTES`] (1 MiB) or half of the record limit, whichever
-    /// is less, whatever the interval; the send queue may fill half of the
-    /// record limit, and past that the harvester drops its oldest payload.
+    /// [`EARLY_HARVEST_BYTES`] (1 MiB), whatever the interval; the send
+    /// queue may fill half of the record limit, and past that the harvester
+    /// drops its oldest payload.
     ///
     /// ```
     /// use newrelic_telemetry::{Log, LogBatch, RecordError};
@@ -464,9 +464,8 @@ impl<T: BatchItem> ItemBatch<T> {
     /// Buffers an admitted `item` of `bytes` and lets the lock go, unless the
     /// batch is closed or full (its room in the budget is then given back).
     /// Asks for an early harvest when the batch reaches half its capacity,
-    /// or holds [`EARLY_HARVEST_BYTES`] (or half of what the budget lets it
-    /// record, if less): long before it would refuse items, and while the
-    /// items are still in cache.
+    /// or holds [`EARLY_HARVEST_BYTES`]: long before it would refuse items,
+    /// and while the items are still in cache.
     fn insert(
         &self,
         mut buffer: MutexGuard<'_, Buffer<T>>,
@@ -489,6 +488,8 @@ impl<T: BatchItem> ItemBatch<T> {
             self.budget.unreserve_item(bytes);
             return Err(self.refuse(error, in_callback));
         }
+        // Half the record limit is more than 1 MiB even for the smallest
+        // budget (4 MiB); the `min` keeps that true if the floor ever moves.
         let harvest_at = ((self.budget.limit() - WORK_RESERVE) / 2).min(EARLY_HARVEST_BYTES);
         let was_below = buffer.held_bytes < harvest_at;
         buffer.items.push(item);
@@ -692,6 +693,10 @@ impl<T: BatchItem> Batch for ItemBatch<T> {
 
     fn take(&self) -> impl std::future::Future<Output = Taken<T>> + Send {
         ItemBatch::take(self)
+    }
+
+    async fn abandon(&self) {
+        drop(ItemBatch::take(self).await);
     }
 
     fn memory_budget(&self) -> &Arc<MemoryBudget> {

@@ -226,6 +226,16 @@ pub trait Batch: sealed::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
     fn take(&self) -> impl Future<Output = Taken<Self::Item>> + Send;
 
+    /// Lets go of what the batch still buffers when its harvester's
+    /// shutdown deadline passed (already counted as dropped): an item
+    /// batch's items and their memory. A metric batch keeps its series,
+    /// whose memory it owns (a drain now would send gauges again and make
+    /// points for a pipeline that is stopping).
+    #[doc(hidden)]
+    fn abandon(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// The pipeline's memory budget, shared with its harvester.
     #[doc(hidden)]
     fn memory_budget(&self) -> &Arc<MemoryBudget>;
