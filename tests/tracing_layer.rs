@@ -399,6 +399,35 @@ async fn fields_of_every_type_keep_their_types() {
 }
 
 #[tokio::test]
+async fn otel_name_and_kind_are_read_however_they_were_written() {
+    let p = Pipeline::start(Duration::from_secs(60)).await;
+    let (layer, worker) = p.layer().build();
+    let stop = CancellationToken::new();
+    let worker = worker.spawn(stop.clone());
+
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        let route = "/orders/{id}";
+        info_span!("a", otel.name = %format_args!("GET {route}"), otel.kind = "Server")
+            .in_scope(|| info!(attempt = 2, "retrying {route} after {} ms", 250));
+        info_span!("b", otel.name = "plain", otel.kind = %"CONSUMER").in_scope(|| {});
+        info_span!("c", otel.kind = "producer", note = %"shown").in_scope(|| {});
+    });
+
+    p.finish(stop, worker).await;
+    let spans = p.server.spans();
+    let get = span(&spans, "GET /orders/{id}");
+    assert_eq!(get["attributes"]["span.kind"], "server");
+    let plain = span(&spans, "plain");
+    assert_eq!(plain["attributes"]["span.kind"], "consumer");
+    let c = span(&spans, "c");
+    assert_eq!(c["attributes"]["span.kind"], "producer");
+    assert_eq!(c["attributes"]["note"], "shown");
+    let logs = p.server.logs();
+    assert_eq!(logs[0]["message"], "retrying /orders/{id} after 250 ms");
+    assert_eq!(logs[0]["attributes"]["attempt"], 2);
+}
+
+#[tokio::test]
 async fn error_fields_and_error_events_flag_spans() {
     let p = Pipeline::start(Duration::from_secs(60)).await;
     let (layer, worker) = p.layer().build();

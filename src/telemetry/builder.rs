@@ -567,8 +567,8 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Sets the common attribute `service.name` (also given to the tracing
-    /// layers this telemetry makes), instead of
+    /// Sets the common attribute `service.name` (which names the service of
+    /// every payload, the tracing layers' spans and logs included), instead of
     /// [`env::SERVICE_NAME`](crate::env::SERVICE_NAME) or
     /// [`env::OTEL_SERVICE_NAME`](crate::env::OTEL_SERVICE_NAME). A
     /// `service.name` given to [`common_attributes`](Self::common_attributes)

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::distributions::DistributionPipeline;
 use super::lifecycle::Lifecycle;
 use super::per_api::PerApi;
+use crate::api::Api;
 use crate::batch::{EventBatch, LogBatch, MetricBatch, RecordStats, SpanBatch};
 use crate::client::DeliveryStats;
 use crate::harvester::{HarvestReport, Harvester, PipelineStats};
@@ -382,7 +383,13 @@ impl std::fmt::Display for TelemetryReport {
         let late: Vec<&str> = self
             .all()
             .filter(|r| r.deadline_exceeded)
-            .map(|r| r.api.name())
+            .map(|r| match r.api {
+                Api::Metric => "metrics",
+                Api::Event => "events",
+                Api::Log => "logs",
+                Api::Span => "spans",
+                Api::Otlp => "distributions",
+            })
             .collect();
         if late.is_empty() {
             f.write_str("within the shutdown deadline")
@@ -842,6 +849,7 @@ impl Telemetry {
     /// let report = telemetry.shutdown().await; // the layer first, then the batches
     /// assert_eq!((report.layer.spans_recorded, report.layer.logs_recorded), (1, 1));
     /// assert_eq!(server.logs()[0]["message"], "card charged");
+    /// // From the payload's common block (the test server fills it in).
     /// assert_eq!(server.spans()[0]["attributes"]["service.name"], "checkout");
     /// # Ok(()) }
     /// ```
@@ -851,7 +859,8 @@ impl Telemetry {
 
     /// [`tracing_layer`](Self::tracing_layer), with changes to the layer's
     /// settings (channel capacity, span events, excluded targets). Its span
-    /// and log batches and its service name are this telemetry's.
+    /// and log batches are this telemetry's, whose common block names the
+    /// service (a `service_name` set here is written on each item, and wins).
     ///
     /// ```
     /// use newrelic_telemetry::test_util::TestIngestServer;

@@ -29,9 +29,11 @@
 //! `&str` a string, and anything recorded with `?` (Debug), `%` (Display) or as
 //! a `&dyn Error` the string it formats to. Fields recorded later with
 //! [`tracing::Span::record`] are added or updated. The layer's own keys
-//! (`level`, `target`, `trace.id`, `span.id`, `service.name` on logs) win over
-//! fields of the same name; on spans, `name`, `duration.ms`, `parent.id` and
-//! `service.name` are always the span's own.
+//! (`level`, `target`, `trace.id`, `span.id` on logs) win over fields of the
+//! same name; on spans, `name`, `duration.ms` and `parent.id` are always the
+//! span's own. A field named `service.name` is not exported: the service's
+//! name is the layer's ([`NewRelicLayerBuilder::service_name`]), or the
+//! batches' common block's, as with [`Telemetry`](crate::Telemetry).
 //!
 //! # Errors
 //!
@@ -74,7 +76,7 @@
 //! side waits: the batch refuses the item (counted in
 //! [`LayerStats::items_dropped_by_batch`] and in the batch's
 //! [`record_stats`](crate::batch::ItemBatch::record_stats)) and asks its harvester for
-//! an early harvest, as it does when it reaches half its room. A refusal met
+//! an early harvest, as it does when it holds 1 MiB. A refusal met
 //! while the layer records at once is logged at the batch's next flush, not
 //! when it happens: `tracing` dispatches no event from inside a callback. The channel holds [`DEFAULT_CHANNEL_CAPACITY`] items unless
 //! told otherwise ([`NewRelicLayerBuilder::channel_capacity`]).

@@ -72,48 +72,82 @@ impl<'a> FieldVisitor<'a> {
         self.message
     }
 
-    fn put(&mut self, field: &Field, value: Value) {
+    fn put(&mut self, field: &Field, value: FieldValue<'_>) {
         let name = field.name();
         if self.skip_log_fields && name.starts_with("log.") {
             return;
         }
+        // The service's name is the layer's, or its batches' common block's:
+        // a field of that name would move the item to another entity.
+        if name == "service.name" {
+            return;
+        }
         if self.error_field && name == "otel.name" {
-            self.span_name = Some(match value {
-                Value::String(s) => String::from(&*s),
-                other => other.to_string(),
-            });
+            self.span_name = Some(value.into_string());
         } else if self.error_field && name == "otel.kind" {
+            let is_lower = |kind: &str| kind.bytes().all(|b| !b.is_ascii_uppercase());
             let kind = match value {
                 // OpenTelemetry's kinds, as they are usually written (lower
                 // case): kept as they came, with no second string.
-                Value::String(kind) if kind.bytes().all(|b| !b.is_ascii_uppercase()) => {
-                    Value::String(kind)
-                }
-                other => Value::from(other.to_string().to_ascii_lowercase()),
+                FieldValue::Text(kind) if is_lower(kind) => Value::from(kind),
+                FieldValue::Value(Value::String(kind)) if is_lower(&kind) => Value::String(kind),
+                other => Value::from(other.into_string().to_ascii_lowercase()),
             };
             self.attributes.insert(self.keys.span_kind.clone(), kind);
         } else if self.capture_message && name == "message" {
-            self.message = Some(match value {
-                Value::String(s) => String::from(&*s),
-                other => other.to_string(),
-            });
+            self.message = Some(value.into_string());
         } else if self.error_field && name == "error" {
             match value {
-                Value::Bool(flag) => {
+                FieldValue::Value(Value::Bool(flag)) => {
                     self.attributes.insert(self.keys.error.clone(), flag);
                 }
                 other => {
                     self.attributes.insert(self.keys.error.clone(), true);
                     let message = match other {
-                        Value::String(s) => Value::String(s),
-                        other => Value::from(other.to_string()),
+                        FieldValue::Value(Value::String(s)) => Value::String(s),
+                        FieldValue::Value(v) => Value::from(v.to_string()),
+                        text => text.into_value(),
                     };
                     self.attributes
                         .insert(self.keys.error_message.clone(), message);
                 }
             }
         } else {
-            self.attributes.insert(shared_static(name), value);
+            self.attributes
+                .insert(shared_static(name), value.into_value());
+        }
+    }
+}
+
+/// A field's value as `tracing` hands it over. Text stays text until the
+/// field's name says what it becomes: the log's message or the span's name
+/// (a `String`, made once) or an attribute (a shared string). Before, a
+/// message was copied into a shared string and out again.
+enum FieldValue<'v> {
+    Value(Value),
+    Text(&'v str),
+    Formatted(String),
+}
+
+impl FieldValue<'_> {
+    fn into_string(self) -> String {
+        match self {
+            FieldValue::Value(Value::String(s)) => String::from(&*s),
+            FieldValue::Value(other) => other.to_string(),
+            FieldValue::Text(s) => s.to_owned(),
+            FieldValue::Formatted(mut s) => {
+                // Kept in an item, whose held bytes count its capacity.
+                s.shrink_to_fit();
+                s
+            }
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            FieldValue::Value(value) => value,
+            FieldValue::Text(s) => Value::from(s),
+            FieldValue::Formatted(s) => Value::from(s),
         }
     }
 }
@@ -130,41 +164,42 @@ fn float_value(value: f64) -> Value {
 
 impl Visit for FieldVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, float_value(value));
+        self.put(field, FieldValue::Value(float_value(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::Value(Value::from(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::Value(Value::from(value)));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::Value(Value::from(value)));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::Value(Value::from(value)));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::Value(Value::from(value)));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::from(value));
+        self.put(field, FieldValue::Text(value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::from(value.to_string()));
+        self.put(field, FieldValue::Formatted(value.to_string()));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut text = String::new();
+        // Room for a usual message, so that writing it seldom grows.
+        let mut text = String::with_capacity(64);
         // Writing to a String only fails if the Debug impl itself errors.
         let _ = write!(text, "{value:?}");
-        self.put(field, Value::from(text));
+        self.put(field, FieldValue::Formatted(text));
     }
 }
