@@ -68,7 +68,8 @@ impl DistributionPoint {
     /// A point over the interval a flush closed. Two flushes within one
     /// millisecond close an interval of none: the point then ends a
     /// millisecond after it starts, since OTLP readers expect a point's time
-    /// to come after its start.
+    /// to come after its start (the next point still starts at the flush, so
+    /// the two overlap by that millisecond).
     pub(crate) fn in_interval(
         name: Arc<str>,
         attributes: Arc<Attributes>,
