@@ -172,58 +172,43 @@ async fn harvest_now_and_early_harvest_when_a_batch_fills() {
     assert_eq!(report.record.items_dropped_buffer_full, 0);
 }
 
+/// A batch of few but large items asks for a harvest once it holds 1 MiB,
+/// whatever its budget: with the smallest (4 MiB, of which 2 MB are kept for
+/// sending, so about 2.19 MB to record) that is under half its room, so it
+/// never refuses for want of it; with the default (16 MiB) it is long before
+/// half its room (about 7 MB), while its items are still in cache.
 #[tokio::test]
-async fn a_batch_with_the_smallest_budget_asks_for_a_harvest_at_one_mebibyte_too() {
-    let server = server().await;
-    // The smallest budget: 4 MiB, of which 2 MB are kept for sending, so the
-    // batch may record about 2.19 MB; it asks for a harvest at 1 MiB, under
-    // half of that, so it never refuses for want of room.
-    let logs = Arc::new(LogBatch::builder().memory_budget(0).build());
-    let harvester = on_demand_harvester(logs.clone(), client::<Logs>(&server)).spawn();
-    assert!(logs.memory().record_limit_bytes / 2 > EARLY_HARVEST_BYTES);
-    let harvest_at = EARLY_HARVEST_BYTES;
+async fn a_batch_asks_for_a_harvest_at_one_mebibyte_whatever_its_budget() {
+    for budget in [0, newrelic_telemetry::batch::DEFAULT_MEMORY_BUDGET] {
+        let server = server().await;
+        let logs = Arc::new(LogBatch::builder().memory_budget(budget).build());
+        assert!(logs.memory().record_limit_bytes / 2 > EARLY_HARVEST_BYTES);
+        let harvester = on_demand_harvester(logs.clone(), client::<Logs>(&server)).spawn();
 
-    // Few items (far from half the capacity of 50,000), but large ones.
-    let message = "m".repeat(100_000);
-    let mut recorded = 0;
-    while logs.memory().held_bytes < harvest_at - 120_000 {
+        // Few items (far from half the capacity of 50,000), but large ones.
+        let message = "m".repeat(100_000);
+        let mut recorded = 0;
+        while logs.memory().held_bytes < EARLY_HARVEST_BYTES - 120_000 {
+            logs.record(Log::new(message.clone())).await;
+            recorded += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            server.requests().len(),
+            0,
+            "budget {budget}: below 1 MiB, no harvest yet"
+        );
+
         logs.record(Log::new(message.clone())).await;
-        recorded += 1;
+        logs.record(Log::new(message)).await;
+        assert!(
+            server.wait_for_requests(1, WAIT).await,
+            "budget {budget}: 1 MiB, a harvest"
+        );
+        let report = harvester.shutdown().await;
+        assert_eq!(report.delivery.items_sent, recorded + 2);
+        assert_eq!(report.record.items_dropped_over_budget, 0);
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(server.requests().len(), 0, "below 1 MiB: no harvest yet");
-
-    logs.record(Log::new(message.clone())).await;
-    logs.record(Log::new(message)).await;
-    assert!(server.wait_for_requests(1, WAIT).await, "1 MiB: a harvest");
-    let report = harvester.shutdown().await;
-    assert_eq!(report.delivery.items_sent, recorded + 2);
-    assert_eq!(report.record.items_dropped_over_budget, 0);
-}
-
-#[tokio::test]
-async fn a_batch_with_a_large_budget_asks_for_a_harvest_at_one_mebibyte() {
-    let server = server().await;
-    // The default budget (16 MiB) would let the batch hold about 7 MB before
-    // half its room: it asks at 1 MiB, while its items are still in cache.
-    let logs = Arc::new(LogBatch::new());
-    assert!(logs.memory().record_limit_bytes / 2 > 4 * EARLY_HARVEST_BYTES);
-    let harvester = on_demand_harvester(logs.clone(), client::<Logs>(&server)).spawn();
-
-    let message = "m".repeat(100_000);
-    let mut recorded = 0;
-    while logs.memory().held_bytes < EARLY_HARVEST_BYTES - 120_000 {
-        logs.record(Log::new(message.clone())).await;
-        recorded += 1;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(server.requests().len(), 0, "below 1 MiB: no harvest yet");
-
-    logs.record(Log::new(message.clone())).await;
-    logs.record(Log::new(message)).await;
-    assert!(server.wait_for_requests(1, WAIT).await, "1 MiB: a harvest");
-    let report = harvester.shutdown().await;
-    assert_eq!(report.delivery.items_sent, recorded + 2);
 }
 
 #[tokio::test(start_paused = true)]
