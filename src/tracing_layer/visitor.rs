@@ -121,8 +121,8 @@ impl<'a> FieldVisitor<'a> {
 
 /// A field's value as `tracing` hands it over. Text stays text until the
 /// field's name says what it becomes: the log's message or the span's name
-/// (a `String`, made once) or an attribute (a shared string). Before, a
-/// message was copied into a shared string and out again.
+/// (a `String`, made once, never through a shared string) or an attribute
+/// (a shared string).
 enum FieldValue<'v> {
     Value(Value),
     Text(&'v str),
