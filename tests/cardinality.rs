@@ -98,10 +98,12 @@ async fn a_million_user_ids_beside_ten_well_behaved_names() {
     let (key, values) = report[0].top_attribute.clone().expect("a likely cause");
     assert_eq!(key, "user.id");
     // One in 64 of the 998,000 diverted measurements is sampled, each a
-    // different user.
+    // different user, and counted by a sketch of 256 registers (a standard
+    // error of 6.5%, its hash seeded anew in each process): within five
+    // standard errors. Three (20%) failed about once in 300 runs.
     let sampled = f64::from(USERS - 2_000) / 64.0;
     assert!(
-        (values as f64 - sampled).abs() < sampled * 0.2,
+        (values as f64 - sampled).abs() < sampled * 0.33,
         "{values} distinct values in the sample, about {sampled} expected"
     );
     assert_eq!(
